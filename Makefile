@@ -1,0 +1,47 @@
+# Every target that needs the virtualenv or buf depends on the stamps below,
+# so `make run` and `make test` work as the first command on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: setup generate lint test run demo bench clean
+
+setup: $(VENV_STAMP) $(NODE_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+generate: setup
+	$(PY) scripts/generate.py
+
+lint: setup
+	$(VENV)/bin/ruff check service gateway tests scripts
+	$(VENV)/bin/mypy
+	$(PY) scripts/generate.py --check
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+test: $(VENV_STAMP)
+	$(PY) -m pytest
+
+run: $(VENV_STAMP)
+	$(PY) scripts/run.py
+
+demo: $(VENV_STAMP)
+	$(PY) scripts/run.py --demo
+
+bench: $(VENV_STAMP)
+	$(PY) scripts/bench.py
+
+clean:
+	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache

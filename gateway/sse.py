@@ -1,0 +1,142 @@
+"""Relays a ChatStream call to the client as Server-Sent Events.
+
+A hand-written ASGI response rather than an SSE library: it must (1) turn an
+error that arrives before the first event into a plain HTTP error with the
+right status and Retry-After, (2) end every stream with exactly one ``done``
+or ``error`` event, (3) cancel the gRPC call the moment the client goes away,
+in every phase, which needs its own watch on ``http.disconnect``, and
+(4) send keep-alive comments only while the stream is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+from agent.v1 import agent_pb2 as pb
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from gateway import convert
+from gateway.errors import GatewayError, from_rpc_error
+
+log = logging.getLogger(__name__)
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_KEEPALIVE = b": keep-alive\n\n"
+
+
+def encode(event: str, data: dict[str, Any]) -> bytes:
+    """One SSE frame; JSON never holds a raw newline, so one data line suffices."""
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def _error_frame(error: GatewayError) -> bytes:
+    return encode("error", error.body())
+
+
+_Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]
+
+
+class ChatEventStream:
+    """ASGI response for one streamed chat turn."""
+
+    def __init__(self, call: _Call, keepalive_s: float) -> None:
+        self._call = call
+        self._keepalive_s = keepalive_s
+        self._last_write = 0.0
+        self._finished = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watcher = asyncio.create_task(self._watch_disconnect(receive))
+        try:
+            await self._relay(scope, receive, send)
+        finally:
+            watcher.cancel()
+            self._call.cancel()
+
+    async def _watch_disconnect(self, receive: Receive) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "http.disconnect":
+                # Cancelling the call wakes the relay with CancelledError or EOF.
+                self._call.cancel()
+                return
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        first = asyncio.ensure_future(self._call.read())
+        try:
+            # An early failure (auth, validation, queue full) becomes a plain HTTP error.
+            done, _ = await asyncio.wait({first}, timeout=self._keepalive_s)
+        except asyncio.CancelledError:
+            first.cancel()
+            raise
+        if first in done:
+            try:
+                message = first.result()
+            except grpc.aio.AioRpcError as exc:
+                error = from_rpc_error(exc)
+                response = JSONResponse(error.body(), error.status, headers=error.headers())
+                await response(scope, receive, send)
+                return
+            except asyncio.CancelledError:
+                return  # the client went away before anything was sent
+            pending: asyncio.Future[Any] | None = None
+        else:
+            message = None
+            pending = first
+
+        await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        ticker = asyncio.create_task(self._keepalive(send))
+        try:
+            await self._pump(send, message, pending)
+        except (asyncio.CancelledError, OSError):
+            pass  # client gone: the finally of __call__ cancels the call
+        finally:
+            ticker.cancel()
+
+    async def _pump(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
+        terminal: bytes | None = None
+        try:
+            if pending is not None:
+                message = await pending
+            while message is not grpc.aio.EOF:
+                name, data = convert.stream_event(message)
+                if name == "done":
+                    terminal = encode(name, data)
+                    break
+                await self._write(send, encode(name, data))
+                message = await self._call.read()
+            if terminal is None:
+                terminal = _error_frame(
+                    GatewayError(500, "internal", "the service ended the stream without an answer")
+                )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.CANCELLED and self._call.cancelled():
+                raise asyncio.CancelledError from exc  # we cancelled it: client gone
+            terminal = _error_frame(from_rpc_error(exc))
+        await self._write(send, terminal, more=False)
+
+    async def _write(self, send: Send, frame: bytes, *, more: bool = True) -> None:
+        if self._finished:
+            return
+        self._finished = not more
+        self._last_write = time.monotonic()
+        await send({"type": "http.response.body", "body": frame, "more_body": more})
+
+    async def _keepalive(self, send: Send) -> None:
+        while True:
+            idle = time.monotonic() - self._last_write
+            if idle >= self._keepalive_s:
+                await self._write(send, _KEEPALIVE)
+                idle = 0.0
+            await asyncio.sleep(self._keepalive_s - idle)

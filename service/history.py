@@ -1,0 +1,94 @@
+"""Fitting a conversation's history into the model's context budget.
+
+Token counts are estimated, not measured: about four characters per token
+plus a small overhead per block and per message. That is close enough to
+keep requests inside a context window without a tokenizer on the hot path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from service.providers.base import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
+
+_CHARS_PER_TOKEN = 4
+_MESSAGE_OVERHEAD = 4  # role and framing
+_BLOCK_OVERHEAD = 3  # block type and separators
+_TOOL_OVERHEAD = 8  # tool ids and names
+
+
+def estimate_tokens(message: Message) -> int:
+    """A cheap, slightly generous estimate of the tokens a message costs."""
+    return _MESSAGE_OVERHEAD + sum(_block_tokens(block) for block in message.content)
+
+
+def _block_tokens(block: Block) -> int:
+    if isinstance(block, TextBlock):
+        chars = len(block.text)
+        extra = 0
+    elif isinstance(block, ToolUseBlock):
+        chars = len(block.name) + len(
+            json.dumps(block.input, ensure_ascii=False, separators=(",", ":"), default=str)
+        )
+        extra = _TOOL_OVERHEAD
+    else:
+        chars = len(block.content) + len(block.name)
+        extra = _TOOL_OVERHEAD
+    return _BLOCK_OVERHEAD + extra + -(-chars // _CHARS_PER_TOKEN)
+
+
+def _carries_tool_results(message: Message) -> bool:
+    return any(isinstance(block, ToolResultBlock) for block in message.content)
+
+
+def fit_history(messages: Sequence[Message], budget_tokens: int) -> list[Message]:
+    """The most recent part of ``messages`` whose estimate fits ``budget_tokens``.
+
+    The result is always a suffix of the input (order and alternation as
+    given) that starts at a user message without tool results, so no tool
+    result is ever separated from the tool call it answers and providers get
+    the plain user turn they require first. The current turn (from the last
+    such user message to the end) is kept even when it alone is over budget;
+    the caller decides what to do about that. Input without any plain user
+    message is returned unchanged: there is no valid place to cut it.
+    """
+    best: int | None = None  # start of the longest suffix that fits
+    latest: int | None = None  # start of the current turn
+    total = 0
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        total += estimate_tokens(message)
+        if message.role != "user" or _carries_tool_results(message):
+            continue
+        if latest is None:
+            latest = index
+        if total <= budget_tokens:
+            best = index
+        else:
+            break  # totals only grow from here
+    if latest is None:
+        return list(messages)
+    return list(messages[best if best is not None else latest :])
+
+
+def merge_consecutive(messages: Sequence[Message]) -> list[Message]:
+    """Merge neighbours with the same role into one message, keeping block order.
+
+    Stored history can hold two user turns in a row (a failed turn left no
+    assistant reply), which providers reject. Messages without content (a
+    turn cancelled before any output) are dropped first, so their neighbours
+    merge too.
+    """
+    merged: list[Message] = []
+    for message in messages:
+        if not message.content:
+            continue
+        if merged and merged[-1].role == message.role:
+            previous = merged[-1]
+            merged[-1] = Message(
+                role=previous.role, content=(*previous.content, *message.content)
+            )
+        else:
+            merged.append(message)
+    return merged

@@ -1,0 +1,343 @@
+"""The conversation store interface and the records it deals in.
+
+Both backends (SQLite, PostgreSQL) implement ``ConversationStore`` with the
+same semantics; ``tests/store`` is the one contract suite run against both.
+Every read or write names the acting user: a conversation owned by someone
+else is reported exactly like a missing one (``NotFound``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Literal, Self
+
+from service.errors import InvalidRequest, NotFound
+from service.providers.base import Block, TextBlock, ToolResultBlock, ToolUseBlock
+
+Role = Literal["user", "assistant"]
+MessageStatus = Literal["complete", "cancelled", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """A user's conversation; ``updated_at`` moves whenever messages are appended."""
+
+    id: str
+    user_id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One persisted turn, with the usage and provenance it was stored with."""
+
+    id: int
+    conversation_id: str
+    role: Role
+    content: tuple[Block, ...]
+    status: MessageStatus
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    request_id: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A turn to append; the store assigns its id and timestamp."""
+
+    role: Role
+    content: Sequence[Block]
+    status: MessageStatus = "complete"
+    provider: str = ""
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """A user's accumulated token usage; ``turns`` counts stored assistant messages."""
+
+    input_tokens: int
+    output_tokens: int
+    turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserProfileRecord:
+    """Per-user settings read by ``/reload_user``."""
+
+    user_id: str
+    display_name: str
+    system_prompt: str
+
+
+class ConversationStore(ABC):
+    """Durable conversations, messages, usage totals and user profiles.
+
+    ``open()`` connects and applies pending schema migrations; it is
+    idempotent and safe when several processes open the same database.
+    The store is also an async context manager that opens and closes itself.
+    """
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def create_conversation(self, user_id: str, title: str = "") -> Conversation: ...
+
+    @abstractmethod
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        """Raise NotFound when missing or owned by another user."""
+
+    @abstractmethod
+    async def current_conversation(self, user_id: str) -> Conversation | None:
+        """The user's conversation most recently created or appended to."""
+
+    @abstractmethod
+    async def list_conversations(
+        self, user_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[Conversation], str]:
+        """A page of conversations, latest activity first, and the next token ("" at the end).
+
+        Raises InvalidRequest for a malformed token or a page_size below 1.
+        """
+
+    @abstractmethod
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> None: ...
+
+    @abstractmethod
+    async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
+        """All messages of the conversation, oldest first."""
+
+    @abstractmethod
+    async def append_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        """Store the messages in one transaction, count their usage, return them as stored.
+
+        An empty title is set from the first user text. Raises NotFound (and
+        writes nothing) when the conversation is missing or not the user's,
+        InvalidRequest (and writes nothing) for an empty or malformed batch.
+        """
+
+    @abstractmethod
+    async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
+        """Delete the messages but keep the conversation; usage totals stay as they are."""
+
+    @abstractmethod
+    async def usage_totals(self, user_id: str) -> UsageTotals: ...
+
+    @abstractmethod
+    async def count_users(self) -> int:
+        """How many distinct users own at least one conversation."""
+
+    @abstractmethod
+    async def get_profile(self, user_id: str) -> UserProfileRecord | None: ...
+
+    @abstractmethod
+    async def put_profile(self, profile: UserProfileRecord) -> None:
+        """Insert or replace the user's profile."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+# --- shared by the backends: validation and the stored form of values --------
+
+TITLE_MAX_CHARS = 60
+MAX_PAGE_SIZE = 1000
+_ROLES = frozenset({"user", "assistant"})
+_STATUSES = frozenset({"complete", "cancelled", "failed"})
+
+
+def new_conversation_id() -> str:
+    """A random, unguessable id (128 bits from the OS generator)."""
+    return "c_" + secrets.token_hex(16)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def check_page_size(page_size: int) -> int:
+    if page_size < 1:
+        raise InvalidRequest(f"page_size must be at least 1, got {page_size}")
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def check_user_id(user_id: str) -> None:
+    if not user_id:
+        raise InvalidRequest("user_id must not be empty")
+
+
+def check_batch(messages: Sequence[NewMessage]) -> None:
+    """Reject a batch before anything is written, so bad input never stores half a turn."""
+    if not messages:
+        raise InvalidRequest("append_messages needs at least one message")
+    for m in messages:
+        if m.role not in _ROLES:
+            raise InvalidRequest(f"unknown message role {m.role!r}")
+        if m.status not in _STATUSES:
+            raise InvalidRequest(f"unknown message status {m.status!r}")
+        if m.input_tokens < 0 or m.output_tokens < 0:
+            raise InvalidRequest("token counts must not be negative")
+
+
+def title_from(messages: Sequence[NewMessage]) -> str:
+    """The first user text, whitespace collapsed and cut to about TITLE_MAX_CHARS."""
+    for m in messages:
+        if m.role != "user":
+            continue
+        for block in m.content:
+            if isinstance(block, TextBlock):
+                text = " ".join(block.text.split())
+                if text:
+                    return _shorten(text)
+    return ""
+
+
+def _shorten(text: str) -> str:
+    if len(text) <= TITLE_MAX_CHARS:
+        return text
+    cut = text[: TITLE_MAX_CHARS - 1]
+    # Prefer ending on a word boundary unless that would drop too much.
+    space = cut.rfind(" ")
+    if space >= TITLE_MAX_CHARS // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def not_found(conversation_id: str) -> NotFound:
+    """The one error for a conversation that is missing or someone else's."""
+    return NotFound(f"conversation {conversation_id!r} not found")
+
+
+def batch_usage(messages: Sequence[NewMessage]) -> tuple[int, int, int]:
+    """(input tokens, output tokens, assistant turns) that a batch adds to its user's totals."""
+    return (
+        sum(m.input_tokens for m in messages),
+        sum(m.output_tokens for m in messages),
+        sum(1 for m in messages if m.role == "assistant"),
+    )
+
+
+def stored_message(
+    message_id: int, conversation_id: str, m: NewMessage, created_at: datetime
+) -> StoredMessage:
+    """The StoredMessage for a NewMessage just written, without reading it back."""
+    return StoredMessage(
+        id=message_id,
+        conversation_id=conversation_id,
+        role=m.role,
+        content=tuple(m.content),
+        status=m.status,
+        provider=m.provider,
+        model=m.model,
+        input_tokens=m.input_tokens,
+        output_tokens=m.output_tokens,
+        request_id=m.request_id,
+        created_at=created_at,
+    )
+
+
+def encode_content(blocks: Sequence[Block]) -> str:
+    """Blocks as a JSON list of objects tagged by "type"."""
+    items: list[dict[str, object]] = []
+    for block in blocks:
+        if isinstance(block, TextBlock):
+            items.append({"type": "text", "text": block.text})
+        elif isinstance(block, ToolUseBlock):
+            items.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+            )
+        elif isinstance(block, ToolResultBlock):
+            items.append(
+                {
+                    "type": "tool_result",
+                    "tool_use_id": block.tool_use_id,
+                    "content": block.content,
+                    "is_error": block.is_error,
+                    "name": block.name,
+                }
+            )
+        else:
+            raise InvalidRequest(f"unsupported content block {type(block).__name__}")
+    try:
+        return json.dumps(items, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"content is not JSON-serializable: {exc}") from exc
+
+
+def decode_content(raw: str) -> tuple[Block, ...]:
+    """Rebuild the block dataclasses from ``encode_content``'s JSON."""
+    blocks: list[Block] = []
+    for item in json.loads(raw):
+        kind = item.get("type")
+        if kind == "text":
+            blocks.append(TextBlock(text=item["text"]))
+        elif kind == "tool_use":
+            blocks.append(ToolUseBlock(id=item["id"], name=item["name"], input=item["input"]))
+        elif kind == "tool_result":
+            blocks.append(
+                ToolResultBlock(
+                    tool_use_id=item["tool_use_id"],
+                    content=item["content"],
+                    is_error=bool(item.get("is_error", False)),
+                    name=item.get("name", ""),
+                )
+            )
+        else:
+            raise ValueError(f"stored content has an unknown block type {kind!r}")
+    return tuple(blocks)
+
+
+def encode_page_token(activity: int) -> str:
+    """An opaque cursor: the activity sequence number of the last conversation served."""
+    raw = json.dumps({"v": 1, "before": activity}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str) -> int | None:
+    """The cursor's activity number; None for the first page; InvalidRequest if malformed."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        before = data["before"]
+        if data["v"] != 1 or type(before) is not int or not 0 < before < 2**63:
+            raise ValueError(token)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidRequest("page_token is not valid; start again without one") from exc
+    return before

@@ -1,0 +1,208 @@
+"""Versioned schema migrations, one ordered list per backend.
+
+A database records each applied version in ``schema_migrations``. Opening a
+store applies the missing versions, in order, inside one transaction that
+first takes a database-wide lock, so two processes opening the same database
+at once apply each migration exactly once. New versions are appended to the
+lists below; an applied migration is never edited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.store.base import utc_now
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: its version number and the statements that perform it."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+SQLITE_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and messages",
+        (
+            # A one-row counter orders conversations by activity; timestamps
+            # alone tie within one clock tick.
+            """CREATE TABLE activity_clock (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                value INTEGER NOT NULL)""",
+            "INSERT INTO activity_clock (id, value) VALUES (1, 0)",
+            """CREATE TABLE conversations (
+                id TEXT PRIMARY KEY,
+                user_id TEXT NOT NULL,
+                title TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                activity INTEGER NOT NULL,
+                message_count INTEGER NOT NULL DEFAULT 0)""",
+            "CREATE INDEX conversations_by_user ON conversations (user_id, activity)",
+            # AUTOINCREMENT: a deleted message's id is never handed out again.
+            """CREATE TABLE messages (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                conversation_id TEXT NOT NULL
+                    REFERENCES conversations (id) ON DELETE CASCADE,
+                role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
+                content TEXT NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('complete', 'cancelled', 'failed')),
+                provider TEXT NOT NULL DEFAULT '',
+                model TEXT NOT NULL DEFAULT '',
+                input_tokens INTEGER NOT NULL DEFAULT 0,
+                output_tokens INTEGER NOT NULL DEFAULT 0,
+                request_id TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL)""",
+            "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+        ),
+    ),
+    Migration(
+        2,
+        "usage totals and user profiles",
+        (
+            """CREATE TABLE user_usage (
+                user_id TEXT PRIMARY KEY,
+                input_tokens INTEGER NOT NULL DEFAULT 0,
+                output_tokens INTEGER NOT NULL DEFAULT 0,
+                turns INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE user_profiles (
+                user_id TEXT PRIMARY KEY,
+                display_name TEXT NOT NULL DEFAULT '',
+                system_prompt TEXT NOT NULL DEFAULT '',
+                updated_at TEXT NOT NULL)""",
+        ),
+    ),
+)
+
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "conversations and messages",
+        (
+            "CREATE SEQUENCE conversation_activity AS bigint",
+            """CREATE TABLE conversations (
+                id text PRIMARY KEY,
+                user_id text NOT NULL,
+                title text NOT NULL DEFAULT '',
+                created_at timestamptz NOT NULL,
+                updated_at timestamptz NOT NULL,
+                activity bigint NOT NULL,
+                message_count integer NOT NULL DEFAULT 0)""",
+            "CREATE INDEX conversations_by_user ON conversations (user_id, activity)",
+            """CREATE TABLE messages (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                conversation_id text NOT NULL
+                    REFERENCES conversations (id) ON DELETE CASCADE,
+                role text NOT NULL CHECK (role IN ('user', 'assistant')),
+                content jsonb NOT NULL,
+                status text NOT NULL CHECK (status IN ('complete', 'cancelled', 'failed')),
+                provider text NOT NULL DEFAULT '',
+                model text NOT NULL DEFAULT '',
+                input_tokens bigint NOT NULL DEFAULT 0,
+                output_tokens bigint NOT NULL DEFAULT 0,
+                request_id text NOT NULL DEFAULT '',
+                created_at timestamptz NOT NULL)""",
+            "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+        ),
+    ),
+    Migration(
+        2,
+        "usage totals and user profiles",
+        (
+            """CREATE TABLE user_usage (
+                user_id text PRIMARY KEY,
+                input_tokens bigint NOT NULL DEFAULT 0,
+                output_tokens bigint NOT NULL DEFAULT 0,
+                turns bigint NOT NULL DEFAULT 0)""",
+            """CREATE TABLE user_profiles (
+                user_id text PRIMARY KEY,
+                display_name text NOT NULL DEFAULT '',
+                system_prompt text NOT NULL DEFAULT '',
+                updated_at timestamptz NOT NULL)""",
+        ),
+    ),
+)
+
+_SQLITE_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"""
+_POSTGRES_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version integer PRIMARY KEY, description text NOT NULL, applied_at timestamptz NOT NULL)"""
+
+
+def _pending(applied: set[int], migrations: Sequence[Migration]) -> list[Migration]:
+    """The migrations still to apply; refuses a database newer than this code."""
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migration versions must be 1..n in order, got {versions}")
+    unknown = applied - set(versions)
+    if unknown:
+        raise RuntimeError(
+            f"database schema is at version {max(unknown)}, newer than this build "
+            f"knows ({len(versions)}); upgrade the service instead of opening it with this one"
+        )
+    return [m for m in migrations if m.version not in applied]
+
+
+def quote_identifier(name: str) -> str:
+    """A PostgreSQL identifier, quoted so any name is taken literally."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+async def migrate_sqlite(conn: Any, migrations: Sequence[Migration]) -> int:
+    """Apply missing migrations on an aiosqlite connection in autocommit mode.
+
+    BEGIN IMMEDIATE takes the write lock up front, so a second process waits
+    (busy_timeout) and then finds the work done.
+    """
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        await conn.execute(_SQLITE_LEDGER)
+        async with conn.execute("SELECT version FROM schema_migrations") as cursor:
+            applied = {row[0] for row in await cursor.fetchall()}
+        for migration in _pending(applied, migrations):
+            for statement in migration.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.description, utc_now().isoformat()),
+            )
+        await conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            await conn.execute("ROLLBACK")
+        raise
+    return len(migrations)
+
+
+async def migrate_postgres(conn: Any, migrations: Sequence[Migration], schema: str | None) -> int:
+    """Apply missing migrations on an asyncpg connection, creating ``schema`` if given.
+
+    A transaction-scoped advisory lock, keyed by the schema, serializes
+    processes that open the same database at once.
+    """
+    async with conn.transaction():
+        lock_key = f"agent_store.migrations:{schema or ''}"
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+        if schema:
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+        await conn.execute(_POSTGRES_LEDGER)
+        applied = {
+            row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")
+        }
+        for migration in _pending(applied, migrations):
+            for statement in migration.statements:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, description, applied_at)"
+                " VALUES ($1, $2, $3)",
+                migration.version,
+                migration.description,
+                utc_now(),
+            )
+    return len(migrations)

@@ -1,0 +1,326 @@
+"""ConversationStore on PostgreSQL, through an asyncpg connection pool."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from service.store.base import (
+    Conversation,
+    ConversationStore,
+    NewMessage,
+    StoredMessage,
+    UsageTotals,
+    UserProfileRecord,
+    batch_usage,
+    check_batch,
+    check_page_size,
+    check_user_id,
+    decode_content,
+    decode_page_token,
+    encode_content,
+    encode_page_token,
+    new_conversation_id,
+    not_found,
+    stored_message,
+    title_from,
+    utc_now,
+)
+from service.store.migrations import POSTGRES_MIGRATIONS, Migration, migrate_postgres
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PING_TIMEOUT_S = 2.0
+_NO_CURSOR = 2**63 - 1
+
+
+class PostgresStore(ConversationStore):
+    """The shared-deployment store: PostgreSQL through an asyncpg pool.
+
+    ``schema``, when given, is created if missing and becomes the pool's
+    search_path, so several stores (for example parallel test runs) can
+    share one database without seeing each other's tables.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        migrations: Sequence[Migration] = POSTGRES_MIGRATIONS,
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(
+                f"schema {schema!r} must be a lower-case identifier (letters, digits, _)"
+            )
+        self.schema = schema
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._migrations = tuple(migrations)
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        settings = {"application_name": "agent-service"}
+        if self.schema:
+            settings["search_path"] = self.schema
+        pool = await asyncpg.create_pool(
+            self._dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            server_settings=settings,
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate_postgres(conn, self._migrations, self.schema)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def schema_version(self) -> int:
+        return int(await self._db().fetchval("SELECT MAX(version) FROM schema_migrations") or 0)
+
+    # --- conversations ------------------------------------------------------
+
+    async def create_conversation(self, user_id: str, title: str = "") -> Conversation:
+        check_user_id(user_id)
+        conversation_id, now = new_conversation_id(), utc_now()
+        await self._db().execute(
+            "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
+            " message_count, activity)"
+            " VALUES ($1, $2, $3, $4, $4, 0, nextval('conversation_activity'))",
+            conversation_id,
+            user_id,
+            title,
+            now,
+        )
+        return Conversation(conversation_id, user_id, title, now, now, 0)
+
+    async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        row = await self._db().fetchrow(
+            "SELECT id, user_id, title, created_at, updated_at, message_count"
+            " FROM conversations WHERE id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        if row is None:
+            raise not_found(conversation_id)
+        return _conversation(row)
+
+    async def current_conversation(self, user_id: str) -> Conversation | None:
+        page, _ = await self.list_conversations(user_id, 1)
+        return page[0] if page else None
+
+    async def list_conversations(
+        self, user_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[Conversation], str]:
+        limit = check_page_size(page_size)
+        before = decode_page_token(page_token) or _NO_CURSOR
+        rows = await self._db().fetch(
+            "SELECT id, user_id, title, created_at, updated_at, message_count, activity"
+            " FROM conversations WHERE user_id = $1 AND activity < $2"
+            " ORDER BY activity DESC LIMIT $3",
+            user_id,
+            before,
+            limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        token = encode_page_token(rows[-1]["activity"]) if more else ""
+        return [_conversation(row) for row in rows], token
+
+    async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        deleted = await self._db().fetchval(
+            "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING id",
+            conversation_id,
+            user_id,
+        )
+        if deleted is None:
+            raise not_found(conversation_id)
+
+    # --- messages -----------------------------------------------------------
+
+    async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
+        # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
+        rows = await self._db().fetch(
+            "SELECT m.id, m.role, m.content::text AS content, m.status, m.provider, m.model,"
+            " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
+            " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
+            " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
+            conversation_id,
+            user_id,
+        )
+        if not rows:
+            raise not_found(conversation_id)
+        return [_message(conversation_id, row) for row in rows if row["id"] is not None]
+
+    async def append_messages(
+        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+    ) -> list[StoredMessage]:
+        check_batch(messages)
+        contents = [encode_content(m.content) for m in messages]
+        now = utc_now()
+        async with self._db().acquire() as conn, conn.transaction():
+            # Updating the conversation first locks its row, so concurrent
+            # appends and clears of one conversation take turns.
+            touched = await conn.fetchval(
+                "UPDATE conversations SET updated_at = $1,"
+                " activity = nextval('conversation_activity'),"
+                " message_count = message_count + $2,"
+                " title = CASE WHEN title = '' THEN $3 ELSE title END"
+                " WHERE id = $4 AND user_id = $5 RETURNING id",
+                now,
+                len(messages),
+                title_from(messages),
+                conversation_id,
+                user_id,
+            )
+            if touched is None:
+                raise not_found(conversation_id)
+            # One statement for the whole batch, in order.
+            rows = await conn.fetch(
+                "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
+                " input_tokens, output_tokens, request_id, created_at)"
+                " SELECT $1, t.role, t.content::jsonb, t.status, t.provider, t.model,"
+                " t.input_tokens, t.output_tokens, t.request_id, $2"
+                " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
+                " $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY AS t(role, content,"
+                " status, provider, model, input_tokens, output_tokens, request_id, n)"
+                " ORDER BY t.n RETURNING id",
+                conversation_id,
+                now,
+                [m.role for m in messages],
+                contents,
+                [m.status for m in messages],
+                [m.provider for m in messages],
+                [m.model for m in messages],
+                [m.input_tokens for m in messages],
+                [m.output_tokens for m in messages],
+                [m.request_id for m in messages],
+            )
+            totals = batch_usage(messages)
+            if any(totals):
+                await conn.execute(
+                    "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
+                    " input_tokens = u.input_tokens + excluded.input_tokens,"
+                    " output_tokens = u.output_tokens + excluded.output_tokens,"
+                    " turns = u.turns + excluded.turns",
+                    user_id,
+                    *totals,
+                )
+        # Identity values follow the insertion order; RETURNING's order is unspecified.
+        ids = sorted(row["id"] for row in rows)
+        return [
+            stored_message(message_id, conversation_id, m, now)
+            for message_id, m in zip(ids, messages, strict=True)
+        ]
+
+    async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
+        async with self._db().acquire() as conn, conn.transaction():
+            touched = await conn.fetchval(
+                "UPDATE conversations SET message_count = 0"
+                " WHERE id = $1 AND user_id = $2 RETURNING id",
+                conversation_id,
+                user_id,
+            )
+            if touched is None:
+                raise not_found(conversation_id)
+            deleted = await conn.fetchval(
+                "WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                conversation_id,
+            )
+        return int(deleted)
+
+    # --- users ----------------------------------------------------------------
+
+    async def usage_totals(self, user_id: str) -> UsageTotals:
+        row = await self._db().fetchrow(
+            "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = $1",
+            user_id,
+        )
+        if row is None:
+            return UsageTotals(0, 0, 0)
+        return UsageTotals(row["input_tokens"], row["output_tokens"], row["turns"])
+
+    async def count_users(self) -> int:
+        return int(await self._db().fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))
+
+    async def get_profile(self, user_id: str) -> UserProfileRecord | None:
+        row = await self._db().fetchrow(
+            "SELECT display_name, system_prompt FROM user_profiles WHERE user_id = $1",
+            user_id,
+        )
+        if row is None:
+            return None
+        return UserProfileRecord(user_id, row["display_name"], row["system_prompt"])
+
+    async def put_profile(self, profile: UserProfileRecord) -> None:
+        check_user_id(profile.user_id)
+        await self._db().execute(
+            "INSERT INTO user_profiles (user_id, display_name, system_prompt, updated_at)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
+            " display_name = excluded.display_name,"
+            " system_prompt = excluded.system_prompt, updated_at = excluded.updated_at",
+            profile.user_id,
+            profile.display_name,
+            profile.system_prompt,
+            utc_now(),
+        )
+
+    async def ping(self) -> bool:
+        pool = self._pool
+        if pool is None:
+            return False
+        try:
+            async with asyncio.timeout(_PING_TIMEOUT_S):
+                await pool.fetchval("SELECT 1")
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return False
+        return True
+
+    def _db(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("the PostgreSQL store is not open")
+        return self._pool
+
+
+def _conversation(row: Any) -> Conversation:
+    return Conversation(
+        id=row["id"],
+        user_id=row["user_id"],
+        title=row["title"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        message_count=row["message_count"],
+    )
+
+
+def _message(conversation_id: str, row: Any) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        conversation_id=conversation_id,
+        role=row["role"],
+        content=decode_content(row["content"]),
+        status=row["status"],
+        provider=row["provider"],
+        model=row["model"],
+        input_tokens=row["input_tokens"],
+        output_tokens=row["output_tokens"],
+        request_id=row["request_id"],
+        created_at=row["created_at"],
+    )
