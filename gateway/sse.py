@@ -41,7 +41,10 @@ def encode(event: str, data: dict[str, Any]) -> bytes:
 
 
 def _error_frame(error: GatewayError) -> bytes:
-    return encode("error", error.body())
+    data: dict[str, Any] = {"code": error.code, "message": error.detail}
+    if error.retry_after_s is not None:
+        data["retry_after_s"] = error.retry_after_s
+    return encode("error", data)
 
 
 _Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]

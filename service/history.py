@@ -86,9 +86,7 @@ def merge_consecutive(messages: Sequence[Message]) -> list[Message]:
             continue
         if merged and merged[-1].role == message.role:
             previous = merged[-1]
-            merged[-1] = Message(
-                role=previous.role, content=(*previous.content, *message.content)
-            )
+            merged[-1] = Message(role=previous.role, content=(*previous.content, *message.content))
         else:
             merged.append(message)
     return merged

@@ -31,8 +31,7 @@ def validate_user_id(user_id: str) -> str:
     """Return ``user_id`` unchanged if it is acceptable, else raise InvalidRequest."""
     if not isinstance(user_id, str) or not _USER_ID.fullmatch(user_id):
         raise InvalidRequest(
-            "user_id must be 1-128 characters from A-Z a-z 0-9 . _ @ - and must not start "
-            "with '.'"
+            "user_id must be 1-128 characters from A-Z a-z 0-9 . _ @ - and must not start with '.'"
         )
     return user_id
 

@@ -17,8 +17,22 @@ def test_valid_user_ids(user_id: str) -> None:
 
 @pytest.mark.parametrize(
     "user_id",
-    ["", "x" * 129, ".hidden", ".", "..", "../etc/passwd", "a/b", "a\\b", "a b", "ali\x00ce",
-     "alice\n", "é", "~root", "a:b"],
+    [
+        "",
+        "x" * 129,
+        ".hidden",
+        ".",
+        "..",
+        "../etc/passwd",
+        "a/b",
+        "a\\b",
+        "a b",
+        "ali\x00ce",
+        "alice\n",
+        "é",
+        "~root",
+        "a:b",
+    ],
 )
 def test_invalid_user_ids(user_id: str) -> None:
     with pytest.raises(InvalidRequest) as info:

@@ -117,7 +117,9 @@ class ConversationStore(ABC):
     ) -> tuple[list[Conversation], str]:
         """A page of conversations, latest activity first, and the next token ("" at the end).
 
-        Raises InvalidRequest for a malformed token or a page_size below 1.
+        Keyset-paginated: conversations created while paging do not shift later
+        pages. page_size is capped at MAX_PAGE_SIZE; InvalidRequest for a
+        page_size below 1 or a malformed token.
         """
 
     @abstractmethod
@@ -196,9 +198,23 @@ def check_page_size(page_size: int) -> int:
     return min(page_size, MAX_PAGE_SIZE)
 
 
+def check_text(what: str, value: str) -> None:
+    """Reject text no backend can store: NUL (PostgreSQL refuses it) or lone surrogates."""
+    if "\x00" in value or not _encodable(value):
+        raise InvalidRequest(f"{what} contains characters that cannot be stored")
+
+
 def check_user_id(user_id: str) -> None:
     if not user_id:
         raise InvalidRequest("user_id must not be empty")
+    check_text("user_id", user_id)
+
+
+def check_ids(user_id: str, conversation_id: str) -> None:
+    """Check the user; an id that cannot exist is simply not found (and never queried)."""
+    check_user_id(user_id)
+    if not conversation_id or not _encodable(conversation_id) or "\x00" in conversation_id:
+        raise not_found(conversation_id)
 
 
 def check_batch(messages: Sequence[NewMessage]) -> None:
@@ -210,8 +226,11 @@ def check_batch(messages: Sequence[NewMessage]) -> None:
             raise InvalidRequest(f"unknown message role {m.role!r}")
         if m.status not in _STATUSES:
             raise InvalidRequest(f"unknown message status {m.status!r}")
-        if m.input_tokens < 0 or m.output_tokens < 0:
-            raise InvalidRequest("token counts must not be negative")
+        if not 0 <= m.input_tokens < 2**62 or not 0 <= m.output_tokens < 2**62:
+            raise InvalidRequest("token counts must be non-negative integers")
+        check_text("provider", m.provider)
+        check_text("model", m.model)
+        check_text("request_id", m.request_id)
 
 
 def title_from(messages: Sequence[NewMessage]) -> str:
@@ -221,10 +240,20 @@ def title_from(messages: Sequence[NewMessage]) -> str:
             continue
         for block in m.content:
             if isinstance(block, TextBlock):
-                text = " ".join(block.text.split())
+                # The title is a column of its own: drop what check_text would refuse.
+                clean = block.text.replace("\x00", " ").encode("utf-8", "ignore").decode()
+                text = " ".join(clean.split())
                 if text:
                     return _shorten(text)
     return ""
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _shorten(text: str) -> str:
@@ -294,7 +323,9 @@ def encode_content(blocks: Sequence[Block]) -> str:
         else:
             raise InvalidRequest(f"unsupported content block {type(block).__name__}")
     try:
-        return json.dumps(items, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        # ensure_ascii: lone surrogates and control characters become escapes,
+        # so any Python string round-trips through a UTF-8 text column.
+        return json.dumps(items, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidRequest(f"content is not JSON-serializable: {exc}") from exc
 

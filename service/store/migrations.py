@@ -30,18 +30,14 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         1,
         "conversations and messages",
         (
-            # A one-row counter orders conversations by activity; timestamps
-            # alone tie within one clock tick.
-            """CREATE TABLE activity_clock (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                value INTEGER NOT NULL)""",
-            "INSERT INTO activity_clock (id, value) VALUES (1, 0)",
             """CREATE TABLE conversations (
                 id TEXT PRIMARY KEY,
                 user_id TEXT NOT NULL,
                 title TEXT NOT NULL DEFAULT '',
                 created_at TEXT NOT NULL,
                 updated_at TEXT NOT NULL,
+                -- Orders a user's conversations: the user's highest value + 1 on
+                -- every create or append (writes are serialized); timestamps tie.
                 activity INTEGER NOT NULL,
                 message_count INTEGER NOT NULL DEFAULT 0)""",
             "CREATE INDEX conversations_by_user ON conversations (user_id, activity)",
@@ -85,6 +81,8 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         1,
         "conversations and messages",
         (
+            # Orders conversations by activity: timestamps tie within a clock
+            # tick, and concurrent writers would race on a per-user maximum.
             "CREATE SEQUENCE conversation_activity AS bigint",
             """CREATE TABLE conversations (
                 id text PRIMARY KEY,
@@ -100,7 +98,8 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 conversation_id text NOT NULL
                     REFERENCES conversations (id) ON DELETE CASCADE,
                 role text NOT NULL CHECK (role IN ('user', 'assistant')),
-                content jsonb NOT NULL,
+                -- text, not jsonb: jsonb refuses the escaped NUL character that JSON allows.
+                content text NOT NULL,
                 status text NOT NULL CHECK (status IN ('complete', 'cancelled', 'failed')),
                 provider text NOT NULL DEFAULT '',
                 model text NOT NULL DEFAULT '',
@@ -154,55 +153,44 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def migrate_sqlite(conn: Any, migrations: Sequence[Migration]) -> int:
-    """Apply missing migrations on an aiosqlite connection in autocommit mode.
+async def apply_sqlite(conn: Any, migrations: Sequence[Migration]) -> int:
+    """Apply missing migrations on an aiosqlite connection; returns the schema version.
 
-    BEGIN IMMEDIATE takes the write lock up front, so a second process waits
-    (busy_timeout) and then finds the work done.
+    Run it inside BEGIN IMMEDIATE: that takes the write lock up front, so a
+    second process waits (busy_timeout) and then finds the work done.
     """
-    await conn.execute("BEGIN IMMEDIATE")
-    try:
-        await conn.execute(_SQLITE_LEDGER)
-        async with conn.execute("SELECT version FROM schema_migrations") as cursor:
-            applied = {row[0] for row in await cursor.fetchall()}
-        for migration in _pending(applied, migrations):
-            for statement in migration.statements:
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                (migration.version, migration.description, utc_now().isoformat()),
-            )
-        await conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            await conn.execute("ROLLBACK")
-        raise
+    await conn.execute(_SQLITE_LEDGER)
+    async with conn.execute("SELECT version FROM schema_migrations") as cursor:
+        applied = {row[0] for row in await cursor.fetchall()}
+    for migration in _pending(applied, migrations):
+        for statement in migration.statements:
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.description, utc_now().isoformat()),
+        )
     return len(migrations)
 
 
-async def migrate_postgres(conn: Any, migrations: Sequence[Migration], schema: str | None) -> int:
+async def apply_postgres(conn: Any, migrations: Sequence[Migration], schema: str | None) -> int:
     """Apply missing migrations on an asyncpg connection, creating ``schema`` if given.
 
-    A transaction-scoped advisory lock, keyed by the schema, serializes
-    processes that open the same database at once.
+    Run it inside a transaction: the transaction-scoped advisory lock taken
+    here, keyed by the schema, serializes processes opening it at once.
     """
-    async with conn.transaction():
-        lock_key = f"agent_store.migrations:{schema or ''}"
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
-        if schema:
-            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
-        await conn.execute(_POSTGRES_LEDGER)
-        applied = {
-            row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")
-        }
-        for migration in _pending(applied, migrations):
-            for statement in migration.statements:
-                await conn.execute(statement)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, description, applied_at)"
-                " VALUES ($1, $2, $3)",
-                migration.version,
-                migration.description,
-                utc_now(),
-            )
+    lock_key = f"agent_store.migrations:{schema or ''}"
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock_key)
+    if schema:
+        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(schema)}")
+    await conn.execute(_POSTGRES_LEDGER)
+    rows = await conn.fetch("SELECT version FROM schema_migrations")
+    for migration in _pending({row["version"] for row in rows}, migrations):
+        for statement in migration.statements:
+            await conn.execute(statement)
+        await conn.execute(
+            "INSERT INTO schema_migrations (version, description, applied_at) VALUES ($1, $2, $3)",
+            migration.version,
+            migration.description,
+            utc_now(),
+        )
     return len(migrations)

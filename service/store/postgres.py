@@ -18,7 +18,9 @@ from service.store.base import (
     UserProfileRecord,
     batch_usage,
     check_batch,
+    check_ids,
     check_page_size,
+    check_text,
     check_user_id,
     decode_content,
     decode_page_token,
@@ -30,7 +32,7 @@ from service.store.base import (
     title_from,
     utc_now,
 )
-from service.store.migrations import POSTGRES_MIGRATIONS, Migration, migrate_postgres
+from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PING_TIMEOUT_S = 2.0
@@ -64,10 +66,14 @@ class PostgresStore(ConversationStore):
         self._max_size = max_size
         self._migrations = tuple(migrations)
         self._pool: Any = None
+        self._opening = asyncio.Lock()
 
     async def open(self) -> None:
-        if self._pool is not None:
-            return
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await self._connect()
+
+    async def _connect(self) -> Any:
         settings = {"application_name": "agent-service"}
         if self.schema:
             settings["search_path"] = self.schema
@@ -78,12 +84,12 @@ class PostgresStore(ConversationStore):
             server_settings=settings,
         )
         try:
-            async with pool.acquire() as conn:
-                await migrate_postgres(conn, self._migrations, self.schema)
+            async with pool.acquire() as conn, conn.transaction():
+                await apply_postgres(conn, self._migrations, self.schema)
         except BaseException:
             await pool.close()
             raise
-        self._pool = pool
+        return pool
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -97,6 +103,7 @@ class PostgresStore(ConversationStore):
 
     async def create_conversation(self, user_id: str, title: str = "") -> Conversation:
         check_user_id(user_id)
+        check_text("title", title)
         conversation_id, now = new_conversation_id(), utc_now()
         await self._db().execute(
             "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
@@ -110,6 +117,7 @@ class PostgresStore(ConversationStore):
         return Conversation(conversation_id, user_id, title, now, now, 0)
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        check_ids(user_id, conversation_id)
         row = await self._db().fetchrow(
             "SELECT id, user_id, title, created_at, updated_at, message_count"
             " FROM conversations WHERE id = $1 AND user_id = $2",
@@ -127,6 +135,7 @@ class PostgresStore(ConversationStore):
     async def list_conversations(
         self, user_id: str, page_size: int, page_token: str = ""
     ) -> tuple[list[Conversation], str]:
+        check_user_id(user_id)
         limit = check_page_size(page_size)
         before = decode_page_token(page_token) or _NO_CURSOR
         rows = await self._db().fetch(
@@ -143,6 +152,7 @@ class PostgresStore(ConversationStore):
         return [_conversation(row) for row in rows], token
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        check_ids(user_id, conversation_id)
         deleted = await self._db().fetchval(
             "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING id",
             conversation_id,
@@ -154,9 +164,10 @@ class PostgresStore(ConversationStore):
     # --- messages -----------------------------------------------------------
 
     async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
         # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
         rows = await self._db().fetch(
-            "SELECT m.id, m.role, m.content::text AS content, m.status, m.provider, m.model,"
+            "SELECT m.id, m.role, m.content, m.status, m.provider, m.model,"
             " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
             " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
             " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
@@ -170,6 +181,7 @@ class PostgresStore(ConversationStore):
     async def append_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
         check_batch(messages)
         contents = [encode_content(m.content) for m in messages]
         now = utc_now()
@@ -194,7 +206,7 @@ class PostgresStore(ConversationStore):
             rows = await conn.fetch(
                 "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
                 " input_tokens, output_tokens, request_id, created_at)"
-                " SELECT $1, t.role, t.content::jsonb, t.status, t.provider, t.model,"
+                " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
                 " t.input_tokens, t.output_tokens, t.request_id, $2"
                 " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
                 " $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY AS t(role, content,"
@@ -230,6 +242,7 @@ class PostgresStore(ConversationStore):
         ]
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
+        check_ids(user_id, conversation_id)
         async with self._db().acquire() as conn, conn.transaction():
             touched = await conn.fetchval(
                 "UPDATE conversations SET message_count = 0"
@@ -249,6 +262,7 @@ class PostgresStore(ConversationStore):
     # --- users ----------------------------------------------------------------
 
     async def usage_totals(self, user_id: str) -> UsageTotals:
+        check_user_id(user_id)
         row = await self._db().fetchrow(
             "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = $1",
             user_id,
@@ -261,6 +275,7 @@ class PostgresStore(ConversationStore):
         return int(await self._db().fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))
 
     async def get_profile(self, user_id: str) -> UserProfileRecord | None:
+        check_user_id(user_id)
         row = await self._db().fetchrow(
             "SELECT display_name, system_prompt FROM user_profiles WHERE user_id = $1",
             user_id,
@@ -271,6 +286,8 @@ class PostgresStore(ConversationStore):
 
     async def put_profile(self, profile: UserProfileRecord) -> None:
         check_user_id(profile.user_id)
+        check_text("display_name", profile.display_name)
+        check_text("system_prompt", profile.system_prompt)
         await self._db().execute(
             "INSERT INTO user_profiles (user_id, display_name, system_prompt, updated_at)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"

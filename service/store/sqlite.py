@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -22,7 +23,9 @@ from service.store.base import (
     UserProfileRecord,
     batch_usage,
     check_batch,
+    check_ids,
     check_page_size,
+    check_text,
     check_user_id,
     decode_content,
     decode_page_token,
@@ -34,7 +37,7 @@ from service.store.base import (
     title_from,
     utc_now,
 )
-from service.store.migrations import SQLITE_MIGRATIONS, Migration, migrate_sqlite
+from service.store.migrations import SQLITE_MIGRATIONS, Migration, apply_sqlite
 
 MEMORY = ":memory:"
 _NO_CURSOR = 2**63 - 1
@@ -64,8 +67,11 @@ class SqliteStore(ConversationStore):
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        if self._conn is not None:
-            return
+        async with self._lock:
+            if self._conn is None:
+                self._conn = await self._connect()
+
+    async def _connect(self) -> Any:
         if self.path != MEMORY:
             parent = Path(self.path).parent
             await asyncio.to_thread(parent.mkdir, parents=True, exist_ok=True)
@@ -78,11 +84,12 @@ class SqliteStore(ConversationStore):
             await conn.execute("PRAGMA journal_mode = WAL")
             # With WAL, NORMAL only risks the last commits on power loss, never corruption.
             await conn.execute("PRAGMA synchronous = NORMAL")
-            await migrate_sqlite(conn, self._migrations)
+            async with _immediate(conn):
+                await apply_sqlite(conn, self._migrations)
         except BaseException:
             await conn.close()
             raise
-        self._conn = conn
+        return conn
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -97,19 +104,25 @@ class SqliteStore(ConversationStore):
 
     # --- conversations ------------------------------------------------------
 
+    # A conversation's activity number is its user's highest + 1, taken on
+    # each create and append. Write transactions are serialized, so a user's
+    # numbers never repeat; the (user_id, activity) index answers the MAX.
+
     async def create_conversation(self, user_id: str, title: str = "") -> Conversation:
         check_user_id(user_id)
+        check_text("title", title)
         conversation_id, now = new_conversation_id(), utc_now()
         async with self._write() as conn:
-            activity = await self._tick(conn)
             await conn.execute(
                 "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
-                " message_count, activity) VALUES (?, ?, ?, ?, ?, 0, ?)",
-                (conversation_id, user_id, title, now.isoformat(), now.isoformat(), activity),
+                " message_count, activity) VALUES (?, ?, ?, ?, ?, 0,"
+                " (SELECT COALESCE(MAX(activity), 0) + 1 FROM conversations WHERE user_id = ?))",
+                (conversation_id, user_id, title, now.isoformat(), now.isoformat(), user_id),
             )
         return Conversation(conversation_id, user_id, title, now, now, 0)
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
+        check_ids(user_id, conversation_id)
         async with self._read() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT id, user_id, title, created_at, updated_at, message_count"
@@ -127,6 +140,7 @@ class SqliteStore(ConversationStore):
     async def list_conversations(
         self, user_id: str, page_size: int, page_token: str = ""
     ) -> tuple[list[Conversation], str]:
+        check_user_id(user_id)
         limit = check_page_size(page_size)
         before = decode_page_token(page_token) or _NO_CURSOR
         async with self._read() as conn:
@@ -144,6 +158,7 @@ class SqliteStore(ConversationStore):
         return [_conversation(row) for row in rows], token
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
+        check_ids(user_id, conversation_id)
         async with self._write() as conn:
             cursor = await conn.execute(
                 "DELETE FROM conversations WHERE id = ? AND user_id = ?",
@@ -155,6 +170,7 @@ class SqliteStore(ConversationStore):
     # --- messages -----------------------------------------------------------
 
     async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
         # One query: the LEFT JOIN yields a single all-NULL message row for an
         # empty conversation and no row at all for a missing or foreign one.
         async with self._read() as conn:
@@ -173,18 +189,19 @@ class SqliteStore(ConversationStore):
     async def append_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
         check_batch(messages)
         contents = [encode_content(m.content) for m in messages]
         now = utc_now()
         stamp = now.isoformat()
         async with self._write() as conn:
-            activity = await self._tick(conn)
             touched = await conn.execute_fetchall(
-                "UPDATE conversations SET updated_at = ?, activity = ?,"
+                "UPDATE conversations SET updated_at = ?, activity ="
+                " (SELECT MAX(activity) + 1 FROM conversations WHERE user_id = ?),"
                 " message_count = message_count + ?,"
                 " title = CASE WHEN title = '' THEN ? ELSE title END"
                 " WHERE id = ? AND user_id = ? RETURNING id",
-                (stamp, activity, len(messages), title_from(messages), conversation_id, user_id),
+                (stamp, user_id, len(messages), title_from(messages), conversation_id, user_id),
             )
             if not list(touched):
                 raise not_found(conversation_id)
@@ -215,6 +232,7 @@ class SqliteStore(ConversationStore):
         ]
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
+        check_ids(user_id, conversation_id)
         async with self._write() as conn:
             touched = await conn.execute_fetchall(
                 "UPDATE conversations SET message_count = 0"
@@ -231,6 +249,7 @@ class SqliteStore(ConversationStore):
     # --- users ----------------------------------------------------------------
 
     async def usage_totals(self, user_id: str) -> UsageTotals:
+        check_user_id(user_id)
         async with self._read() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = ?",
@@ -246,6 +265,7 @@ class SqliteStore(ConversationStore):
         return int(next(iter(rows))[0])
 
     async def get_profile(self, user_id: str) -> UserProfileRecord | None:
+        check_user_id(user_id)
         async with self._read() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT display_name, system_prompt FROM user_profiles WHERE user_id = ?",
@@ -257,6 +277,8 @@ class SqliteStore(ConversationStore):
 
     async def put_profile(self, profile: UserProfileRecord) -> None:
         check_user_id(profile.user_id)
+        check_text("display_name", profile.display_name)
+        check_text("system_prompt", profile.system_prompt)
         async with self._write() as conn:
             await conn.execute(
                 "INSERT INTO user_profiles (user_id, display_name, system_prompt, updated_at)"
@@ -291,25 +313,27 @@ class SqliteStore(ConversationStore):
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Any]:
         """One write transaction; any exception rolls everything in it back."""
-        async with self._read() as conn:
-            # IMMEDIATE takes the write lock now, so a concurrent writer in
-            # another process waits here (busy_timeout) rather than mid-way.
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                await conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    await conn.execute("ROLLBACK")
-                raise
+        async with self._read() as conn, _immediate(conn):
+            yield conn
 
-    @staticmethod
-    async def _tick(conn: Any) -> int:
-        """The next activity sequence number; only called inside a write transaction."""
-        rows = await conn.execute_fetchall(
-            "UPDATE activity_clock SET value = value + 1 WHERE id = 1 RETURNING value"
-        )
-        return int(next(iter(rows))[0])
+
+@asynccontextmanager
+async def _immediate(conn: Any) -> AsyncIterator[None]:
+    """BEGIN IMMEDIATE … COMMIT, rolled back on any exception, cancellation included.
+
+    IMMEDIATE takes the write lock at once, so a writer in another process
+    waits here (busy_timeout) instead of failing half-way through.
+    """
+    try:
+        await conn.execute("BEGIN IMMEDIATE")
+        yield
+        await conn.execute("COMMIT")
+    except BaseException:
+        # Unconditional: a cancelled BEGIN or COMMIT may still be queued on
+        # aiosqlite's thread, and ROLLBACK runs after it.
+        with contextlib.suppress(sqlite3.OperationalError):
+            await conn.execute("ROLLBACK")
+        raise
 
 
 @functools.lru_cache(maxsize=16)

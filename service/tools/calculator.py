@@ -74,8 +74,7 @@ def evaluate(expression: str) -> Number:
     """Evaluate an arithmetic expression; raises CalculationError on anything else."""
     if len(expression) > MAX_EXPRESSION_CHARS:
         raise CalculationError(
-            f"expression is too long ({len(expression)} characters, at most "
-            f"{MAX_EXPRESSION_CHARS})"
+            f"expression is too long ({len(expression)} characters, at most {MAX_EXPRESSION_CHARS})"
         )
     if not expression.strip():
         raise CalculationError("expression is empty")
@@ -131,9 +130,7 @@ def _eval(node: ast.expr, depth: int) -> Number:
     if isinstance(node, ast.Name):
         if node.id in _CONSTANTS:
             return _CONSTANTS[node.id]
-        raise CalculationError(
-            f"unknown name {node.id!r}; constants: {', '.join(_CONSTANTS)}"
-        )
+        raise CalculationError(f"unknown name {node.id!r}; constants: {', '.join(_CONSTANTS)}")
     if isinstance(node, ast.Call):
         return _call(node, depth)
     raise CalculationError(
@@ -144,9 +141,7 @@ def _eval(node: ast.expr, depth: int) -> Number:
 def _call(node: ast.Call, depth: int) -> Number:
     if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS:
         name = node.func.id if isinstance(node.func, ast.Name) else _describe(node.func)
-        raise CalculationError(
-            f"unknown function {name!r}; functions: {', '.join(_FUNCTIONS)}"
-        )
+        raise CalculationError(f"unknown function {name!r}; functions: {', '.join(_FUNCTIONS)}")
     if node.keywords or any(isinstance(arg, ast.Starred) for arg in node.args):
         raise CalculationError(f"{node.func.id}() takes plain positional arguments only")
     function, least, most = _FUNCTIONS[node.func.id]

@@ -93,9 +93,7 @@ class ToolRegistry:
         """Run one tool call; failures come back as an error result, never as an exception."""
 
         def failed(text: str) -> ToolResultBlock:
-            return ToolResultBlock(
-                tool_use_id=call.id, name=call.name, content=text, is_error=True
-            )
+            return ToolResultBlock(tool_use_id=call.id, name=call.name, content=text, is_error=True)
 
         tool = self._tools.get(call.name)
         if tool is None:

@@ -70,7 +70,7 @@ class RecordedRequest:
 
 
 class Exchange:
-    """The response side of one request: a whole body, or a chunked stream written piece by piece."""
+    """The response side of one request: a whole body, or a chunked stream written in pieces."""
 
     def __init__(self, conn: _Connection, request: RecordedRequest) -> None:
         self._conn = conn
@@ -149,7 +149,10 @@ class Exchange:
         headers: dict[str, str] | None,
         framing: dict[str, str],
     ) -> bytes:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}", f"content-type: {content_type}"]
+        lines = [
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}",
+            f"content-type: {content_type}",
+        ]
         lines += [f"{k}: {v}" for k, v in {**framing, **(headers or {})}.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -317,7 +320,10 @@ class LoopbackServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -325,7 +331,10 @@ class LoopbackServer:
         return self.start()
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -420,7 +429,9 @@ class LoopbackServer:
 
         def gone() -> bool:
             with self._lock:
-                return index < len(self.requests) and self.requests[index].disconnected_at is not None
+                return (
+                    index < len(self.requests) and self.requests[index].disconnected_at is not None
+                )
 
         return await self.wait_until(gone, timeout)
 

@@ -39,8 +39,9 @@ async def test_current_time_defaults_to_utc() -> None:
     assert await ask_time(WINTER) == ("2025-01-15T12:30:45+00:00 (UTC, Wednesday)", False)
 
 
-@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "../../etc/passwd", "/etc/localtime",
-                                  "Europe", "x" * 500])
+@pytest.mark.parametrize(
+    "zone", ["Mars/Olympus_Mons", "../../etc/passwd", "/etc/localtime", "Europe", "x" * 500]
+)
 async def test_unknown_zone_is_an_error_naming_it(zone: str) -> None:
     content, is_error = await ask_time(WINTER, timezone=zone)
     assert is_error

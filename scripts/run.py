@@ -1,0 +1,69 @@
+"""`make run` / `make demo`: the service and the gateway together; Ctrl-C stops both.
+
+--demo also starts the bundled fake Ollama (an echo backend, clearly not a
+model) on a free port and points the service at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--demo", action="store_true", help="run against the fake Ollama")
+    parser.add_argument("--config", help="config file for both processes")
+    args = parser.parse_args()
+
+    env = dict(os.environ)
+    if args.config:
+        env["AGENT_CONFIG"] = args.config
+    children: list[subprocess.Popen[bytes]] = []
+    if args.demo:
+        port = _free_port()
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "tests.fakes.ollama", "--port", str(port)], env=env
+            )
+        )
+        env["AGENT_API__PROVIDER"] = "ollama"
+        env["AGENT_OLLAMA__URL"] = f"http://127.0.0.1:{port}"
+        print(f"*** DEMO MODE: answers come from a fake echo backend on port {port} ***", flush=True)
+    children.append(subprocess.Popen([sys.executable, "-m", "service.main"], env=env))
+    time.sleep(0.5)  # let the service bind before the gateway dials (it retries anyway)
+    children.append(subprocess.Popen([sys.executable, "-m", "gateway.main"], env=env))
+
+    def stop(*_: object) -> None:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(child.poll() is None for child in children):
+            time.sleep(0.2)
+    finally:
+        stop()
+        for child in children:
+            try:
+                child.wait(40)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    return max((child.returncode or 0) for child in children)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

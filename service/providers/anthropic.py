@@ -1,0 +1,314 @@
+"""AnthropicBridge: the Provider over the Messages API, through the official SDK's stream helper.
+
+Retries are the SDK's (``max_retries``: connection errors, 408/409/429/5xx,
+honouring retry-after); nothing is retried once a stream has started, and
+this module adds no loop of its own. ``first_byte_timeout_s`` bounds the time
+to the first event including those retries; ``idle_timeout_s`` bounds each
+silence after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic.lib.streaming import AsyncMessageStream, ParsedMessageStreamEvent
+from anthropic.types import (
+    MessageParam,
+    MetadataParam,
+    TextBlockParam,
+    ToolParam,
+    ToolResultBlockParam,
+    ToolUseBlockParam,
+)
+
+from service.errors import AgentError, Code, ProviderError
+from service.providers.base import (
+    CompletionRequest,
+    Message,
+    ProviderEvent,
+    ProviderHealth,
+    Stop,
+    StopReason,
+    TextBlock,
+    TextDelta,
+    ToolCall,
+    ToolUseBlock,
+    Usage,
+)
+from service.providers.errors import (
+    ANTHROPIC_ERROR_STATUS,
+    Upstream,
+    bad_payload,
+    connect_failure,
+    first_byte_timeout,
+    from_status,
+    idle_timeout,
+    stream_broken,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+# After message_stop only the end of the body is left; reading it keeps the
+# connection reusable, but never wait long for it.
+_DRAIN_S = 1.0
+
+_STOP_REASONS: dict[str, StopReason] = {
+    "end_turn": "end_turn",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+    "stop_sequence": "stop_sequence",
+    "tool_use": "tool_use",
+    "refusal": "refusal",
+}
+
+Block = TextBlockParam | ToolUseBlockParam | ToolResultBlockParam
+
+
+def _blocks(message: Message) -> list[Block]:
+    blocks: list[Block] = []
+    for block in message.content:
+        if isinstance(block, TextBlock):
+            if block.text:  # the API rejects empty text blocks
+                blocks.append({"type": "text", "text": block.text})
+        elif isinstance(block, ToolUseBlock):
+            blocks.append(
+                {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
+            )
+        else:
+            result: ToolResultBlockParam = {
+                "type": "tool_result",
+                "tool_use_id": block.tool_use_id,
+                "content": block.content,
+            }
+            if block.is_error:
+                result["is_error"] = True
+            blocks.append(result)
+    return blocks
+
+
+def message_params(request: CompletionRequest) -> list[MessageParam]:
+    """Our messages as Messages API params (blocks map one to one)."""
+    out: list[MessageParam] = []
+    for message in request.messages:
+        if message.role == "assistant":
+            out.append({"role": "assistant", "content": _blocks(message)})
+        else:
+            out.append({"role": "user", "content": _blocks(message)})
+    return out
+
+
+def tool_params(request: CompletionRequest) -> list[ToolParam]:
+    return [
+        {"name": t.name, "description": t.description, "input_schema": t.parameters}
+        for t in request.tools
+    ]
+
+
+class AnthropicBridge:
+    """Streams Messages API completions through one long-lived AsyncAnthropic client."""
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        model: str,
+        base_url: str | None = None,
+        max_retries: int = 2,
+        first_byte_timeout_s: float = 120.0,
+        idle_timeout_s: float = 60.0,
+        connect_timeout_s: float = 5.0,
+        probe_timeout_s: float = 5.0,
+    ) -> None:
+        self.model = model
+        self.url = (base_url or DEFAULT_BASE_URL).rstrip("/")
+        self._api_key = api_key or ""
+        self._first_byte_timeout_s = first_byte_timeout_s
+        self._idle_timeout_s = idle_timeout_s
+        self._probe_timeout_s = probe_timeout_s
+        self._upstream = Upstream(
+            vendor="Anthropic",
+            url=self.url,
+            key_hint="set a valid ANTHROPIC_API_KEY for the service",
+            model_hint="check the configured model name (AGENT_ANTHROPIC__MODEL)",
+        )
+        # Our own timers enforce the deadlines; the SDK's read timeout is only a backstop.
+        backstop = max(first_byte_timeout_s, idle_timeout_s) + 5.0
+        # An explicit key (even empty) keeps the SDK from reading credentials elsewhere.
+        self._client = anthropic.AsyncAnthropic(
+            api_key=self._api_key,
+            base_url=self.url,
+            max_retries=max_retries,
+            timeout=httpx2.Timeout(backstop, connect=connect_timeout_s),
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _missing_key(self) -> ProviderError:
+        return ProviderError(
+            "no Anthropic API key is configured; set ANTHROPIC_API_KEY for the service",
+            code=Code.FAILED_PRECONDITION,
+        )
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
+        if not self._api_key:
+            raise self._missing_key()
+        model = request.model or self.model
+        manager = self._client.messages.stream(
+            model=model,
+            max_tokens=request.max_tokens,
+            messages=message_params(request),
+            system=request.system or anthropic.omit,
+            tools=tool_params(request) or anthropic.omit,
+            metadata=MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit,
+        )
+        first_deadline = asyncio.get_running_loop().time() + self._first_byte_timeout_s
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout_at(first_deadline):
+                    stream = await stack.enter_async_context(manager)
+            except TimeoutError:
+                raise first_byte_timeout(
+                    self._upstream, model, self._first_byte_timeout_s
+                ) from None
+            except anthropic.APIError as exc:
+                raise self._api_error(exc, model, started=False) from exc
+            events = self._events(stream, model, first_deadline)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+
+    async def _events(
+        self, stream: AsyncMessageStream[Any], model: str, first_deadline: float
+    ) -> AsyncGenerator[ProviderEvent, None]:
+        input_tokens = output_tokens = 0
+        stop_reason: str | None = None
+        first = True
+        while True:
+            event = await self._next_event(stream, model, first_deadline if first else None)
+            first = False
+            if event is None:
+                raise stream_broken(self._upstream, model, "no message_stop event")
+            if event.type == "message_start":
+                input_tokens = event.message.usage.input_tokens
+                output_tokens = event.message.usage.output_tokens
+            elif event.type == "content_block_delta":
+                if event.delta.type == "text_delta" and event.delta.text:
+                    yield TextDelta(event.delta.text)
+            elif event.type == "content_block_stop":
+                block = event.content_block
+                if block.type == "tool_use":
+                    if not isinstance(block.input, dict):
+                        raise bad_payload(self._upstream, model, f"tool input {block.input!r}")
+                    yield ToolCall(id=block.id, name=block.name, arguments=dict(block.input))
+            elif event.type == "message_delta":
+                stop_reason = event.delta.stop_reason
+                output_tokens = event.usage.output_tokens
+                if event.usage.input_tokens is not None:
+                    input_tokens = event.usage.input_tokens
+            elif event.type == "message_stop":
+                await self._drain(stream)
+                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+                yield Stop(_STOP_REASONS.get(stop_reason or "", "other"))
+                return
+
+    async def _next_event(
+        self, stream: AsyncMessageStream[Any], model: str, first_deadline: float | None
+    ) -> ParsedMessageStreamEvent[Any] | None:
+        """The next SDK event (None at the end); the first one is under the first-byte deadline."""
+        try:
+            if first_deadline is not None:
+                async with asyncio.timeout_at(first_deadline):
+                    return await anext(stream)
+            async with asyncio.timeout(self._idle_timeout_s):
+                return await anext(stream)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            if first_deadline is not None:
+                raise first_byte_timeout(
+                    self._upstream, model, self._first_byte_timeout_s
+                ) from None
+            raise idle_timeout(self._upstream, model, self._idle_timeout_s) from None
+        except anthropic.APIError as exc:
+            raise self._api_error(exc, model, started=True) from exc
+        except httpx2.TimeoutException:
+            raise idle_timeout(self._upstream, model, self._idle_timeout_s) from None
+        except httpx2.HTTPError as exc:
+            raise stream_broken(self._upstream, model, str(exc) or type(exc).__name__) from exc
+        except (ValueError, RuntimeError) as exc:  # malformed events or tool JSON
+            raise bad_payload(self._upstream, model, str(exc)) from exc
+
+    async def _drain(self, stream: AsyncMessageStream[Any]) -> None:
+        try:
+            async with asyncio.timeout(min(_DRAIN_S, self._idle_timeout_s)):
+                async for _ in stream:
+                    pass
+        except (TimeoutError, anthropic.APIError, httpx2.HTTPError):
+            log.debug("Anthropic at %s did not end the body after message_stop", self.url)
+
+    def _api_error(self, exc: anthropic.APIError, model: str, *, started: bool) -> AgentError:
+        if isinstance(exc, anthropic.APITimeoutError):
+            if started:
+                return idle_timeout(self._upstream, model, self._idle_timeout_s)
+            return first_byte_timeout(self._upstream, model, self._first_byte_timeout_s)
+        if isinstance(exc, anthropic.APIConnectionError):
+            if started:
+                return stream_broken(self._upstream, model, exc.message)
+            return connect_failure(self._upstream, exc)
+        if isinstance(exc, anthropic.APIStatusError):
+            detail = exc.api_message or exc.message
+            status = exc.status_code
+            if status < 400:
+                # An `event: error` after a 200: the error type says what it stands for.
+                error_type = exc.type or "api_error"
+                status = ANTHROPIC_ERROR_STATUS.get(error_type, 500)
+                return from_status(
+                    self._upstream,
+                    status,
+                    detail,
+                    model=model,
+                    label=f"{error_type} mid-stream",
+                )
+            return from_status(
+                self._upstream, status, detail, model=model, headers=exc.response.headers
+            )
+        return ProviderError(f"Anthropic request failed: {exc.message}", code=Code.UNAVAILABLE)
+
+    async def probe(self) -> ProviderHealth:
+        """A cheap GET /v1/models/{model}; never raises."""
+        if not self._api_key:
+            return ProviderHealth(reachable=False, detail=self._missing_key().message)
+        client = self._client.with_options(timeout=self._probe_timeout_s, max_retries=0)
+        try:
+            async with asyncio.timeout(self._probe_timeout_s + 1):
+                await client.models.retrieve(self.model)
+        except TimeoutError:
+            return ProviderHealth(
+                reachable=False,
+                detail=f"Anthropic at {self.url} did not answer within {self._probe_timeout_s:g} s",
+            )
+        except anthropic.NotFoundError:
+            return ProviderHealth(
+                reachable=True,
+                detail=f"Anthropic at {self.url} does not know model '{self.model}'",
+                model_available=False,
+            )
+        except anthropic.APIError as exc:
+            return ProviderHealth(
+                reachable=False, detail=self._api_error(exc, self.model, started=False).message
+            )
+        return ProviderHealth(
+            reachable=True,
+            detail=f"Anthropic at {self.url}, model '{self.model}' available",
+            model_available=True,
+        )

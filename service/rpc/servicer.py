@@ -1,0 +1,228 @@
+"""AgentService handlers: authenticate, translate, call the domain, translate back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from importlib import metadata
+
+import grpc
+from agent.v1 import agent_pb2 as pb
+from agent.v1 import agent_pb2_grpc
+
+from service.auth import Authenticator
+from service.chat import ChatService
+from service.errors import AgentError, Code, InvalidRequest
+from service.events import TurnInput, TurnResult
+from service.rpc import convert
+from service.rpc.errors import abort
+from service.scheduler import Scheduler
+from service.status import ProviderProbes
+from service.store.base import ConversationStore
+
+Context = grpc.aio.ServicerContext[object, object]
+_DEFAULT_PAGE_SIZE = 20
+
+
+def _version() -> str:
+    try:
+        return metadata.version("agent-service")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _turn(request: pb.ChatRequest | pb.ChatStreamRequest, user_id: str) -> TurnInput:
+    return TurnInput(
+        user_id=user_id,
+        message=request.message,
+        conversation_id=request.conversation_id,
+        new_conversation=request.new_conversation,
+        priority=request.priority if request.HasField("priority") else 5,
+        provider=request.provider,
+        model=request.model,
+        request_id=request.request_id,
+    )
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    """The gRPC face of the service."""
+
+    def __init__(
+        self,
+        *,
+        auth: Authenticator,
+        chat: ChatService,
+        scheduler: Scheduler,
+        store: ConversationStore,
+        probes: ProviderProbes,
+        default_provider: str,
+        default_model: str,
+    ) -> None:
+        self._auth = auth
+        self._chat = chat
+        self._scheduler = scheduler
+        self._store = store
+        self._probes = probes
+        self._default_provider = default_provider
+        self._default_model = default_model
+        self._version = _version()
+
+    def _user(self, context: Context, requested: str) -> str:
+        authorization = None
+        for key, value in context.invocation_metadata() or ():
+            if key == "authorization":
+                authorization = value if isinstance(value, str) else value.decode()
+                break
+        principal = self._auth.authenticate(authorization)
+        return self._auth.user_for(principal, requested)
+
+    async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
+        """One turn, full answer."""
+        try:
+            turn = _turn(request, self._user(context, request.user_id))
+            result: TurnResult | None = None
+            async with aclosing(self._chat.run_turn(turn)) as events:
+                async for event in events:
+                    if isinstance(event, TurnResult):
+                        result = event
+            if result is None:
+                raise AgentError("the turn ended without an answer", code=Code.INTERNAL)
+            return convert.chat_response(result)
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    async def ChatStream(
+        self, request: pb.ChatStreamRequest, context: Context
+    ) -> AsyncIterator[pb.ChatStreamResponse]:
+        """One turn, events as they happen."""
+        try:
+            turn = _turn(request, self._user(context, request.user_id))
+            async with aclosing(self._chat.run_turn(turn)) as events:
+                async for event in events:
+                    yield convert.stream_event(event)
+        except AgentError as exc:
+            await abort(context, exc)
+
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: Context
+    ) -> pb.GetStatusResponse:
+        """Provider, model, reachability, queue figures, active users, the caller's usage."""
+        try:
+            user_id = self._user(context, request.user_id)
+            health = await self._probes.health()
+            totals = await self._store.usage_totals(user_id)
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        stats = self._scheduler.stats()
+        default = health.get(self._default_provider)
+        providers = []
+        for name, h in health.items():
+            entry = pb.ProviderStatus(
+                name=name,
+                model=self._chat.model_of(name),
+                reachable=h.reachable,
+                detail=h.detail,
+                version=h.version,
+            )
+            if h.model_available is not None:
+                entry.model_available = h.model_available
+            providers.append(entry)
+        return pb.GetStatusResponse(
+            status="ok" if default is not None and default.reachable else "degraded",
+            provider=self._default_provider,
+            model=self._default_model,
+            providers=providers,
+            queue_stats=convert.queue_stats(stats),
+            active_users=stats.active_users,
+            version=self._version,
+            user_id=user_id,
+            user_usage=pb.Usage(
+                input_tokens=totals.input_tokens, output_tokens=totals.output_tokens
+            ),
+        )
+
+    async def GetQueueStatus(
+        self, request: pb.GetQueueStatusRequest, context: Context
+    ) -> pb.GetQueueStatusResponse:
+        """A request's state and position (owner only)."""
+        try:
+            user_id = self._user(context, request.user_id)
+            _require(request.request_id, "request_id")
+            return convert.queue_status(self._scheduler.status(request.request_id, user_id))
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+
+    async def CancelRequest(
+        self, request: pb.CancelRequestRequest, context: Context
+    ) -> pb.CancelRequestResponse:
+        """Cancel a queued or running request (owner only)."""
+        try:
+            user_id = self._user(context, request.user_id)
+            _require(request.request_id, "request_id")
+            before = self._scheduler.status(request.request_id, user_id)
+            after = self._scheduler.cancel(request.request_id, user_id)
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        return pb.CancelRequestResponse(
+            request_id=after.request_id,
+            state=convert.request_state(after),
+            cancelled=before.state in ("queued", "running") and after.state == "cancelled",
+        )
+
+    async def ListConversations(
+        self, request: pb.ListConversationsRequest, context: Context
+    ) -> pb.ListConversationsResponse:
+        """The caller's conversations, newest first."""
+        try:
+            user_id = self._user(context, request.user_id)
+            page_size = request.page_size or _DEFAULT_PAGE_SIZE
+            if not 1 <= page_size <= 100:
+                raise InvalidRequest("page_size must be between 1 and 100")
+            items, token = await self._store.list_conversations(
+                user_id, page_size, request.page_token
+            )
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        return pb.ListConversationsResponse(
+            conversations=[convert.summary(c) for c in items], next_page_token=token
+        )
+
+    async def GetConversation(
+        self, request: pb.GetConversationRequest, context: Context
+    ) -> pb.GetConversationResponse:
+        """One conversation with its messages."""
+        try:
+            user_id = self._user(context, request.user_id)
+            _require(request.conversation_id, "conversation_id")
+            conversation = await self._store.get_conversation(user_id, request.conversation_id)
+            messages = await self._store.messages(user_id, request.conversation_id)
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        return pb.GetConversationResponse(
+            conversation=convert.summary(conversation),
+            messages=[convert.message(m) for m in messages],
+        )
+
+    async def DeleteConversation(
+        self, request: pb.DeleteConversationRequest, context: Context
+    ) -> pb.DeleteConversationResponse:
+        """Delete one conversation."""
+        try:
+            user_id = self._user(context, request.user_id)
+            _require(request.conversation_id, "conversation_id")
+            await self._store.delete_conversation(user_id, request.conversation_id)
+        except AgentError as exc:
+            await abort(context, exc)
+            raise AssertionError("unreachable") from exc
+        return pb.DeleteConversationResponse(conversation_id=request.conversation_id, deleted=True)
+
+
+def _require(value: str, name: str) -> None:
+    if not value:
+        raise InvalidRequest(f"{name} is required")

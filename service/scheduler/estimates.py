@@ -1,0 +1,75 @@
+"""Recent timings and what they predict: wait estimates, retry hints, queue statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+
+class MovingAverage:
+    """Exponential moving average that reports its seed until the first sample arrives."""
+
+    def __init__(self, seed: float, weight: float = 0.2) -> None:
+        if not 0 < weight <= 1:
+            raise ValueError("weight must be in (0, 1]")
+        self._value = seed
+        self._weight = weight
+        self.samples = 0
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def add(self, sample: float) -> None:
+        sample = max(sample, 0.0)
+        if self.samples == 0:
+            self._value = sample
+        else:
+            self._value += self._weight * (sample - self._value)
+        self.samples += 1
+
+
+def start_delay(
+    position: int, slots: int, running_elapsed: Iterable[float], mean_service_s: float
+) -> float:
+    """Seconds until the request at ``position`` should get a slot.
+
+    The model: every request takes the average service time. A running request
+    frees its slot after the rest of that average (at once if it has already
+    run longer); an idle slot is free now. The slots then serve the queue in
+    turn, so the request at ``position`` takes the (position % slots)-th
+    earliest free slot, after ``position // slots`` full services ahead of it
+    on that slot. Because each remaining time is at most one average, this is
+    exactly the time a slot-by-slot replay of the queue would give.
+    """
+    remaining = sorted(max(mean_service_s - e, 0.0) for e in running_elapsed)
+    remaining = ([0.0] * max(slots - len(remaining), 0) + remaining)[:slots]
+    remaining.sort()
+    rounds, lane = divmod(position, slots)
+    return remaining[lane] + rounds * mean_service_s
+
+
+@dataclass(frozen=True)
+class ProviderQueueStats:
+    """One provider's queue: what waits, what runs, and how long things take lately."""
+
+    provider: str
+    slots: int
+    running: int
+    waiting: int
+    waiting_by_priority: Mapping[int, int]  # original priority → waiting requests
+    avg_wait_s: float  # moving average of the queue wait of recently started requests
+    avg_service_s: float  # moving average of recent service times (a default until measured)
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """The scheduler at a glance, for the status endpoint and metrics."""
+
+    providers: Mapping[str, ProviderQueueStats]
+    total_waiting: int
+    total_running: int
+    max_pending: int
+    max_pending_per_user: int
+    active_users: int
+    accepting: bool  # False once shutdown has begun

@@ -1,0 +1,203 @@
+"""The dispatch order of one provider's waiting requests.
+
+How the next request is chosen
+------------------------------
+Each provider has its own queue and its own number of slots. Whenever a slot
+is free, the queue hands it to the request that comes first by these rules:
+
+1. **Effective priority first.** Priority 1 is the most urgent, 10 the least.
+   A request's effective priority is its priority improved by one level for
+   every full ``aging_interval_s`` its user has waited for a turn, and never
+   better than 1. "Waited for a turn" counts from the moment the request was
+   submitted, or from the last time one of the same user's requests got a slot
+   if that is later. So a priority-10 request reaches priority 1 after nine
+   intervals (4.5 minutes with the default 30 s) and cannot starve under a
+   stream of urgent work, while a user's large burst does not age as a block
+   and crowd out other users who arrive later.
+2. **Then users take turns.** Among users whose best waiting request has the
+   best effective priority, the user whose last turn lies furthest back goes
+   first. A user who starts waiting (having had nothing waiting before) joins
+   the rotation just ahead of the user who was served most recently, but behind
+   users who were already waiting for their turn. Hence one user's burst of
+   twenty requests delays another user's first request of the same priority by
+   at most one request from the burst, and a flow of newcomers cannot starve a
+   user who is already waiting.
+3. **A user's own requests** go by effective priority, then in submission order.
+   Aging is about a user waiting for a turn, so a user's stream of urgent
+   requests can hold back that same user's less urgent ones.
+
+A request's *position* is the number of requests this rule would dispatch
+before it if nothing else arrived and the clock stood still. It changes when
+requests arrive or leave and when aging lifts a request by a level; it is
+recomputed only then, never per token.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+
+class Queued(Protocol):
+    """What the queue needs to know about a waiting request."""
+
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def enqueued_mono(self) -> float: ...
+    @property
+    def seq(self) -> int: ...  # unique and increasing in submission order
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+@dataclass
+class _UserTurns(Generic[Q]):
+    """One user's waiting requests and their place in the rotation."""
+
+    requests: list[Q]
+    turn: int  # rotation stamp: the smaller, the longer the user has waited for a turn
+    last_turn_at: float = -math.inf  # aging counts from here if later than the submission
+
+
+class DispatchQueue(Generic[Q]):
+    """Waiting requests of one provider, kept in the order they will get a slot."""
+
+    def __init__(self, aging_interval_s: float) -> None:
+        if not aging_interval_s > 0:
+            raise ValueError("aging_interval_s must be positive (math.inf disables aging)")
+        self._aging_interval_s = aging_interval_s
+        self._users: dict[str, _UserTurns[Q]] = {}
+        self._count = 0
+        # Each dispatch takes the next even stamp; a newcomer takes the odd one just
+        # below the latest, which puts it ahead of the user served last and no one else.
+        self._stamp = 0
+        self._last_served: str | None = None
+        self._order: list[Q] = []
+        self._positions: dict[int, int] = {}
+        self._valid_until = -math.inf  # the cached order is stale from this clock reading
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Q]:
+        for turns in self._users.values():
+            yield from turns.requests
+
+    def of_user(self, user_id: str) -> Sequence[Q]:
+        turns = self._users.get(user_id)
+        return tuple(turns.requests) if turns else ()
+
+    def add(self, request: Q) -> None:
+        turns = self._users.get(request.user_id)
+        if turns is None:
+            stamp = self._stamp if request.user_id == self._last_served else self._stamp - 1
+            turns = self._users[request.user_id] = _UserTurns(requests=[], turn=stamp)
+        turns.requests.append(request)
+        self._count += 1
+        self._valid_until = -math.inf
+
+    def remove(self, request: Q) -> None:
+        """Take out a request that leaves without a slot (cancel, timeout, shutdown)."""
+        turns = self._users[request.user_id]
+        turns.requests.remove(request)
+        if not turns.requests:
+            del self._users[request.user_id]
+        self._count -= 1
+        self._valid_until = -math.inf
+
+    def pop_next(self, now: float) -> Q:
+        """Take out the request that gets the free slot, and give its user a turn."""
+        request = self.order(now)[0]
+        user = request.user_id
+        turns = self._users[user]
+        turns.requests.remove(request)
+        self._count -= 1
+        self._stamp += 2
+        self._last_served = user
+        if turns.requests:
+            turns.turn = self._stamp
+            turns.last_turn_at = now
+        else:
+            del self._users[user]
+        self._valid_until = -math.inf
+        return request
+
+    def position(self, request: Q, now: float) -> int:
+        self.order(now)
+        return self._positions[request.seq]
+
+    def order(self, now: float) -> Sequence[Q]:
+        """All waiting requests in dispatch order, as of ``now``."""
+        if now >= self._valid_until:
+            self._rank(now)
+        return self._order
+
+    def reorder_at(self, now: float) -> float | None:
+        """When aging next lifts some request a level (and may change positions)."""
+        self.order(now)
+        return None if math.isinf(self._valid_until) else self._valid_until
+
+    def level(self, request: Q, now: float) -> int:
+        """The effective priority of a waiting request at ``now``."""
+        return self._level(request, self._users[request.user_id].last_turn_at, now)
+
+    def _level(self, request: Q, last_turn_at: float, now: float) -> int:
+        waited = now - max(request.enqueued_mono, last_turn_at)
+        lifted = math.floor(max(waited, 0.0) / self._aging_interval_s)
+        return max(1, request.priority - lifted)
+
+    def _next_lift(self, request: Q, last_turn_at: float, now: float) -> float:
+        if self._level(request, last_turn_at, now) == 1:
+            return math.inf
+        since = max(request.enqueued_mono, last_turn_at)
+        lifted = math.floor(max(now - since, 0.0) / self._aging_interval_s)
+        # Never "now or earlier" (float rounding at a step), or the cache would never hold.
+        return max(since + (lifted + 1) * self._aging_interval_s, math.nextafter(now, math.inf))
+
+    def _rank(self, now: float) -> None:
+        """Replay the dispatch rule on the current queue with the clock held at ``now``."""
+        heap: list[tuple[int, int, int, str]] = []
+        valid_until = math.inf
+        firsts: dict[str, Q] = {}
+        for user, turns in self._users.items():
+            best: tuple[int, int] | None = None
+            for request in turns.requests:
+                key = (self._level(request, turns.last_turn_at, now), request.seq)
+                if best is None or key < best:
+                    best, firsts[user] = key, request
+                valid_until = min(valid_until, self._next_lift(request, turns.last_turn_at, now))
+            assert best is not None
+            heapq.heappush(heap, (best[0], turns.turn, best[1], user))
+
+        # After a user's turn its remaining requests start aging afresh, so at this
+        # frozen instant they rank by plain priority, then submission order.
+        rest: dict[str, list[Q]] = {}
+        order: list[Q] = []
+        stamp = self._stamp
+        while heap:
+            _, _, _, user = heapq.heappop(heap)
+            if user in rest:
+                order.append(rest[user].pop())
+            else:
+                first = firsts[user]
+                order.append(first)
+                rest[user] = sorted(
+                    (r for r in self._users[user].requests if r is not first),
+                    key=lambda r: (r.priority, r.seq),
+                    reverse=True,  # popped from the end
+                )
+            stamp += 2
+            if rest[user]:
+                upcoming = rest[user][-1]
+                heapq.heappush(heap, (upcoming.priority, stamp, upcoming.seq, user))
+
+        self._order = order
+        self._positions = {request.seq: i for i, request in enumerate(order)}
+        self._valid_until = valid_until

@@ -1,0 +1,202 @@
+"""Request records: who asked, for which provider, what state it is in, how long it is kept."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from service.errors import AgentError, InvalidRequest, NotFound
+
+State = Literal["queued", "running", "completed", "cancelled", "failed"]
+Outcome = Literal["completed", "failed", "cancelled"]
+
+OUTCOMES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+
+_log = logging.getLogger(__name__)
+
+
+class Ticket:
+    """One chat request's handle and record: it follows the request from submit to its end.
+
+    States: queued → running → completed | cancelled | failed (a queued request can
+    also end directly as cancelled or failed). ``holds_slot`` is separate from the
+    state: a running request cancelled by its owner reads ``cancelled`` at once but
+    keeps its slot until its worker calls ``Scheduler.finish``.
+    """
+
+    __slots__ = (
+        "_callbacks",
+        "_error",
+        "_state",
+        "_waiter",
+        "enqueued_at",
+        "enqueued_mono",
+        "finished_at",
+        "finished_mono",
+        "holds_slot",
+        "priority",
+        "provider",
+        "request_id",
+        "seq",
+        "started_at",
+        "started_mono",
+        "user_id",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        user_id: str,
+        provider: str,
+        priority: int,
+        seq: int,
+        enqueued_mono: float,
+        enqueued_at: float,
+    ) -> None:
+        self.request_id = request_id
+        self.user_id = user_id
+        self.provider = provider
+        self.priority = priority
+        self.seq = seq
+        # *_mono come from the scheduler's clock (ordering, estimates, retention);
+        # *_at are wall-clock epoch seconds, for people and APIs.
+        self.enqueued_mono = enqueued_mono
+        self.enqueued_at = enqueued_at
+        self.started_mono: float | None = None
+        self.started_at: float | None = None
+        self.finished_mono: float | None = None
+        self.finished_at: float | None = None
+        self.holds_slot = False
+        self._state: State = "queued"
+        self._callbacks: list[Callable[[], None]] = []
+        self._error: AgentError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Ticket({self.request_id!r}, user={self.user_id!r}, provider={self.provider!r}, "
+            f"priority={self.priority}, state={self._state!r})"
+        )
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def cancelled(self) -> bool:
+        return self._state == "cancelled"
+
+    @property
+    def waiting(self) -> bool:
+        return self._state == "queued"
+
+    def add_cancel_callback(self, cb: Callable[[], None]) -> None:
+        """Run ``cb`` once when this request is cancelled; at once if it already is.
+
+        The worker running the request registers here the thing that closes its
+        upstream connection, so an owner's cancel reaches the provider.
+        """
+        if self.cancelled:
+            _run_callback(cb, self.request_id)
+        else:
+            self._callbacks.append(cb)
+
+    # Transitions below are driven by the Scheduler only.
+
+    def _start(self, mono: float, wall: float) -> None:
+        self._state = "running"
+        self.started_mono, self.started_at = mono, wall
+        self.holds_slot = True
+
+    def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
+        self._state = state
+        self.finished_mono, self.finished_at = mono, wall
+        self._error = error
+        if state == "cancelled":
+            callbacks, self._callbacks = self._callbacks, []
+            for cb in callbacks:
+                _run_callback(cb, self.request_id)
+        else:
+            self._callbacks.clear()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _failure(self) -> AgentError | None:
+        """A fresh copy of the error that ended this request, to raise to its waiter."""
+        err = self._error
+        if err is None:
+            return None
+        return type(err)(err.message, code=err.code, retry_after_s=err.retry_after_s)
+
+
+def _run_callback(cb: Callable[[], None], request_id: str) -> None:
+    # A failing callback must not break the scheduler's bookkeeping or the other callbacks.
+    try:
+        cb()
+    except Exception:
+        _log.exception("cancel callback of request %s failed", request_id)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """A snapshot of one request, as status and cancel report it."""
+
+    request_id: str
+    user_id: str
+    provider: str
+    priority: int
+    state: State
+    position: int  # requests ahead of it; -1 when it is not waiting
+    estimated_wait_s: float  # 0.0 when it is not waiting
+    enqueued_at: float | None
+    started_at: float | None
+    finished_at: float | None
+
+
+class Registry:
+    """Every request by id, each kept for ``retention_s`` after it ends, then forgotten."""
+
+    def __init__(self, retention_s: float) -> None:
+        self._retention_s = retention_s
+        self._tickets: dict[str, Ticket] = {}
+        # Requests end in clock order, so expiry is a FIFO: pruning pops from the left.
+        self._expiry: deque[tuple[float, Ticket]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._tickets)
+
+    def add(self, ticket: Ticket) -> None:
+        if ticket.request_id in self._tickets:
+            raise InvalidRequest(f"request_id {ticket.request_id!r} is already in use")
+        self._tickets[ticket.request_id] = ticket
+
+    def lookup(self, request_id: str, user_id: str, now: float) -> Ticket:
+        """The caller's own request; anything else reads as absent, with one message for all."""
+        ticket = self._tickets.get(request_id)
+        if (
+            ticket is None
+            or ticket.user_id != user_id
+            or (
+                ticket.finished_mono is not None and ticket.finished_mono + self._retention_s <= now
+            )
+        ):
+            raise NotFound(f"no request with id {request_id!r}")
+        return ticket
+
+    def ended(self, ticket: Ticket, now: float) -> None:
+        """Start the retention period of a request that has just ended."""
+        self._expiry.append((now, ticket))
+
+    def prune(self, now: float) -> None:
+        horizon = now - self._retention_s
+        while self._expiry and self._expiry[0][0] <= horizon:
+            _, ticket = self._expiry.popleft()
+            if self._tickets.get(ticket.request_id) is ticket:
+                del self._tickets[ticket.request_id]

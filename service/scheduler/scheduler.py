@@ -1,0 +1,364 @@
+"""The asyncio face of the scheduler: admit, wait for a slot, finish, cancel, report."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+
+from service.errors import (
+    AgentError,
+    DeadlineExceeded,
+    InvalidRequest,
+    RequestCancelled,
+    ServiceUnavailable,
+)
+from service.scheduler.admission import WaitingCaps
+from service.scheduler.estimates import QueueStats
+from service.scheduler.lane import Lane, Pulse
+from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
+
+MIN_PRIORITY, MAX_PRIORITY = 1, 10
+
+
+class Scheduler:
+    """Request registry, per-provider priority queues and slots, in one event loop.
+
+    A worker's life with it::
+
+        ticket = scheduler.submit(user_id=..., provider="ollama", priority=5)
+        # acquire ends the ticket itself whenever it raises: nothing to clean up then
+        await scheduler.acquire(ticket, timeout=queue_deadline)
+        ticket.add_cancel_callback(close_upstream)
+        try:
+            ...  # call the provider
+        except BaseException:
+            scheduler.finish(ticket, "cancelled" if ticket.cancelled else "failed")
+            raise
+        scheduler.finish(ticket, "completed")
+
+    Every state change is synchronous, so no two tasks ever see a half-made
+    change; a freed slot is handed straight to the next waiter, which is why
+    the number of running requests never exceeds a provider's slots.
+    """
+
+    def __init__(
+        self,
+        *,
+        slots: Mapping[str, int],
+        max_pending: int = 100,
+        max_pending_per_user: int = 10,
+        aging_interval_s: float = 30.0,
+        retention_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        default_service_s: float = 10.0,
+    ) -> None:
+        if not slots:
+            raise ValueError("at least one provider needs slots")
+        if any(n < 1 for n in slots.values()):
+            raise ValueError("every provider needs at least one slot")
+        if retention_s < 0:
+            raise ValueError("retention_s must not be negative")
+        self._lanes = {
+            name: Lane(
+                name, n, aging_interval_s=aging_interval_s, default_service_s=default_service_s
+            )
+            for name, n in slots.items()
+        }
+        self._caps = WaitingCaps(max_pending, max_pending_per_user)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._registry = Registry(retention_s)
+        self._seq = itertools.count()
+        self._active_by_user: dict[str, int] = {}  # waiting or holding a slot
+        self._idle = Pulse()  # fires whenever a slot is released
+        self._closing: str | None = None
+
+    # -- admission -----------------------------------------------------------------
+
+    def submit(
+        self, *, user_id: str, provider: str, priority: int = 5, request_id: str | None = None
+    ) -> Ticket:
+        """Register a request and queue it for a slot of ``provider`` (taken at once if free)."""
+        now = self._clock()
+        self._registry.prune(now)
+        if self._closing is not None:
+            raise ServiceUnavailable(self._closing)
+        if not user_id:
+            raise InvalidRequest("user_id must not be empty")
+        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+            raise InvalidRequest(
+                f"priority must be between {MIN_PRIORITY} (highest) and {MAX_PRIORITY}, "
+                f"got {priority}"
+            )
+        lane = self._lanes.get(provider)
+        if lane is None:
+            known = ", ".join(sorted(self._lanes))
+            raise InvalidRequest(f"unknown provider {provider!r}; configured: {known}")
+        # A request that gets a slot at once never waits, so only queued ones count.
+        if not lane.has_free_slot:
+            self._caps.check(
+                user_id,
+                user_turnover_s=lambda: self._user_turnover(user_id, now),
+                any_turnover_s=lambda: self._any_turnover(now),
+            )
+        ticket = Ticket(
+            request_id=request_id or uuid.uuid4().hex,
+            user_id=user_id,
+            provider=provider,
+            priority=priority,
+            seq=next(self._seq),
+            enqueued_mono=now,
+            enqueued_at=self._wall_clock(),
+        )
+        self._registry.add(ticket)
+        lane.queue.add(ticket)
+        self._caps.enter(user_id)
+        _bump(self._active_by_user, user_id, 1)
+        self._dispatch(lane, now)
+        return ticket
+
+    def _user_turnover(self, user_id: str, now: float) -> float:
+        """Roughly how soon the first of this user's waiting requests starts."""
+        return min(
+            (
+                lane.estimate_wait(lane.queue.position(t, now), now)
+                for lane in self._lanes.values()
+                for t in lane.queue.of_user(user_id)
+            ),
+            default=self._any_turnover(now),
+        )
+
+    def _any_turnover(self, now: float) -> float:
+        """Roughly how soon some waiting request starts, freeing a place in the queue."""
+        busy = [lane for lane in self._lanes.values() if len(lane.queue)]
+        return min((lane.estimate_wait(0, now) for lane in busy), default=0.0)
+
+    # -- waiting for a slot --------------------------------------------------------
+
+    # The deadline is a parameter, not the caller's asyncio.timeout, because running
+    # out of it has its own outcome (failed, DeadlineExceeded), unlike a cancellation.
+    async def acquire(self, ticket: Ticket, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until ``ticket`` holds a slot of its provider.
+
+        Raises RequestCancelled if it is cancelled meanwhile, DeadlineExceeded after
+        ``timeout`` seconds of waiting (the request then ends as failed) and
+        ServiceUnavailable if shutdown begins. If the awaiting task is cancelled, the
+        request ends as cancelled, any slot it got is released, and the
+        CancelledError propagates.
+        """
+        if ticket.state == "queued":
+            await self._wait_for_slot(ticket, timeout)
+        if ticket.state == "running":
+            return
+        error = ticket._failure() or RequestCancelled(f"request {ticket.request_id} was cancelled")
+        if ticket.holds_slot:  # cancelled by its owner after it got the slot
+            self.finish(ticket, "cancelled")
+        raise error
+
+    async def _wait_for_slot(self, ticket: Ticket, deadline_s: float | None) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        ticket._waiter = waiter
+        try:
+            async with asyncio.timeout(deadline_s):
+                await waiter
+        except TimeoutError:
+            # If the slot or another ending arrived together with the deadline, that wins.
+            if ticket.state == "queued":
+                waited = self._clock() - ticket.enqueued_mono
+                self._leave_queue(
+                    ticket,
+                    "failed",
+                    DeadlineExceeded(
+                        f"request {ticket.request_id} waited {waited:.1f} s in the "
+                        f"{ticket.provider} queue without getting a slot (queue-wait deadline)"
+                    ),
+                )
+        except asyncio.CancelledError:
+            if ticket.state == "queued":
+                self._leave_queue(
+                    ticket,
+                    "cancelled",
+                    RequestCancelled("the client went away while the request was queued"),
+                )
+            elif ticket.holds_slot:
+                self.finish(ticket, "cancelled")
+            raise
+        finally:
+            ticket._waiter = None
+
+    def _dispatch(self, lane: Lane, now: float) -> None:
+        """Hand free slots of ``lane`` to the requests first in line."""
+        while lane.has_free_slot and len(lane.queue):
+            ticket = lane.queue.pop_next(now)
+            self._caps.leave(ticket.user_id)
+            ticket._start(now, self._wall_clock())
+            lane.running.add(ticket)
+            lane.wait_time.add(now - ticket.enqueued_mono)
+            ticket._wake()
+        lane.changed.fire()
+
+    def _leave_queue(self, ticket: Ticket, outcome: Outcome, error: AgentError) -> None:
+        """End a waiting request without it ever getting a slot."""
+        now = self._clock()
+        lane = self._lanes[ticket.provider]
+        lane.queue.remove(ticket)
+        self._caps.leave(ticket.user_id)
+        _bump(self._active_by_user, ticket.user_id, -1)
+        ticket._end(outcome, now, self._wall_clock(), error)
+        self._registry.ended(ticket, now)
+        ticket._wake()
+        lane.changed.fire()
+
+    # -- ending --------------------------------------------------------------------
+
+    def finish(self, ticket: Ticket, outcome: Outcome) -> None:
+        """End a request: release its slot (to the next waiter) and record its service time.
+
+        Idempotent. A request its owner already cancelled stays cancelled whatever
+        ``outcome`` says. Finishing a request that is still queued removes it.
+        """
+        if outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {outcome!r}")
+        if ticket.state == "queued":
+            self._leave_queue(
+                ticket,
+                outcome,
+                RequestCancelled(f"request {ticket.request_id} ended before it got a slot"),
+            )
+            return
+        if not ticket.holds_slot:
+            return
+        now = self._clock()
+        lane = self._lanes[ticket.provider]
+        lane.running.discard(ticket)
+        ticket.holds_slot = False
+        if ticket.state == "running":
+            ticket._end(outcome, now, self._wall_clock(), None)
+            self._registry.ended(ticket, now)
+        if ticket.state != "cancelled" and ticket.started_mono is not None:
+            # Cut-short requests would drag the estimate down, so only full runs count.
+            lane.service_time.add(now - ticket.started_mono)
+        _bump(self._active_by_user, ticket.user_id, -1)
+        self._dispatch(lane, now)
+        self._idle.fire()
+
+    def cancel(self, request_id: str, user_id: str) -> RequestInfo:
+        """Cancel the caller's request: a waiting one leaves the queue, a running one is aborted.
+
+        Raises NotFound for an unknown, expired or someone else's request. A request
+        that has already ended is reported unchanged.
+        """
+        now = self._clock()
+        self._registry.prune(now)
+        ticket = self._registry.lookup(request_id, user_id, now)
+        if ticket.state == "queued":
+            self._leave_queue(
+                ticket, "cancelled", RequestCancelled(f"request {request_id} was cancelled")
+            )
+        elif ticket.state == "running":
+            # The slot stays taken until the worker has closed the upstream and calls finish.
+            ticket._end(
+                "cancelled",
+                now,
+                self._wall_clock(),
+                RequestCancelled(f"request {request_id} was cancelled"),
+            )
+            self._registry.ended(ticket, now)
+        return self._info(ticket, now)
+
+    def begin_shutdown(self, message: str = "service is shutting down") -> None:
+        """Stop admitting work; every waiting request fails with ServiceUnavailable."""
+        self._closing = message
+        for lane in self._lanes.values():
+            for ticket in list(lane.queue):
+                self._leave_queue(ticket, "failed", ServiceUnavailable(message))
+        self._idle.fire()
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
+        """Wait until no request holds a slot (True), or ``timeout`` seconds (False)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._running_total():
+                    await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- reporting -----------------------------------------------------------------
+
+    def status(self, request_id: str, user_id: str) -> RequestInfo:
+        """The caller's request as it stands; NotFound for unknown, expired or others'."""
+        now = self._clock()
+        self._registry.prune(now)
+        return self._info(self._registry.lookup(request_id, user_id, now), now)
+
+    def info(self, ticket: Ticket) -> RequestInfo:
+        """A snapshot of a ticket the caller holds (no ownership check needed)."""
+        return self._info(ticket, self._clock())
+
+    def position(self, ticket: Ticket) -> int:
+        """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""
+        if ticket.state != "queued":
+            return -1
+        return self._lanes[ticket.provider].queue.position(ticket, self._clock())
+
+    async def watch_position(
+        self, ticket: Ticket, min_interval_s: float = 0.2
+    ) -> AsyncIterator[tuple[int, float]]:
+        """Yield (position, estimated_wait_s) now and on every change, while the ticket waits.
+
+        Changes closer together than ``min_interval_s`` (event-loop time) are merged:
+        the value yielded after the pause is the latest one, never a stale one.
+        """
+        async for update in self._lanes[ticket.provider].watch(ticket, self._clock, min_interval_s):
+            yield update
+
+    def stats(self) -> QueueStats:
+        providers = {name: lane.stats() for name, lane in self._lanes.items()}
+        return QueueStats(
+            providers=providers,
+            total_waiting=self._caps.total,
+            total_running=self._running_total(),
+            max_pending=self._caps.max_pending,
+            max_pending_per_user=self._caps.max_pending_per_user,
+            active_users=self.active_users(),
+            accepting=self._closing is None,
+        )
+
+    def active_users(self) -> int:
+        """Distinct users with a request waiting or holding a slot."""
+        return len(self._active_by_user)
+
+    def _running_total(self) -> int:
+        return sum(len(lane.running) for lane in self._lanes.values())
+
+    def _info(self, ticket: Ticket, now: float) -> RequestInfo:
+        position, wait = -1, 0.0
+        if ticket.state == "queued":
+            lane = self._lanes[ticket.provider]
+            position = lane.queue.position(ticket, now)
+            wait = lane.estimate_wait(position, now)
+        return RequestInfo(
+            request_id=ticket.request_id,
+            user_id=ticket.user_id,
+            provider=ticket.provider,
+            priority=ticket.priority,
+            state=ticket.state,
+            position=position,
+            estimated_wait_s=wait,
+            enqueued_at=ticket.enqueued_at,
+            started_at=ticket.started_at,
+            finished_at=ticket.finished_at,
+        )
+
+
+def _bump(counts: dict[str, int], key: str, delta: int) -> None:
+    n = counts.get(key, 0) + delta
+    if n > 0:
+        counts[key] = n
+    else:
+        counts.pop(key, None)

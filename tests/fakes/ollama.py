@@ -1,0 +1,273 @@
+"""FakeOllama: a loopback Ollama server speaking /api/chat NDJSON, scriptable per test.
+
+Also runnable as a DEMO backend that echoes what it is sent:
+
+    python -m tests.fakes.ollama --host 127.0.0.1 --port 11434 --delay 0.02
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.fakes.script import Frame, Reply, Responder, Script, echo_chunks, play
+from tests.fakes.server import Exchange, LoopbackServer, RecordedRequest
+
+_STATUS_MESSAGES = {
+    400: "bad request",
+    401: "unauthorized",
+    403: "forbidden",
+    413: "request entity too large",
+    429: "too many requests",
+    500: "internal server error",
+    503: "server busy, please try again.  maximum pending requests exceeded",
+}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _canonical(model: str) -> str:
+    return model if ":" in model else f"{model}:latest"
+
+
+def last_user_text(body: dict[str, Any]) -> str:
+    """The content of the last user (or tool) message of an /api/chat body."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") in ("user", "tool"):
+            return str(message.get("content", ""))
+    return ""
+
+
+class FakeOllama(LoopbackServer):
+    """A fake Ollama: /api/chat (streamed or not), /api/version, /api/tags, /api/show, /.
+
+    ``models`` are the installed models (a chat for another one gets 404);
+    None accepts any model. Unscripted chats echo the last user message.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: Iterable[str] | None = ("llama3.2:latest",),
+        version: str = "0.12.6",
+        chunk_delay_s: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        super().__init__(host=host, port=port)
+        self.models = None if models is None else [_canonical(m) for m in models]
+        self.version = version
+        self.chunk_delay_s = chunk_delay_s
+        self.script = Script(self.echo)
+
+    # --- scripting -----------------------------------------------------------
+
+    def push(self, *replies: Reply | Responder) -> None:
+        self.script.push(*replies)
+
+    @property
+    def responder(self) -> Responder:
+        return self.script.responder
+
+    @responder.setter
+    def responder(self, responder: Responder) -> None:
+        self.script.responder = responder
+
+    def echo(self, request: RecordedRequest) -> Reply:
+        """The default reply: "echo: <last user message>" in a few chunks."""
+        text = f"echo: {last_user_text(request.json)}"
+        return Reply(chunks=echo_chunks(text), chunk_delay_s=self.chunk_delay_s)
+
+    def knows(self, model: str) -> bool:
+        return self.models is None or _canonical(model) in self.models
+
+    @property
+    def chats(self) -> list[RecordedRequest]:
+        return self.calls("/api/chat")
+
+    # --- routes ----------------------------------------------------------------
+
+    async def handle(self, exchange: Exchange) -> None:
+        request = exchange.request
+        route = (request.method, request.path)
+        if route in (("GET", "/"), ("HEAD", "/")):
+            exchange.respond(200, b"Ollama is running", "text/plain; charset=utf-8")
+        elif route == ("GET", "/api/version"):
+            exchange.respond_json(200, {"version": self.version})
+        elif route == ("GET", "/api/tags"):
+            listed = self.models if self.models is not None else ["llama3.2:latest"]
+            exchange.respond_json(200, {"models": [self._model_entry(m) for m in listed]})
+        elif route == ("GET", "/api/ps"):
+            exchange.respond_json(200, {"models": []})
+        elif route == ("POST", "/api/show"):
+            self._show(exchange)
+        elif route == ("POST", "/api/chat"):
+            with self.flight():
+                await self._chat(exchange)
+        else:
+            exchange.respond(404, b"404 page not found", "text/plain")
+
+    def _model_entry(self, name: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "model": name,
+            "modified_at": _now(),
+            "size": 2019393189,
+            "digest": "a80c4f17acd55265feec403c7aef86be0c25983ab279d83f3bcd3abbcb5b8b72",
+            "details": {
+                "format": "gguf",
+                "family": "llama",
+                "parameter_size": "3.2B",
+                "quantization_level": "Q4_K_M",
+            },
+        }
+
+    def _show(self, exchange: Exchange) -> None:
+        model = str(exchange.request.json.get("model") or "")
+        if not self.knows(model):
+            exchange.respond_json(404, {"error": f"model '{model}' not found"})
+            return
+        exchange.respond_json(
+            200,
+            {
+                "modelfile": "# fake",
+                "details": self._model_entry(model)["details"],
+                "capabilities": ["completion", "tools"],
+            },
+        )
+
+    async def _chat(self, exchange: Exchange) -> None:
+        body = exchange.request.json
+        model = str(body.get("model") or "")
+        if not model:
+            exchange.respond_json(400, {"error": "model is required"})
+            return
+        if not self.knows(model):
+            exchange.respond_json(404, {"error": f"model '{model}' not found"})
+            return
+        reply = self.script.next_reply(exchange.request)
+        if reply.status >= 400:
+            if reply.initial_delay_s and not await exchange.pause(reply.initial_delay_s):
+                return
+            default = _STATUS_MESSAGES.get(reply.status, "error")
+            if reply.status == 404:
+                default = f"model '{model}' not found"
+            message = reply.error_message or default
+            exchange.respond_json(reply.status, {"error": message}, dict(reply.headers))
+            return
+        if body.get("stream") is False:
+            if reply.initial_delay_s and not await exchange.pause(reply.initial_delay_s):
+                return
+            exchange.respond_json(200, self._whole(model, reply, body), dict(reply.headers))
+            return
+        await play(
+            exchange,
+            reply,
+            self._frames(model, reply, body),
+            content_type="application/x-ndjson",
+            error_frame=lambda: _line({"error": reply.fail_message}),
+        )
+
+    # --- wire format -------------------------------------------------------------
+
+    def _tool_calls(self, reply: Reply) -> list[dict[str, Any]]:
+        calls = []
+        for index, call in enumerate(reply.tool_calls):
+            function: dict[str, Any] = {"name": call.name, "arguments": call.arguments}
+            entry: dict[str, Any] = {"function": function}
+            if call.id is not None:  # newer servers send id and index; older ones neither
+                entry["id"] = call.id
+                function["index"] = index
+            calls.append(entry)
+        return calls
+
+    def _done(self, model: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        prompt_tokens = reply.input_tokens
+        if prompt_tokens is None:
+            words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+            prompt_tokens = max(1, words)
+        eval_tokens = reply.output_tokens
+        if eval_tokens is None:
+            eval_tokens = len(reply.chunks) + len(reply.tool_calls)
+        return {
+            "model": model,
+            "created_at": _now(),
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": reply.stop_reason or "stop",
+            "total_duration": 4883583458,
+            "load_duration": 1334875,
+            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_duration": 342546000,
+            "eval_count": eval_tokens,
+            "eval_duration": 4535599000,
+        }
+
+    def _frames(self, model: str, reply: Reply, body: dict[str, Any]) -> list[Frame]:
+        frames = [
+            Frame(
+                _line(
+                    {
+                        "model": model,
+                        "created_at": _now(),
+                        "message": {"role": "assistant", "content": chunk},
+                        "done": False,
+                    }
+                ),
+                "chunk",
+            )
+            for chunk in reply.chunks
+        ]
+        if reply.tool_calls:
+            message = {"role": "assistant", "content": "", "tool_calls": self._tool_calls(reply)}
+            frames.append(
+                Frame(
+                    _line(
+                        {"model": model, "created_at": _now(), "message": message, "done": False}
+                    ),
+                    "tail",
+                )
+            )
+        frames.append(Frame(_line(self._done(model, reply, body)), "tail"))
+        return frames
+
+    def _whole(self, model: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
+        whole = self._done(model, reply, body)
+        whole["message"] = {"role": "assistant", "content": reply.text_content}
+        if reply.tool_calls:
+            whole["message"]["tool_calls"] = self._tool_calls(reply)
+        return whole
+
+
+def _line(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj).encode() + b"\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="DEMO fake Ollama backend (echoes messages).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--delay", type=float, default=0.02, help="seconds between chunks")
+    args = parser.parse_args(argv)
+    fake = FakeOllama(models=None, chunk_delay_s=args.delay, host=args.host, port=args.port)
+    with fake:
+        print(
+            f"DEMO fake Ollama backend on {fake.url}: not a real model, it echoes your messages."
+            " Ctrl-C to stop.",
+            flush=True,
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("stopping the demo backend", flush=True)
+
+
+if __name__ == "__main__":
+    main()

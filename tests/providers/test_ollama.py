@@ -1,0 +1,272 @@
+"""OllamaBridge specifics: its wire format, NDJSON framing, and what FakeOllama serves."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from service.errors import Code, ProviderError
+from service.providers.accumulate import fold
+from service.providers.base import (
+    CompletionRequest,
+    Message,
+    ProviderEvent,
+    Stop,
+    TextBlock,
+    ToolCall,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+    Usage,
+)
+from service.providers.ollama import OllamaBridge
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply, ScriptedToolCall
+from tests.providers.conftest import IDLE_S, OLLAMA_MODEL, ask, collect
+
+
+@pytest.fixture
+async def bridge(fake_ollama: FakeOllama) -> AsyncIterator[OllamaBridge]:
+    bridge = OllamaBridge(
+        url=fake_ollama.url, model=OLLAMA_MODEL, first_byte_timeout_s=2, idle_timeout_s=IDLE_S
+    )
+    yield bridge
+    await bridge.aclose()
+
+
+async def test_request_body_is_ollamas_chat_format(
+    fake_ollama: FakeOllama, bridge: OllamaBridge
+) -> None:
+    tool = ToolSpec("calc", "Evaluate arithmetic", {"type": "object", "properties": {}})
+    request = CompletionRequest(
+        messages=[
+            Message("user", [TextBlock("what is 2+2?")]),
+            Message(
+                "assistant",
+                [TextBlock("Let me compute."), ToolUseBlock("t1", "calc", {"e": "2+2"})],
+            ),
+            Message("user", [ToolResultBlock("t1", "boom", is_error=True)]),
+        ],
+        system="Be brief.",
+        tools=[tool],
+        max_tokens=64,
+    )
+    await collect(bridge, request)
+    body = fake_ollama.chats[0].json
+    assert body["stream"] is True
+    assert body["model"] == OLLAMA_MODEL
+    assert body["options"] == {"num_predict": 64}
+    assert body["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "calc",
+                "description": "Evaluate arithmetic",
+                "parameters": tool.parameters,
+            },
+        }
+    ]
+    assert body["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "what is 2+2?"},
+        {
+            "role": "assistant",
+            "content": "Let me compute.",
+            "tool_calls": [{"function": {"name": "calc", "arguments": {"e": "2+2"}}}],
+        },
+        # The name comes from the matching tool_use when the result does not carry it.
+        {"role": "tool", "content": "error: boom", "tool_name": "calc"},
+    ]
+    assert "tools" not in (await _body_without_tools(fake_ollama, bridge))
+
+
+async def _body_without_tools(fake: FakeOllama, bridge: OllamaBridge) -> dict[str, object]:
+    await collect(bridge, ask())
+    return fake.chats[-1].json
+
+
+async def test_tool_call_ids_are_kept_or_synthesized_unique(
+    fake_ollama: FakeOllama, bridge: OllamaBridge
+) -> None:
+    fake_ollama.push(
+        Reply(
+            chunks=(),
+            tool_calls=(
+                ScriptedToolCall("a", {"x": 1}),
+                ScriptedToolCall("a", {"x": 2}),
+                ScriptedToolCall("b", {}, id="call_given"),
+            ),
+        )
+    )
+    calls = [e for e in await collect(bridge, ask()) if isinstance(e, ToolCall)]
+    assert [c.arguments for c in calls] == [{"x": 1}, {"x": 2}, {}]
+    assert calls[2].id == "call_given"
+    assert calls[0].id.startswith("call_") and calls[1].id.startswith("call_")
+    assert len({c.id for c in calls}) == 3
+
+
+@pytest.mark.parametrize(
+    ("done_reason", "tools", "expected"),
+    [
+        ("stop", False, "end_turn"),
+        ("stop", True, "tool_use"),
+        ("length", False, "max_tokens"),
+        ("load", False, "other"),
+    ],
+)
+async def test_done_reason_is_normalized(
+    fake_ollama: FakeOllama, bridge: OllamaBridge, done_reason: str, tools: bool, expected: str
+) -> None:
+    calls = (ScriptedToolCall("t", {}),) if tools else ()
+    fake_ollama.push(Reply(chunks=("x",), tool_calls=calls, stop_reason=done_reason))
+    events = await collect(bridge, ask())
+    assert events[-1] == Stop(expected)  # type: ignore[arg-type]
+
+
+SPLITS = [
+    {"lines_per_write": 3},
+    {"lines_per_write": 100},
+    {"split": 1},
+    {"split": 7},
+    {"split": [5, 1, 40, 2]},
+    {"split": "random", "split_seed": 1},
+    {"split": "random", "split_seed": 2},
+]
+
+
+@pytest.mark.parametrize("framing", SPLITS, ids=[str(s) for s in SPLITS])
+async def test_ndjson_parses_the_same_however_the_bytes_arrive(
+    fake_ollama: FakeOllama, bridge: OllamaBridge, framing: dict[str, object]
+) -> None:
+    script = {
+        "chunks": ("Hé", "llo ", "wörld", " ✓"),
+        "tool_calls": (ScriptedToolCall("t", {"k": "v"}, id="c1"),),
+    }
+    fake_ollama.push(Reply(**script), Reply(**script, **framing))  # type: ignore[arg-type]
+    plain = await collect(bridge, ask())
+    framed = await collect(bridge, ask())
+    assert framed == plain
+    assert fold(plain).text == "Héllo wörld ✓"
+
+
+async def test_unreadable_line_is_an_internal_error(bridge: OllamaBridge) -> None:
+    async with FakeGarbage() as fake:
+        garbled = OllamaBridge(url=fake.url, model=OLLAMA_MODEL, idle_timeout_s=IDLE_S)
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await collect(garbled, ask())
+        finally:
+            await garbled.aclose()
+    assert caught.value.code == Code.INTERNAL
+    assert "not a JSON line" in caught.value.message
+
+
+class FakeGarbage(FakeOllama):
+    """An Ollama whose chat answer is not NDJSON."""
+
+    async def handle(self, exchange):  # type: ignore[no-untyped-def]
+        exchange.start(200, "application/x-ndjson")
+        await exchange.write(b"<html>proxy error</html>\n", last=True)
+
+
+async def test_usage_comes_from_the_done_line(
+    fake_ollama: FakeOllama, bridge: OllamaBridge
+) -> None:
+    fake_ollama.push(Reply.text("a", input_tokens=26, output_tokens=282))
+    events: list[ProviderEvent] = await collect(bridge, ask())
+    assert events[-2:] == [Usage(26, 282), Stop("end_turn")]
+
+
+async def test_connection_is_reused_between_calls(
+    fake_ollama: FakeOllama, bridge: OllamaBridge
+) -> None:
+    await collect(bridge, ask())
+    await collect(bridge, ask())
+    assert [r.disconnected_at for r in fake_ollama.chats] == [None, None]
+    assert all(r.finished_at is not None for r in fake_ollama.chats)
+
+
+async def test_probe_reports_version_and_a_missing_model(fake_ollama: FakeOllama) -> None:
+    bridge = OllamaBridge(url=fake_ollama.url, model="mistral")
+    try:
+        health = await bridge.probe()
+    finally:
+        await bridge.aclose()
+    assert health.reachable
+    assert health.version == fake_ollama.version
+    assert health.model_available is False
+    assert "ollama pull mistral" in health.detail
+
+
+async def test_probe_of_a_hung_server_times_out(fake_ollama: FakeOllama) -> None:
+    async with FakeSilent() as silent:
+        bridge = OllamaBridge(url=silent.url, model=OLLAMA_MODEL, probe_timeout_s=0.2)
+        try:
+            health = await bridge.probe()
+        finally:
+            await bridge.aclose()
+    assert not health.reachable
+    assert "did not answer" in health.detail
+
+
+class FakeSilent(FakeOllama):
+    """An Ollama that accepts connections and never answers."""
+
+    async def handle(self, exchange):  # type: ignore[no-untyped-def]
+        await exchange.wait_gone()
+
+
+# --- FakeOllama itself -----------------------------------------------------------
+
+
+async def test_fake_serves_the_other_endpoints(fake_ollama: FakeOllama) -> None:
+    async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
+        root = await client.get("/")
+        assert root.text == "Ollama is running"
+        assert (await client.get("/api/version")).json() == {"version": fake_ollama.version}
+        tags = (await client.get("/api/tags")).json()
+        assert [m["name"] for m in tags["models"]] == ["llama3.2:latest"]
+        show = await client.post("/api/show", json={"model": "llama3.2"})
+        assert "tools" in show.json()["capabilities"]
+        missing = await client.post("/api/show", json={"model": "nope"})
+        assert missing.status_code == 404
+        assert missing.json() == {"error": "model 'nope' not found"}
+        no_model = await client.post("/api/chat", json={"messages": []})
+        assert no_model.json() == {"error": "model is required"}
+
+
+async def test_fake_answers_without_streaming_when_asked(fake_ollama: FakeOllama) -> None:
+    fake_ollama.push(Reply.text("a", "b", tool_calls=(ScriptedToolCall("t", {"q": 1}),)))
+    async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
+        response = await client.post(
+            "/api/chat", json={"model": "llama3.2", "messages": [], "stream": False}
+        )
+    body = response.json()
+    assert body["done"] is True
+    assert body["message"]["content"] == "ab"
+    assert body["message"]["tool_calls"] == [{"function": {"name": "t", "arguments": {"q": 1}}}]
+
+
+async def test_fake_streams_when_stream_is_omitted(fake_ollama: FakeOllama) -> None:
+    async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
+        response = await client.post(
+            "/api/chat", json={"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
+        )
+    lines = response.text.splitlines()
+    assert response.headers["content-type"] == "application/x-ndjson"
+    assert len(lines) >= 2
+    assert '"done": true' in lines[-1]
+    assert all(line.strip() for line in lines)
+
+
+def test_fake_works_from_sync_code_and_restarts_cleanly() -> None:
+    with FakeOllama() as fake:
+        response = httpx.post(
+            f"{fake.url}/api/chat", json={"model": "llama3.2", "messages": [], "stream": False}
+        )
+        assert response.json()["message"]["content"] == "echo: "
+        url = fake.url
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url)

@@ -1,0 +1,168 @@
+"""The dispatch order policy on its own: priority, users taking turns, aging."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from service.scheduler.queue import DispatchQueue
+
+
+@dataclass(frozen=True, eq=False)
+class Req:
+    user_id: str
+    priority: int
+    enqueued_mono: float
+    seq: int
+    label: str
+
+
+class Requests:
+    """Makes requests with increasing sequence numbers, as the scheduler does."""
+
+    def __init__(self) -> None:
+        self._seq = itertools.count()
+
+    def __call__(self, user: str, priority: int, at: float = 0.0, label: str = "") -> Req:
+        return Req(user, priority, at, next(self._seq), label)
+
+
+@pytest.fixture
+def make() -> Requests:
+    return Requests()
+
+
+def labels(q: DispatchQueue[Req], now: float = 0.0) -> list[str]:
+    return [r.label for r in q.order(now)]
+
+
+def drain(q: DispatchQueue[Req], now: float = 0.0) -> list[str]:
+    out = []
+    while len(q):
+        out.append(q.pop_next(now).label)
+    return out
+
+
+def test_lower_priority_number_goes_first_then_submission_order(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    for label, prio in [("a5", 5), ("b1", 1), ("c10", 10), ("d1", 1), ("e3", 3)]:
+        q.add(make("u", prio, label=label))
+    assert labels(q) == ["b1", "d1", "e3", "a5", "c10"]
+    assert drain(q) == ["b1", "d1", "e3", "a5", "c10"]
+
+
+def test_users_take_turns_within_a_priority(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    for i in range(4):
+        q.add(make("alice", 5, label=f"a{i}"))
+    q.add(make("bob", 5, label="b0"))
+    q.add(make("carol", 5, label="c0"))
+    q.add(make("bob", 5, label="b1"))
+    assert labels(q) == ["a0", "b0", "c0", "a1", "b1", "a2", "a3"]
+
+
+def test_priority_beats_turn_taking(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    for i in range(3):
+        q.add(make("alice", 1, label=f"a{i}"))
+    q.add(make("bob", 2, label="b"))
+    assert labels(q) == ["a0", "a1", "a2", "b"]
+
+
+def test_newcomer_goes_ahead_of_the_user_just_served_only(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    for i in range(5):
+        q.add(make("alice", 5, label=f"a{i}"))
+    q.add(make("bob", 5, label="b0"))
+    assert q.pop_next(0.0).label == "a0"
+    assert q.pop_next(0.0).label == "b0"
+    # carol arrives after bob's turn: alice (served before bob) is owed a turn first.
+    q.add(make("carol", 5, label="c0"))
+    assert labels(q) == ["a1", "c0", "a2", "a3", "a4"]
+
+
+@pytest.mark.parametrize("served_before", [0, 7])
+def test_popping_follows_the_predicted_order(make: Requests, served_before: int) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    users = ["u1", "u2", "u3"]
+    for i in range(30):
+        q.add(make(users[i % 3 if i % 4 else 0], 1 + (i * 7) % 10, at=i * 5.0, label=f"r{i}"))
+    for k in range(served_before):  # earlier turns at various times shape the rotation
+        q.pop_next(150.0 + 13.0 * k)
+    predicted = labels(q, 400.0)
+    assert drain(q, 400.0) == predicted
+    assert len(predicted) == 30 - served_before
+
+
+def test_positions_match_the_order(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    reqs = [make(u, p, label=f"{u}{p}") for u, p in [("a", 3), ("b", 1), ("a", 1)]]
+    for r in reqs:
+        q.add(r)
+    order = list(q.order(0.0))
+    assert [q.position(r, 0.0) for r in order] == [0, 1, 2]
+    q.remove(order[0])
+    assert [q.position(r, 0.0) for r in order[1:]] == [0, 1]
+
+
+def test_aging_lifts_one_level_per_interval_down_to_one(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    old = make("a", 10, at=0.0, label="old")
+    q.add(old)
+    assert q.level(old, 0.0) == 10
+    assert q.level(old, 29.9) == 10
+    assert q.level(old, 30.0) == 9
+    assert q.level(old, 269.9) == 2
+    assert q.level(old, 270.0) == 1
+    assert q.level(old, 10_000.0) == 1
+
+
+def test_aged_request_overtakes_newer_urgent_ones(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    q.add(make("low", 10, at=0.0, label="low"))
+    q.add(make("high", 3, at=100.0, label="high"))
+    assert labels(q, 100.0) == ["high", "low"]  # levels 3 and 7
+    assert labels(q, 269.0) == ["high", "low"]  # levels 1 and 2
+    # Both at level 1: low has waited longer for a turn (it arrived first).
+    assert labels(q, 270.0) == ["low", "high"]
+
+
+def test_reorder_time_is_the_next_aging_step(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    assert q.reorder_at(0.0) is None
+    q.add(make("a", 3, at=5.0, label="x"))
+    assert q.reorder_at(10.0) == pytest.approx(35.0)
+    assert q.reorder_at(40.0) == pytest.approx(65.0)
+    assert q.reorder_at(70.0) is None  # already at level 1
+
+
+def test_a_burst_does_not_age_as_a_block(make: Requests) -> None:
+    """Aging counts from the user's last turn, so a late arrival is not stuck behind a burst."""
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    for i in range(10):
+        q.add(make("alice", 5, at=0.0, label=f"a{i}"))
+    t = 0.0
+    served = [q.pop_next(t).label]
+    for _ in range(3):  # one of alice's requests every 20 s
+        t += 20.0
+        served.append(q.pop_next(t).label)
+    q.add(make("bob", 5, at=t + 1, label="b0"))
+    t += 20.0
+    assert q.pop_next(t).label == "b0"
+    assert served == ["a0", "a1", "a2", "a3"]
+
+
+def test_aging_can_be_disabled(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(math.inf)
+    q.add(make("a", 10, at=0.0, label="low"))
+    q.add(make("b", 1, at=1e6, label="high"))
+    assert labels(q, 1e6) == ["high", "low"]
+    assert q.reorder_at(1e6) is None
+
+
+def test_rejects_a_non_positive_aging_interval() -> None:
+    with pytest.raises(ValueError):
+        DispatchQueue(0.0)

@@ -1,0 +1,96 @@
+"""One contract suite, two backends: every test taking ``store`` or ``backend`` runs on both.
+
+The PostgreSQL variant needs AGENT_TEST_POSTGRES_URL and is skipped without it.
+Each PostgreSQL test gets its own randomly named schema, dropped afterwards, so
+parallel runs against one database never see each other.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiosqlite
+import asyncpg
+import pytest
+
+from service.store import ConversationStore, PostgresStore, SqliteStore
+from service.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
+
+POSTGRES_ENV = "AGENT_TEST_POSTGRES_URL"
+
+
+@dataclass
+class Backend:
+    """Opens stores on one test database and can count its rows behind the store's back."""
+
+    name: str
+    sqlite_path: Path | None = None
+    postgres_url: str = ""
+    schema: str = ""
+    opened: list[ConversationStore] = field(default_factory=list)
+
+    def make(self, migrations: Sequence[Migration] | None = None) -> ConversationStore:
+        """A new, unopened store on this backend's database (another 'process')."""
+        store: ConversationStore
+        if self.sqlite_path is not None:
+            store = SqliteStore(self.sqlite_path, migrations=migrations or SQLITE_MIGRATIONS)
+        else:
+            store = PostgresStore(
+                self.postgres_url,
+                schema=self.schema,
+                max_size=4,
+                migrations=migrations or POSTGRES_MIGRATIONS,
+            )
+        self.opened.append(store)
+        return store
+
+    async def count(self, table: str) -> int:
+        """Rows in ``table``, read with a separate connection."""
+        query = f"SELECT COUNT(*) FROM {table}"
+        if self.sqlite_path is not None:
+            async with aiosqlite.connect(self.sqlite_path) as conn:
+                rows = list(await conn.execute_fetchall(query))
+                return int(rows[0][0])
+        conn = await asyncpg.connect(
+            self.postgres_url, server_settings={"search_path": self.schema}
+        )
+        try:
+            return int(await conn.fetchval(query))
+        finally:
+            await conn.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
+    if request.param == "sqlite":
+        chosen = Backend("sqlite", sqlite_path=tmp_path / "data" / "agent.db")
+        yield chosen
+        for store in chosen.opened:
+            await store.close()
+        return
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        pytest.skip(f"{POSTGRES_ENV} is not set")
+    chosen = Backend("postgres", postgres_url=url, schema="t_" + secrets.token_hex(8))
+    try:
+        yield chosen
+    finally:
+        for store in chosen.opened:
+            await store.close()
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{chosen.schema}" CASCADE')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def store(backend: Backend) -> ConversationStore:
+    """An open store on a fresh database; closed by the backend fixture."""
+    opened = backend.make()
+    await opened.open()
+    return opened
