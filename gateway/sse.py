@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 from agent.v1 import agent_pb2 as pb
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway import convert
@@ -50,10 +50,11 @@ def _error_frame(error: GatewayError) -> bytes:
 _Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]
 
 
-class ChatEventStream:
-    """ASGI response for one streamed chat turn."""
+class ChatEventStream(Response):
+    """ASGI response for one streamed chat turn (a Response, so FastAPI passes it through)."""
 
     def __init__(self, call: _Call, keepalive_s: float) -> None:
+        super().__init__(media_type="text/event-stream")
         self._call = call
         self._keepalive_s = keepalive_s
         self._last_write = 0.0

@@ -40,7 +40,9 @@ def main() -> int:
         )
         env["AGENT_API__PROVIDER"] = "ollama"
         env["AGENT_OLLAMA__URL"] = f"http://127.0.0.1:{port}"
-        print(f"*** DEMO MODE: answers come from a fake echo backend on port {port} ***", flush=True)
+        print(
+            f"*** DEMO MODE: answers come from a fake echo backend on port {port} ***", flush=True
+        )
     children.append(subprocess.Popen([sys.executable, "-m", "service.main"], env=env))
     time.sleep(0.5)  # let the service bind before the gateway dials (it retries anyway)
     children.append(subprocess.Popen([sys.executable, "-m", "gateway.main"], env=env))

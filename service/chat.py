@@ -16,7 +16,8 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from typing import Any
 
 from service.agent import AgentLoop, Transcript, TurnStatus
 from service.commands import Commands
@@ -59,11 +60,11 @@ class ChatService:
         self._agent = agent
         self._commands = Commands(store, profiles)
         self._locks = KeyedLocks()
-        self._persisting: set[asyncio.Task[None]] = set()
+        self._persisting: set[asyncio.Task[Any]] = set()
 
     # --- entry point ---------------------------------------------------------
 
-    async def run_turn(self, turn: TurnInput) -> AsyncIterator[ChatEvent]:
+    async def run_turn(self, turn: TurnInput) -> AsyncGenerator[ChatEvent, None]:
         """Events of one turn; the last is a TurnResult, or an AgentError is raised."""
         if not turn.message.strip():
             raise InvalidRequest("message must not be empty")
@@ -211,7 +212,11 @@ class ChatService:
 
         worker = asyncio.create_task(work(), name=f"turn-{ticket.request_id}")
         worker.add_done_callback(lambda _: events.put_nowait(_END))
-        ticket.add_cancel_callback(worker.cancel)
+
+        def cancel_worker() -> None:
+            worker.cancel()
+
+        ticket.add_cancel_callback(cancel_worker)
         status: TurnStatus = "cancelled"
         try:
             while (event := await events.get()) is not _END:
@@ -258,8 +263,8 @@ class ChatService:
             *transcript.to_store(status),
         ]
         task = asyncio.create_task(self._store.append_messages(turn.user_id, conversation.id, rows))
-        self._persisting.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._persisting.discard)  # type: ignore[arg-type]
+        self._persisting.add(task)
+        task.add_done_callback(self._persisting.discard)
         try:
             await asyncio.shield(task)
         except AgentError:

@@ -126,7 +126,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         )
 
         server = grpc.aio.server(options=_SERVER_OPTIONS)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -98,7 +98,7 @@ def stream_event(event: ChatEvent) -> pb.ChatStreamResponse:
     return pb.ChatStreamResponse(done=chat_response(event))
 
 
-def request_state(info: RequestInfo) -> pb.RequestState.ValueType:
+def request_state(info: RequestInfo) -> pb.RequestState:
     return _STATES.get(info.state, pb.REQUEST_STATE_UNSPECIFIED)
 
 

@@ -44,7 +44,7 @@ def _turn(request: pb.ChatRequest | pb.ChatStreamRequest, user_id: str) -> TurnI
     )
 
 
-class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     """The gRPC face of the service."""
 
     def __init__(

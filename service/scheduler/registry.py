@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from service.errors import AgentError, InvalidRequest, NotFound
+from service.errors import AgentError, Code, NotFound
 
 State = Literal["queued", "running", "completed", "cancelled", "failed"]
 Outcome = Literal["completed", "failed", "cancelled"]
@@ -174,7 +174,9 @@ class Registry:
 
     def add(self, ticket: Ticket) -> None:
         if ticket.request_id in self._tickets:
-            raise InvalidRequest(f"request_id {ticket.request_id!r} is already in use")
+            raise AgentError(
+                f"request_id {ticket.request_id!r} is already in use", code=Code.ALREADY_EXISTS
+            )
         self._tickets[ticket.request_id] = ticket
 
     def lookup(self, request_id: str, user_id: str, now: float) -> Ticket:

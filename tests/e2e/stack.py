@@ -110,8 +110,12 @@ class Stack:
     def _write_config(self) -> Path:
         base = {
             "grpc": {"address": self.grpc_address, "shutdown_grace_s": 5},
-            "api_server": {"host": "127.0.0.1", "port": self.http_port, "workers": 1,
-                           "log_level": "warning"},
+            "api_server": {
+                "host": "127.0.0.1",
+                "port": self.http_port,
+                "workers": 1,
+                "log_level": "warning",
+            },
             "store": {"url": f"sqlite:///{self.workdir / 'agent.db'}"},
             "sse": {"keepalive_s": 15},
         }
@@ -217,7 +221,9 @@ def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent | str]:
             data.append(line[5:].lstrip())
 
 
-def stream_events(client: httpx.Client, url: str, body: dict[str, Any], **kw: Any) -> list[SseEvent]:
+def stream_events(
+    client: httpx.Client, url: str, body: dict[str, Any], **kw: Any
+) -> list[SseEvent]:
     """POST and collect every event of the stream (comments dropped)."""
     with client.stream("POST", url, json=body, **kw) as response:
         assert response.status_code == 200, response.read()

@@ -7,7 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import launch, provider_config
+from tests.e2e.conftest import launch
 from tests.e2e.stack import Stack, free_port, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply

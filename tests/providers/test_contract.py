@@ -214,6 +214,31 @@ async def test_hang_mid_stream_hits_the_idle_timeout(harness: Harness) -> None:
     assert await harness.fake.disconnected(0, timeout=2)
 
 
+async def test_idle_timeout_is_per_gap_not_per_stream(harness: Harness) -> None:
+    # Five gaps of half the idle timeout: longer than it in total, never idle that long.
+    harness.fake.push(Reply.text("a", "b", "c", "d", "e", chunk_delay_s=IDLE_S / 2))
+    turn = fold(await collect(harness.bridge(), ask()))
+    assert turn.text == "abcde"
+
+
+async def test_a_slow_consumer_is_not_an_idle_upstream(harness: Harness) -> None:
+    harness.fake.push(Reply.text("a", "b", "c"))
+    texts = []
+    async for event in harness.bridge().stream(ask()):
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+            await asyncio.sleep(IDLE_S * 1.3)
+    assert texts == ["a", "b", "c"]
+
+
+async def test_the_connection_is_reused_between_calls(harness: Harness) -> None:
+    bridge = harness.bridge()
+    for _ in range(3):
+        await collect(bridge, ask())
+    assert [r.disconnected_at for r in harness.chats] == [None, None, None]
+    assert all(r.finished_at is not None for r in harness.chats)
+
+
 async def test_silence_before_the_first_byte_hits_the_first_byte_timeout(
     harness: Harness,
 ) -> None:

@@ -179,15 +179,6 @@ async def test_usage_comes_from_the_done_line(
     assert events[-2:] == [Usage(26, 282), Stop("end_turn")]
 
 
-async def test_connection_is_reused_between_calls(
-    fake_ollama: FakeOllama, bridge: OllamaBridge
-) -> None:
-    await collect(bridge, ask())
-    await collect(bridge, ask())
-    assert [r.disconnected_at for r in fake_ollama.chats] == [None, None]
-    assert all(r.finished_at is not None for r in fake_ollama.chats)
-
-
 async def test_probe_reports_version_and_a_missing_model(fake_ollama: FakeOllama) -> None:
     bridge = OllamaBridge(url=fake_ollama.url, model="mistral")
     try:

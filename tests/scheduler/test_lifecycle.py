@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from service.errors import (
+    AgentError,
     Code,
     DeadlineExceeded,
     InvalidRequest,
@@ -177,8 +178,9 @@ async def test_invalid_submissions_are_refused() -> None:
     with pytest.raises(InvalidRequest, match="unknown provider 'openai'"):
         sched.submit(user_id="a", provider="openai")
     sched.submit(user_id="a", provider="ollama", request_id="r1")
-    with pytest.raises(InvalidRequest, match="already in use"):
+    with pytest.raises(AgentError, match="already in use") as duplicate:
         sched.submit(user_id="a", provider="ollama", request_id="r1")
+    assert duplicate.value.code is Code.ALREADY_EXISTS
     assert sched.stats().total_running == 1
 
 
