@@ -57,7 +57,7 @@ class AnthropicSection(BaseModel):
 
     api_key: str = ""
     base_url: str = ""  # empty: the SDK's default
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(2, ge=0)
 

@@ -81,7 +81,7 @@ class SqliteStore(ConversationStore):
             conn.row_factory = sqlite3.Row
             await conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             await conn.execute("PRAGMA foreign_keys = ON")
-            await conn.execute("PRAGMA journal_mode = WAL")
+            await self._enable_wal(conn)
             # With WAL, NORMAL only risks the last commits on power loss, never corruption.
             await conn.execute("PRAGMA synchronous = NORMAL")
             async with _immediate(conn):
@@ -90,6 +90,23 @@ class SqliteStore(ConversationStore):
             await conn.close()
             raise
         return conn
+
+    async def _enable_wal(self, conn: Any) -> None:
+        """Switch to WAL; retried because SQLite answers BUSY without waiting here.
+
+        Another process switching the same new file at the same moment holds
+        the lock briefly, and the busy handler is not consulted for this change.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or loop.time() > give_up:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None

@@ -65,3 +65,32 @@ def ollama_stack(
 def client(ollama_stack: Stack) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=ollama_stack.url, timeout=20) as c:
         yield c
+
+
+class ProviderStack:
+    """A running stack on one provider, with that provider's fake."""
+
+    def __init__(self, name: str, stack: Stack, fake: FakeOllama | FakeAnthropic) -> None:
+        self.name = name
+        self.stack = stack
+        self.fake = fake
+
+    @property
+    def model(self) -> str:
+        return "llama3.2" if self.name == "ollama" else "claude-test"
+
+
+@pytest.fixture(scope="module", params=["ollama", "anthropic"])
+def provider_stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProviderStack]:
+    """The same stack on each provider; hangs are detected after 1 s."""
+    with FakeOllama() as ollama, FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
+        config = provider_config(request.param, ollama, anthropic)
+        config["providers"] = {"first_byte_timeout_s": 1.0, "idle_timeout_s": 1.0}
+        stack = launch(tmp_path_factory.mktemp(request.param), config)
+        fake: FakeOllama | FakeAnthropic = ollama if request.param == "ollama" else anthropic
+        try:
+            yield ProviderStack(request.param, stack, fake)
+        finally:
+            stack.stop()

@@ -237,6 +237,7 @@ async def test_the_connection_is_reused_between_calls(harness: Harness) -> None:
         await collect(bridge, ask())
     assert [r.disconnected_at for r in harness.chats] == [None, None, None]
     assert all(r.finished_at is not None for r in harness.chats)
+    assert harness.fake.connections_opened == 1
 
 
 async def test_silence_before_the_first_byte_hits_the_first_byte_timeout(
