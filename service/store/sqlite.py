@@ -104,7 +104,7 @@ class SqliteStore(ConversationStore):
                 await conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or loop.time() > give_up:
+                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or loop.time() > give_up:
                     raise
             await asyncio.sleep(0.01)
 

@@ -1,0 +1,83 @@
+"""Bearer tokens over the real stack: per-user tokens and the shared IOS_APITOKEN."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import launch
+from tests.e2e.stack import Stack
+from tests.fakes.ollama import FakeOllama
+
+ALICE, BOB, SHARED = "tok-alice-123", "tok-bob-456", "shared-ios-789"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("auth")
+    tokens = workdir / "tokens.yaml"
+    bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
+    tokens.write_text(f"alice: {ALICE}\nbob: 'sha256:{bob_digest}'\n")
+    config = {
+        "api": {"provider": "ollama"},
+        "ollama": {"url": fake_ollama.url},
+        "auth": {"tokens_file": str(tokens)},
+    }
+    s = launch(workdir, config, env={"IOS_APITOKEN": SHARED})
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=20) as c:
+        yield c
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_missing_or_wrong_token_is_401(http: httpx.Client) -> None:
+    for headers in ({}, bearer("nope"), {"Authorization": "Basic abc"}):
+        r = http.post("/api/chat", json={"message": "hi"}, headers=headers)
+        assert r.status_code == 401, r.text
+        assert r.json()["code"] == "unauthenticated"
+        assert http.get("/api/status", headers=headers).status_code == 401
+        assert http.get("/api/conversations", headers=headers).status_code == 401
+
+
+def test_health_needs_no_token(http: httpx.Client) -> None:
+    assert http.get("/health").status_code == 200
+
+
+def test_user_token_acts_as_its_user_only(http: httpx.Client) -> None:
+    r = http.post("/api/chat", json={"message": "I am alice"}, headers=bearer(ALICE))
+    assert r.status_code == 200, r.text
+    assert http.get("/api/status", headers=bearer(ALICE)).json()["user_id"] == "alice"
+    same = http.post("/api/chat", json={"message": "hi", "user_id": "alice"}, headers=bearer(ALICE))
+    assert same.status_code == 200
+    other = http.post("/api/chat", json={"message": "hi", "user_id": "bob"}, headers=bearer(ALICE))
+    assert other.status_code == 403
+    assert other.json()["code"] == "permission_denied"
+    # A hashed token in the file works the same way.
+    assert http.get("/api/status", headers=bearer(BOB)).json()["user_id"] == "bob"
+    # Bob does not see Alice's conversations.
+    conv = r.json()["conversation_id"]
+    assert http.get(f"/api/conversations/{conv}", headers=bearer(BOB)).status_code == 404
+
+
+def test_shared_token_lets_the_app_name_the_user(http: httpx.Client) -> None:
+    r = http.post("/api/chat", json={"message": "hi", "user_id": "carol"}, headers=bearer(SHARED))
+    assert r.status_code == 200, r.text
+    status = http.get("/api/status", params={"user_id": "carol"}, headers=bearer(SHARED)).json()
+    assert status["user_id"] == "carol"
+    default = http.get("/api/status", headers=bearer(SHARED)).json()
+    assert default["user_id"] == "default"
+    bad = http.post(
+        "/api/chat", json={"message": "hi", "user_id": "../etc"}, headers=bearer(SHARED)
+    )
+    assert bad.status_code == 400 and "user_id" in bad.json()["detail"]
