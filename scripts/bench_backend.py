@@ -19,6 +19,7 @@ import re
 import resource
 import time
 from dataclasses import dataclass
+from typing import cast
 
 _MODEL = "llama3.2"
 _DIRECTIVE = re.compile(rb"tokens=(\d+) delay_ms=(\d+)")
@@ -126,8 +127,8 @@ class Connection(asyncio.Protocol):
         self._streaming: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports are not subclasses of asyncio.Transport, only alike.
+        self._transport = cast(asyncio.Transport, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._streaming is not None:

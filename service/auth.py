@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,22 +23,12 @@ from typing import Literal
 
 import yaml
 
-from service.errors import InvalidRequest, PermissionDenied, Unauthenticated
+from service.errors import PermissionDenied, Unauthenticated
+from service.profiles import validate_user_id as check_user_id
 
 log = logging.getLogger(__name__)
 
-_USER_ID = re.compile(r"^[A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127}$")
 _SHA256_PREFIX = "sha256:"
-
-
-def check_user_id(user_id: str) -> str:
-    """The user id, if it is one the service accepts (also safe as a file name)."""
-    if not _USER_ID.match(user_id):
-        raise InvalidRequest(
-            "user_id must be 1-128 characters of letters, digits, '.', '_', '@' or '-', "
-            "not starting with '.'"
-        )
-    return user_id
 
 
 def _digest(token: str) -> bytes:
