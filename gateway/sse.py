@@ -59,6 +59,7 @@ class ChatEventStream(Response):
         self._keepalive_s = keepalive_s
         self._last_write = 0.0
         self._finished = False
+        self._client_gone = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.create_task(self._watch_disconnect(receive))
@@ -73,6 +74,7 @@ class ChatEventStream(Response):
             message: Message = await receive()
             if message["type"] == "http.disconnect":
                 # Cancelling the call wakes the relay with CancelledError or EOF.
+                self._client_gone = True
                 self._call.cancel()
                 return
 
@@ -125,7 +127,9 @@ class ChatEventStream(Response):
                     GatewayError(500, "internal", "the service ended the stream without an answer")
                 )
         except grpc.aio.AioRpcError as exc:
-            if exc.code() is grpc.StatusCode.CANCELLED and self._call.cancelled():
+            # call.cancelled() is also true when the service ended the call with CANCELLED
+            # (the request was cancelled by its owner): that one gets its error event.
+            if exc.code() is grpc.StatusCode.CANCELLED and self._client_gone:
                 raise asyncio.CancelledError from exc  # we cancelled it: client gone
             terminal = _error_frame(from_rpc_error(exc))
         await self._write(send, terminal, more=False)

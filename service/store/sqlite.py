@@ -115,7 +115,7 @@ class SqliteStore(ConversationStore):
                 await conn.close()
 
     async def schema_version(self) -> int:
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall("SELECT MAX(version) FROM schema_migrations")
         return int(next(iter(rows))[0] or 0)
 
@@ -140,7 +140,7 @@ class SqliteStore(ConversationStore):
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         check_ids(user_id, conversation_id)
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT id, user_id, title, created_at, updated_at, message_count"
                 " FROM conversations WHERE id = ? AND user_id = ?",
@@ -160,7 +160,7 @@ class SqliteStore(ConversationStore):
         check_user_id(user_id)
         limit = check_page_size(page_size)
         before = decode_page_token(page_token) or _NO_CURSOR
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = list(
                 await conn.execute_fetchall(
                     "SELECT id, user_id, title, created_at, updated_at, message_count, activity"
@@ -190,7 +190,7 @@ class SqliteStore(ConversationStore):
         check_ids(user_id, conversation_id)
         # One query: the LEFT JOIN yields a single all-NULL message row for an
         # empty conversation and no row at all for a missing or foreign one.
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT m.id, m.role, m.content, m.status, m.provider, m.model,"
                 " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
@@ -267,7 +267,7 @@ class SqliteStore(ConversationStore):
 
     async def usage_totals(self, user_id: str) -> UsageTotals:
         check_user_id(user_id)
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = ?",
                 (user_id,),
@@ -277,13 +277,13 @@ class SqliteStore(ConversationStore):
         return UsageTotals(0, 0, 0)
 
     async def count_users(self) -> int:
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall("SELECT COUNT(DISTINCT user_id) FROM conversations")
         return int(next(iter(rows))[0])
 
     async def get_profile(self, user_id: str) -> UserProfileRecord | None:
         check_user_id(user_id)
-        async with self._read() as conn:
+        async with self._session() as conn:
             rows = await conn.execute_fetchall(
                 "SELECT display_name, system_prompt FROM user_profiles WHERE user_id = ?",
                 (user_id,),
@@ -312,7 +312,7 @@ class SqliteStore(ConversationStore):
 
     async def ping(self) -> bool:
         try:
-            async with self._read() as conn:
+            async with self._session() as conn:
                 await conn.execute_fetchall("SELECT 1")
         except (sqlite3.Error, RuntimeError, ValueError):
             return False
@@ -321,7 +321,7 @@ class SqliteStore(ConversationStore):
     # --- plumbing -------------------------------------------------------------
 
     @asynccontextmanager
-    async def _read(self) -> AsyncIterator[Any]:
+    async def _session(self) -> AsyncIterator[Any]:
         async with self._lock:
             if self._conn is None:
                 raise RuntimeError("the SQLite store is not open")
@@ -330,7 +330,7 @@ class SqliteStore(ConversationStore):
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Any]:
         """One write transaction; any exception rolls everything in it back."""
-        async with self._read() as conn, _immediate(conn):
+        async with self._session() as conn, _immediate(conn):
             yield conn
 
 

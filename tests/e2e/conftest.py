@@ -56,7 +56,9 @@ def launch(tmp: Path, config: dict, env: dict[str, str] | None = None) -> Stack:
 def ollama_stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama
 ) -> Iterator[Stack]:
-    stack = launch(tmp_path_factory.mktemp("stack"), provider_config("ollama", fake_ollama, None))
+    config = provider_config("ollama", fake_ollama, None)
+    config["sse"] = {"keepalive_s": 0.3}
+    stack = launch(tmp_path_factory.mktemp("stack"), config)
     yield stack
     stack.stop()
 

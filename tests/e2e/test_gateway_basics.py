@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import launch
-from tests.e2e.stack import Stack, free_port, stream_events
+from tests.e2e.stack import SseEvent, Stack, free_port, parse_sse, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
@@ -130,3 +130,14 @@ def test_conversation_continues(client: httpx.Client, fake_ollama: FakeOllama) -
         "echo: first",
         "second",
     ]
+
+
+def test_idle_streams_get_keepalive_comments(client: httpx.Client, fake_ollama: FakeOllama) -> None:
+    fake_ollama.push(Reply.text("late", initial_delay_s=1.0))
+    body = {"message": "slow please", "user_id": user()}
+    with client.stream("POST", "/api/chat/stream", json=body) as response:
+        items = list(parse_sse(response.iter_lines()))
+    kinds = [i.event if isinstance(i, SseEvent) else "comment" for i in items]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    # Comments keep the idle connection alive between start and the first token.
+    assert "comment" in kinds[1 : kinds.index("message")]

@@ -125,3 +125,12 @@ def test_truncated_stream_is_an_error_not_a_short_answer(
     events = stream_events(http, "/api/chat/stream", {"message": "x", "user_id": user()})
     assert events[-1].event == "error"
     assert "done" not in [e.event for e in events]
+
+
+def test_status_reports_the_provider_reachable(
+    provider_stack: ProviderStack, http: httpx.Client
+) -> None:
+    body = http.get("/api/status").json()
+    assert body["provider"] == provider_stack.name and body["status"] == "ok"
+    entry = next(p for p in body["providers"] if p["name"] == provider_stack.name)
+    assert entry["reachable"] is True and entry["model"] == provider_stack.model
