@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -39,8 +42,38 @@ def to_grpc_status(error: AgentError) -> grpc.Status:
     return result
 
 
-async def abort(context: grpc.aio.ServicerContext[object, object], error: AgentError) -> None:
-    """End the RPC with the error's status; never returns normally."""
-    if error.code is Code.INTERNAL:
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def abort(context: Context, error: BaseException) -> NoReturn:
+    """End the RPC with the status for ``error``; unexpected errors become INTERNAL."""
+    if not isinstance(error, AgentError):
+        log.error("unexpected error in %s", _method(context), exc_info=error)
+        error = AgentError("internal error in the agent service; see its log", code=Code.INTERNAL)
+    elif error.code is Code.INTERNAL:
         log.error("internal error: %s", error.message)
     await context.abort_with_status(to_grpc_status(error))
+    raise AssertionError("abort_with_status returned")  # it always raises
+
+
+def _method(context: Context) -> str:
+    details = getattr(context, "_rpc_event", None)
+    return str(getattr(details, "call_details", None) or "an RPC")
+
+
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def unary_errors(handler: Handler) -> Handler:
+    """Turn any exception of a unary handler into its gRPC status."""
+
+    @functools.wraps(handler)
+    async def wrapper(self: Any, request: Any, context: Context) -> Any:
+        try:
+            return await handler(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # every failure must become a status
+            await abort(context, exc)
+
+    return cast(Handler, wrapper)

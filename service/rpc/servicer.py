@@ -15,12 +15,11 @@ from service.chat import ChatService
 from service.errors import AgentError, Code, InvalidRequest
 from service.events import TurnInput, TurnResult
 from service.rpc import convert
-from service.rpc.errors import abort
+from service.rpc.errors import Context, abort, unary_errors
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
 
-Context = grpc.aio.ServicerContext[object, object]
 _DEFAULT_PAGE_SIZE = 20
 
 
@@ -76,45 +75,41 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         principal = self._auth.authenticate(authorization)
         return self._auth.user_for(principal, requested)
 
+    @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
         """One turn, full answer."""
-        try:
-            turn = _turn(request, self._user(context, request.user_id))
-            result: TurnResult | None = None
-            async with aclosing(self._chat.run_turn(turn)) as events:
-                async for event in events:
-                    if isinstance(event, TurnResult):
-                        result = event
-            if result is None:
-                raise AgentError("the turn ended without an answer", code=Code.INTERNAL)
-            return convert.chat_response(result)
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        turn = _turn(request, self._user(context, request.user_id))
+        result: TurnResult | None = None
+        async with aclosing(self._chat.run_turn(turn)) as events:
+            async for event in events:
+                if isinstance(event, TurnResult):
+                    result = event
+        if result is None:
+            raise AgentError("the turn ended without an answer", code=Code.INTERNAL)
+        return convert.chat_response(result)
 
     async def ChatStream(
         self, request: pb.ChatStreamRequest, context: Context
     ) -> AsyncIterator[pb.ChatStreamResponse]:
-        """One turn, events as they happen."""
+        """One turn, events as they happen; a failure ends the stream with its status."""
         try:
             turn = _turn(request, self._user(context, request.user_id))
             async with aclosing(self._chat.run_turn(turn)) as events:
                 async for event in events:
                     yield convert.stream_event(event)
-        except AgentError as exc:
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:  # every failure must become a status
             await abort(context, exc)
 
+    @unary_errors
     async def GetStatus(
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
         """Provider, model, reachability, queue figures, active users, the caller's usage."""
-        try:
-            user_id = self._user(context, request.user_id)
-            health = await self._probes.health()
-            totals = await self._store.usage_totals(user_id)
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        health = await self._probes.health()
+        totals = await self._store.usage_totals(user_id)
         stats = self._scheduler.stats()
         default = health.get(self._default_provider)
         providers = []
@@ -143,83 +138,66 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             ),
         )
 
+    @unary_errors
     async def GetQueueStatus(
         self, request: pb.GetQueueStatusRequest, context: Context
     ) -> pb.GetQueueStatusResponse:
         """A request's state and position (owner only)."""
-        try:
-            user_id = self._user(context, request.user_id)
-            _require(request.request_id, "request_id")
-            return convert.queue_status(self._scheduler.status(request.request_id, user_id))
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        _require(request.request_id, "request_id")
+        return convert.queue_status(self._scheduler.status(request.request_id, user_id))
 
+    @unary_errors
     async def CancelRequest(
         self, request: pb.CancelRequestRequest, context: Context
     ) -> pb.CancelRequestResponse:
         """Cancel a queued or running request (owner only)."""
-        try:
-            user_id = self._user(context, request.user_id)
-            _require(request.request_id, "request_id")
-            before = self._scheduler.status(request.request_id, user_id)
-            after = self._scheduler.cancel(request.request_id, user_id)
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        _require(request.request_id, "request_id")
+        before = self._scheduler.status(request.request_id, user_id)
+        after = self._scheduler.cancel(request.request_id, user_id)
         return pb.CancelRequestResponse(
             request_id=after.request_id,
             state=convert.request_state(after),
             cancelled=before.state in ("queued", "running") and after.state == "cancelled",
         )
 
+    @unary_errors
     async def ListConversations(
         self, request: pb.ListConversationsRequest, context: Context
     ) -> pb.ListConversationsResponse:
         """The caller's conversations, newest first."""
-        try:
-            user_id = self._user(context, request.user_id)
-            page_size = request.page_size or _DEFAULT_PAGE_SIZE
-            if not 1 <= page_size <= 100:
-                raise InvalidRequest("page_size must be between 1 and 100")
-            items, token = await self._store.list_conversations(
-                user_id, page_size, request.page_token
-            )
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        page_size = request.page_size or _DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= 100:
+            raise InvalidRequest("page_size must be between 1 and 100")
+        items, token = await self._store.list_conversations(user_id, page_size, request.page_token)
         return pb.ListConversationsResponse(
             conversations=[convert.summary(c) for c in items], next_page_token=token
         )
 
+    @unary_errors
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: Context
     ) -> pb.GetConversationResponse:
         """One conversation with its messages."""
-        try:
-            user_id = self._user(context, request.user_id)
-            _require(request.conversation_id, "conversation_id")
-            conversation = await self._store.get_conversation(user_id, request.conversation_id)
-            messages = await self._store.messages(user_id, request.conversation_id)
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        _require(request.conversation_id, "conversation_id")
+        conversation = await self._store.get_conversation(user_id, request.conversation_id)
+        messages = await self._store.messages(user_id, request.conversation_id)
         return pb.GetConversationResponse(
             conversation=convert.summary(conversation),
             messages=[convert.message(m) for m in messages],
         )
 
+    @unary_errors
     async def DeleteConversation(
         self, request: pb.DeleteConversationRequest, context: Context
     ) -> pb.DeleteConversationResponse:
         """Delete one conversation."""
-        try:
-            user_id = self._user(context, request.user_id)
-            _require(request.conversation_id, "conversation_id")
-            await self._store.delete_conversation(user_id, request.conversation_id)
-        except AgentError as exc:
-            await abort(context, exc)
-            raise AssertionError("unreachable") from exc
+        user_id = self._user(context, request.user_id)
+        _require(request.conversation_id, "conversation_id")
+        await self._store.delete_conversation(user_id, request.conversation_id)
         return pb.DeleteConversationResponse(conversation_id=request.conversation_id, deleted=True)
 
 

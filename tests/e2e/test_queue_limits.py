@@ -1,0 +1,122 @@
+"""Limits over real sockets: the model's slots under a crowd, and the caps on waiting requests
+(over a cap is 429 with Retry-After on both chat endpoints; the per-user cap refuses only that
+user)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.queue_helpers import (
+    LiveStream,
+    ReplyBook,
+    SlotHolder,
+    cancel,
+    chat_body,
+    label,
+    queue_stack,
+    start_queued,
+    user,
+)
+from tests.e2e.stack import Stack
+from tests.fakes.ollama import FakeOllama
+
+MAX_PENDING, MAX_PENDING_PER_USER = 3, 2
+
+
+@pytest.fixture(scope="module")
+def book(fake_ollama: FakeOllama) -> ReplyBook:
+    return ReplyBook(fake_ollama)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
+) -> Iterator[Stack]:
+    stack = queue_stack(
+        tmp_path_factory.mktemp("limits"),
+        fake_ollama,
+        ollama={"parallel": 1},
+        queue={"max_pending": MAX_PENDING, "max_pending_per_user": MAX_PENDING_PER_USER},
+    )
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=20) as c:
+        yield c
+
+
+def assert_refused(stack: Stack, client: httpx.Client, who: str, limit: str) -> None:
+    """Both chat endpoints answer 429 with a Retry-After for one more request of ``who``."""
+    plain = client.post("/api/chat", json=chat_body(who, label("refused")))
+    stream = LiveStream(stack.url, chat_body(who, label("refused")))
+    stream.join()
+    for status, headers, body in (
+        (plain.status_code, plain.headers, plain.json()),
+        (stream.status_code, stream.headers, stream.error_body),
+    ):
+        assert status == 429, body
+        assert headers is not None and body is not None
+        assert int(headers["retry-after"]) >= 1
+        assert body["code"] == "resource_exhausted"
+        assert body["retry_after_s"] >= 1
+        assert limit in body["detail"]
+
+
+def test_caps_on_waiting_requests(stack: Stack, book: ReplyBook, client: httpx.Client) -> None:
+    holder = SlotHolder(stack, book, client)  # running requests do not count
+    eager, other, late = user("eager"), user("other"), user("late")
+    waiting = [start_queued(stack, chat_body(eager, label("eager"))) for _ in range(2)]
+
+    # The per-user cap refuses the eager user, and only that user.
+    assert_refused(stack, client, eager, "max_pending_per_user")
+    waiting.append(start_queued(stack, chat_body(other, label("other"))))
+
+    # Now the queue as a whole is full: everyone is refused.
+    assert_refused(stack, client, late, "max_pending=")
+    assert_refused(stack, client, other, "max_pending=")
+
+    # A place frees up when a waiting request leaves; the eager user gets in again.
+    first = waiting.pop(0)
+    assert cancel(client, first.request_id, eager).json()["cancelled"] is True
+    waiting.append(start_queued(stack, chat_body(eager, label("eager-again"))))
+
+    holder.release()
+    for stream in waiting:
+        assert stream.ended_with().event == "done", stream.events
+    assert first.ended_with().data["code"] == "cancelled"
+    refused = [t for t in book.received() if t.startswith("refused")]
+    assert refused == []
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_the_model_never_sees_more_requests_than_its_slots(
+    tmp_path: Path, parallel: int
+) -> None:
+    with FakeOllama() as fake:
+        ReplyBook(fake, chunk_delay_s=0.0)
+        stack = queue_stack(tmp_path, fake, ollama={"parallel": parallel})
+        try:
+            bodies = [chat_body(f"crowd-{i % 10}", label(f"crowd{i}")) for i in range(50)]
+            with (
+                httpx.Client(base_url=stack.url, timeout=30, limits=_MANY) as client,
+                ThreadPoolExecutor(len(bodies)) as pool,
+            ):
+                replies = list(pool.map(lambda b: client.post("/api/chat", json=b), bodies))
+        finally:
+            stack.stop()
+    assert [r.status_code for r in replies] == [200] * len(bodies)
+    assert [r.json()["response"] for r in replies] == [f"echo: {b['message']}" for b in bodies]
+    assert len(fake.chats) == len(bodies)
+    # Never more than the slots, and the crowd did fill every slot.
+    assert fake.max_in_flight == parallel
+
+
+_MANY = httpx.Limits(max_connections=100, max_keepalive_connections=100)
