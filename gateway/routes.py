@@ -19,7 +19,7 @@ from gateway.sse import ChatEventStream
 router = APIRouter()
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": models.ErrorBody} for code in (400, 401, 403, 404, 429, 499, 503, 504)
+    code: {"model": models.ErrorBody} for code in (400, 401, 403, 404, 422, 429, 499, 503, 504)
 }
 _STATUS_TIMEOUT_S = 10.0
 
