@@ -49,6 +49,7 @@ from service.providers.errors import (
     first_byte_timeout,
     from_status,
     idle_timeout,
+    next_in_time,
     stream_broken,
 )
 
@@ -226,19 +227,14 @@ class AnthropicBridge:
     ) -> ParsedMessageStreamEvent[Any] | None:
         """The next SDK event (None at the end); the first one is under the first-byte deadline."""
         try:
-            if first_deadline is not None:
-                async with asyncio.timeout_at(first_deadline):
-                    return await anext(stream)
-            async with asyncio.timeout(self._idle_timeout_s):
-                return await anext(stream)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError:
-            if first_deadline is not None:
-                raise first_byte_timeout(
-                    self._upstream, model, self._first_byte_timeout_s
-                ) from None
-            raise idle_timeout(self._upstream, model, self._idle_timeout_s) from None
+            return await next_in_time(
+                stream,
+                self._upstream,
+                model,
+                first_deadline=first_deadline,
+                first_byte_timeout_s=self._first_byte_timeout_s,
+                idle_timeout_s=self._idle_timeout_s,
+            )
         except anthropic.APIError as exc:
             raise self._api_error(exc, model, started=True) from exc
         except httpx2.TimeoutException:

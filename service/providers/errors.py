@@ -16,12 +16,14 @@ service's own key is wrong, not the caller's.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import errno
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from service.errors import Code, DeadlineExceeded, ProviderError
 
@@ -213,3 +215,33 @@ def idle_timeout(upstream: Upstream, model: str, seconds: float) -> DeadlineExce
         f"{upstream.vendor} at {upstream.url} stalled: no data for {seconds:g} s mid-stream "
         f"for model '{model}' (idle_timeout_s)"
     )
+
+
+T = TypeVar("T")
+
+
+async def next_in_time(
+    items: AsyncIterator[T],
+    upstream: Upstream,
+    model: str,
+    *,
+    first_deadline: float | None,
+    first_byte_timeout_s: float,
+    idle_timeout_s: float,
+) -> T | None:
+    """The next item, or None at the end.
+
+    The first item must come by ``first_deadline``; later ones within ``idle_timeout_s``.
+    """
+    try:
+        if first_deadline is not None:
+            async with asyncio.timeout_at(first_deadline):
+                return await anext(items)
+        async with asyncio.timeout(idle_timeout_s):
+            return await anext(items)
+    except StopAsyncIteration:
+        return None
+    except TimeoutError:
+        if first_deadline is not None:
+            raise first_byte_timeout(upstream, model, first_byte_timeout_s) from None
+        raise idle_timeout(upstream, model, idle_timeout_s) from None

@@ -41,6 +41,7 @@ from service.providers.errors import (
     from_status,
     idle_timeout,
     mid_stream_failure,
+    next_in_time,
     stream_broken,
 )
 
@@ -223,19 +224,14 @@ class OllamaBridge:
     ) -> str | None:
         """The next line (None at the end); the first one is under the first-byte deadline."""
         try:
-            if first_deadline is not None:
-                async with asyncio.timeout_at(first_deadline):
-                    return await anext(lines)
-            async with asyncio.timeout(self._idle_timeout_s):
-                return await anext(lines)
-        except StopAsyncIteration:
-            return None
-        except TimeoutError:
-            if first_deadline is not None:
-                raise first_byte_timeout(
-                    self._upstream, model, self._first_byte_timeout_s
-                ) from None
-            raise idle_timeout(self._upstream, model, self._idle_timeout_s) from None
+            return await next_in_time(
+                lines,
+                self._upstream,
+                model,
+                first_deadline=first_deadline,
+                first_byte_timeout_s=self._first_byte_timeout_s,
+                idle_timeout_s=self._idle_timeout_s,
+            )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, model, started=True) from exc
 
