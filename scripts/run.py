@@ -31,23 +31,31 @@ def main() -> int:
     if args.config:
         env["AGENT_CONFIG"] = args.config
     children: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: str) -> None:
+        # Own session: a terminal's Ctrl-C reaches only this launcher, which then
+        # sends each child one SIGTERM (a second signal would make uvicorn force-exit).
+        children.append(subprocess.Popen([sys.executable, *args], env=env, start_new_session=True))
+
     if args.demo:
         port = _free_port()
-        children.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "tests.fakes.ollama", "--port", str(port)], env=env
-            )
-        )
+        spawn("-m", "tests.fakes.ollama", "--port", str(port))
         env["AGENT_API__PROVIDER"] = "ollama"
         env["AGENT_OLLAMA__URL"] = f"http://127.0.0.1:{port}"
         print(
             f"*** DEMO MODE: answers come from a fake echo backend on port {port} ***", flush=True
         )
-    children.append(subprocess.Popen([sys.executable, "-m", "service.main"], env=env))
+    spawn("-m", "service.main")
     time.sleep(0.5)  # let the service bind before the gateway dials (it retries anyway)
-    children.append(subprocess.Popen([sys.executable, "-m", "gateway.main"], env=env))
+    spawn("-m", "gateway.main")
+
+    stopping = False
 
     def stop(*_: object) -> None:
+        nonlocal stopping
+        if stopping:
+            return
+        stopping = True
         for child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)

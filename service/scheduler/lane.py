@@ -65,7 +65,9 @@ class Lane:
             if position != last:
                 pause = last_sent + min_interval_s - loop.time()
                 if pause > 0:
-                    await asyncio.sleep(pause)
+                    # Not a plain sleep: a ticket handed its slot meanwhile must not idle
+                    # out the pause before its request goes upstream.
+                    await self.changed.wait(pause)
                     continue  # look again: what is sent is the position after the pause
                 last, last_sent = position, loop.time()
                 yield position, self.estimate_wait(position, now)

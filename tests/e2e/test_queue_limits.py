@@ -101,7 +101,7 @@ def test_the_model_never_sees_more_requests_than_its_slots(
     tmp_path: Path, parallel: int
 ) -> None:
     with FakeOllama() as fake:
-        ReplyBook(fake, chunk_delay_s=0.0)
+        ReplyBook(fake, chunk_delay_s=0.01)
         stack = queue_stack(tmp_path, fake, ollama={"parallel": parallel})
         try:
             bodies = [chat_body(f"crowd-{i % 10}", label(f"crowd{i}")) for i in range(50)]
