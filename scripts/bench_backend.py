@@ -6,28 +6,27 @@ Speaks just enough of Ollama's HTTP API for the service: ``GET /``,
 ``tokens=N delay_ms=D`` streams N tokens spaced by D ms instead of the
 canned answer; each such token's text is ``<time.time_ns()>`` taken just
 before the write, so a client can measure how long the token took to reach it.
-``GET /bench/stats`` reports how many chats ran and the most that were open
-at once (and resets that peak).
+``GET /bench/stats`` reports the connections accepted, how many chats ran and
+the most that were open at once (and resets that peak).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import cast
 
 _MODEL = "llama3.2"
 _DIRECTIVE = re.compile(rb"tokens=(\d+) delay_ms=(\d+)")
 _CANNED = ("Hello", " from", " the", " bench", " backend.")
 _NDJSON_HEAD = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Content-Type: application/x-ndjson\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n"
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
 )
 _LAST_CHUNK = b"0\r\n\r\n"
 
@@ -76,8 +75,9 @@ def _text_response(status: str, text: str) -> bytes:
 
 @dataclass
 class Counters:
-    """How many chats ran, are open, and the most open at once."""
+    """Connections accepted; chats run, open now, and the most open at once."""
 
+    connections: int = 0
     chats: int = 0
     active: int = 0
     peak: int = 0
@@ -129,6 +129,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not subclasses of asyncio.Transport, only alike.
         self._transport = cast(asyncio.Transport, transport)
+        self._counters.connections += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._streaming is not None:
@@ -183,10 +184,7 @@ class Connection(asyncio.Protocol):
             self._transport.write(canned.tags)
         elif method == "GET" and path == "/bench/stats":
             counters = self._counters
-            self._transport.write(
-                _json_response({"chats": counters.chats, "active": counters.active,
-                                "peak": counters.peak})
-            )
+            self._transport.write(_json_response(asdict(counters)))
             counters.peak = counters.active
         elif method in ("GET", "HEAD") and path == "/":
             self._transport.write(canned.root)
@@ -230,7 +228,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=11434)
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop
@@ -241,7 +239,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         main()
-    except KeyboardInterrupt:
-        pass

@@ -17,6 +17,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from typing import Any
 
 from service.agent import AgentLoop, Transcript, TurnStatus
@@ -91,17 +92,21 @@ class ChatService:
             )
             outcome: TurnStatus = "failed"
             try:
-                async for queued in self._wait_for_slot(ticket, deadline - loop.time()):
-                    yield queued
+                # aclosing: a consumer that leaves at one of our yields must still end the
+                # inner steps now (worker cancelled, upstream closed) before the slot is freed.
+                async with aclosing(self._wait_for_slot(ticket, deadline - loop.time())) as waits:
+                    async for queued in waits:
+                        yield queued
                 yield Started(request_id, conversation.id, provider.name, model)
                 result: TurnResult | None = None
-                async for event in self._generate(
-                    turn, ticket, conversation, provider, model, deadline
-                ):
-                    if isinstance(event, TurnResult):
-                        result = event
-                    else:
-                        yield event
+                async with aclosing(
+                    self._generate(turn, ticket, conversation, provider, model, deadline)
+                ) as events:
+                    async for event in events:
+                        if isinstance(event, TurnResult):
+                            result = event
+                        else:
+                            yield event
                 assert result is not None
                 outcome = "complete"
                 yield result
@@ -159,7 +164,7 @@ class ChatService:
             reply.text, reply.conversation_id, request_id, Usage(), "command", "", "command"
         )
 
-    async def _wait_for_slot(self, ticket: Ticket, wait_s: float) -> AsyncIterator[Queued]:
+    async def _wait_for_slot(self, ticket: Ticket, wait_s: float) -> AsyncGenerator[Queued, None]:
         acquire = asyncio.ensure_future(self._scheduler.acquire(ticket, max(wait_s, 0.0)))
         try:
             await asyncio.sleep(0)  # a free slot is granted at once: no queued event then
@@ -180,7 +185,7 @@ class ChatService:
         provider: Provider,
         model: str,
         deadline: float,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         stored = await self._store.messages(turn.user_id, conversation.id)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])

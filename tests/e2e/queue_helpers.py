@@ -194,10 +194,11 @@ class LiveStream:
         return last if last is not None and last.event in ("done", "error") else None
 
     def ended_with(self) -> SseEvent:
+        """The stream's one terminal event (``done`` or ``error``), once it has ended."""
         self.join()
         last = self.terminal
         assert last is not None, f"stream {self.body['message']!r} has no terminal event: {self}"
-        assert [e.event for e in self.events].count(last.event) == 1
+        assert sum(e.event in ("done", "error") for e in self.events) == 1, self
         return last
 
     def positions(self) -> list[int]:

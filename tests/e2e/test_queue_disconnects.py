@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -21,12 +22,14 @@ from tests.e2e.queue_helpers import (
     ReplyBook,
     SlotHolder,
     chat_body,
+    conversation_messages,
     label,
     open_raw_chat,
     queue_stack,
     start_queued,
     user,
     wait_state,
+    wait_until,
 )
 from tests.e2e.stack import SseEvent, Stack
 from tests.fakes.ollama import FakeOllama
@@ -43,9 +46,7 @@ def book(fake_ollama: FakeOllama) -> ReplyBook:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
-    stack = queue_stack(
-        tmp_path_factory.mktemp("disconnects"), fake_ollama, ollama={"parallel": 1}
-    )
+    stack = queue_stack(tmp_path_factory.mktemp("disconnects"), fake_ollama, ollama={"parallel": 1})
     yield stack
     stack.stop()
 
@@ -87,9 +88,12 @@ def test_disconnect_while_waiting_for_the_first_token(
     stack: Stack, book: ReplyBook, client: httpx.Client
 ) -> None:
     text = book.set(label("slow-start"), Reply.text("late", initial_delay_s=30))
-    stream = LiveStream(
-        stack.url, chat_body(user(), text), close_when=lambda e: e.event == "start"
-    )
+
+    def started_upstream(e: SseEvent) -> bool:
+        # Close once the model has the request and is yet to answer.
+        return e.event == "start" and book.wait_received(text) is not None
+
+    stream = LiveStream(stack.url, chat_body(user(), text), close_when=started_upstream)
     upstream = book.wait_received(text)
     stream.join()
     assert stream.closed_at is not None and [e.event for e in stream.events] == ["start"]
@@ -108,6 +112,17 @@ def test_disconnect_mid_stream(stack: Stack, book: ReplyBook, client: httpx.Clie
     assert upstream is not None
     assert_upstream_closed_soon(upstream, stream.closed_at)
     wait_state(client, stream.request_id, stream.user_id, "cancelled")
+
+    # What the user saw before leaving is stored, marked cancelled.
+    conversation_id = stream.events[0].data["conversation_id"]
+
+    def stored() -> list[dict[str, Any]]:
+        return conversation_messages(client, conversation_id, stream.user_id)
+
+    wait_until(lambda: len(stored()) == 2, "the interrupted turn to be stored")
+    question, answer = stored()
+    assert question["text"] == text
+    assert answer["text"] == "first" and answer["status"] == "cancelled"
 
 
 def test_disconnect_during_non_streaming_chat(

@@ -97,9 +97,7 @@ def test_caps_on_waiting_requests(stack: Stack, book: ReplyBook, client: httpx.C
 
 
 @pytest.mark.parametrize("parallel", [1, 2])
-def test_the_model_never_sees_more_requests_than_its_slots(
-    tmp_path: Path, parallel: int
-) -> None:
+def test_the_model_never_sees_more_requests_than_its_slots(tmp_path: Path, parallel: int) -> None:
     with FakeOllama() as fake:
         ReplyBook(fake, chunk_delay_s=0.01)
         stack = queue_stack(tmp_path, fake, ollama={"parallel": parallel})

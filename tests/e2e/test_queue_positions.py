@@ -41,9 +41,7 @@ def book(fake_ollama: FakeOllama) -> ReplyBook:
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
-    stack = queue_stack(
-        tmp_path_factory.mktemp("positions"), fake_ollama, ollama={"parallel": 1}
-    )
+    stack = queue_stack(tmp_path_factory.mktemp("positions"), fake_ollama, ollama={"parallel": 1})
     yield stack
     stack.stop()
 
@@ -87,8 +85,13 @@ def test_positions_count_down_as_requests_ahead_finish_or_are_cancelled(
     assert [s.positions()[0] for s in (quick, second, third, fourth, fifth)] == [0, 1, 2, 3, 4]
     expect_positions(
         client,
-        {"quick": (quick, 0), "second": (second, 1), "third": (third, 2),
-         "fourth": (fourth, 3), "fifth": (fifth, 4)},
+        {
+            "quick": (quick, 0),
+            "second": (second, 1),
+            "third": (third, 2),
+            "fourth": (fourth, 3),
+            "fifth": (fifth, 4),
+        },
     )
     status = queue_status(client, fifth.request_id, fifth.user_id).json()
     assert status["estimated_wait_s"] >= 0 and status["priority"] == 5
@@ -96,8 +99,10 @@ def test_positions_count_down_as_requests_ahead_finish_or_are_cancelled(
 
     # A waiting request ahead is cancelled.
     assert cancel(client, third.request_id, third.user_id).json()["cancelled"] is True
-    expect_positions(client, {"quick": (quick, 0), "second": (second, 1),
-                              "fourth": (fourth, 2), "fifth": (fifth, 3)})
+    expect_positions(
+        client,
+        {"quick": (quick, 0), "second": (second, 1), "fourth": (fourth, 2), "fifth": (fifth, 3)},
+    )
 
     # The slot frees: the quick one runs and finishes, the second one takes the slot.
     holder.release()
