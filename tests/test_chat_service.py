@@ -1,0 +1,154 @@
+"""ChatService with real parts (SQLite, scheduler, Ollama bridge on the fake): turn lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.agent import AgentLoop
+from service.chat import ChatService
+from service.config import Settings
+from service.errors import DeadlineExceeded, InvalidRequest
+from service.events import Started, TurnInput, TurnResult
+from service.profiles import ProfileDirectory
+from service.providers.base import TextDelta
+from service.providers.ollama import OllamaBridge
+from service.scheduler import Scheduler
+from service.store import ConversationStore, open_store
+from service.tools import default_registry
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeOllama]:
+    async with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
+    async with open_store(f"sqlite:///{tmp_path / 'chat.db'}") as s:
+        yield s
+
+
+@pytest.fixture
+async def parts(
+    fake: FakeOllama, store: ConversationStore
+) -> AsyncIterator[tuple[ChatService, Scheduler]]:
+    settings = Settings(api_server={"request_timeout": 1.0})
+    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
+    scheduler = Scheduler(slots={"ollama": 1})
+    chat = ChatService(
+        settings,
+        providers={"ollama": bridge},
+        default_provider="ollama",
+        store=store,
+        scheduler=scheduler,
+        profiles=ProfileDirectory(None),
+        agent=AgentLoop(default_registry(), max_rounds=2),
+    )
+    yield chat, scheduler
+    await bridge.aclose()
+
+
+async def test_closing_the_turn_mid_stream_cancels_upstream_and_stores_what_was_seen(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
+) -> None:
+    chat, scheduler = parts
+    fake.push(Reply.text("seen", " unseen", " never", chunk_delay_s=0.2))
+    turn = chat.run_turn(TurnInput(user_id="u", message="hi", request_id="req-1"))
+    started = await anext(turn)
+    assert isinstance(started, Started)
+    assert await anext(turn) == TextDelta("seen")
+    await turn.aclose()  # the consumer goes away at a yield
+
+    # The upstream connection is closed now, not when the generator is collected.
+    assert fake.chats[-1].disconnected_at is not None
+    assert scheduler.status("req-1", "u").state == "cancelled"
+    assert scheduler.stats().total_running == 0
+    messages = await store.messages("u", started.conversation_id)
+    assert [(m.role, m.status) for m in messages] == [
+        ("user", "cancelled"),
+        ("assistant", "cancelled"),
+    ]
+    assert messages[1].content[0].text == "seen"  # type: ignore[union-attr]
+
+
+async def test_total_deadline_fails_the_turn_and_keeps_the_partial_answer(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
+) -> None:
+    chat, scheduler = parts
+    fake.push(Reply.text("slow", " and", " slower", chunk_delay_s=0.6))
+    events = []
+    with pytest.raises(DeadlineExceeded, match="request_timeout"):
+        async for event in chat.run_turn(TurnInput(user_id="u", message="hi", request_id="r2")):
+            events.append(event)
+    assert scheduler.status("r2", "u").state == "failed"
+    conversation_id = events[0].conversation_id
+    messages = await store.messages("u", conversation_id)
+    assert [m.status for m in messages] == ["failed", "failed"]
+
+
+async def test_queue_wait_deadline(parts: tuple[ChatService, Scheduler], fake: FakeOllama) -> None:
+    chat, scheduler = parts
+    fake.push(Reply.text("hold", chunk_delay_s=3.0))
+    holder = chat.run_turn(TurnInput(user_id="a", message="hold the slot", request_id="h"))
+    await anext(holder)  # Started: the only slot is taken
+    waiter = chat.run_turn(TurnInput(user_id="b", message="wait", request_id="w"))
+    with pytest.raises(DeadlineExceeded, match="queue"):
+        async for _ in waiter:
+            pass
+    assert scheduler.status("w", "b").state == "failed"
+    # The waiter never reached the model.
+    assert all(c.json["messages"][-1]["content"] != "wait" for c in fake.chats)
+    await holder.aclose()
+
+
+async def test_commands_do_not_touch_the_queue_or_the_model(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama
+) -> None:
+    chat, scheduler = parts
+    events = [e async for e in chat.run_turn(TurnInput(user_id="u", message="/help"))]
+    assert isinstance(events[-1], TurnResult) and events[-1].provider == "command"
+    assert fake.chats == [] and scheduler.stats().total_running == 0
+
+
+@pytest.mark.parametrize(
+    ("turn", "problem"),
+    [
+        (TurnInput(user_id="u", message=" "), "message"),
+        (TurnInput(user_id="u", message="x", priority=0), "priority"),
+        (TurnInput(user_id="u", message="x", request_id="bad id!"), "request_id"),
+        (TurnInput(user_id="u", message="x", provider="openai"), "not configured"),
+    ],
+)
+async def test_invalid_turns(
+    parts: tuple[ChatService, Scheduler], turn: TurnInput, problem: str
+) -> None:
+    chat, _ = parts
+    with pytest.raises(InvalidRequest, match=problem):
+        await anext(chat.run_turn(turn))
+
+
+async def test_same_conversation_turns_run_in_arrival_order(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
+) -> None:
+    chat, _ = parts
+    first = [e async for e in chat.run_turn(TurnInput(user_id="u", message="zero"))]
+    conversation_id = first[-1].conversation_id
+    fake.push(Reply.text("one", chunk_delay_s=0.1), Reply.text("two"), Reply.text("three"))
+
+    async def run(text: str) -> None:
+        async for _ in chat.run_turn(
+            TurnInput(user_id="u", message=text, conversation_id=conversation_id)
+        ):
+            pass
+
+    await asyncio.gather(run("q1"), run("q2"), run("q3"))
+    stored = await store.messages("u", conversation_id)
+    texts = [m.content[0].text for m in stored]  # type: ignore[union-attr]
+    assert texts == ["zero", "echo: zero", "q1", "one", "q2", "two", "q3", "three"]
