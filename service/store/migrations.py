@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.store.base import utc_now
+from service.store.rows import utc_now
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ from service.store.base import (
     StoredMessage,
     UsageTotals,
     UserProfileRecord,
+)
+from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
+from service.store.rows import (
     batch_usage,
     check_batch,
     check_ids,
@@ -32,7 +35,6 @@ from service.store.base import (
     title_from,
     utc_now,
 )
-from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PING_TIMEOUT_S = 2.0

@@ -21,6 +21,9 @@ from service.store.base import (
     StoredMessage,
     UsageTotals,
     UserProfileRecord,
+)
+from service.store.migrations import SQLITE_MIGRATIONS, Migration, apply_sqlite
+from service.store.rows import (
     batch_usage,
     check_batch,
     check_ids,
@@ -37,7 +40,6 @@ from service.store.base import (
     title_from,
     utc_now,
 )
-from service.store.migrations import SQLITE_MIGRATIONS, Migration, apply_sqlite
 
 MEMORY = ":memory:"
 _NO_CURSOR = 2**63 - 1

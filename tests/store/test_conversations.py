@@ -9,7 +9,7 @@ import pytest
 from service.errors import InvalidRequest, NotFound
 from service.providers.base import TextBlock
 from service.store import ConversationStore, NewMessage
-from service.store.base import encode_page_token
+from service.store.rows import encode_page_token
 from tests.store.conftest import Backend
 
 

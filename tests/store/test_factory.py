@@ -11,7 +11,7 @@ import pytest
 from service.errors import InvalidRequest
 from service.providers.base import TextBlock, ToolResultBlock, ToolUseBlock
 from service.store import NewMessage, PostgresStore, SqliteStore, open_store
-from service.store.base import (
+from service.store.rows import (
     decode_content,
     decode_page_token,
     encode_content,
