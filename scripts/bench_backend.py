@@ -186,7 +186,7 @@ class Connection(asyncio.Protocol):
             counters = self._counters
             self._transport.write(_json_response(asdict(counters)))
             counters.peak = counters.active
-        elif method in ("GET", "HEAD") and path == "/":
+        elif method == "GET" and path == "/":
             self._transport.write(canned.root)
         else:
             self._transport.write(canned.missing)
