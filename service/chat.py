@@ -80,7 +80,7 @@ class ChatService:
             return
         provider = self._provider_for(turn)
         model = turn.model or provider.model
-        conversation = await self._conversation_for(turn)
+        conversation, fresh = await self._conversation_for(turn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
         async with self._locks.hold(conversation.id):
@@ -94,13 +94,16 @@ class ChatService:
             try:
                 # aclosing: a consumer that leaves at one of our yields must still end the
                 # inner steps now (worker cancelled, upstream closed) before the slot is freed.
-                async with aclosing(self._wait_for_slot(ticket, deadline - loop.time())) as waits:
-                    async for queued in waits:
-                        yield queued
+                if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
+                    async with aclosing(
+                        self._wait_for_slot(ticket, deadline - loop.time())
+                    ) as waits:
+                        async for queued in waits:
+                            yield queued
                 yield Started(request_id, conversation.id, provider.name, model)
                 result: TurnResult | None = None
                 async with aclosing(
-                    self._generate(turn, ticket, conversation, provider, model, deadline)
+                    self._generate(turn, ticket, conversation, fresh, provider, model, deadline)
                 ) as events:
                     async for event in events:
                         if isinstance(event, TurnResult):
@@ -139,14 +142,16 @@ class ChatService:
             )
         return provider
 
-    async def _conversation_for(self, turn: TurnInput) -> Conversation:
+    async def _conversation_for(self, turn: TurnInput) -> tuple[Conversation, bool]:
+        """The conversation the turn continues, and whether this turn created it."""
         if turn.conversation_id:
-            return await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            return found, False
         if not turn.new_conversation:
             current = await self._store.current_conversation(turn.user_id)
             if current is not None:
-                return current
-        return await self._store.create_conversation(turn.user_id)
+                return current, False
+        return await self._store.create_conversation(turn.user_id), True
 
     async def _command(self, turn: TurnInput, request_id: str) -> AsyncIterator[ChatEvent]:
         conversation: Conversation | None = None
@@ -167,10 +172,8 @@ class ChatService:
     async def _wait_for_slot(self, ticket: Ticket, wait_s: float) -> AsyncGenerator[Queued, None]:
         acquire = asyncio.ensure_future(self._scheduler.acquire(ticket, max(wait_s, 0.0)))
         try:
-            await asyncio.sleep(0)  # a free slot is granted at once: no queued event then
-            if not acquire.done():
-                async for position, wait in self._scheduler.watch_position(ticket):
-                    yield Queued(ticket.request_id, position, wait)
+            async for position, wait in self._scheduler.watch_position(ticket):
+                yield Queued(ticket.request_id, position, wait)
             await acquire
         finally:
             if not acquire.done():
@@ -182,11 +185,13 @@ class ChatService:
         turn: TurnInput,
         ticket: Ticket,
         conversation: Conversation,
+        fresh: bool,
         provider: Provider,
         model: str,
         deadline: float,
     ) -> AsyncGenerator[ChatEvent, None]:
-        stored = await self._store.messages(turn.user_id, conversation.id)
+        # A conversation created by this very turn has no history to read.
+        stored = [] if fresh else await self._store.messages(turn.user_id, conversation.id)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         history = merge_consecutive([*(_as_message(m) for m in stored), user_message])

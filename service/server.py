@@ -62,6 +62,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             name,
             ollama_url=settings.ollama.url,
             ollama_model=settings.ollama.model,
+            ollama_max_connections=settings.ollama.parallel + 4,
             anthropic_api_key=settings.anthropic.api_key,
             anthropic_base_url=settings.anthropic.base_url or None,
             anthropic_model=settings.anthropic.model,

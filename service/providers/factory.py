@@ -23,6 +23,7 @@ def build_provider(
     ollama_url: str = DEFAULT_OLLAMA_URL,
     ollama_model: str = DEFAULT_OLLAMA_MODEL,
     ollama_keep_alive: str | None = None,
+    ollama_max_connections: int = 8,
     anthropic_api_key: str | None = None,
     anthropic_base_url: str | None = None,
     anthropic_model: str = DEFAULT_ANTHROPIC_MODEL,
@@ -49,6 +50,7 @@ def build_provider(
             connect_timeout_s=connect_timeout_s,
             probe_timeout_s=probe_timeout_s,
             keep_alive=ollama_keep_alive,
+            max_connections=ollama_max_connections,
         )
     if resolved == "anthropic":
         if not anthropic_api_key:

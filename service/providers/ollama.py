@@ -136,6 +136,7 @@ class OllamaBridge:
         connect_timeout_s: float = 5.0,
         probe_timeout_s: float = 3.0,
         keep_alive: str | None = None,
+        max_connections: int = 8,
     ) -> None:
         self.model = model
         self.url = url.rstrip("/")
@@ -155,6 +156,11 @@ class OllamaBridge:
         self._client = httpx.AsyncClient(
             base_url=self.url,
             timeout=httpx.Timeout(backstop, connect=connect_timeout_s),
+            # Sized to the requests the scheduler lets through (plus probes), so every
+            # admitted request gets a connection and idle ones are kept for reuse.
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
             trust_env=False,
         )
 
