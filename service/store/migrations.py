@@ -9,6 +9,7 @@ lists below; an applied migration is never edited.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -153,19 +154,18 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def apply_sqlite(conn: Any, migrations: Sequence[Migration]) -> int:
-    """Apply missing migrations on an aiosqlite connection; returns the schema version.
+def apply_sqlite(conn: sqlite3.Connection, migrations: Sequence[Migration]) -> int:
+    """Apply missing migrations on a sqlite3 connection; returns the schema version.
 
     Run it inside BEGIN IMMEDIATE: that takes the write lock up front, so a
     second process waits (busy_timeout) and then finds the work done.
     """
-    await conn.execute(_SQLITE_LEDGER)
-    async with conn.execute("SELECT version FROM schema_migrations") as cursor:
-        applied = {row[0] for row in await cursor.fetchall()}
+    conn.execute(_SQLITE_LEDGER)
+    applied = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
     for migration in _pending(applied, migrations):
         for statement in migration.statements:
-            await conn.execute(statement)
-        await conn.execute(
+            conn.execute(statement)
+        conn.execute(
             "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
             (migration.version, migration.description, utc_now().isoformat()),
         )
