@@ -66,8 +66,9 @@ class Lane:
                 pause = last_sent + min_interval_s - loop.time()
                 if pause > 0:
                     # Not a plain sleep: a ticket handed its slot meanwhile must not idle
-                    # out the pause before its request goes upstream.
-                    await self.changed.wait(pause)
+                    # out the pause before its request goes upstream. Nor the lane's pulse:
+                    # with n waiters, every queue change would wake all n during the pause.
+                    await ticket.wait_left_queue(pause)
                     continue  # look again: what is sent is the position after the pause
                 last, last_sent = position, loop.time()
                 yield position, self.estimate_wait(position, now)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -31,6 +32,7 @@ class Ticket:
     __slots__ = (
         "_callbacks",
         "_error",
+        "_left",
         "_state",
         "_waiter",
         "enqueued_at",
@@ -76,6 +78,7 @@ class Ticket:
         self._callbacks: list[Callable[[], None]] = []
         self._error: AgentError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._left = asyncio.Event()  # set when the request stops waiting
 
     def __repr__(self) -> str:
         return (
@@ -108,12 +111,20 @@ class Ticket:
 
     # Transitions below are driven by the Scheduler only.
 
+    async def wait_left_queue(self, max_wait_s: float) -> None:
+        """Return when this request stops waiting, or after ``max_wait_s`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(max_wait_s):
+                await self._left.wait()
+
     def _start(self, mono: float, wall: float) -> None:
+        self._left.set()
         self._state = "running"
         self.started_mono, self.started_at = mono, wall
         self.holds_slot = True
 
     def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
+        self._left.set()
         self._state = state
         self.finished_mono, self.finished_at = mono, wall
         self._error = error

@@ -7,13 +7,15 @@ parallel runs against one database never see each other.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import secrets
+import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiosqlite
 import asyncpg
 import pytest
 
@@ -52,9 +54,7 @@ class Backend:
         """Rows in ``table``, read with a separate connection."""
         query = f"SELECT COUNT(*) FROM {table}"
         if self.sqlite_path is not None:
-            async with aiosqlite.connect(self.sqlite_path) as conn:
-                rows = list(await conn.execute_fetchall(query))
-                return int(rows[0][0])
+            return await asyncio.to_thread(_count_sqlite, self.sqlite_path, query)
         conn = await asyncpg.connect(
             self.postgres_url, server_settings={"search_path": self.schema}
         )
@@ -62,6 +62,11 @@ class Backend:
             return int(await conn.fetchval(query))
         finally:
             await conn.close()
+
+
+def _count_sqlite(path: Path, query: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute(query).fetchone()[0])
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

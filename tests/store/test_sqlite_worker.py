@@ -1,0 +1,149 @@
+"""SQLite only: one worker thread per store, whole-operation cancellation, a locked database."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from service.errors import Code, ServiceUnavailable
+from service.providers.base import TextBlock
+from service.store import NewMessage, SqliteStore
+
+# How long to let the worker thread pick an operation up; it takes microseconds.
+STARTED_S = 0.2
+
+
+def exchange(tag: str) -> list[NewMessage]:
+    return [
+        NewMessage(role="user", content=[TextBlock(f"q{tag}")]),
+        NewMessage(role="assistant", content=[TextBlock(f"a{tag}")], output_tokens=1),
+    ]
+
+
+@contextlib.asynccontextmanager
+async def write_lock(path: Path) -> AsyncIterator[None]:
+    """Hold the database's write lock from another connection, as another process would."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        await asyncio.to_thread(conn.execute, "BEGIN IMMEDIATE")
+        yield
+        await asyncio.to_thread(conn.execute, "ROLLBACK")
+    finally:
+        await asyncio.to_thread(conn.close)
+
+
+def rows_in(path: Path, table: str) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+async def test_a_write_outlasting_busy_timeout_is_service_unavailable(db: Path) -> None:
+    async with SqliteStore(db, busy_timeout_ms=50) as store:
+        conversation = await store.create_conversation("alice", "kept")
+        async with write_lock(db):
+            with pytest.raises(ServiceUnavailable) as caught:
+                await store.append_messages("alice", conversation.id, exchange("1"))
+            # WAL: readers are not blocked by the other writer.
+            assert (await store.get_conversation("alice", conversation.id)).title == "kept"
+            assert await store.ping()
+        error = caught.value
+        assert error.code is Code.UNAVAILABLE
+        assert error.retry_after_s == 1
+        assert "locked" in error.message and "retry" in error.message
+        assert await store.messages("alice", conversation.id) == []
+        # Once the lock is gone the same store writes again.
+        await store.append_messages("alice", conversation.id, exchange("2"))
+        assert len(await store.messages("alice", conversation.id)) == 2
+
+
+async def test_opening_a_database_locked_too_long_is_service_unavailable(db: Path) -> None:
+    async with SqliteStore(db):
+        pass  # created and migrated
+    store = SqliteStore(db, busy_timeout_ms=50)
+    async with write_lock(db):
+        with pytest.raises(ServiceUnavailable, match="locked"):
+            await store.open()
+    assert not await store.ping()
+    async with store:
+        assert await store.ping()
+
+
+async def test_a_started_operation_completes_even_if_its_caller_is_cancelled(db: Path) -> None:
+    store = SqliteStore(db)
+    await store.open()
+    conversation = await store.create_conversation("alice")
+    async with write_lock(db):
+        # The append is now waiting for the lock inside its BEGIN IMMEDIATE.
+        task = asyncio.create_task(store.append_messages("alice", conversation.id, exchange("1")))
+        await asyncio.sleep(STARTED_S)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        closing = asyncio.create_task(store.close())
+        await asyncio.sleep(0.05)
+        assert not closing.done(), "close() must wait for the operation still running"
+    await closing
+    # The whole batch went in: both messages, the count and the usage.
+    assert rows_in(db, "messages") == 2
+    async with SqliteStore(db) as reopened:
+        assert (await reopened.get_conversation("alice", conversation.id)).message_count == 2
+        assert (await reopened.usage_totals("alice")).turns == 1
+
+
+async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(db: Path) -> None:
+    async with SqliteStore(db) as store:
+        conversation = await store.create_conversation("alice")
+        async with write_lock(db):
+            # The first append holds the store's only thread; the second waits behind it.
+            first = asyncio.create_task(
+                store.append_messages("alice", conversation.id, exchange("1"))
+            )
+            second = asyncio.create_task(
+                store.append_messages("alice", conversation.id, exchange("2"))
+            )
+            await asyncio.sleep(0)
+            second.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await second
+        await first
+        texts = [m.content[0] for m in await store.messages("alice", conversation.id)]
+        assert texts == [TextBlock("q1"), TextBlock("a1")]
+        assert (await store.usage_totals("alice")).turns == 1
+
+
+async def test_a_cancelled_open_leaves_the_store_closed_and_reopenable(db: Path) -> None:
+    async with SqliteStore(db):
+        pass
+    store = SqliteStore(db)
+    async with write_lock(db):
+        opening = asyncio.create_task(store.open())
+        await asyncio.sleep(STARTED_S)  # connecting, waiting to check the migrations
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert not await store.ping()
+    async with store:
+        conversation = await store.create_conversation("alice")
+        assert (await store.get_conversation("alice", conversation.id)).id == conversation.id
+
+
+async def test_waiting_for_the_lock_does_not_block_the_event_loop(db: Path) -> None:
+    async with SqliteStore(db) as first, SqliteStore(db) as second:
+        async with write_lock(db):
+            blocked = asyncio.create_task(first.create_conversation("alice"))
+            await asyncio.sleep(0.05)
+            # Had the wait blocked the loop, the write would have timed out by now.
+            assert not blocked.done()
+            assert await second.count_users() == 0  # another store reads meanwhile
+        await blocked
+        assert await second.count_users() == 1
