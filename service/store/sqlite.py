@@ -36,7 +36,6 @@ from service.store.rows import (
 P = ParamSpec("P")
 T = TypeVar("T")
 
-MEMORY = ops.MEMORY
 _NO_CURSOR = 2**63 - 1
 _BUSY_RETRY_AFTER_S = 1.0
 
