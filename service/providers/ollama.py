@@ -44,6 +44,7 @@ from service.providers.errors import (
     next_in_time,
     stream_broken,
 )
+from service.providers.transport import LeanTransport
 
 log = logging.getLogger(__name__)
 
@@ -156,10 +157,13 @@ class OllamaBridge:
         self._client = httpx.AsyncClient(
             base_url=self.url,
             timeout=httpx.Timeout(backstop, connect=connect_timeout_s),
-            # Sized to the requests the scheduler lets through (plus probes), so every
-            # admitted request gets a connection and idle ones are kept for reuse.
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
+            # httpcore costs several times the CPU of the rest of a request; see transport.py.
+            transport=LeanTransport(
+                # Sized to the requests the scheduler lets through (plus probes), so every
+                # admitted request gets a connection and idle ones are kept for reuse.
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                )
             ),
             trust_env=False,
         )
