@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack
+from tests.e2e.queue_helpers import ReplyBook
+from tests.e2e.stack import ANTHROPIC_KEY, Stack, launch, provider_config
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
-
-ANTHROPIC_KEY = "sk-test-e2e"
-
-
-def provider_config(provider: str, ollama: FakeOllama, anthropic: FakeAnthropic | None) -> dict:
-    config: dict = {
-        "api": {"provider": provider},
-        "ollama": {"url": ollama.url, "model": "llama3.2"},
-    }
-    if anthropic is not None:
-        config["anthropic"] = {
-            "api_key": ANTHROPIC_KEY,
-            "base_url": anthropic.url,
-            "model": "claude-test",
-            "max_retries": 0,
-        }
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +25,6 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
         yield fake
 
 
-def launch(tmp: Path, config: dict, env: dict[str, str] | None = None) -> Stack:
-    stack = Stack(tmp, config, env or {})
-    try:
-        stack.start()
-    except Exception:
-        stack.stop()
-        raise
-    return stack
-
-
 @pytest.fixture(scope="module")
 def ollama_stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama
@@ -63,10 +36,22 @@ def ollama_stack(
     stack.stop()
 
 
+@pytest.fixture(scope="module")
+def stack(ollama_stack: Stack) -> Stack:
+    """The stack a module's tests talk to; modules with their own configuration override it."""
+    return ollama_stack
+
+
 @pytest.fixture
-def client(ollama_stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=ollama_stack.url, timeout=20) as c:
+def client(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.url, timeout=20) as c:
         yield c
+
+
+@pytest.fixture(scope="module")
+def book(fake_ollama: FakeOllama) -> ReplyBook:
+    """Replies chosen by message text, and the order the fake received requests in."""
+    return ReplyBook(fake_ollama)
 
 
 class ProviderStack:

@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import launch, provider_config
-from tests.e2e.stack import SseEvent, Stack, parse_sse
+from tests.e2e.stack import SseEvent, Stack, launch, parse_sse, provider_config
 from tests.fakes.ollama import FakeOllama, last_user_text
 from tests.fakes.script import Reply, echo_chunks
 from tests.fakes.server import RecordedRequest

@@ -23,6 +23,9 @@ import httpx
 import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.ollama import FakeOllama
+
 ROOT = Path(__file__).resolve().parents[2]
 _SCRUBBED = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "IOS_APITOKEN", "AGENT_CONFIG")
 
@@ -228,3 +231,31 @@ def stream_events(
     with client.stream("POST", url, json=body, **kw) as response:
         assert response.status_code == 200, response.read()
         return [e for e in parse_sse(response.iter_lines()) if isinstance(e, SseEvent)]
+
+
+ANTHROPIC_KEY = "sk-test-e2e"
+
+
+def provider_config(provider: str, ollama: FakeOllama, anthropic: FakeAnthropic | None) -> dict:
+    config: dict = {
+        "api": {"provider": provider},
+        "ollama": {"url": ollama.url, "model": "llama3.2"},
+    }
+    if anthropic is not None:
+        config["anthropic"] = {
+            "api_key": ANTHROPIC_KEY,
+            "base_url": anthropic.url,
+            "model": "claude-test",
+            "max_retries": 0,
+        }
+    return config
+
+
+def launch(tmp: Path, config: dict, env: dict[str, str] | None = None) -> Stack:
+    stack = Stack(tmp, config, env or {})
+    try:
+        stack.start()
+    except Exception:
+        stack.stop()
+        raise
+    return stack

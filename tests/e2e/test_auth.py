@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import launch
-from tests.e2e.stack import Stack
+from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama
 
 ALICE, BOB, SHARED = "tok-alice-123", "tok-bob-456", "shared-ios-789"

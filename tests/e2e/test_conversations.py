@@ -10,8 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import launch
-from tests.e2e.stack import Stack, stream_events
+from tests.e2e.stack import Stack, launch, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 

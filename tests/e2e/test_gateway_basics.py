@@ -7,8 +7,7 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import launch
-from tests.e2e.stack import SseEvent, Stack, free_port, parse_sse, stream_events
+from tests.e2e.stack import SseEvent, Stack, free_port, launch, parse_sse, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 

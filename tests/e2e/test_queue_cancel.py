@@ -31,23 +31,12 @@ from tests.fakes.script import Reply
 
 
 @pytest.fixture(scope="module")
-def book(fake_ollama: FakeOllama) -> ReplyBook:
-    return ReplyBook(fake_ollama)
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
     stack = queue_stack(tmp_path_factory.mktemp("cancel"), fake_ollama, ollama={"parallel": 1})
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
-        yield c
 
 
 def test_cancelled_waiting_request_never_reaches_the_model(

@@ -38,23 +38,12 @@ from tests.fakes.server import RecordedRequest
 
 
 @pytest.fixture(scope="module")
-def book(fake_ollama: FakeOllama) -> ReplyBook:
-    return ReplyBook(fake_ollama)
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
     stack = queue_stack(tmp_path_factory.mktemp("disconnects"), fake_ollama, ollama={"parallel": 1})
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
-        yield c
 
 
 def assert_upstream_closed_soon(upstream: RecordedRequest, client_closed_at: float) -> None:

@@ -29,11 +29,6 @@ MAX_PENDING, MAX_PENDING_PER_USER = 3, 2
 
 
 @pytest.fixture(scope="module")
-def book(fake_ollama: FakeOllama) -> ReplyBook:
-    return ReplyBook(fake_ollama)
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
@@ -45,12 +40,6 @@ def stack(
     )
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
-        yield c
 
 
 def assert_refused(stack: Stack, client: httpx.Client, who: str, limit: str) -> None:

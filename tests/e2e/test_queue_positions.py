@@ -33,23 +33,12 @@ from tests.fakes.ollama import FakeOllama
 
 
 @pytest.fixture(scope="module")
-def book(fake_ollama: FakeOllama) -> ReplyBook:
-    return ReplyBook(fake_ollama)
-
-
-@pytest.fixture(scope="module")
 def stack(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
 ) -> Iterator[Stack]:
     stack = queue_stack(tmp_path_factory.mktemp("positions"), fake_ollama, ollama={"parallel": 1})
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
-        yield c
 
 
 def expect_positions(client: httpx.Client, expected: dict[str, tuple[LiveStream, int]]) -> None:
