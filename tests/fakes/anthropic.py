@@ -7,8 +7,9 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from tests.fakes.script import Frame, Reply, Responder, Script, echo_chunks, play
-from tests.fakes.server import Exchange, LoopbackServer, RecordedRequest
+from tests.fakes.script import Frame, Reply, play
+from tests.fakes.scripted import ScriptedFake
+from tests.fakes.server import Exchange, RecordedRequest
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -62,13 +63,15 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-class FakeAnthropic(LoopbackServer):
+class FakeAnthropic(ScriptedFake):
     """A fake Anthropic API: /v1/messages (SSE or JSON), count_tokens, /v1/models/{id}.
 
     ``api_key`` is the key to expect in ``x-api-key`` or ``Authorization: Bearer``
     (None: any non-empty key). ``models`` None accepts any model name.
     Unscripted calls echo the last user message.
     """
+
+    chat_path = "/v1/messages"
 
     def __init__(
         self,
@@ -79,36 +82,15 @@ class FakeAnthropic(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(chunk_delay_s=chunk_delay_s, host=host, port=port)
         self.api_key = api_key
         self.models = None if models is None else set(models)
-        self.chunk_delay_s = chunk_delay_s
-        self.script = Script(self.echo)
 
-    # --- scripting -----------------------------------------------------------
-
-    def push(self, *replies: Reply | Responder) -> None:
-        self.script.push(*replies)
-
-    @property
-    def responder(self) -> Responder:
-        return self.script.responder
-
-    @responder.setter
-    def responder(self, responder: Responder) -> None:
-        self.script.responder = responder
-
-    def echo(self, request: RecordedRequest) -> Reply:
-        """The default reply: "echo: <last user message>" in a few chunks."""
-        text = f"echo: {last_user_text(request.json)}"
-        return Reply(chunks=echo_chunks(text), chunk_delay_s=self.chunk_delay_s)
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        return last_user_text(body)
 
     def knows(self, model: str) -> bool:
         return self.models is None or model in self.models
-
-    @property
-    def chats(self) -> list[RecordedRequest]:
-        return self.calls("/v1/messages")
 
     # --- routes ----------------------------------------------------------------
 

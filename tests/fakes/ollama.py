@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.fakes.script import Frame, Reply, Responder, Script, echo_chunks, play
-from tests.fakes.server import Exchange, LoopbackServer, RecordedRequest
+from tests.fakes.script import Frame, Reply, play
+from tests.fakes.scripted import ScriptedFake
+from tests.fakes.server import Exchange
 
 _STATUS_MESSAGES = {
     400: "bad request",
@@ -44,12 +45,14 @@ def last_user_text(body: dict[str, Any]) -> str:
     return ""
 
 
-class FakeOllama(LoopbackServer):
+class FakeOllama(ScriptedFake):
     """A fake Ollama: /api/chat (streamed or not), /api/version, /api/tags, /api/show, /.
 
     ``models`` are the installed models (a chat for another one gets 404);
     None accepts any model. Unscripted chats echo the last user message.
     """
+
+    chat_path = "/api/chat"
 
     def __init__(
         self,
@@ -60,36 +63,15 @@ class FakeOllama(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(chunk_delay_s=chunk_delay_s, host=host, port=port)
         self.models = None if models is None else [_canonical(m) for m in models]
         self.version = version
-        self.chunk_delay_s = chunk_delay_s
-        self.script = Script(self.echo)
 
-    # --- scripting -----------------------------------------------------------
-
-    def push(self, *replies: Reply | Responder) -> None:
-        self.script.push(*replies)
-
-    @property
-    def responder(self) -> Responder:
-        return self.script.responder
-
-    @responder.setter
-    def responder(self, responder: Responder) -> None:
-        self.script.responder = responder
-
-    def echo(self, request: RecordedRequest) -> Reply:
-        """The default reply: "echo: <last user message>" in a few chunks."""
-        text = f"echo: {last_user_text(request.json)}"
-        return Reply(chunks=echo_chunks(text), chunk_delay_s=self.chunk_delay_s)
+    def last_user_text(self, body: dict[str, Any]) -> str:
+        return last_user_text(body)
 
     def knows(self, model: str) -> bool:
         return self.models is None or _canonical(model) in self.models
-
-    @property
-    def chats(self) -> list[RecordedRequest]:
-        return self.calls("/api/chat")
 
     # --- routes ----------------------------------------------------------------
 
