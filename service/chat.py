@@ -26,11 +26,11 @@ from service.config import Settings
 from service.errors import AgentError, DeadlineExceeded, InvalidRequest, RequestCancelled
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.history import fit_history, merge_consecutive
-from service.locks import KeyedLocks
 from service.profiles import ProfileDirectory
 from service.providers.base import CompletionRequest, Message, Provider, TextBlock, Usage
-from service.scheduler import Scheduler, Ticket
+from service.scheduler import RequestInfo, Scheduler, State, Ticket
 from service.store.base import Conversation, ConversationStore, NewMessage, StoredMessage
+from service.turns import ConversationTurns, WaitingTurn
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class ChatService:
         self._profiles = profiles
         self._agent = agent
         self._commands = Commands(store, profiles)
-        self._locks = KeyedLocks()
+        self._turns = ConversationTurns()
         self._persisting: set[asyncio.Task[Any]] = set()
 
     # --- entry point ---------------------------------------------------------
@@ -83,7 +83,11 @@ class ChatService:
         conversation, fresh = await self._conversation_for(turn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
-        async with self._locks.hold(conversation.id):
+        waiting = WaitingTurn(request_id, turn.user_id, provider.name, turn.priority)
+        ahead = self._turns.busy(conversation.id)
+        if ahead:  # another turn of this conversation runs: say so before waiting for it
+            yield Queued(request_id, ahead, ahead * self._service_time(provider.name))
+        async with self._turns.turn(conversation.id, waiting):
             ticket = self._scheduler.submit(
                 user_id=turn.user_id,
                 provider=provider.name,
@@ -118,6 +122,35 @@ class ChatService:
                 raise
             finally:
                 self._scheduler.finish(ticket, "completed" if outcome == "complete" else outcome)
+
+    def waiting_status(self, request_id: str, user_id: str) -> RequestInfo:
+        """A turn waiting for its conversation (not yet in the scheduler); NotFound otherwise."""
+        waiting, ahead = self._turns.find(request_id, user_id)
+        return self._waiting_info(waiting, "queued", ahead)
+
+    def cancel_waiting(self, request_id: str, user_id: str) -> RequestInfo:
+        """Cancel a turn waiting for its conversation; NotFound when there is none."""
+        waiting = self._turns.cancel(request_id, user_id)
+        return self._waiting_info(waiting, "cancelled", -1)
+
+    def _waiting_info(self, waiting: WaitingTurn, state: State, ahead: int) -> RequestInfo:
+        wait = ahead * self._service_time(waiting.provider) if ahead > 0 else 0.0
+        return RequestInfo(
+            request_id=waiting.request_id,
+            user_id=waiting.user_id,
+            provider=waiting.provider,
+            priority=waiting.priority,
+            state=state,
+            position=ahead,
+            estimated_wait_s=wait,
+            enqueued_at=waiting.since,
+            started_at=None,
+            finished_at=None,
+        )
+
+    def _service_time(self, provider: str) -> float:
+        lane = self._scheduler.stats().providers.get(provider)
+        return lane.avg_service_s if lane is not None else 0.0
 
     def model_of(self, provider: str) -> str:
         """The configured model of a provider."""
@@ -162,7 +195,8 @@ class ChatService:
         if conversation is None:
             reply = await self._commands.run(turn.user_id, turn.message, None)
         else:
-            async with self._locks.hold(conversation.id):
+            waiting = WaitingTurn(request_id, turn.user_id, "command", turn.priority)
+            async with self._turns.turn(conversation.id, waiting):
                 reply = await self._commands.run(turn.user_id, turn.message, conversation)
         yield Started(request_id, reply.conversation_id, "command", "")
         yield TurnResult(

@@ -11,7 +11,7 @@ import pytest
 from service.agent import AgentLoop
 from service.chat import ChatService
 from service.config import Settings
-from service.errors import DeadlineExceeded, InvalidRequest
+from service.errors import DeadlineExceeded, InvalidRequest, NotFound, RequestCancelled
 from service.events import Started, TurnInput, TurnResult
 from service.profiles import ProfileDirectory
 from service.providers.base import TextDelta
@@ -152,3 +152,33 @@ async def test_same_conversation_turns_run_in_arrival_order(
     stored = await store.messages("u", conversation_id)
     texts = [m.content[0].text for m in stored]  # type: ignore[union-attr]
     assert texts == ["zero", "echo: zero", "q1", "one", "q2", "two", "q3", "three"]
+
+
+async def test_a_turn_waiting_for_its_conversation_is_visible_and_cancellable(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
+) -> None:
+    chat, _ = parts
+    first = [e async for e in chat.run_turn(TurnInput(user_id="u", message="zero"))]
+    conversation_id = first[-1].conversation_id
+    fake.push(Reply.text("slow", chunk_delay_s=0.3))
+    running = chat.run_turn(TurnInput(user_id="u", message="q1", conversation_id=conversation_id))
+    assert isinstance(await anext(running), Started)
+    blocked = chat.run_turn(
+        TurnInput(user_id="u", message="q2", conversation_id=conversation_id, request_id="q2")
+    )
+    queued = await anext(blocked)  # told at once that it waits behind the running turn
+    assert queued.request_id == "q2" and queued.position == 1
+    waiter = asyncio.ensure_future(anext(blocked))
+    await asyncio.sleep(0.01)
+    info = chat.waiting_status("q2", "u")
+    assert info.state == "queued" and info.position == 1
+    with pytest.raises(NotFound):
+        chat.waiting_status("q2", "intruder")
+    assert chat.cancel_waiting("q2", "u").state == "cancelled"
+    with pytest.raises(RequestCancelled):
+        await waiter
+    async for _ in running:
+        pass
+    stored = await store.messages("u", conversation_id)
+    assert [m.content[0].text for m in stored][-2:] == ["q1", "slow"]  # type: ignore[union-attr]
+    assert "q2" not in [m.content[0].text for m in stored]  # type: ignore[union-attr]

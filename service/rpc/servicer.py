@@ -12,7 +12,7 @@ from agent.v1 import agent_pb2_grpc
 
 from service.auth import Authenticator
 from service.chat import ChatService
-from service.errors import AgentError, Code, InvalidRequest
+from service.errors import AgentError, Code, InvalidRequest, NotFound
 from service.events import TurnInput, TurnResult
 from service.rpc import convert
 from service.rpc.errors import Context, abort, unary_errors
@@ -145,7 +145,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """A request's state and position (owner only)."""
         user_id = self._user(context, request.user_id)
         _require(request.request_id, "request_id")
-        return convert.queue_status(self._scheduler.status(request.request_id, user_id))
+        try:
+            info = self._scheduler.status(request.request_id, user_id)
+        except NotFound:  # perhaps still waiting for its conversation's previous turn
+            info = self._chat.waiting_status(request.request_id, user_id)
+        return convert.queue_status(info)
 
     @unary_errors
     async def CancelRequest(
@@ -154,7 +158,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Cancel a queued or running request (owner only)."""
         user_id = self._user(context, request.user_id)
         _require(request.request_id, "request_id")
-        before = self._scheduler.status(request.request_id, user_id)
+        try:
+            before = self._scheduler.status(request.request_id, user_id)
+        except NotFound:  # perhaps still waiting for its conversation's previous turn
+            after = self._chat.cancel_waiting(request.request_id, user_id)
+            return pb.CancelRequestResponse(
+                request_id=after.request_id, state=convert.request_state(after), cancelled=True
+            )
         after = self._scheduler.cancel(request.request_id, user_id)
         return pb.CancelRequestResponse(
             request_id=after.request_id,

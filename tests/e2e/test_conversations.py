@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,44 @@ def test_history_survives_a_service_restart(tmp_path: Path, fake_ollama: FakeOll
             ]
     finally:
         s.stop()
+
+
+def test_a_turn_waiting_behind_its_conversation_can_be_seen_and_cancelled(
+    http: httpx.Client, stack: Stack, fake_ollama: FakeOllama
+) -> None:
+    who = user()
+    conv = chat(http, who, "start")["conversation_id"]
+    fake_ollama.push(Reply.text("long ", "answer", chunk_delay_s=0.4))
+    request_id = f"blocked-{uuid.uuid4().hex[:8]}"
+    results: dict[str, list] = {}
+
+    def send(label: str, **extra: object) -> None:
+        with httpx.Client(base_url=stack.url, timeout=20) as c:
+            body = {"message": label, "conversation_id": conv, "user_id": who, **extra}
+            results[label] = stream_events(c, "/api/chat/stream", body)
+
+    first = threading.Thread(target=send, args=("running turn",))
+    first.start()
+    deadline = time.monotonic() + 5
+    while len(fake_ollama.chats) == 0 or "running turn" not in str(fake_ollama.chats[-1].json):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    second = threading.Thread(
+        target=send, args=("waiting turn",), kwargs={"request_id": request_id}
+    )
+    second.start()
+    ref = {"request_id": request_id, "user_id": who}
+    while (status := http.post("/api/queue/status", json=ref)).status_code == 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert status.json()["state"] == "queued" and status.json()["position"] == 1
+    other = http.post("/api/queue/status", json={"request_id": request_id, "user_id": user()})
+    assert other.status_code == 404
+    cancel = http.post("/api/queue/cancel", json=ref)
+    assert cancel.status_code == 200 and cancel.json()["cancelled"] is True
+    second.join()
+    first.join()
+    assert [e.event for e in results["waiting turn"]] == ["queued", "error"]
+    assert results["waiting turn"][-1].data["code"] == "cancelled"
+    assert results["running turn"][-1].event == "done"
+    assert "waiting turn" not in [t for _, t in texts(http, who, conv)]
