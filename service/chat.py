@@ -23,7 +23,13 @@ from typing import Any
 from service.agent import AgentLoop, Transcript, TurnStatus
 from service.commands import Commands
 from service.config import Settings
-from service.errors import AgentError, DeadlineExceeded, InvalidRequest, RequestCancelled
+from service.errors import (
+    AgentError,
+    DeadlineExceeded,
+    InvalidRequest,
+    RequestCancelled,
+    ServiceUnavailable,
+)
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.history import fit_history, merge_consecutive
 from service.profiles import ProfileDirectory
@@ -62,6 +68,8 @@ class ChatService:
         self._commands = Commands(store, profiles)
         self._turns = ConversationTurns()
         self._persisting: set[asyncio.Task[Any]] = set()
+        self._workers: set[asyncio.Task[None]] = set()
+        self._interrupted: str | None = None  # why running turns were stopped (shutdown)
 
     # --- entry point ---------------------------------------------------------
 
@@ -118,10 +126,21 @@ class ChatService:
                 outcome = "complete"
                 yield result
             except (RequestCancelled, asyncio.CancelledError, GeneratorExit):
-                outcome = "cancelled"
+                outcome = "cancelled" if self._interrupted is None else "failed"
                 raise
             finally:
                 self._scheduler.finish(ticket, "completed" if outcome == "complete" else outcome)
+
+    def interrupt_running(self, reason: str) -> int:
+        """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.
+
+        The partial answers are stored, marked failed. Returns how many were stopped.
+        """
+        self._interrupted = reason
+        workers = [w for w in self._workers if not w.done()]
+        for worker in workers:
+            worker.cancel()
+        return len(workers)
 
     def waiting_status(self, request_id: str, user_id: str) -> RequestInfo:
         """A turn waiting for its conversation (not yet in the scheduler); NotFound otherwise."""
@@ -256,6 +275,8 @@ class ChatService:
 
         worker = asyncio.create_task(work(), name=f"turn-{ticket.request_id}")
         worker.add_done_callback(lambda _: events.put_nowait(_END))
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
 
         def cancel_worker() -> None:
             worker.cancel()
@@ -266,6 +287,9 @@ class ChatService:
             while (event := await events.get()) is not _END:
                 yield event  # type: ignore[misc]
             if worker.cancelled():
+                if self._interrupted is not None:
+                    status = "failed"
+                    raise ServiceUnavailable(self._interrupted, retry_after_s=5.0)
                 raise RequestCancelled(f"request {ticket.request_id} was cancelled")
             error = worker.exception()
             if error is not None:

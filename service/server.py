@@ -169,8 +169,10 @@ async def _shutdown(
     scheduler.begin_shutdown("the service is shutting down; retry shortly")
     drained = await scheduler.drain(grace)
     if not drained:
-        log.warning("grace period over: cancelling requests still running")
-    # Running RPCs have finished (or are given a moment more); stop() cancels the rest.
+        stopped = chat.interrupt_running("the service shut down before this request finished")
+        log.warning("grace period over: stopped %d running request(s)", stopped)
+        drained = await scheduler.drain(2.0)  # their streams get the error and the store write
+    # Running RPCs have finished; stop() cancels anything left.
     await server.stop(grace=1.0 if drained else 0.1)
     await chat.wait_persisted()
     log.info("shutdown complete")

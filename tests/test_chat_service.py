@@ -11,7 +11,13 @@ import pytest
 from service.agent import AgentLoop
 from service.chat import ChatService
 from service.config import Settings
-from service.errors import DeadlineExceeded, InvalidRequest, NotFound, RequestCancelled
+from service.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    NotFound,
+    RequestCancelled,
+    ServiceUnavailable,
+)
 from service.events import Started, TurnInput, TurnResult
 from service.profiles import ProfileDirectory
 from service.providers.base import TextDelta
@@ -182,3 +188,20 @@ async def test_a_turn_waiting_for_its_conversation_is_visible_and_cancellable(
     stored = await store.messages("u", conversation_id)
     assert [m.content[0].text for m in stored][-2:] == ["q1", "slow"]  # type: ignore[union-attr]
     assert "q2" not in [m.content[0].text for m in stored]  # type: ignore[union-attr]
+
+
+async def test_interrupted_running_turns_end_unavailable_and_keep_what_was_seen(
+    parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
+) -> None:
+    chat, scheduler = parts
+    fake.push(Reply.text("part", " rest", chunk_delay_s=0.3))
+    turn = chat.run_turn(TurnInput(user_id="u", message="long job", request_id="long"))
+    started = await anext(turn)
+    assert await anext(turn) == TextDelta("part")
+    assert chat.interrupt_running("shutting down") == 1
+    with pytest.raises(ServiceUnavailable, match="shutting down"):
+        await anext(turn)
+    assert scheduler.status("long", "u").state == "failed"
+    assert await fake.disconnected(0, timeout=1.0)
+    messages = await store.messages("u", started.conversation_id)
+    assert [(m.role, m.status) for m in messages] == [("user", "failed"), ("assistant", "failed")]

@@ -68,3 +68,27 @@ def test_sigterm_finishes_running_requests_and_turns_waiting_ones_away(tmp_path:
     for stream in running:
         upstream = book.request_for(stream.body["message"])
         assert upstream is not None and upstream.finished_at is not None
+
+
+def test_requests_still_running_after_the_grace_period_end_unavailable(tmp_path: Path) -> None:
+    grace_s = 1.0
+    with FakeOllama() as fake:
+        book = ReplyBook(fake)
+        stack = queue_stack(
+            tmp_path, fake, ollama={"parallel": 1}, grpc={"shutdown_grace_s": grace_s}
+        )
+        try:
+            text = book.set(label("endless"), Reply.text(*CHUNKS, chunk_delay_s=0.5))
+            stream = LiveStream(stack.url, chat_body(user(), text))
+            stream.wait_event("message")
+            assert stack.service is not None
+            stack.service.signal(signal.SIGTERM)
+            end = stream.ended_with()
+            assert end.event == "error", stream.events
+            assert end.data["code"] == "unavailable"
+            assert "shut down" in end.data["message"]
+            stack.service.wait(grace_s + 5)
+        finally:
+            stack.stop()
+    upstream = book.request_for(stream.body["message"])
+    assert upstream is not None and upstream.disconnected_at is not None
