@@ -77,6 +77,12 @@ class ChatService:
         """Events of one turn; the last is a TurnResult, or an AgentError is raised."""
         if not turn.message.strip():
             raise InvalidRequest("message must not be empty")
+        limit = self._settings.api.max_message_chars
+        if len(turn.message) > limit:
+            raise InvalidRequest(
+                f"message is {len(turn.message)} characters long; the limit is {limit}"
+                " (api.max_message_chars)"
+            )
         if not 1 <= turn.priority <= 10:
             raise InvalidRequest("priority must be between 1 (highest) and 10 (lowest)")
         if turn.request_id and not _REQUEST_ID.match(turn.request_id):

@@ -30,6 +30,7 @@ class ApiSection(BaseModel):
     max_tokens: int = Field(1024, ge=1)
     max_tool_rounds: int = Field(5, ge=0)
     history_budget_tokens: int = Field(8000, ge=100)
+    max_message_chars: int = Field(100_000, ge=1)
     allow_overrides: bool = True  # may a request pick another provider/model?
 
 

@@ -130,6 +130,7 @@ async def test_commands_do_not_touch_the_queue_or_the_model(
         (TurnInput(user_id="u", message="x", priority=0), "priority"),
         (TurnInput(user_id="u", message="x", request_id="bad id!"), "request_id"),
         (TurnInput(user_id="u", message="x", provider="openai"), "not configured"),
+        (TurnInput(user_id="u", message="x" * 100_001), "max_message_chars"),
     ],
 )
 async def test_invalid_turns(
