@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from typing import Any
 
@@ -23,8 +22,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import convert
 from gateway.errors import GatewayError, from_rpc_error
-
-log = logging.getLogger(__name__)
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

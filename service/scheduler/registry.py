@@ -94,10 +94,6 @@ class Ticket:
     def cancelled(self) -> bool:
         return self._state == "cancelled"
 
-    @property
-    def waiting(self) -> bool:
-        return self._state == "queued"
-
     def add_cancel_callback(self, cb: Callable[[], None]) -> None:
         """Run ``cb`` once when this request is cancelled; at once if it already is.
 

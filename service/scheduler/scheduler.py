@@ -296,10 +296,6 @@ class Scheduler:
         self._registry.prune(now)
         return self._info(self._registry.lookup(request_id, user_id, now), now)
 
-    def info(self, ticket: Ticket) -> RequestInfo:
-        """A snapshot of a ticket the caller holds (no ownership check needed)."""
-        return self._info(ticket, self._clock())
-
     def position(self, ticket: Ticket) -> int:
         """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""
         if ticket.state != "queued":
