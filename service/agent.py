@@ -12,20 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.events import ChatEvent, ToolCalled, ToolRecord, ToolReturned
 from service.providers.accumulate import accumulate
-from service.providers.base import (
-    AssistantTurn,
-    Block,
-    CompletionRequest,
-    Message,
-    Provider,
-    TextBlock,
-    TextDelta,
-    ToolResultBlock,
-    ToolUseBlock,
-    Usage,
-)
+from service.providers.base import AssistantTurn, CompletionRequest, Provider, TextDelta
 from service.store.base import NewMessage
 from service.tools.registry import ToolRegistry
 

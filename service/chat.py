@@ -23,6 +23,7 @@ from typing import Any
 from service.agent import AgentLoop, Transcript, TurnStatus
 from service.commands import Commands
 from service.config import Settings
+from service.content import Message, TextBlock, Usage
 from service.errors import (
     AgentError,
     DeadlineExceeded,
@@ -33,7 +34,7 @@ from service.errors import (
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.history import fit_history, merge_consecutive
 from service.profiles import ProfileDirectory
-from service.providers.base import CompletionRequest, Message, Provider, TextBlock, Usage
+from service.providers.base import CompletionRequest, Provider
 from service.scheduler import RequestInfo, Scheduler, State, Ticket
 from service.store.base import Conversation, ConversationStore, NewMessage, StoredMessage
 from service.turns import ConversationTurns, WaitingTurn

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.providers.base import TextDelta, Usage
+from service.content import Usage
+from service.providers.base import TextDelta
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from service.providers.base import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
+from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 _CHARS_PER_TOKEN = 4
 _MESSAGE_OVERHEAD = 4  # role and framing

@@ -8,15 +8,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.agent import AgentLoop, Transcript
+from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from service.events import ChatEvent, ToolCalled, ToolReturned
-from service.providers.base import (
-    CompletionRequest,
-    Message,
-    TextBlock,
-    TextDelta,
-    ToolResultBlock,
-    ToolUseBlock,
-)
+from service.providers.base import CompletionRequest, TextDelta
 from service.providers.ollama import OllamaBridge
 from service.tools import Tool, ToolRegistry, default_registry
 from tests.fakes.ollama import FakeOllama

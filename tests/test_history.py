@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
 from service.history import estimate_tokens, fit_history, merge_consecutive
-from service.providers.base import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
 
 
 def user(text: str) -> Message:

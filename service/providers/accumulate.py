@@ -4,14 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable
 
-from service.providers.base import (
-    AssistantTurn,
-    ProviderEvent,
-    Stop,
-    TextDelta,
-    ToolCall,
-    Usage,
-)
+from service.content import Usage
+from service.providers.base import AssistantTurn, ProviderEvent, Stop, TextDelta, ToolCall
 
 
 def accumulate(turn: AssistantTurn, event: ProviderEvent) -> AssistantTurn:

@@ -27,19 +27,16 @@ from anthropic.types import (
     ToolUseBlockParam,
 )
 
+from service.content import Message, TextBlock, ToolUseBlock, Usage
 from service.errors import AgentError, Code, ProviderError
 from service.providers.base import (
     CompletionRequest,
-    Message,
     ProviderEvent,
     ProviderHealth,
     Stop,
     StopReason,
-    TextBlock,
     TextDelta,
     ToolCall,
-    ToolUseBlock,
-    Usage,
 )
 from service.providers.errors import (
     ANTHROPIC_ERROR_STATUS,

@@ -10,48 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-# --- conversation content -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TextBlock:
-    """Plain text."""
-
-    text: str
-    type: Literal["text"] = "text"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolUseBlock:
-    """The model asked to call a tool (assistant turns)."""
-
-    id: str
-    name: str
-    input: dict[str, Any]
-    type: Literal["tool_use"] = "tool_use"
-
-
-@dataclass(frozen=True, slots=True)
-class ToolResultBlock:
-    """The result of a tool call, sent back to the model (user turns)."""
-
-    tool_use_id: str
-    content: str
-    is_error: bool = False
-    # The tool's name: Ollama's wire format names the tool instead of the call id.
-    name: str = ""
-    type: Literal["tool_result"] = "tool_result"
-
-
-Block = TextBlock | ToolUseBlock | ToolResultBlock
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One turn of the conversation as sent to a provider."""
-
-    role: Literal["user", "assistant"]
-    content: Sequence[Block]
+from service.content import Message, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +51,6 @@ class ToolCall:
     id: str
     name: str
     arguments: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage of one model call (cumulative within that call)."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
 
 
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "other"]

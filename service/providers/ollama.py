@@ -18,20 +18,16 @@ from typing import Any
 
 import httpx
 
+from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.errors import AgentError
 from service.providers.base import (
     CompletionRequest,
-    Message,
     ProviderEvent,
     ProviderHealth,
     Stop,
     StopReason,
-    TextBlock,
     TextDelta,
     ToolCall,
-    ToolResultBlock,
-    ToolUseBlock,
-    Usage,
 )
 from service.providers.errors import (
     Upstream,

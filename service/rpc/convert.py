@@ -8,8 +8,9 @@ from datetime import datetime
 from agent.v1 import agent_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service.content import Block, TextBlock, ToolUseBlock, Usage
 from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned, TurnResult
-from service.providers.base import Block, TextBlock, TextDelta, ToolUseBlock, Usage
+from service.providers.base import TextDelta
 from service.scheduler import QueueStats, RequestInfo
 from service.store.base import Conversation, StoredMessage
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self
 
-from service.providers.base import Block
+from service.content import Block
 
 Role = Literal["user", "assistant"]
 MessageStatus = Literal["complete", "cancelled", "failed"]

@@ -9,8 +9,8 @@ import secrets
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from service.content import Block, TextBlock, ToolResultBlock, ToolUseBlock
 from service.errors import InvalidRequest, NotFound
-from service.providers.base import Block, TextBlock, ToolResultBlock, ToolUseBlock
 from service.store.base import NewMessage, StoredMessage
 
 TITLE_MAX_CHARS = 60

@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from service.providers.base import ToolCall, ToolResultBlock, ToolSpec
+from service.content import ToolResultBlock
+from service.providers.base import ToolCall, ToolSpec
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[str]]
 

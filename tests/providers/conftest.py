@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.providers.base import CompletionRequest, Message, Provider, ProviderEvent, TextBlock
+from service.content import Message, TextBlock
+from service.providers.base import CompletionRequest, Provider, ProviderEvent
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.server import LoopbackServer, RecordedRequest

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from service.content import Usage
 from service.providers.accumulate import accumulate, afold, fold
-from service.providers.base import AssistantTurn, ProviderEvent, Stop, TextDelta, ToolCall, Usage
+from service.providers.base import AssistantTurn, ProviderEvent, Stop, TextDelta, ToolCall
 
 
 def test_fold_collects_text_tool_calls_usage_and_stop() -> None:

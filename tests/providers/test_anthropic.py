@@ -7,20 +7,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock
 from service.errors import Code, ProviderError
 from service.providers.accumulate import fold
 from service.providers.anthropic import AnthropicBridge
-from service.providers.base import (
-    CompletionRequest,
-    Message,
-    Stop,
-    TextBlock,
-    TextDelta,
-    ToolCall,
-    ToolResultBlock,
-    ToolSpec,
-    ToolUseBlock,
-)
+from service.providers.base import CompletionRequest, Stop, TextDelta, ToolCall, ToolSpec
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.script import Reply, ScriptedToolCall
 from tests.providers.conftest import ANTHROPIC_KEY, ANTHROPIC_MODEL, IDLE_S, ask, collect

@@ -8,20 +8,10 @@ import time
 
 import pytest
 
+from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.errors import Code, DeadlineExceeded, ProviderError
 from service.providers.accumulate import fold
-from service.providers.base import (
-    CompletionRequest,
-    Message,
-    Stop,
-    TextBlock,
-    TextDelta,
-    ToolCall,
-    ToolResultBlock,
-    ToolSpec,
-    ToolUseBlock,
-    Usage,
-)
+from service.providers.base import CompletionRequest, Stop, TextDelta, ToolCall, ToolSpec
 from tests.fakes.script import Reply
 from tests.providers.conftest import IDLE_S, Harness, ask, collect
 

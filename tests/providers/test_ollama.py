@@ -7,20 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.errors import Code, ProviderError
 from service.providers.accumulate import fold
-from service.providers.base import (
-    CompletionRequest,
-    Message,
-    ProviderEvent,
-    Stop,
-    TextBlock,
-    ToolCall,
-    ToolResultBlock,
-    ToolSpec,
-    ToolUseBlock,
-    Usage,
-)
+from service.providers.base import CompletionRequest, ProviderEvent, Stop, ToolCall, ToolSpec
 from service.providers.ollama import OllamaBridge
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply, ScriptedToolCall

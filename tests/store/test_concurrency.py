@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.providers.base import TextBlock
+from service.content import TextBlock
 from service.store import ConversationStore, NewMessage, UsageTotals
 from tests.store.conftest import Backend
 

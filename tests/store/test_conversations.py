@@ -6,8 +6,8 @@ from datetime import UTC
 
 import pytest
 
+from service.content import TextBlock
 from service.errors import InvalidRequest, NotFound
-from service.providers.base import TextBlock
 from service.store import ConversationStore, NewMessage
 from service.store.rows import encode_page_token
 from tests.store.conftest import Backend

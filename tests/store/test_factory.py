@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from service.content import TextBlock, ToolResultBlock, ToolUseBlock
 from service.errors import InvalidRequest
-from service.providers.base import TextBlock, ToolResultBlock, ToolUseBlock
 from service.store import NewMessage, PostgresStore, SqliteStore, open_store
 from service.store.rows import (
     decode_content,

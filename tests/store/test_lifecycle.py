@@ -8,7 +8,7 @@ import sqlite3
 import asyncpg
 import pytest
 
-from service.providers.base import TextBlock
+from service.content import TextBlock
 from service.store import ConversationStore, NewMessage, UserProfileRecord
 from service.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 from tests.store.conftest import Backend

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.content import TextBlock, ToolResultBlock, ToolUseBlock
 from service.errors import InvalidRequest, NotFound
-from service.providers.base import TextBlock, ToolResultBlock, ToolUseBlock
 from service.store import ConversationStore, NewMessage
 from tests.store.conftest import Backend
 

@@ -6,8 +6,8 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from service.content import TextBlock
 from service.errors import NotFound
-from service.providers.base import TextBlock
 from service.store import ConversationStore, NewMessage
 
 Probe = Callable[[ConversationStore, str], Awaitable[object]]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from service.content import TextBlock
 from service.errors import Code, ServiceUnavailable
-from service.providers.base import TextBlock
 from service.store import NewMessage, SqliteStore
 
 # How long to let the worker thread pick an operation up; it takes microseconds.

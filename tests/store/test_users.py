@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from service.content import TextBlock
 from service.errors import InvalidRequest
-from service.providers.base import TextBlock
 from service.store import ConversationStore, NewMessage, UsageTotals, UserProfileRecord
 
 
