@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,7 +112,7 @@ class AgentLoop:
         provider: Provider,
         request: CompletionRequest,
         transcript: Transcript,
-        emit: Callable[[ChatEvent], None],
+        emit: Callable[[ChatEvent], Awaitable[None]],
     ) -> None:
         """Run until the model answers without tools or the round limit is reached."""
         messages = list(request.messages)
@@ -123,20 +123,20 @@ class AgentLoop:
                 transcript.live = accumulate(transcript.live, event)
                 if isinstance(event, TextDelta):
                     transcript.text_parts.append(event.text)
-                    emit(event)
+                    await emit(event)
             turn = transcript.live
             transcript.stop_reason = turn.stop_reason or "other"
             if not turn.tool_calls or round_no == self._max_rounds:
                 transcript.close_round()
                 return
             for call_ in turn.tool_calls:
-                emit(ToolCalled(call_.id, call_.name, call_.arguments))
+                await emit(ToolCalled(call_.id, call_.name, call_.arguments))
             results = await asyncio.gather(*(self._tools.run(c) for c in turn.tool_calls))
             for c, result in zip(turn.tool_calls, results, strict=True):
                 transcript.tools.append(
                     ToolRecord(c.id, c.name, c.arguments, result.content, result.is_error)
                 )
-                emit(ToolReturned(c.id, c.name, result.content, result.is_error))
+                await emit(ToolReturned(c.id, c.name, result.content, result.is_error))
             assistant_blocks: list[Block] = []
             if turn.text:
                 assistant_blocks.append(TextBlock(turn.text))

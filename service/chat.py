@@ -1,23 +1,24 @@
 """One chat turn from request to stored answer.
 
-Order of a turn: validate → (command? answer it) → find the conversation →
-take the conversation's lock (turns of one conversation run one at a time, in
-arrival order) → wait in the scheduler for a provider slot → run the agent
-loop in a worker task → store the turn in one transaction → final event.
+Order of a turn: validate → find the conversation → submit to the scheduler
+(the one owner of every accepted request: it holds the turn back while an
+earlier turn of the conversation is waiting or running, and until a provider
+slot is free) → build the model request → run the agent loop → store the turn
+in one transaction → the result.
 
-The worker task exists so a running request can be cancelled from outside
-(CancelRequest cancels the worker) while the consumer — the RPC handler — is
-still there to report it; a consumer that goes away cancels the worker too.
+Events go out through ``send`` as they happen; awaiting it is the stream's
+back-pressure. The agent loop runs in a task of its own inside a task group,
+so an owner's CancelRequest can stop the work (the ticket's cancel callback
+cancels that task) while the caller is still there to report it; a caller
+that goes away cancels the group, and with it the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import aclosing
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from service.agent import AgentLoop, Transcript, TurnStatus
@@ -32,17 +33,19 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
-from service.history import fit_history, merge_consecutive
 from service.profiles import ProfileDirectory
+from service.prompt import PromptRules, build_request
 from service.providers.base import CompletionRequest, Provider
-from service.scheduler import RequestInfo, Scheduler, State, Ticket
-from service.store.base import Conversation, ConversationStore, NewMessage, StoredMessage
-from service.turns import ConversationTurns, WaitingTurn
+from service.scheduler import COMMANDS, Outcome, Scheduler, Ticket, check_request
+from service.store.base import Conversation, ConversationStore, NewMessage
 
 log = logging.getLogger(__name__)
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_END = object()
+Send = Callable[[ChatEvent], Awaitable[None]]
+
+
+async def discard(_event: ChatEvent) -> None:
+    """A ``send`` for callers that want only the result."""
 
 
 class ChatService:
@@ -67,76 +70,51 @@ class ChatService:
         self._profiles = profiles
         self._agent = agent
         self._commands = Commands(store, profiles)
-        self._turns = ConversationTurns()
+        self._rules = PromptRules(
+            system_prompt=settings.api.system_prompt,
+            max_tokens=settings.api.max_tokens,
+            history_budget_tokens=settings.api.history_budget_tokens,
+        )
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[None]] = set()
         self._interrupted: str | None = None  # why running turns were stopped (shutdown)
 
     # --- entry point ---------------------------------------------------------
 
-    async def run_turn(self, turn: TurnInput) -> AsyncGenerator[ChatEvent, None]:
-        """Events of one turn; the last is a TurnResult, or an AgentError is raised."""
-        if not turn.message.strip():
-            raise InvalidRequest("message must not be empty")
-        limit = self._settings.api.max_message_chars
-        if len(turn.message) > limit:
-            raise InvalidRequest(
-                f"message is {len(turn.message)} characters long; the limit is {limit}"
-                " (api.max_message_chars)"
-            )
-        if not 1 <= turn.priority <= 10:
-            raise InvalidRequest("priority must be between 1 (highest) and 10 (lowest)")
-        if turn.request_id and not _REQUEST_ID.match(turn.request_id):
-            raise InvalidRequest("request_id must be 1-64 letters, digits, '-' or '_'")
+    async def run_turn(self, turn: TurnInput, send: Send = discard) -> TurnResult:
+        """Run one turn: its events go to ``send``; the result is returned, errors raised."""
+        self._validate(turn)
         request_id = turn.request_id or uuid.uuid4().hex
         if Commands.is_command(turn.message):
-            async for event in self._command(turn, request_id):
-                yield event
-            return
+            return await self._command(turn, request_id, send)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
         conversation, fresh = await self._conversation_for(turn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
-        waiting = WaitingTurn(request_id, turn.user_id, provider.name, turn.priority)
-        ahead = self._turns.busy(conversation.id)
-        if ahead:  # another turn of this conversation runs: say so before waiting for it
-            yield Queued(request_id, ahead, ahead * self._service_time(provider.name))
-        async with self._turns.turn(conversation.id, waiting):
-            ticket = self._scheduler.submit(
-                user_id=turn.user_id,
-                provider=provider.name,
-                priority=turn.priority,
-                request_id=request_id,
+        ticket = self._scheduler.submit(
+            user_id=turn.user_id,
+            provider=provider.name,
+            priority=turn.priority,
+            request_id=request_id,
+            conversation_id=conversation.id,
+            model=model,
+        )
+        outcome: Outcome = "failed"
+        try:
+            if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
+                await self._wait_for_slot(ticket, deadline - loop.time(), send)
+            await send(Started(request_id, conversation.id, provider.name, model))
+            result = await self._generate(
+                turn, ticket, conversation, fresh, provider, model, deadline, send
             )
-            outcome: TurnStatus = "failed"
-            try:
-                # aclosing: a consumer that leaves at one of our yields must still end the
-                # inner steps now (worker cancelled, upstream closed) before the slot is freed.
-                if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
-                    async with aclosing(
-                        self._wait_for_slot(ticket, deadline - loop.time())
-                    ) as waits:
-                        async for queued in waits:
-                            yield queued
-                yield Started(request_id, conversation.id, provider.name, model)
-                result: TurnResult | None = None
-                async with aclosing(
-                    self._generate(turn, ticket, conversation, fresh, provider, model, deadline)
-                ) as events:
-                    async for event in events:
-                        if isinstance(event, TurnResult):
-                            result = event
-                        else:
-                            yield event
-                assert result is not None
-                outcome = "complete"
-                yield result
-            except (RequestCancelled, asyncio.CancelledError, GeneratorExit):
-                outcome = "cancelled" if self._interrupted is None else "failed"
-                raise
-            finally:
-                self._scheduler.finish(ticket, "completed" if outcome == "complete" else outcome)
+            outcome = "completed"
+            return result
+        except (RequestCancelled, asyncio.CancelledError):
+            outcome = "cancelled" if self._interrupted is None else "failed"
+            raise
+        finally:
+            self._scheduler.finish(ticket, outcome)
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.
@@ -149,35 +127,6 @@ class ChatService:
             worker.cancel()
         return len(workers)
 
-    def waiting_status(self, request_id: str, user_id: str) -> RequestInfo:
-        """A turn waiting for its conversation (not yet in the scheduler); NotFound otherwise."""
-        waiting, ahead = self._turns.find(request_id, user_id)
-        return self._waiting_info(waiting, "queued", ahead)
-
-    def cancel_waiting(self, request_id: str, user_id: str) -> RequestInfo:
-        """Cancel a turn waiting for its conversation; NotFound when there is none."""
-        waiting = self._turns.cancel(request_id, user_id)
-        return self._waiting_info(waiting, "cancelled", -1)
-
-    def _waiting_info(self, waiting: WaitingTurn, state: State, ahead: int) -> RequestInfo:
-        wait = ahead * self._service_time(waiting.provider) if ahead > 0 else 0.0
-        return RequestInfo(
-            request_id=waiting.request_id,
-            user_id=waiting.user_id,
-            provider=waiting.provider,
-            priority=waiting.priority,
-            state=state,
-            position=ahead,
-            estimated_wait_s=wait,
-            enqueued_at=waiting.since,
-            started_at=None,
-            finished_at=None,
-        )
-
-    def _service_time(self, provider: str) -> float:
-        lane = self._scheduler.stats().providers.get(provider)
-        return lane.avg_service_s if lane is not None else 0.0
-
     def model_of(self, provider: str) -> str:
         """The configured model of a provider."""
         return self._providers[provider].model
@@ -188,6 +137,17 @@ class ChatService:
             await asyncio.gather(*self._persisting, return_exceptions=True)
 
     # --- steps ---------------------------------------------------------------
+
+    def _validate(self, turn: TurnInput) -> None:
+        if not turn.message.strip():
+            raise InvalidRequest("message must not be empty")
+        limit = self._settings.api.max_message_chars
+        if len(turn.message) > limit:
+            raise InvalidRequest(
+                f"message is {len(turn.message)} characters long; the limit is {limit}"
+                " (api.max_message_chars)"
+            )
+        check_request(priority=turn.priority, request_id=turn.request_id or None)
 
     def _provider_for(self, turn: TurnInput) -> Provider:
         name = turn.provider or self._default
@@ -212,33 +172,51 @@ class ChatService:
                 return current, False
         return await self._store.create_conversation(turn.user_id), True
 
-    async def _command(self, turn: TurnInput, request_id: str) -> AsyncIterator[ChatEvent]:
+    async def _command(self, turn: TurnInput, request_id: str, send: Send) -> TurnResult:
+        """Answer a slash command; it waits for a running turn of its conversation."""
         conversation: Conversation | None = None
         if turn.conversation_id:
             conversation = await self._store.get_conversation(turn.user_id, turn.conversation_id)
         elif not turn.new_conversation:
             conversation = await self._store.current_conversation(turn.user_id)
-        if conversation is None:
-            reply = await self._commands.run(turn.user_id, turn.message, None)
-        else:
-            waiting = WaitingTurn(request_id, turn.user_id, "command", turn.priority)
-            async with self._turns.turn(conversation.id, waiting):
-                reply = await self._commands.run(turn.user_id, turn.message, conversation)
-        yield Started(request_id, reply.conversation_id, "command", "")
-        yield TurnResult(
+        ticket = self._scheduler.submit(
+            user_id=turn.user_id,
+            provider=COMMANDS,
+            priority=turn.priority,
+            request_id=request_id,
+            conversation_id=conversation.id if conversation else None,
+        )
+        outcome: Outcome = "failed"
+        try:
+            if not ticket.holds_slot:
+                timeout = self._settings.api_server.request_timeout
+                await self._wait_for_slot(ticket, timeout, send)
+            reply = await self._commands.run(turn.user_id, turn.message, conversation)
+            outcome = "completed"
+        except (RequestCancelled, asyncio.CancelledError):
+            outcome = "cancelled"
+            raise
+        finally:
+            self._scheduler.finish(ticket, outcome)
+        await send(Started(request_id, reply.conversation_id, "command", ""))
+        return TurnResult(
             reply.text, reply.conversation_id, request_id, Usage(), "command", "", "command"
         )
 
-    async def _wait_for_slot(self, ticket: Ticket, wait_s: float) -> AsyncGenerator[Queued, None]:
-        acquire = asyncio.ensure_future(self._scheduler.acquire(ticket, max(wait_s, 0.0)))
-        try:
+    async def _wait_for_slot(self, ticket: Ticket, wait_s: float, send: Send) -> None:
+        """Wait for the ticket's slot while a watcher reports its position as it moves."""
+
+        async def report_positions() -> None:
             async for position, wait in self._scheduler.watch_position(ticket):
-                yield Queued(ticket.request_id, position, wait)
-            await acquire
-        finally:
-            if not acquire.done():
-                acquire.cancel()
-                await asyncio.gather(acquire, return_exceptions=True)
+                await send(Queued(ticket.request_id, position, wait))
+
+        with _first_error():
+            async with asyncio.TaskGroup() as group:
+                watcher = group.create_task(report_positions())
+                try:
+                    await self._scheduler.acquire(ticket, max(wait_s, 0.0))
+                finally:
+                    watcher.cancel()
 
     async def _generate(
         self,
@@ -249,66 +227,45 @@ class ChatService:
         provider: Provider,
         model: str,
         deadline: float,
-    ) -> AsyncGenerator[ChatEvent, None]:
+        send: Send,
+    ) -> TurnResult:
         # A conversation created by this very turn has no history to read.
         stored = [] if fresh else await self._store.messages(turn.user_id, conversation.id)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
-        history = merge_consecutive([*(_as_message(m) for m in stored), user_message])
-        system = self._settings.api.system_prompt
-        if profile.system_prompt:
-            system = f"{system}\n\n{profile.system_prompt}"
-        if profile.display_name and profile.display_name != turn.user_id:
-            system = f"{system}\n\nThe user's name is {profile.display_name}."
-        request = CompletionRequest(
-            messages=fit_history(history, self._settings.api.history_budget_tokens),
-            system=system,
-            max_tokens=self._settings.api.max_tokens,
+        request = build_request(
+            self._rules,
+            history=[Message(m.role, m.content) for m in stored],
+            message=user_message,
+            profile=profile,
             model=model,
             user_id=turn.user_id,
         )
         transcript = Transcript(provider.name, model, ticket.request_id)
-        events: asyncio.Queue[object] = asyncio.Queue()
-
-        async def work() -> None:
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await self._agent.run(provider, request, transcript, events.put_nowait)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"the request did not finish within request_timeout "
-                    f"({self._settings.api_server.request_timeout:g} s)"
-                ) from None
-
-        worker = asyncio.create_task(work(), name=f"turn-{ticket.request_id}")
-        worker.add_done_callback(lambda _: events.put_nowait(_END))
-        self._workers.add(worker)
-        worker.add_done_callback(self._workers.discard)
-
-        def cancel_worker() -> None:
-            worker.cancel()
-
-        ticket.add_cancel_callback(cancel_worker)
         status: TurnStatus = "cancelled"
         try:
-            while (event := await events.get()) is not _END:
-                yield event  # type: ignore[misc]
-            if worker.cancelled():
+            try:
+                with _first_error():
+                    async with asyncio.TaskGroup() as group:
+                        worker = group.create_task(
+                            self._work(provider, request, transcript, send, deadline),
+                            name=f"turn-{ticket.request_id}",
+                        )
+                        self._workers.add(worker)
+                        worker.add_done_callback(self._workers.discard)
+                        ticket.add_cancel_callback(lambda: _cancel(worker))
+            except Exception:
+                status = "failed"
+                raise
+            if worker.cancelled():  # by its owner's cancel, or by the shutdown
                 if self._interrupted is not None:
                     status = "failed"
                     raise ServiceUnavailable(self._interrupted, retry_after_s=5.0)
                 raise RequestCancelled(f"request {ticket.request_id} was cancelled")
-            error = worker.exception()
-            if error is not None:
-                status = "failed"
-                raise error
             status = "complete"
         finally:
-            if not worker.done():
-                worker.cancel()
-                await asyncio.gather(worker, return_exceptions=True)
             await self._persist(turn, conversation, transcript, user_message, status)
-        yield TurnResult(
+        return TurnResult(
             response=transcript.text,
             conversation_id=conversation.id,
             request_id=ticket.request_id,
@@ -319,6 +276,23 @@ class ChatService:
             tool_calls=tuple(transcript.tools),
         )
 
+    async def _work(
+        self,
+        provider: Provider,
+        request: CompletionRequest,
+        transcript: Transcript,
+        send: Send,
+        deadline: float,
+    ) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._agent.run(provider, request, transcript, send)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the request did not finish within request_timeout "
+                f"({self._settings.api_server.request_timeout:g} s)"
+            ) from None
+
     async def _persist(
         self,
         turn: TurnInput,
@@ -327,7 +301,7 @@ class ChatService:
         user_message: Message,
         status: TurnStatus,
     ) -> None:
-        """Store the turn in one transaction, even when the consumer is being cancelled."""
+        """Store the turn in one transaction, even when the caller is being cancelled."""
         rows = [
             NewMessage(
                 role="user",
@@ -346,5 +320,23 @@ class ChatService:
             log.exception("could not store turn %s", transcript.request_id)
 
 
-def _as_message(stored: StoredMessage) -> Message:
-    return Message(stored.role, stored.content)
+class _first_error:
+    """Re-raise the first error of a task group's ExceptionGroup as itself.
+
+    The groups here hold one worker (and a position watcher), so the first
+    error is the one that ended the turn; callers map plain domain errors.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, BaseExceptionGroup):
+            first = error.exceptions[0]
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()

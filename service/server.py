@@ -24,6 +24,7 @@ from service.config import Settings
 from service.profiles import ProfileDirectory
 from service.providers.base import Provider
 from service.providers.factory import build_provider
+from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
@@ -126,7 +127,10 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             default_model=providers[settings.provider].model,
         )
 
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        server = grpc.aio.server(
+            options=_SERVER_OPTIONS,
+            interceptors=[CallInterceptor(auth, prefix=f"/{SERVICE_NAME}/")],
+        )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -30,6 +30,10 @@ async def bridge(fake: FakeOllama) -> AsyncIterator[OllamaBridge]:
     await b.aclose()
 
 
+async def ignore(_event: ChatEvent) -> None:
+    pass
+
+
 def request(text: str) -> CompletionRequest:
     return CompletionRequest(messages=[Message("user", [TextBlock(text)])], model="llama3.2")
 
@@ -37,9 +41,13 @@ def request(text: str) -> CompletionRequest:
 async def test_tool_round_then_answer(fake: FakeOllama, bridge: OllamaBridge) -> None:
     fake.push(Reply.tool("calculator", {"expression": "2+2"}), Reply.text("Four."))
     events: list[ChatEvent] = []
+
+    async def record(event: ChatEvent) -> None:
+        events.append(event)
+
     transcript = Transcript("ollama", "llama3.2", "r1")
     await AgentLoop(default_registry(), max_rounds=3).run(
-        bridge, request("2+2?"), transcript, events.append
+        bridge, request("2+2?"), transcript, record
     )
     assert [type(e) for e in events] == [ToolCalled, ToolReturned, TextDelta]
     assert transcript.text == "Four." and transcript.stop_reason == "end_turn"
@@ -57,7 +65,7 @@ async def test_round_limit_stops_and_every_tool_use_gets_a_result(
     fake.responder = lambda _request: Reply.tool("calculator", {"expression": "1+1"})
     transcript = Transcript("ollama", "llama3.2", "r2")
     await AgentLoop(default_registry(), max_rounds=2).run(
-        bridge, request("loop forever"), transcript, lambda _e: None
+        bridge, request("loop forever"), transcript, ignore
     )
     assert len(fake.chats) == 3  # two tool rounds, then the limit
     assert transcript.stop_reason == "tool_use"
@@ -82,7 +90,7 @@ async def test_cancel_during_a_tool_keeps_a_valid_history(
     fake.push(Reply(chunks=("Let me check.",), tool_calls=Reply.tool("slow", {}).tool_calls))
     transcript = Transcript("ollama", "llama3.2", "r3")
     task = asyncio.create_task(
-        AgentLoop(tools, max_rounds=3).run(bridge, request("go"), transcript, lambda _e: None)
+        AgentLoop(tools, max_rounds=3).run(bridge, request("go"), transcript, ignore)
     )
     await asyncio.wait_for(started.wait(), 5)
     task.cancel()

@@ -27,6 +27,7 @@ from service.store import ConversationStore, open_store
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.turn_stream import stream
 
 
 @pytest.fixture
@@ -66,7 +67,7 @@ async def test_closing_the_turn_mid_stream_cancels_upstream_and_stores_what_was_
 ) -> None:
     chat, scheduler = parts
     fake.push(Reply.text("seen", " unseen", " never", chunk_delay_s=0.2))
-    turn = chat.run_turn(TurnInput(user_id="u", message="hi", request_id="req-1"))
+    turn = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
     started = await anext(turn)
     assert isinstance(started, Started)
     assert await anext(turn) == TextDelta("seen")
@@ -91,7 +92,7 @@ async def test_total_deadline_fails_the_turn_and_keeps_the_partial_answer(
     fake.push(Reply.text("slow", " and", " slower", chunk_delay_s=0.6))
     events = []
     with pytest.raises(DeadlineExceeded, match="request_timeout"):
-        async for event in chat.run_turn(TurnInput(user_id="u", message="hi", request_id="r2")):
+        async for event in stream(chat, TurnInput(user_id="u", message="hi", request_id="r2")):
             events.append(event)
     assert scheduler.status("r2", "u").state == "failed"
     conversation_id = events[0].conversation_id
@@ -101,24 +102,22 @@ async def test_total_deadline_fails_the_turn_and_keeps_the_partial_answer(
 
 async def test_queue_wait_deadline(parts: tuple[ChatService, Scheduler], fake: FakeOllama) -> None:
     chat, scheduler = parts
-    fake.push(Reply.text("hold", chunk_delay_s=3.0))
-    holder = chat.run_turn(TurnInput(user_id="a", message="hold the slot", request_id="h"))
-    await anext(holder)  # Started: the only slot is taken
-    waiter = chat.run_turn(TurnInput(user_id="b", message="wait", request_id="w"))
+    holder = scheduler.submit(user_id="a", provider="ollama")  # the only slot, no deadline
+    assert holder.holds_slot
+    waiter = stream(chat, TurnInput(user_id="b", message="wait", request_id="w"))
     with pytest.raises(DeadlineExceeded, match="queue"):
         async for _ in waiter:
             pass
     assert scheduler.status("w", "b").state == "failed"
-    # The waiter never reached the model.
-    assert all(c.json["messages"][-1]["content"] != "wait" for c in fake.chats)
-    await holder.aclose()
+    assert fake.chats == []  # the waiter never reached the model
+    scheduler.finish(holder, "completed")
 
 
 async def test_commands_do_not_touch_the_queue_or_the_model(
     parts: tuple[ChatService, Scheduler], fake: FakeOllama
 ) -> None:
     chat, scheduler = parts
-    events = [e async for e in chat.run_turn(TurnInput(user_id="u", message="/help"))]
+    events = [e async for e in stream(chat, TurnInput(user_id="u", message="/help"))]
     assert isinstance(events[-1], TurnResult) and events[-1].provider == "command"
     assert fake.chats == [] and scheduler.stats().total_running == 0
 
@@ -138,20 +137,20 @@ async def test_invalid_turns(
 ) -> None:
     chat, _ = parts
     with pytest.raises(InvalidRequest, match=problem):
-        await anext(chat.run_turn(turn))
+        await anext(stream(chat, turn))
 
 
 async def test_same_conversation_turns_run_in_arrival_order(
     parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
 ) -> None:
     chat, _ = parts
-    first = [e async for e in chat.run_turn(TurnInput(user_id="u", message="zero"))]
+    first = [e async for e in stream(chat, TurnInput(user_id="u", message="zero"))]
     conversation_id = first[-1].conversation_id
     fake.push(Reply.text("one", chunk_delay_s=0.1), Reply.text("two"), Reply.text("three"))
 
     async def run(text: str) -> None:
-        async for _ in chat.run_turn(
-            TurnInput(user_id="u", message=text, conversation_id=conversation_id)
+        async for _ in stream(
+            chat, TurnInput(user_id="u", message=text, conversation_id=conversation_id)
         ):
             pass
 
@@ -164,24 +163,24 @@ async def test_same_conversation_turns_run_in_arrival_order(
 async def test_a_turn_waiting_for_its_conversation_is_visible_and_cancellable(
     parts: tuple[ChatService, Scheduler], fake: FakeOllama, store: ConversationStore
 ) -> None:
-    chat, _ = parts
-    first = [e async for e in chat.run_turn(TurnInput(user_id="u", message="zero"))]
+    chat, scheduler = parts
+    first = [e async for e in stream(chat, TurnInput(user_id="u", message="zero"))]
     conversation_id = first[-1].conversation_id
     fake.push(Reply.text("slow", chunk_delay_s=0.3))
-    running = chat.run_turn(TurnInput(user_id="u", message="q1", conversation_id=conversation_id))
+    running = stream(chat, TurnInput(user_id="u", message="q1", conversation_id=conversation_id))
     assert isinstance(await anext(running), Started)
-    blocked = chat.run_turn(
-        TurnInput(user_id="u", message="q2", conversation_id=conversation_id, request_id="q2")
+    blocked = stream(
+        chat, TurnInput(user_id="u", message="q2", conversation_id=conversation_id, request_id="q2")
     )
     queued = await anext(blocked)  # told at once that it waits behind the running turn
-    assert queued.request_id == "q2" and queued.position == 1
+    assert queued.request_id == "q2" and queued.position == 0  # next, once q1 ends
     waiter = asyncio.ensure_future(anext(blocked))
-    await asyncio.sleep(0.01)
-    info = chat.waiting_status("q2", "u")
-    assert info.state == "queued" and info.position == 1
+    info = scheduler.status("q2", "u")  # the scheduler owns it, like any waiting request
+    assert info.state == "queued" and info.position == 0
+    assert scheduler.stats().total_waiting == 1
     with pytest.raises(NotFound):
-        chat.waiting_status("q2", "intruder")
-    assert chat.cancel_waiting("q2", "u").state == "cancelled"
+        scheduler.status("q2", "intruder")
+    assert scheduler.cancel("q2", "u").state == "cancelled"
     with pytest.raises(RequestCancelled):
         await waiter
     async for _ in running:
@@ -196,7 +195,7 @@ async def test_interrupted_running_turns_end_unavailable_and_keep_what_was_seen(
 ) -> None:
     chat, scheduler = parts
     fake.push(Reply.text("part", " rest", chunk_delay_s=0.3))
-    turn = chat.run_turn(TurnInput(user_id="u", message="long job", request_id="long"))
+    turn = stream(chat, TurnInput(user_id="u", message="long job", request_id="long"))
     started = await anext(turn)
     assert await anext(turn) == TextDelta("part")
     assert chat.interrupt_running("shutting down") == 1

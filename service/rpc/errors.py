@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.errors import AgentError, Code
+from service.rpc.calls import current_method
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,12 @@ Context = grpc.aio.ServicerContext[Any, Any]
 async def abort(context: Context, error: BaseException) -> NoReturn:
     """End the RPC with the status for ``error``; unexpected errors become INTERNAL."""
     if not isinstance(error, AgentError):
-        log.error("unexpected error in %s", _method(context), exc_info=error)
+        log.error("unexpected error in %s", current_method(), exc_info=error)
         error = AgentError("internal error in the agent service; see its log", code=Code.INTERNAL)
     elif error.code is Code.INTERNAL:
         log.error("internal error: %s", error.message)
     await context.abort_with_status(to_grpc_status(error))
     raise AssertionError("abort_with_status returned")  # it always raises
-
-
-def _method(context: Context) -> str:
-    details = getattr(context, "_rpc_event", None)
-    return str(getattr(details, "call_details", None) or "an RPC")
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from importlib import metadata
 
 import grpc
@@ -12,9 +10,10 @@ from agent.v1 import agent_pb2_grpc
 
 from service.auth import Authenticator
 from service.chat import ChatService
-from service.errors import AgentError, Code, InvalidRequest, NotFound
-from service.events import TurnInput, TurnResult
+from service.errors import InvalidRequest
+from service.events import ChatEvent, TurnInput
 from service.rpc import convert
+from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
@@ -67,36 +66,25 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._version = _version()
 
     def _user(self, context: Context, requested: str) -> str:
-        authorization = None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization":
-                authorization = value if isinstance(value, str) else value.decode()
-                break
-        principal = self._auth.authenticate(authorization)
-        return self._auth.user_for(principal, requested)
+        """The user this call acts as (the interceptor has authenticated the caller)."""
+        return self._auth.user_for(current_call().principal, requested)
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
         """One turn, full answer."""
-        turn = _turn(request, self._user(context, request.user_id))
-        result: TurnResult | None = None
-        async with aclosing(self._chat.run_turn(turn)) as events:
-            async for event in events:
-                if isinstance(event, TurnResult):
-                    result = event
-        if result is None:
-            raise AgentError("the turn ended without an answer", code=Code.INTERNAL)
+        result = await self._chat.run_turn(_turn(request, self._user(context, request.user_id)))
         return convert.chat_response(result)
 
-    async def ChatStream(
-        self, request: pb.ChatStreamRequest, context: Context
-    ) -> AsyncIterator[pb.ChatStreamResponse]:
+    async def ChatStream(self, request: pb.ChatStreamRequest, context: Context) -> None:
         """One turn, events as they happen; a failure ends the stream with its status."""
+
+        async def send(event: ChatEvent) -> None:
+            await context.write(convert.stream_event(event))
+
         try:
             turn = _turn(request, self._user(context, request.user_id))
-            async with aclosing(self._chat.run_turn(turn)) as events:
-                async for event in events:
-                    yield convert.stream_event(event)
+            result = await self._chat.run_turn(turn, send)
+            await context.write(convert.stream_event(result))
         except grpc.aio.AbortError:
             raise
         except Exception as exc:  # every failure must become a status
@@ -145,11 +133,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """A request's state and position (owner only)."""
         user_id = self._user(context, request.user_id)
         _require(request.request_id, "request_id")
-        try:
-            info = self._scheduler.status(request.request_id, user_id)
-        except NotFound:  # perhaps still waiting for its conversation's previous turn
-            info = self._chat.waiting_status(request.request_id, user_id)
-        return convert.queue_status(info)
+        return convert.queue_status(self._scheduler.status(request.request_id, user_id))
 
     @unary_errors
     async def CancelRequest(
@@ -158,13 +142,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Cancel a queued or running request (owner only)."""
         user_id = self._user(context, request.user_id)
         _require(request.request_id, "request_id")
-        try:
-            before = self._scheduler.status(request.request_id, user_id)
-        except NotFound:  # perhaps still waiting for its conversation's previous turn
-            after = self._chat.cancel_waiting(request.request_id, user_id)
-            return pb.CancelRequestResponse(
-                request_id=after.request_id, state=convert.request_state(after), cancelled=True
-            )
+        before = self._scheduler.status(request.request_id, user_id)
         after = self._scheduler.cancel(request.request_id, user_id)
         return pb.CancelRequestResponse(
             request_id=after.request_id,

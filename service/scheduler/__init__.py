@@ -12,11 +12,15 @@ user; a request over a cap is refused at once with QueueFull and a retry hint.
 Pure asyncio, one event loop, no background tasks.
 """
 
+from service.scheduler.admission import MAX_PRIORITY, MIN_PRIORITY, check_request
 from service.scheduler.estimates import ProviderQueueStats, QueueStats
 from service.scheduler.registry import Outcome, RequestInfo, State, Ticket
-from service.scheduler.scheduler import Scheduler
+from service.scheduler.scheduler import COMMANDS, Scheduler
 
 __all__ = [
+    "COMMANDS",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
     "Outcome",
     "ProviderQueueStats",
     "QueueStats",
@@ -24,4 +28,5 @@ __all__ = [
     "Scheduler",
     "State",
     "Ticket",
+    "check_request",
 ]

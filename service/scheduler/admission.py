@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
-from service.errors import QueueFull
+from service.errors import InvalidRequest, QueueFull
+
+MIN_PRIORITY, MAX_PRIORITY = 1, 10
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_request(*, priority: int, request_id: str | None) -> None:
+    """The rules every submitted request meets; InvalidRequest naming the first broken one.
+
+    The scheduler applies them at submit; callers that do work before submitting
+    (finding or creating a conversation) call this first so a bad request costs nothing.
+    """
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidRequest(
+            f"priority must be between {MIN_PRIORITY} (highest) and {MAX_PRIORITY} (lowest), "
+            f"got {priority}"
+        )
+    if request_id is not None and not _REQUEST_ID.match(request_id):
+        raise InvalidRequest("request_id must be 1-64 letters, digits, '-' or '_'")
 
 
 class WaitingCaps:

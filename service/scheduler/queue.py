@@ -25,6 +25,13 @@ is free, the queue hands it to the request that comes first by these rules:
 3. **A user's own requests** go by effective priority, then in submission order.
    Aging is about a user waiting for a turn, so a user's stream of urgent
    requests can hold back that same user's less urgent ones.
+4. **Turns of one conversation keep their order.** A request that belongs to
+   a conversation (its ``group``) is a candidate only once every earlier
+   request of that conversation has left the queue, whatever its priority, so
+   a conversation's history never interleaves. The scheduler applies the same
+   rule to running requests: a turn whose conversation has one running is not
+   eligible for a slot yet (``pop_next``'s ``eligible``), but it keeps its
+   place in this order.
 
 A request's *position* is the number of requests this rule would dispatch
 before it if nothing else arrived and the clock stood still. It changes when
@@ -36,7 +43,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -52,6 +59,8 @@ class Queued(Protocol):
     def enqueued_mono(self) -> float: ...
     @property
     def seq(self) -> int: ...  # unique and increasing in submission order
+    @property
+    def group(self) -> str | None: ...  # requests of one group go in submission order
 
 
 Q = TypeVar("Q", bound=Queued)
@@ -112,9 +121,18 @@ class DispatchQueue(Generic[Q]):
         self._count -= 1
         self._valid_until = -math.inf
 
-    def pop_next(self, now: float) -> Q:
-        """Take out the request that gets the free slot, and give its user a turn."""
-        request = self.order(now)[0]
+    def pop_next(self, now: float, eligible: Callable[[Q], bool] | None = None) -> Q | None:
+        """Take out the first request (that is ``eligible``) and give its user a turn.
+
+        None when no waiting request is eligible.
+        """
+        order = self.order(now)
+        if eligible is None:
+            request: Q | None = order[0] if order else None
+        else:
+            request = next((r for r in order if eligible(r)), None)
+        if request is None:
+            return None
         user = request.user_id
         turns = self._users[user]
         turns.requests.remove(request)
@@ -168,36 +186,89 @@ class DispatchQueue(Generic[Q]):
         firsts: dict[str, Q] = {}
         for user, turns in self._users.items():
             best: tuple[int, int] | None = None
+            heads = _group_heads(turns.requests)
             for request in turns.requests:
+                valid_until = min(valid_until, self._next_lift(request, turns.last_turn_at, now))
+                if request.seq not in heads:
+                    continue
                 key = (self._level(request, turns.last_turn_at, now), request.seq)
                 if best is None or key < best:
                     best, firsts[user] = key, request
-                valid_until = min(valid_until, self._next_lift(request, turns.last_turn_at, now))
             assert best is not None
             heapq.heappush(heap, (best[0], turns.turn, best[1], user))
 
         # After a user's turn its remaining requests start aging afresh, so at this
         # frozen instant they rank by plain priority, then submission order.
-        rest: dict[str, list[Q]] = {}
+        rest: dict[str, _Rest[Q]] = {}
         order: list[Q] = []
         stamp = self._stamp
         while heap:
             _, _, _, user = heapq.heappop(heap)
             if user in rest:
-                order.append(rest[user].pop())
+                chosen = rest[user].take()
             else:
-                first = firsts[user]
-                order.append(first)
-                rest[user] = sorted(
-                    (r for r in self._users[user].requests if r is not first),
-                    key=lambda r: (r.priority, r.seq),
-                    reverse=True,  # popped from the end
-                )
+                chosen = firsts[user]
+                requests = self._users[user].requests
+                rest[user] = _Rest([r for r in requests if r is not chosen])
+            order.append(chosen)
             stamp += 2
             if rest[user]:
-                upcoming = rest[user][-1]
+                upcoming = rest[user].peek()
                 heapq.heappush(heap, (upcoming.priority, stamp, upcoming.seq, user))
 
         self._order = order
         self._positions = {request.seq: i for i, request in enumerate(order)}
         self._valid_until = valid_until
+
+
+def _group_heads(requests: Sequence[Queued]) -> set[int]:
+    """Seqs of the requests that no earlier request of their group precedes."""
+    first: dict[str, int] = {}
+    heads: set[int] = set()
+    for request in requests:
+        group = request.group
+        if group is None:
+            heads.add(request.seq)
+        elif group not in first or request.seq < first[group]:
+            first[group] = request.seq
+    heads.update(first.values())
+    return heads
+
+
+class _Rest(Generic[Q]):
+    """One user's remaining requests at a frozen instant: by priority, then submission
+    order, among those whose group has no earlier request left."""
+
+    def __init__(self, requests: Sequence[Q]) -> None:
+        self._groups: dict[str, list[Q]] = {}
+        self._heap: list[tuple[int, int, int]] = []
+        self._by_seq: dict[int, Q] = {}
+        for request in sorted(requests, key=lambda r: r.seq):
+            if request.group is not None:
+                queue = self._groups.setdefault(request.group, [])
+                queue.append(request)
+                if len(queue) > 1:
+                    continue
+            self._push(request)
+        for queue in self._groups.values():
+            queue.reverse()  # popped from the end, earliest last
+            queue.pop()  # the head is in the heap already
+
+    def _push(self, request: Q) -> None:
+        self._by_seq[request.seq] = request
+        heapq.heappush(self._heap, (request.priority, request.seq, request.seq))
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def peek(self) -> Q:
+        return self._by_seq[self._heap[0][2]]
+
+    def take(self) -> Q:
+        _, _, seq = heapq.heappop(self._heap)
+        request = self._by_seq.pop(seq)
+        if request.group is not None:
+            queue = self._groups[request.group]
+            if queue:
+                self._push(queue.pop())
+        return request

@@ -35,11 +35,13 @@ class Ticket:
         "_left",
         "_state",
         "_waiter",
+        "conversation_id",
         "enqueued_at",
         "enqueued_mono",
         "finished_at",
         "finished_mono",
         "holds_slot",
+        "model",
         "priority",
         "provider",
         "request_id",
@@ -59,12 +61,17 @@ class Ticket:
         seq: int,
         enqueued_mono: float,
         enqueued_at: float,
+        conversation_id: str | None = None,
+        model: str = "",
     ) -> None:
         self.request_id = request_id
         self.user_id = user_id
         self.provider = provider
         self.priority = priority
         self.seq = seq
+        # Turns of one conversation run one at a time, in submission order.
+        self.conversation_id = conversation_id
+        self.model = model
         # *_mono come from the scheduler's clock (ordering, estimates, retention);
         # *_at are wall-clock epoch seconds, for people and APIs.
         self.enqueued_mono = enqueued_mono
@@ -93,6 +100,11 @@ class Ticket:
     @property
     def cancelled(self) -> bool:
         return self._state == "cancelled"
+
+    @property
+    def group(self) -> str | None:
+        """The dispatch queue keeps the requests of one group in submission order."""
+        return self.conversation_id
 
     def add_cancel_callback(self, cb: Callable[[], None]) -> None:
         """Run ``cb`` once when this request is cancelled; at once if it already is.
@@ -165,14 +177,20 @@ class RequestInfo:
     enqueued_at: float | None
     started_at: float | None
     finished_at: float | None
+    model: str = ""
 
 
 class Registry:
-    """Every request by id, each kept for ``retention_s`` after it ends, then forgotten."""
+    """Every request by its user and id, each kept for ``retention_s`` after it ends.
+
+    Request ids live in their user's namespace: a client may choose its own id,
+    and another user's id behaves exactly like an unused one (no existence
+    oracle across users, no squatting).
+    """
 
     def __init__(self, retention_s: float) -> None:
         self._retention_s = retention_s
-        self._tickets: dict[str, Ticket] = {}
+        self._tickets: dict[tuple[str, str], Ticket] = {}
         # Requests end in clock order, so expiry is a FIFO: pruning pops from the left.
         self._expiry: deque[tuple[float, Ticket]] = deque()
 
@@ -180,24 +198,32 @@ class Registry:
         return len(self._tickets)
 
     def add(self, ticket: Ticket) -> None:
-        if ticket.request_id in self._tickets:
+        key = (ticket.user_id, ticket.request_id)
+        if key in self._tickets:
             raise AgentError(
                 f"request_id {ticket.request_id!r} is already in use", code=Code.ALREADY_EXISTS
             )
-        self._tickets[ticket.request_id] = ticket
+        self._tickets[key] = ticket
+
+    def find(self, request_id: str, user_id: str, now: float) -> Ticket | None:
+        """The caller's own request, or None (unknown, expired, or another user's id)."""
+        ticket = self._tickets.get((user_id, request_id))
+        if ticket is None or (
+            ticket.finished_mono is not None and ticket.finished_mono + self._retention_s <= now
+        ):
+            return None
+        return ticket
 
     def lookup(self, request_id: str, user_id: str, now: float) -> Ticket:
         """The caller's own request; anything else reads as absent, with one message for all."""
-        ticket = self._tickets.get(request_id)
-        if (
-            ticket is None
-            or ticket.user_id != user_id
-            or (
-                ticket.finished_mono is not None and ticket.finished_mono + self._retention_s <= now
-            )
-        ):
+        ticket = self.find(request_id, user_id, now)
+        if ticket is None:
             raise NotFound(f"no request with id {request_id!r}")
         return ticket
+
+    def all(self) -> list[Ticket]:
+        """Every known request (waiting, running, or ended within retention)."""
+        return list(self._tickets.values())
 
     def ended(self, ticket: Ticket, now: float) -> None:
         """Start the retention period of a request that has just ended."""
@@ -207,5 +233,6 @@ class Registry:
         horizon = now - self._retention_s
         while self._expiry and self._expiry[0][0] <= horizon:
             _, ticket = self._expiry.popleft()
-            if self._tickets.get(ticket.request_id) is ticket:
-                del self._tickets[ticket.request_id]
+            key = (ticket.user_id, ticket.request_id)
+            if self._tickets.get(key) is ticket:
+                del self._tickets[key]

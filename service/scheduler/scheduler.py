@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 
 from service.errors import (
@@ -15,12 +16,13 @@ from service.errors import (
     RequestCancelled,
     ServiceUnavailable,
 )
-from service.scheduler.admission import WaitingCaps
+from service.scheduler.admission import WaitingCaps, check_request
 from service.scheduler.estimates import QueueStats
 from service.scheduler.lane import Lane, Pulse
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
 
-MIN_PRIORITY, MAX_PRIORITY = 1, 10
+COMMANDS = "command"  # the lane of slash commands: they wait only for their conversation
+_COMMAND_SLOTS = 1 << 30
 
 
 class Scheduler:
@@ -42,6 +44,15 @@ class Scheduler:
     Every state change is synchronous, so no two tasks ever see a half-made
     change; a freed slot is handed straight to the next waiter, which is why
     the number of running requests never exceeds a provider's slots.
+
+    This is the one owner of every accepted request: one waiting for a slot,
+    one waiting behind an earlier turn of its conversation (``conversation_id``:
+    such a turn is not eligible for a slot until every earlier turn of the
+    conversation has ended, and keeps its place by the order rule meanwhile),
+    and one running. Caps, positions, estimates, status, cancel and statistics
+    all read this one state. Commands use the ``COMMANDS`` lane, which has no
+    practical slot limit and is left out of the provider statistics: they only
+    wait for their conversation.
     """
 
     def __init__(
@@ -66,8 +77,10 @@ class Scheduler:
             name: Lane(
                 name, n, aging_interval_s=aging_interval_s, default_service_s=default_service_s
             )
-            for name, n in slots.items()
+            for name, n in {**slots, COMMANDS: _COMMAND_SLOTS}.items()
         }
+        # Active (waiting or slot-holding) turns of each conversation, in submission order.
+        self._conversations: dict[str, deque[Ticket]] = {}
         self._caps = WaitingCaps(max_pending, max_pending_per_user)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -80,26 +93,34 @@ class Scheduler:
     # -- admission -----------------------------------------------------------------
 
     def submit(
-        self, *, user_id: str, provider: str, priority: int = 5, request_id: str | None = None
+        self,
+        *,
+        user_id: str,
+        provider: str,
+        priority: int = 5,
+        request_id: str | None = None,
+        conversation_id: str | None = None,
+        model: str = "",
     ) -> Ticket:
-        """Register a request and queue it for a slot of ``provider`` (taken at once if free)."""
+        """Register a request and queue it for a slot of ``provider`` (taken at once if free).
+
+        A request of a conversation that has an earlier turn waiting or running
+        waits for it, in submission order, and counts as waiting meanwhile.
+        """
         now = self._clock()
         self._registry.prune(now)
         if self._closing is not None:
             raise ServiceUnavailable(self._closing)
         if not user_id:
             raise InvalidRequest("user_id must not be empty")
-        if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
-            raise InvalidRequest(
-                f"priority must be between {MIN_PRIORITY} (highest) and {MAX_PRIORITY}, "
-                f"got {priority}"
-            )
+        check_request(priority=priority, request_id=request_id)
         lane = self._lanes.get(provider)
         if lane is None:
             known = ", ".join(sorted(self._lanes))
             raise InvalidRequest(f"unknown provider {provider!r}; configured: {known}")
+        turns = self._conversations.get(conversation_id) if conversation_id else None
         # A request that gets a slot at once never waits, so only queued ones count.
-        if not lane.has_free_slot:
+        if turns or not lane.has_free_slot:
             self._caps.check(
                 user_id,
                 user_turnover_s=lambda: self._user_turnover(user_id, now),
@@ -113,8 +134,14 @@ class Scheduler:
             seq=next(self._seq),
             enqueued_mono=now,
             enqueued_at=self._wall_clock(),
+            conversation_id=conversation_id,
+            model=model,
         )
         self._registry.add(ticket)
+        if conversation_id:
+            if turns is None:
+                turns = self._conversations[conversation_id] = deque()
+            turns.append(ticket)
         lane.queue.add(ticket)
         self._caps.enter(user_id)
         _bump(self._active_by_user, user_id, 1)
@@ -190,10 +217,18 @@ class Scheduler:
         finally:
             ticket._waiter = None
 
+    def _eligible(self, ticket: Ticket) -> bool:
+        """No earlier turn of its conversation is waiting or running."""
+        if ticket.conversation_id is None:
+            return True
+        return self._conversations[ticket.conversation_id][0] is ticket
+
     def _dispatch(self, lane: Lane, now: float) -> None:
-        """Hand free slots of ``lane`` to the requests first in line."""
-        while lane.has_free_slot and len(lane.queue):
-            ticket = lane.queue.pop_next(now)
+        """Hand free slots of ``lane`` to the eligible requests first in line."""
+        while self._closing is None and lane.has_free_slot and len(lane.queue):
+            ticket = lane.queue.pop_next(now, self._eligible)
+            if ticket is None:
+                break
             self._caps.leave(ticket.user_id)
             ticket._start(now, self._wall_clock())
             lane.running.add(ticket)
@@ -212,6 +247,19 @@ class Scheduler:
         self._registry.ended(ticket, now)
         ticket._wake()
         lane.changed.fire()
+        self._leave_conversation(ticket, now)
+
+    def _leave_conversation(self, ticket: Ticket, now: float) -> None:
+        """Drop an ended turn from its conversation; the next turn may now be eligible."""
+        if ticket.conversation_id is None:
+            return
+        turns = self._conversations[ticket.conversation_id]
+        was_first = turns[0] is ticket
+        turns.remove(ticket)
+        if not turns:
+            del self._conversations[ticket.conversation_id]
+        elif was_first and turns[0].state == "queued":
+            self._dispatch(self._lanes[turns[0].provider], now)
 
     # -- ending --------------------------------------------------------------------
 
@@ -243,6 +291,7 @@ class Scheduler:
             # Cut-short requests would drag the estimate down, so only full runs count.
             lane.service_time.add(now - ticket.started_mono)
         _bump(self._active_by_user, ticket.user_id, -1)
+        self._leave_conversation(ticket, now)
         self._dispatch(lane, now)
         self._idle.fire()
 
@@ -275,7 +324,8 @@ class Scheduler:
         self._closing = message
         for lane in self._lanes.values():
             for ticket in list(lane.queue):
-                self._leave_queue(ticket, "failed", ServiceUnavailable(message))
+                if ticket.state == "queued":
+                    self._leave_queue(ticket, "failed", ServiceUnavailable(message))
         self._idle.fire()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
@@ -289,6 +339,12 @@ class Scheduler:
         return True
 
     # -- reporting -----------------------------------------------------------------
+
+    def find(self, request_id: str, user_id: str) -> Ticket | None:
+        """The caller's own request, if it is still known (waiting, running or recently ended)."""
+        now = self._clock()
+        self._registry.prune(now)
+        return self._registry.find(request_id, user_id, now)
 
     def status(self, request_id: str, user_id: str) -> RequestInfo:
         """The caller's request as it stands; NotFound for unknown, expired or others'."""
@@ -314,7 +370,7 @@ class Scheduler:
             yield update
 
     def stats(self) -> QueueStats:
-        providers = {name: lane.stats() for name, lane in self._lanes.items()}
+        providers = {name: lane.stats() for name, lane in self._lanes.items() if name != COMMANDS}
         return QueueStats(
             providers=providers,
             total_waiting=self._caps.total,
@@ -349,6 +405,7 @@ class Scheduler:
             enqueued_at=ticket.enqueued_at,
             started_at=ticket.started_at,
             finished_at=ticket.finished_at,
+            model=ticket.model,
         )
 
 

@@ -289,7 +289,9 @@ def test_a_turn_waiting_behind_its_conversation_can_be_seen_and_cancelled(
     while (status := http.post("/api/queue/status", json=ref)).status_code == 404:
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    assert status.json()["state"] == "queued" and status.json()["position"] == 1
+    assert (
+        status.json()["state"] == "queued" and status.json()["position"] == 0
+    )  # next once the running turn ends
     other = http.post("/api/queue/status", json={"request_id": request_id, "user_id": user()})
     assert other.status_code == 404
     cancel = http.post("/api/queue/cancel", json=ref)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.queue_helpers import (
+    HANG,
     LiveStream,
     ReplyBook,
     SlotHolder,
@@ -19,8 +20,10 @@ from tests.e2e.queue_helpers import (
     chat_body,
     label,
     queue_stack,
+    queue_status,
     start_queued,
     user,
+    wait_until,
 )
 from tests.e2e.stack import Stack
 from tests.fakes.ollama import FakeOllama
@@ -83,6 +86,56 @@ def test_caps_on_waiting_requests(stack: Stack, book: ReplyBook, client: httpx.C
     assert first.ended_with().data["code"] == "cancelled"
     refused = [t for t in book.received() if t.startswith("refused")]
     assert refused == []
+
+
+def test_turns_waiting_for_their_conversation_are_queue_entries_under_the_caps(
+    stack: Stack, book: ReplyBook, client: httpx.Client
+) -> None:
+    who = user("conv")
+    first = book.set(label("conv-hold"), HANG)
+    running = LiveStream(stack.url, chat_body(who, first))
+    conversation = running.wait_event("start").data["conversation_id"]
+    book.wait_received(first)
+
+    # Ten turns on the same conversation at once: they wait behind the running turn,
+    # as queue entries, so the per-user cap (2) admits two and refuses the other eight.
+    bodies = [
+        chat_body(who, label(f"turn{i}"), conversation_id=conversation, new_conversation=False)
+        for i in range(10)
+    ]
+    streams = [LiveStream(stack.url, body) for body in bodies]
+
+    def settled() -> bool:
+        return all(
+            s.status_code not in (None, 200) or any(e.event == "queued" for e in s.events)
+            for s in streams
+        )
+
+    wait_until(settled, "every turn to be queued or refused")
+    queued = [s for s in streams if s.status_code == 200]
+    refused = [s for s in streams if s.status_code != 200]
+    assert len(queued) == MAX_PENDING_PER_USER and len(refused) == 8
+    for stream in refused:
+        stream.join()
+        assert stream.status_code == 429 and stream.headers is not None
+        assert int(stream.headers["retry-after"]) >= 1
+        assert stream.error_body is not None
+        assert "max_pending_per_user" in stream.error_body["detail"]
+
+    # They are the scheduler's: counted as waiting, with positions, and cancellable.
+    stats = client.get("/api/status", params={"user_id": who}).json()["queue_stats"]
+    assert stats["waiting"] == MAX_PENDING_PER_USER
+    statuses = [queue_status(client, s.request_id, who).json() for s in queued]
+    assert [st["state"] for st in statuses] == ["queued", "queued"]
+    assert sorted(st["position"] for st in statuses) == [0, 1]
+    assert cancel(client, queued[0].request_id, who).json()["cancelled"] is True
+    assert queued[0].ended_with().data["code"] == "cancelled"
+
+    assert cancel(client, running.request_id, who).json()["cancelled"] is True
+    assert queued[1].ended_with().event == "done"
+    # Only the one turn that was neither refused nor cancelled reached the model.
+    reached = [s for s in streams if any(s.body["message"] in t for t in book.received())]
+    assert reached == [queued[1]]
 
 
 @pytest.mark.parametrize("parallel", [1, 2])

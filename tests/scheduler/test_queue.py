@@ -18,6 +18,7 @@ class Req:
     enqueued_mono: float
     seq: int
     label: str
+    group: str | None = None
 
 
 class Requests:
@@ -26,8 +27,10 @@ class Requests:
     def __init__(self) -> None:
         self._seq = itertools.count()
 
-    def __call__(self, user: str, priority: int, at: float = 0.0, label: str = "") -> Req:
-        return Req(user, priority, at, next(self._seq), label)
+    def __call__(
+        self, user: str, priority: int, at: float = 0.0, label: str = "", group: str | None = None
+    ) -> Req:
+        return Req(user, priority, at, next(self._seq), label, group)
 
 
 @pytest.fixture
@@ -166,3 +169,25 @@ def test_aging_can_be_disabled(make: Requests) -> None:
 def test_rejects_a_non_positive_aging_interval() -> None:
     with pytest.raises(ValueError):
         DispatchQueue(0.0)
+
+
+def test_a_group_keeps_submission_order_whatever_the_priorities(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(aging_interval_s=math.inf)
+    q.add(make("u", 9, label="c-first", group="c"))
+    q.add(make("u", 1, label="c-urgent", group="c"))
+    q.add(make("u", 5, label="loose"))
+    q.add(make("v", 5, label="v"))
+    # c-urgent may not pass c-first, but it ranks by its own priority once c-first is out.
+    assert labels(q) == ["loose", "v", "c-first", "c-urgent"]
+    assert q.position(next(r for r in q if r.label == "c-urgent"), 0.0) == 3
+
+
+def test_pop_next_skips_requests_that_are_not_eligible(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(aging_interval_s=math.inf)
+    blocked = make("u", 1, label="blocked", group="c")
+    q.add(blocked)
+    q.add(make("v", 5, label="free"))
+    first = q.pop_next(0.0, lambda r: r is not blocked)
+    assert first is not None and first.label == "free"
+    assert q.pop_next(0.0, lambda r: r is not blocked) is None
+    assert labels(q) == ["blocked"]  # it kept its place

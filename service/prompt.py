@@ -1,0 +1,60 @@
+"""Building one model request from what a turn knows: a pure function, no I/O.
+
+The chat service reads the stored history and the user's profile; this module
+turns them, with the new message, into the ``CompletionRequest`` a provider
+gets. Keeping it pure keeps the rules (system prompt layering, merging, the
+history budget) testable without a store or a provider.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.content import Message
+from service.history import fit_history, merge_consecutive
+from service.profiles import Profile
+from service.providers.base import CompletionRequest
+
+
+@dataclass(frozen=True, slots=True)
+class PromptRules:
+    """The configured parts of every request."""
+
+    system_prompt: str
+    max_tokens: int
+    history_budget_tokens: int
+
+
+def system_prompt(base: str, profile: Profile) -> str:
+    """The configured prompt, then the user's own additions, then their name."""
+    system = base
+    if profile.system_prompt:
+        system = f"{system}\n\n{profile.system_prompt}"
+    if profile.display_name and profile.display_name != profile.user_id:
+        system = f"{system}\n\nThe user's name is {profile.display_name}."
+    return system
+
+
+def build_request(
+    rules: PromptRules,
+    *,
+    history: Sequence[Message],
+    message: Message,
+    profile: Profile,
+    model: str,
+    user_id: str,
+) -> CompletionRequest:
+    """The model request of a turn: history and the new message, fitted to the budget.
+
+    ``history`` is the stored conversation, oldest first (it may hold two user
+    turns in a row after a failed turn; they are merged here).
+    """
+    messages = merge_consecutive([*history, message])
+    return CompletionRequest(
+        messages=fit_history(messages, rules.history_budget_tokens),
+        system=system_prompt(rules.system_prompt, profile),
+        max_tokens=rules.max_tokens,
+        model=model,
+        user_id=user_id,
+    )

@@ -1,0 +1,54 @@
+"""What every RPC knows about its call, carried in a contextvar: method, caller, request id.
+
+The interceptor (``service.rpc.interceptor``) sets it before a handler runs,
+so handlers, logging and errors read the same facts without passing them
+down, and an RPC added later cannot forget to authenticate.
+"""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+from service.auth import Principal
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One RPC in progress."""
+
+    method: str  # the full method name, "/agent.v1.AgentService/Chat"
+    principal: Principal
+    request_id: str = ""  # the caller's x-request-id, when it sent a valid one
+
+
+_current: ContextVar[Call | None] = ContextVar("agent_rpc_call", default=None)
+
+
+def current_call() -> Call:
+    """The call being handled; RuntimeError outside an intercepted RPC (a wiring bug)."""
+    call = _current.get()
+    if call is None:
+        raise RuntimeError("no RPC call context: is the call interceptor installed?")
+    return call
+
+
+def current_method() -> str:
+    """The method being handled, or "an RPC" outside one (for log messages)."""
+    call = _current.get()
+    return call.method if call is not None else "an RPC"
+
+
+def enter_call(call: Call) -> None:
+    """Make ``call`` the current one for the rest of this task (and tasks it starts)."""
+    _current.set(call)
+
+
+def request_id_from(value: str | None) -> str:
+    """A caller-sent request id if it follows the request id rule, else ""."""
+    if value and _REQUEST_ID.match(value):
+        return value
+    return ""

@@ -1,0 +1,55 @@
+"""build_request: the model request of a turn, from history, message and profile (pure)."""
+
+from __future__ import annotations
+
+from service.content import Message, TextBlock
+from service.profiles import Profile
+from service.prompt import PromptRules, build_request
+
+RULES = PromptRules(system_prompt="Be brief.", max_tokens=321, history_budget_tokens=100)
+
+
+def text(role: str, body: str) -> Message:
+    return Message(role, [TextBlock(body)])  # type: ignore[arg-type]
+
+
+def test_system_prompt_layers_profile_additions_and_name() -> None:
+    request = build_request(
+        RULES,
+        history=[],
+        message=text("user", "hi"),
+        profile=Profile("alice", "Alice", "Answer in French."),
+        model="m",
+        user_id="alice",
+    )
+    assert request.system == "Be brief.\n\nAnswer in French.\n\nThe user's name is Alice."
+    assert (request.max_tokens, request.model, request.user_id) == (321, "m", "alice")
+
+
+def test_a_name_equal_to_the_user_id_is_not_repeated() -> None:
+    request = build_request(
+        RULES,
+        history=[],
+        message=text("user", "hi"),
+        profile=Profile("bob", "bob", ""),
+        model="m",
+        user_id="bob",
+    )
+    assert request.system == "Be brief."
+
+
+def test_history_is_merged_and_fitted_to_the_budget() -> None:
+    old = [text("user", "x" * 400), text("assistant", "y" * 400)]  # ~100 tokens each
+    failed = text("user", "the failed turn")  # no reply was stored
+    request = build_request(
+        RULES,
+        history=[*old, failed],
+        message=text("user", "again"),
+        profile=Profile("u", "u", ""),
+        model="m",
+        user_id="u",
+    )
+    # The old exchange is over budget; the failed turn and the new one merge into one.
+    assert len(request.messages) == 1
+    assert request.messages[0].role == "user"
+    assert [b.text for b in request.messages[0].content] == ["the failed turn", "again"]  # type: ignore[union-attr]
