@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
 import httpx  # noqa: E402
-from bench_phases import load, many_streams, sequential, streaming  # noqa: E402
+from bench_floor import FloorClients  # noqa: E402
+from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
 from bench_report import report, verdicts  # noqa: E402
 from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan  # noqa: E402
 
@@ -60,6 +61,42 @@ def start_backend(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
             time.sleep(0.05)
     proc.kill()
     raise RuntimeError("the bench backend did not start")
+
+
+def start_floor(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], str, str]:
+    """The two floor processes (scripts/bench_floor.py): the gRPC echo and the bare route."""
+    grpc_port, http_port = free_port(), free_port()
+    procs = []
+    for kind, extra in (("grpc", []), ("http", ["--grpc", f"127.0.0.1:{grpc_port}"])):
+        port = grpc_port if kind == "grpc" else http_port
+        log = (workdir / f"floor-{kind}.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "scripts" / "bench_floor.py"),
+                    kind,
+                    "--port",
+                    str(port),
+                    *extra,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        log.close()
+    url = f"http://127.0.0.1:{http_port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            body = {"message": "hi", "user_id": "probe"}
+            if httpx.post(f"{url}/api/chat", json=body, timeout=0.5).status_code == 200:
+                return procs, f"127.0.0.1:{grpc_port}", url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    for proc in procs:
+        proc.kill()
+    raise RuntimeError("the floor probes did not start")
 
 
 def stack_config(backend_url: str) -> dict[str, Any]:
@@ -114,7 +151,13 @@ def machine() -> dict[str, Any]:
     }
 
 
-async def measure(plan: Plan, backend_url: str, backend_pid: int, stack: Stack) -> dict[str, Any]:
+async def measure(
+    plan: Plan,
+    backend_url: str,
+    backend_pid: int,
+    stack: Stack,
+    floor: tuple[list[subprocess.Popen[bytes]], str, str],
+) -> dict[str, Any]:
     assert stack.service and stack.service.popen and stack.gateway and stack.gateway.popen
     servers = {
         "gateway": stack.gateway.popen.pid,
@@ -122,9 +165,30 @@ async def measure(plan: Plan, backend_url: str, backend_pid: int, stack: Stack) 
         "backend": backend_pid,
     }
     pids = {**servers, "client": os.getpid()}
+    floor_procs, floor_grpc, floor_url = floor
+    floor_pids = {
+        "floor_route": floor_procs[1].pid,
+        "floor_echo": floor_procs[0].pid,
+        "client": os.getpid(),
+    }
     clients = Clients(backend_url, stack, connections=2 * plan.load_clients)
+    floors = FloorClients(floor_grpc, floor_url, connections=2 * plan.load_clients)
     results: dict[str, Any] = {}
     try:
+        step("floor probes: bare grpc.aio echo, bare FastAPI route")
+        results["floor"] = {
+            "sequential": {
+                "grpc": await sequential(
+                    floors.grpc_chat, plan.seq_stack, plan.seq_limit_s, floor_pids
+                ),
+                "http": await sequential(
+                    floors.http_chat, plan.seq_stack, plan.seq_limit_s, floor_pids
+                ),
+            },
+            "throughput": {
+                "http": await load(floors.lean_http_chat, plan, floor_pids, clients),
+            },
+        }
         step("sequential latency")
         results["sequential"] = {
             "backend": await sequential(
@@ -155,10 +219,13 @@ async def measure(plan: Plan, backend_url: str, backend_pid: int, stack: Stack) 
             "grpc": await streaming(clients.grpc_stream, plan),
             "gateway": await streaming(clients.gateway_stream, plan),
         }
+        step(f"long conversation ({plan.long_messages} messages)")
+        results["long_conversation"] = await long_conversation(clients, plan, pids)
         step(f"{BIG_STREAMS} open streams")
         results["open_streams"] = await many_streams(clients, stack.url, plan, pids)
     finally:
         await clients.aclose()
+        await floors.aclose()
     return results
 
 
@@ -198,19 +265,22 @@ def main() -> int:
     started = time.perf_counter()
     print("starting the backend and the stack ...", file=sys.stderr, flush=True)
     backend, backend_url = start_backend(workdir)
+    floor = start_floor(workdir)
     stack = Stack(workdir, stack_config(backend_url))
     try:
         stack.start()
+        run = measure(plan, backend_url, backend.pid, stack, floor)
         try:
             import uvloop
         except ImportError:
-            results = asyncio.run(measure(plan, backend_url, backend.pid, stack))
+            results = asyncio.run(run)
         else:
-            results = uvloop.run(measure(plan, backend_url, backend.pid, stack))
+            results = uvloop.run(run)
     finally:
         stack.stop()
-        backend.terminate()
-        backend.wait(10)
+        for proc in (backend, *floor[0]):
+            proc.terminate()
+            proc.wait(10)
     meta["seconds"] = time.perf_counter() - started
     report(meta, results)
     meta["verdicts"] = [

@@ -17,6 +17,7 @@ from bench_tools import (
     RawHttp,
     Send,
     chat_body,
+    pb,
     rss_kib,
     stats,
 )
@@ -200,4 +201,38 @@ async def many_streams(
         "rss_kib_peak": peak,
         "rss_kib_after": after,
         "cpu": cpu,
+    }
+
+
+async def long_conversation(clients: Clients, plan: Plan, pids: dict[str, int]) -> dict[str, Any]:
+    """A turn on a fresh conversation against a turn on one of ``plan.long_messages`` messages.
+
+    Both go through the gateway one at a time; the long conversation is filled
+    over gRPC first (two messages a turn). What is compared is the p50 and the
+    service's CPU per turn, which is where a history read that grows would show.
+    """
+    user = "bench-long"
+    first = await clients.gateway.post("/api/chat", json=chat_body("hi", user))
+    conversation = first.json()["conversation_id"]
+    for _ in range(plan.long_messages // 2 - 1):
+        await clients.stub.Chat(
+            pb.ChatRequest(message="hi", user_id=user, conversation_id=conversation), timeout=30
+        )
+
+    async def fresh(i: int) -> None:
+        r = await clients.gateway.post("/api/chat", json=chat_body("hi", f"bench-fresh-{i}"))
+        if r.status_code != 200:
+            raise RuntimeError(f"gateway answered {r.status_code}")
+
+    async def continued(_i: int) -> None:
+        body = {"message": "hi", "user_id": user, "conversation_id": conversation}
+        r = await clients.gateway.post("/api/chat", json=body)
+        if r.status_code != 200:
+            raise RuntimeError(f"gateway answered {r.status_code}")
+
+    service = {"service": pids["service"]}
+    return {
+        "messages": plan.long_messages,
+        "fresh": await sequential(fresh, plan.long_turns, plan.seq_limit_s, service),
+        "long": await sequential(continued, plan.long_turns, plan.seq_limit_s, service),
     }

@@ -45,6 +45,7 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             f"p50 {st['delay_ms']['p50'] / st_base:.1f}x the backend direct",
             st["share_before_next_token"] >= 0.99,
         ),
+        *floor_verdicts(r),
         (
             f"{big['streams']} open streams are cheap (all stream at once, finish, "
             "<= 100 KiB each)",
@@ -55,6 +56,50 @@ def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             completed == big["streams"]
             and at_backend >= 0.99 * big["streams"]
             and per_stream <= 100,
+        ),
+    ]
+
+
+def floor_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """The targets of the turn path, as ratios to the floor probes of the same run."""
+    floor_p50 = r["floor"]["sequential"]["http"]["latency_ms"]["p50"]
+    floor_rps = r["floor"]["throughput"]["http"]["rps"]
+    p50 = r["sequential"]["gateway"]["latency_ms"]["p50"]
+    rps = r["throughput"]["gateway"]["rps"]
+    long = r["long_conversation"]
+    fresh_p50, long_p50 = (long[k]["latency_ms"]["p50"] for k in ("fresh", "long"))
+    fresh_cpu, long_cpu = (
+        long[k]["cpu"]["service"]["cpu_us_per_request"] for k in ("fresh", "long")
+    )
+    big = r["open_streams"]
+    first_p99 = big["first_token_ms"]["p99"]
+    grown = sum(big["rss_kib_peak"][p] - big["rss_kib_before"][p] for p in ("gateway", "service"))
+    per_stream = grown / big["streams"]
+    return [
+        (
+            "/api/chat at c=1: p50 <= 2.0x the bare route's",
+            f"{p50:.2f} ms against {floor_p50:.2f} ms",
+            f"{p50 / floor_p50:.2f}x the floor",
+            p50 <= 2.0 * floor_p50,
+        ),
+        (
+            "/api/chat at c=32: >= 0.5x the bare route's requests/s",
+            f"{rps:.0f} req/s against {floor_rps:.0f}",
+            f"{rps / floor_rps:.2f}x the floor",
+            rps >= 0.5 * floor_rps,
+        ),
+        (
+            f"a turn on a {long['messages']}-message conversation <= 1.3x a fresh one",
+            f"p50 {long_p50:.2f} ms against {fresh_p50:.2f} ms; service CPU "
+            f"{long_cpu:.0f} us against {fresh_cpu:.0f} us",
+            f"{long_p50 / fresh_p50:.2f}x (p50), {long_cpu / fresh_cpu:.2f}x (CPU)",
+            long_p50 <= 1.3 * fresh_p50 and long_cpu <= 1.3 * fresh_cpu,
+        ),
+        (
+            f"{big['streams']} streams at once: first token p99 <= 1.5 s, <= 80 KiB each",
+            f"p99 {first_p99 / 1e3:.2f} s, {per_stream:.0f} KiB/stream",
+            "gateway + service RSS growth at the peak",
+            first_p99 <= 1500 and per_stream <= 80,
         ),
     ]
 
@@ -92,6 +137,17 @@ def report(meta: dict[str, Any], r: dict[str, Any]) -> None:
         "client = this process (httpx / grpc.aio on uvloop)"
     )
     print("chat turns: new_conversation=true, users bench-0..31 (one store write per turn)")
+
+    fl = r["floor"]
+    print("\n0. The floor: a bare FastAPI route calling a bare grpc.aio echo (same run)")
+    for key, label in (("grpc", "bare grpc.aio echo"), ("http", "bare route -> echo")):
+        s = fl["sequential"][key]["latency_ms"]
+        print(f"  {label}: c=1 p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms (n={s['n']})")
+    ft = fl["throughput"]["http"]
+    print(
+        f"  bare route at c={ft['clients']}: {ft['rps']:.0f} req/s, "
+        f"p50 {ft['latency_ms']['p50']:.2f} ms"
+    )
 
     seq = r["sequential"]
     base = seq["backend"]["latency_ms"]["p50"]
@@ -223,6 +279,15 @@ def report(meta: dict[str, Any], r: dict[str, Any]) -> None:
         b, p, a = (big[k][name] / 1024 for k in ("rss_kib_before", "rss_kib_peak", "rss_kib_after"))
         print(row(name, "", b, p, a, f"{(p - b) * 1024 / big['streams']:.1f}"))
 
-    print("\nSummary against DESIGN §6")
+    lc = r["long_conversation"]
+    print(f"\n7. History cost: a turn on a fresh conversation vs one of {lc['messages']}+ messages")
+    for key in ("fresh", "long"):
+        s = lc[key]["latency_ms"]
+        cpu = lc[key]["cpu"]["service"]["cpu_us_per_request"]
+        print(
+            f"  {key}: p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms, service CPU {cpu:.0f} us/turn"
+        )
+
+    print("\nSummary against DESIGN §6 and the floor")
     for target, measured, ratio, met in verdicts(r):
         print(f"  [{'met' if met else 'NOT met'}] {target}\n      {measured}; {ratio}")

@@ -45,6 +45,8 @@ class Plan:
     stream_tokens: int = 10
     big_tokens: int = 5
     big_limit_s: float = 60.0
+    long_messages: int = 2000  # the long conversation of the history-cost phase
+    long_turns: int = 300
 
 
 QUICK = Plan(
@@ -56,6 +58,7 @@ QUICK = Plan(
     compare_httpx=False,
     stream_turns=8,
     big_limit_s=12.0,
+    long_turns=100,
 )
 
 
