@@ -28,8 +28,8 @@ import httpx2
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client, types
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import CONNECTION_CLOSED
 from mcp.shared.message import SessionMessage
+from mcp.types import CONNECTION_CLOSED
 
 from service.config import McpServerSection
 
