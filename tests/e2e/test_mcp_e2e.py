@@ -17,23 +17,25 @@ from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
-MCP_SERVERS = [
-    {
-        "name": "time",
-        "transport": "stdio",
-        "command": sys.executable,
-        "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
-        "allowed_tools": ["get_current_time"],
-        "timeout_s": 5,
-    },
-    {
-        # Nothing listens here: the service must start anyway and report it.
-        "name": "offline",
-        "transport": "http",
-        "url": f"http://127.0.0.1:{free_port()}/mcp",
-        "connect_timeout_s": 5,
-    },
-]
+
+def mcp_servers() -> list[dict]:
+    return [
+        {
+            "name": "time",
+            "transport": "stdio",
+            "command": sys.executable,
+            "args": ["-m", "mcp_server_time", "--local-timezone", "UTC"],
+            "allowed_tools": ["get_current_time"],
+            "timeout_s": 5,
+        },
+        {
+            # Nothing listens here: the service must start anyway and report it.
+            "name": "offline",
+            "transport": "http",
+            "url": f"http://127.0.0.1:{free_port()}/mcp",
+            "connect_timeout_s": 5,
+        },
+    ]
 
 
 @pytest.fixture(scope="module", params=["ollama", "anthropic"])
@@ -42,7 +44,7 @@ def mcp_stack(
 ) -> Iterator[ProviderStack]:
     with FakeOllama() as ollama, FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
         config = provider_config(request.param, ollama, anthropic)
-        config["tools"] = {"mcp_servers": MCP_SERVERS, "mcp_retry_initial_s": 0.2}
+        config["tools"] = {"mcp_servers": mcp_servers(), "mcp_retry_initial_s": 0.2}
         stack = launch(tmp_path_factory.mktemp(f"mcp-{request.param}"), config)
         fake: FakeOllama | FakeAnthropic = ollama if request.param == "ollama" else anthropic
         try:
