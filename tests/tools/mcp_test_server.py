@@ -27,6 +27,10 @@ def build_server() -> MCPServer:
     def echo(text: str) -> str:
         return f"echo from {os.getpid()}: {text}"
 
+    @server.tool(description="The value of an environment variable of the server process.")
+    def getenv(name: str) -> str:
+        return os.environ.get(name, "<unset>")
+
     @server.tool(description="Exit the server process at once, without answering.")
     def crash() -> str:
         os._exit(3)

@@ -48,7 +48,14 @@ class HttpMcpServer:
 
     def __init__(self, port: int) -> None:
         self.port = port
-        app = build_server().streamable_http_app(host="127.0.0.1")
+        self.headers: list[dict[str, str]] = []  # of every HTTP request received
+        mcp_app = build_server().streamable_http_app(host="127.0.0.1")
+
+        async def app(scope: dict, receive: object, send: object) -> None:
+            if scope["type"] == "http":
+                self.headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+            await mcp_app(scope, receive, send)
+
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"
         )
@@ -134,8 +141,11 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> No
 async def test_stdio_tool_answers_and_errors_become_results(
     fake: FakeOllama, bridge: OllamaBridge, make_mcp: Callable[..., Awaitable[tuple]]
 ) -> None:
-    mcp, tools = await make_mcp(stdio_server())
+    mcp, tools = await make_mcp(stdio_server(env={"MCP_TEST_VALUE": "42"}))
     assert mcp.status()[0].state == "ready"
+
+    fake.push(Reply.tool("t__getenv", {"name": "MCP_TEST_VALUE"}), Reply.text("ok"))
+    assert result_of((await turn(bridge, tools))[0]).result == "42"  # the configured env
 
     fake.push(Reply.tool("t__echo", {"text": "hi"}), Reply.text("Echoed."))
     events, transcript = await turn(bridge, tools)
@@ -193,11 +203,11 @@ async def test_server_crash_mid_turn_gives_an_error_result_and_it_is_restarted(
 async def test_tool_hanging_past_timeout_gives_an_error_result(
     fake: FakeOllama, bridge: OllamaBridge, make_mcp: Callable[..., Awaitable[tuple]]
 ) -> None:
-    _mcp, tools = await make_mcp(stdio_server(timeout_s=0.5))
+    _mcp, tools = await make_mcp(stdio_server(timeout_s=2))
     fake.push(Reply.tool("t__hang", {}), Reply.text("It took too long."))
     events, transcript = await turn(bridge, tools)
     result = result_of(events)
-    assert result.is_error and result.result == "Tool 't__hang' timed out after 0.5 s."
+    assert result.is_error and result.result == "Tool 't__hang' timed out after 2 s."
     assert transcript.text == "It took too long."
 
     # The server itself is fine: the next call answers.
@@ -210,6 +220,7 @@ async def test_allowed_tools_hides_the_others(
 ) -> None:
     mcp, tools = await make_mcp(stdio_server(allowed_tools=["echo", "picture"]))
     assert mcp.status()[0].tools == ("t__echo", "t__picture")
+    assert "t__getenv" not in tools and "t__crash" not in tools
     fake.push(Reply.tool("t__crash", {}), Reply.text("Not allowed."))
     events, _ = await turn(bridge, tools)
     # The model saw only the allowed names (besides the built-ins).
@@ -225,6 +236,7 @@ async def test_streamable_http_server(
         mcp, tools = await make_mcp(
             McpServerSection(name="web", transport="http", url=server.url, headers={"x-a": "1"})
         )
+        assert server.headers and all(h.get("x-a") == "1" for h in server.headers)
         status = mcp.status()[0]
         assert status.state == "ready" and status.transport == "http"
         assert "web__echo" in status.tools
