@@ -164,6 +164,9 @@ class McpConnection:
             try:
                 with anyio.fail_after(_PING_TIMEOUT_S):
                     await session.send_ping()
+            except TimeoutError:
+                if session is self._session:
+                    self._end(f"the server did not answer a ping in {_PING_TIMEOUT_S:g} s")
             except Exception as exc:
                 if session is self._session:
                     self._end(f"the server stopped answering: {_describe(exc)}")
