@@ -97,6 +97,13 @@ _STATES: dict[int, str] = {
     pb.REQUEST_STATE_FAILED: "failed",
 }
 
+_MCP_STATE: dict[int, str] = {
+    pb.MCP_SERVER_STATE_CONNECTING: "connecting",
+    pb.MCP_SERVER_STATE_READY: "ready",
+    pb.MCP_SERVER_STATE_UNAVAILABLE: "unavailable",
+    pb.MCP_SERVER_STATE_STOPPED: "stopped",
+}
+
 _MESSAGE_STATUS: dict[int, str] = {
     pb.MESSAGE_STATUS_COMPLETE: "complete",
     pb.MESSAGE_STATUS_CANCELLED: "cancelled",
@@ -209,4 +216,15 @@ def status(r: pb.GetStatusResponse) -> dict[str, Any]:
         "active_users": r.active_users,
         "user_id": r.user_id,
         "user_usage": usage(r.user_usage),
+        "mcp_servers": [
+            {
+                "name": m.name,
+                "transport": m.transport,
+                "state": _MCP_STATE.get(m.state, "unspecified"),
+                "tools": list(m.tools),
+                "last_error": m.last_error,
+                "restarts": m.restarts,
+            }
+            for m in r.mcp_servers
+        ],
     }

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -105,11 +105,60 @@ class AuthSection(BaseModel):
     default_user: str = "default"
 
 
+class McpServerSection(BaseModel):
+    """One Model Context Protocol server whose tools the model may use."""
+
+    # Tools are offered as "<name>__<tool>", so the name may not contain "__" itself:
+    # that keeps every offered name traceable to exactly one server.
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    transport: Literal["stdio", "http"] = "stdio"
+    command: str = ""  # stdio: the program the service starts and owns
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # stdio: added to a minimal environment
+    url: str = ""  # http: the streamable HTTP endpoint, e.g. http://host:8000/mcp
+    headers: dict[str, str] = Field(default_factory=dict)  # http: sent with every request
+    allowed_tools: list[str] | None = None  # the server's tool names to offer; None: all
+    timeout_s: float | None = Field(None, gt=0)  # per call; None: tools.timeout_s
+    connect_timeout_s: float = Field(30.0, gt=0)  # start (or restart) plus listing the tools
+
+    @model_validator(mode="after")
+    def _check(self) -> McpServerSection:
+        if "__" in self.name:
+            raise ValueError(f"MCP server name {self.name!r} must not contain '__'")
+        if self.transport == "stdio" and not self.command:
+            raise ValueError(f"MCP server {self.name!r}: transport stdio needs a command")
+        if self.transport == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"MCP server {self.name!r}: transport http needs an http(s) url")
+        return self
+
+
 class ToolsSection(BaseModel):
     """Tools offered to the model."""
 
     extra: list[str] = Field(default_factory=list)  # import paths "pkg.module:attr"
     timeout_s: float = Field(10.0, gt=0)
+    mcp_servers: list[McpServerSection] = Field(default_factory=list)
+    # A server that exits or cannot be reached is retried after this delay,
+    # doubled after each failure up to the maximum, back to the start once it connects.
+    mcp_retry_initial_s: float = Field(1.0, gt=0)
+    mcp_retry_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ToolsSection:
+        names = [server.name for server in self.mcp_servers]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"MCP server names must be unique: {', '.join(duplicates)}")
+        for server in self.mcp_servers:
+            # tools.timeout_s is the ceiling for every tool; say so instead of capping silently.
+            if server.timeout_s is not None and server.timeout_s > self.timeout_s:
+                raise ValueError(
+                    f"MCP server {server.name!r}: timeout_s {server.timeout_s:g} is above "
+                    f"tools.timeout_s {self.timeout_s:g}; raise tools.timeout_s as well"
+                )
+        if self.mcp_retry_max_s < self.mcp_retry_initial_s:
+            raise ValueError("tools.mcp_retry_max_s must be at least tools.mcp_retry_initial_s")
+        return self
 
 
 class ProfilesSection(BaseModel):

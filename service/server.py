@@ -30,6 +30,7 @@ from service.scheduler import Scheduler
 from service.status import ProviderProbes
 from service.store.factory import open_store
 from service.tools import default_registry
+from service.tools.mcp_registry import McpTools
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,19 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             aging_interval_s=settings.queue.aging_interval_s,
             retention_s=settings.queue.retention_s,
         )
+        tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
+        mcp = McpTools(
+            tools,
+            settings.tools.mcp_servers,
+            default_timeout_s=settings.tools.timeout_s,
+            retry_initial_s=settings.tools.mcp_retry_initial_s,
+            retry_max_s=settings.tools.mcp_retry_max_s,
+        )
+        # Connected before the first request, so the first turn sees the tools;
+        # stopped (stdio servers exit) after the last turn has finished.
+        stack.push_async_callback(mcp.stop)
+        await mcp.start()
+
         chat = ChatService(
             settings,
             providers=providers,
@@ -112,10 +126,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             store=store,
             scheduler=scheduler,
             profiles=ProfileDirectory(settings.profiles.directory),
-            agent=AgentLoop(
-                default_registry(settings.tools.extra, settings.tools.timeout_s),
-                max_rounds=settings.api.max_tool_rounds,
-            ),
+            agent=AgentLoop(tools, max_rounds=settings.api.max_tool_rounds),
         )
         servicer = AgentServicer(
             auth=auth,
@@ -125,6 +136,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             probes=ProviderProbes(providers),
             default_provider=settings.provider,
             default_model=providers[settings.provider].model,
+            mcp=mcp,
         )
 
         server = grpc.aio.server(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -49,3 +50,38 @@ def test_original_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_settings(str(tmp_path / "nope.yaml"))
+
+
+def test_mcp_servers_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AGENT_CONFIG", raising=False)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "tools:\n  mcp_servers:\n"
+        "    - name: time\n      command: python\n      args: ['-m', 'mcp_server_time']\n"
+        "      allowed_tools: [get_current_time]\n"
+        "    - name: search\n      transport: http\n      url: http://127.0.0.1:9000/mcp\n"
+        "      headers: {Authorization: Bearer x}\n      timeout_s: 5\n"
+    )
+    servers = load_settings(str(config)).tools.mcp_servers
+    assert [(s.name, s.transport) for s in servers] == [("time", "stdio"), ("search", "http")]
+    assert servers[0].args == ["-m", "mcp_server_time"] and servers[0].timeout_s is None
+    assert servers[0].allowed_tools == ["get_current_time"] and servers[1].allowed_tools is None
+    assert servers[1].headers == {"Authorization": "Bearer x"} and servers[1].timeout_s == 5
+
+
+@pytest.mark.parametrize(
+    ("servers", "message"),
+    [
+        ([{"name": "a", "transport": "stdio"}], "needs a command"),
+        ([{"name": "a", "transport": "http"}], "needs an http(s) url"),
+        ([{"name": "a", "transport": "http", "url": "ftp://x"}], "needs an http(s) url"),
+        ([{"name": "a__b", "command": "x"}], "must not contain '__'"),
+        ([{"name": "a b", "command": "x"}], "should match pattern"),
+        ([{"name": "a", "command": "x"}, {"name": "a", "command": "y"}], "must be unique: a"),
+        ([{"name": "a", "command": "x", "timeout_s": 60}], "above tools.timeout_s 10"),
+        ([{"name": "a", "command": "x", "transport": "sse"}], "'stdio' or 'http'"),
+    ],
+)
+def test_bad_mcp_servers_are_clear_errors(servers: list[dict], message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Settings(tools={"mcp_servers": servers})

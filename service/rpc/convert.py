@@ -13,6 +13,7 @@ from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned,
 from service.providers.base import TextDelta
 from service.scheduler import QueueStats, RequestInfo
 from service.store.base import Conversation, StoredMessage
+from service.tools.mcp_client import McpServerInfo
 
 _STATES = {
     "queued": pb.REQUEST_STATE_QUEUED,
@@ -25,6 +26,13 @@ _MESSAGE_STATUS = {
     "complete": pb.MESSAGE_STATUS_COMPLETE,
     "cancelled": pb.MESSAGE_STATUS_CANCELLED,
     "failed": pb.MESSAGE_STATUS_FAILED,
+}
+
+_MCP_STATES = {
+    "connecting": pb.MCP_SERVER_STATE_CONNECTING,
+    "ready": pb.MCP_SERVER_STATE_READY,
+    "unavailable": pb.MCP_SERVER_STATE_UNAVAILABLE,
+    "stopped": pb.MCP_SERVER_STATE_STOPPED,
 }
 
 
@@ -170,4 +178,15 @@ def message(m: StoredMessage) -> pb.ConversationMessage:
         create_time=_timestamp(m.created_at),
         request_id=m.request_id,
         text="".join(b.text for b in m.content if isinstance(b, TextBlock)),
+    )
+
+
+def mcp_server(info: McpServerInfo) -> pb.McpServerStatus:
+    return pb.McpServerStatus(
+        name=info.name,
+        transport=info.transport,
+        state=_MCP_STATES.get(info.state, pb.MCP_SERVER_STATE_UNSPECIFIED),
+        tools=list(info.tools),
+        last_error=info.last_error,
+        restarts=info.restarts,
     )

@@ -18,6 +18,7 @@ from service.rpc.errors import Context, abort, unary_errors
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
+from service.tools.mcp_registry import McpTools
 
 _DEFAULT_PAGE_SIZE = 20
 
@@ -55,6 +56,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         probes: ProviderProbes,
         default_provider: str,
         default_model: str,
+        mcp: McpTools | None = None,
     ) -> None:
         self._auth = auth
         self._chat = chat
@@ -63,6 +65,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._probes = probes
         self._default_provider = default_provider
         self._default_model = default_model
+        self._mcp = mcp
         self._version = _version()
 
     def _user(self, context: Context, requested: str) -> str:
@@ -124,6 +127,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             user_usage=pb.Usage(
                 input_tokens=totals.input_tokens, output_tokens=totals.output_tokens
             ),
+            mcp_servers=[convert.mcp_server(s) for s in self._mcp.status()] if self._mcp else [],
         )
 
     @unary_errors

@@ -78,6 +78,10 @@ class ToolRegistry:
             raise ValueError(f"tool {tool.name!r}: timeout_s must be positive")
         self._tools[tool.name] = tool
 
+    def unregister(self, name: str) -> None:
+        """Remove a tool (one a dynamic source such as an MCP server no longer lists)."""
+        self._tools.pop(name, None)
+
     def specs(self) -> list[ToolSpec]:
         return [tool.spec() for tool in self._tools.values()]
 

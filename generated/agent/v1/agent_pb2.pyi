@@ -26,6 +26,14 @@ class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_STATUS_COMPLETE: _ClassVar[MessageStatus]
     MESSAGE_STATUS_CANCELLED: _ClassVar[MessageStatus]
     MESSAGE_STATUS_FAILED: _ClassVar[MessageStatus]
+
+class McpServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MCP_SERVER_STATE_UNSPECIFIED: _ClassVar[McpServerState]
+    MCP_SERVER_STATE_CONNECTING: _ClassVar[McpServerState]
+    MCP_SERVER_STATE_READY: _ClassVar[McpServerState]
+    MCP_SERVER_STATE_UNAVAILABLE: _ClassVar[McpServerState]
+    MCP_SERVER_STATE_STOPPED: _ClassVar[McpServerState]
 REQUEST_STATE_UNSPECIFIED: RequestState
 REQUEST_STATE_QUEUED: RequestState
 REQUEST_STATE_RUNNING: RequestState
@@ -36,6 +44,11 @@ MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_COMPLETE: MessageStatus
 MESSAGE_STATUS_CANCELLED: MessageStatus
 MESSAGE_STATUS_FAILED: MessageStatus
+MCP_SERVER_STATE_UNSPECIFIED: McpServerState
+MCP_SERVER_STATE_CONNECTING: McpServerState
+MCP_SERVER_STATE_READY: McpServerState
+MCP_SERVER_STATE_UNAVAILABLE: McpServerState
+MCP_SERVER_STATE_STOPPED: McpServerState
 
 class Usage(_message.Message):
     __slots__ = ("input_tokens", "output_tokens")
@@ -247,7 +260,7 @@ class QueueStats(_message.Message):
     def __init__(self, waiting: _Optional[int] = ..., running: _Optional[int] = ..., max_pending: _Optional[int] = ..., max_pending_per_user: _Optional[int] = ..., providers: _Optional[_Iterable[_Union[ProviderQueueStats, _Mapping]]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage")
+    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -257,6 +270,7 @@ class GetStatusResponse(_message.Message):
     VERSION_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_USAGE_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
     status: str
     provider: str
     model: str
@@ -266,7 +280,24 @@ class GetStatusResponse(_message.Message):
     version: str
     user_id: str
     user_usage: Usage
-    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    mcp_servers: _containers.RepeatedCompositeFieldContainer[McpServerStatus]
+    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ...) -> None: ...
+
+class McpServerStatus(_message.Message):
+    __slots__ = ("name", "transport", "state", "tools", "last_error", "restarts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TRANSPORT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TOOLS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    transport: str
+    state: McpServerState
+    tools: _containers.RepeatedScalarFieldContainer[str]
+    last_error: str
+    restarts: int
+    def __init__(self, name: _Optional[str] = ..., transport: _Optional[str] = ..., state: _Optional[_Union[McpServerState, str]] = ..., tools: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
 
 class GetQueueStatusRequest(_message.Message):
     __slots__ = ("request_id", "user_id")
