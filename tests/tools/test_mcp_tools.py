@@ -19,8 +19,9 @@ import uvicorn
 
 from service.agent import AgentLoop, Transcript
 from service.config import McpServerSection
+from service.content import Message, TextBlock
 from service.events import ChatEvent, ToolReturned
-from service.providers.base import CompletionRequest, Message, TextBlock, TextDelta
+from service.providers.base import CompletionRequest, TextDelta
 from service.providers.ollama import OllamaBridge
 from service.tools import ToolRegistry, default_registry
 from service.tools.mcp_registry import McpTools
@@ -117,7 +118,11 @@ async def turn(
     events: list[ChatEvent] = []
     transcript = Transcript("ollama", "llama3.2", "r")
     request = CompletionRequest(messages=[Message("user", [TextBlock(text)])], model="llama3.2")
-    await AgentLoop(tools, max_rounds=3).run(bridge, request, transcript, events.append)
+
+    async def record(event: ChatEvent) -> None:
+        events.append(event)
+
+    await AgentLoop(tools, max_rounds=3).run(bridge, request, transcript, record)
     return events, transcript
 
 
