@@ -19,6 +19,7 @@ from service.store.base import (
 )
 from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
 from service.store.rows import (
+    MAX_PAGE_SIZE,
     batch_usage,
     check_batch,
     check_ids,
@@ -35,10 +36,35 @@ from service.store.rows import (
     title_from,
     utc_now,
 )
+from service.store.window import (
+    RecentWindow,
+    decode_message_token,
+    encode_message_token,
+    estimate_message,
+)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PING_TIMEOUT_S = 2.0
 _NO_CURSOR = 2**63 - 1
+_MESSAGE_COLUMNS = (
+    "m.id, m.role, m.content, m.status, m.provider, m.model,"
+    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
+)
+# Rows in the first batch of a history read; later batches double.
+_RECENT_BATCH = 128
+# Keyset reads on the (conversation_id, id) index. Not the LEFT JOIN of
+# messages(): the planner cannot take a join's order from its inner side, so it
+# would sort the whole conversation for each page. The owner check is an
+# EXISTS evaluated once; an empty answer is told apart by _check_owner.
+_OWNED = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2)"
+_RECENT_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608
+    f" WHERE m.conversation_id = $1 AND m.id < $3 AND {_OWNED} ORDER BY m.id DESC LIMIT $4"
+)
+_PAGE_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608
+    f" WHERE m.conversation_id = $1 AND m.id > $3 AND {_OWNED} ORDER BY m.id LIMIT $4"
+)
 
 
 class PostgresStore(ConversationStore):
@@ -169,8 +195,7 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
         rows = await self._db().fetch(
-            "SELECT m.id, m.role, m.content, m.status, m.provider, m.model,"
-            " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
+            f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
             " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
             " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
             conversation_id,
@@ -180,12 +205,54 @@ class PostgresStore(ConversationStore):
             raise not_found(conversation_id)
         return [_message(conversation_id, row) for row in rows if row["id"] is not None]
 
+    async def recent_messages(
+        self, user_id: str, conversation_id: str, budget_tokens: int
+    ) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
+        window = RecentWindow(budget_tokens)
+        before, limit = _NO_CURSOR, _RECENT_BATCH
+        # Newest first, in keyset batches sized by what the window still
+        # wants: a typical window is one round trip, a long one two or three,
+        # and few rows past its edge are read.
+        while True:
+            rows = await self._db().fetch(_RECENT_SQL, conversation_id, user_id, before, limit)
+            if not rows and before == _NO_CURSOR:
+                await self._check_owner(user_id, conversation_id)
+            for row in rows:
+                if not window.offer(_message(conversation_id, row)):
+                    return window.messages()
+            if len(rows) < limit:
+                return window.messages()
+            before, limit = rows[-1]["id"], window.rows_wanted(MAX_PAGE_SIZE)
+
+    async def messages_page(
+        self, user_id: str, conversation_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[StoredMessage], str]:
+        check_ids(user_id, conversation_id)
+        limit = check_page_size(page_size)
+        after = decode_message_token(conversation_id, page_token)
+        rows = await self._db().fetch(_PAGE_SQL, conversation_id, user_id, after, limit + 1)
+        if not rows:
+            await self._check_owner(user_id, conversation_id)
+        page = [_message(conversation_id, row) for row in rows[:limit]]
+        token = encode_message_token(conversation_id, page[-1].id) if len(rows) > limit else ""
+        return page, token
+
+    async def _check_owner(self, user_id: str, conversation_id: str) -> None:
+        """NotFound unless the conversation exists and is the user's."""
+        owned = await self._db().fetchval(
+            "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+        )
+        if owned is None:
+            raise not_found(conversation_id)
+
     async def append_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         check_batch(messages)
         contents = [encode_content(m.content) for m in messages]
+        estimates = [estimate_message(m.role, m.content) for m in messages]
         now = utc_now()
         async with self._db().acquire() as conn, conn.transaction():
             # Updating the conversation first locks its row, so concurrent
@@ -207,12 +274,13 @@ class PostgresStore(ConversationStore):
             # One statement for the whole batch, in order.
             rows = await conn.fetch(
                 "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, created_at)"
+                " input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
                 " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
-                " t.input_tokens, t.output_tokens, t.request_id, $2"
+                " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens"
                 " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-                " $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY AS t(role, content,"
-                " status, provider, model, input_tokens, output_tokens, request_id, n)"
+                " $8::bigint[], $9::bigint[], $10::text[], $11::integer[])"
+                " WITH ORDINALITY AS t(role, content, status, provider, model,"
+                " input_tokens, output_tokens, request_id, estimated_tokens, n)"
                 " ORDER BY t.n RETURNING id",
                 conversation_id,
                 now,
@@ -224,6 +292,7 @@ class PostgresStore(ConversationStore):
                 [m.input_tokens for m in messages],
                 [m.output_tokens for m in messages],
                 [m.request_id for m in messages],
+                estimates,
             )
             totals = batch_usage(messages)
             if any(totals):
@@ -239,8 +308,8 @@ class PostgresStore(ConversationStore):
         # Identity values follow the insertion order; RETURNING's order is unspecified.
         ids = sorted(row["id"] for row in rows)
         return [
-            stored_message(message_id, conversation_id, m, now)
-            for message_id, m in zip(ids, messages, strict=True)
+            stored_message(message_id, conversation_id, m, now, estimate)
+            for message_id, m, estimate in zip(ids, messages, estimates, strict=True)
         ]
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
@@ -330,11 +399,13 @@ def _conversation(row: Any) -> Conversation:
 
 
 def _message(conversation_id: str, row: Any) -> StoredMessage:
+    blocks = decode_content(row["content"])
+    estimate = row["estimated_tokens"]
     return StoredMessage(
         id=row["id"],
         conversation_id=conversation_id,
         role=row["role"],
-        content=decode_content(row["content"]),
+        content=blocks,
         status=row["status"],
         provider=row["provider"],
         model=row["model"],
@@ -342,4 +413,6 @@ def _message(conversation_id: str, row: Any) -> StoredMessage:
         output_tokens=row["output_tokens"],
         request_id=row["request_id"],
         created_at=row["created_at"],
+        # NULL: stored before migration 3, estimated now.
+        estimated_tokens=estimate_message(row["role"], blocks) if estimate is None else estimate,
     )
