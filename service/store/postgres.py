@@ -18,6 +18,14 @@ from service.store.base import (
     UserProfileRecord,
 )
 from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
+from service.store.postgres_rows import (
+    MESSAGE_COLUMNS,
+    PAGE_SQL,
+    RECENT_BATCH,
+    RECENT_SQL,
+    row_conversation,
+    row_message,
+)
 from service.store.rows import (
     MAX_PAGE_SIZE,
     batch_usage,
@@ -26,7 +34,6 @@ from service.store.rows import (
     check_page_size,
     check_text,
     check_user_id,
-    decode_content,
     decode_page_token,
     encode_content,
     encode_page_token,
@@ -46,25 +53,6 @@ from service.store.window import (
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PING_TIMEOUT_S = 2.0
 _NO_CURSOR = 2**63 - 1
-_MESSAGE_COLUMNS = (
-    "m.id, m.role, m.content, m.status, m.provider, m.model,"
-    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
-)
-# Rows in the first batch of a history read; later batches double.
-_RECENT_BATCH = 128
-# Keyset reads on the (conversation_id, id) index. Not the LEFT JOIN of
-# messages(): the planner cannot take a join's order from its inner side, so it
-# would sort the whole conversation for each page. The owner check is an
-# EXISTS evaluated once; an empty answer is told apart by _check_owner.
-_OWNED = "EXISTS (SELECT 1 FROM conversations c WHERE c.id = $1 AND c.user_id = $2)"
-_RECENT_SQL = (
-    f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608
-    f" WHERE m.conversation_id = $1 AND m.id < $3 AND {_OWNED} ORDER BY m.id DESC LIMIT $4"
-)
-_PAGE_SQL = (
-    f"SELECT {_MESSAGE_COLUMNS} FROM messages m"  # noqa: S608
-    f" WHERE m.conversation_id = $1 AND m.id > $3 AND {_OWNED} ORDER BY m.id LIMIT $4"
-)
 
 
 class PostgresStore(ConversationStore):
@@ -154,7 +142,7 @@ class PostgresStore(ConversationStore):
         )
         if row is None:
             raise not_found(conversation_id)
-        return _conversation(row)
+        return row_conversation(row)
 
     async def current_conversation(self, user_id: str) -> Conversation | None:
         page, _ = await self.list_conversations(user_id, 1)
@@ -177,7 +165,7 @@ class PostgresStore(ConversationStore):
         more = len(rows) > limit
         rows = rows[:limit]
         token = encode_page_token(rows[-1]["activity"]) if more else ""
-        return [_conversation(row) for row in rows], token
+        return [row_conversation(row) for row in rows], token
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
         check_ids(user_id, conversation_id)
@@ -195,7 +183,7 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
         rows = await self._db().fetch(
-            f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
+            f"SELECT {MESSAGE_COLUMNS}"  # noqa: S608
             " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
             " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
             conversation_id,
@@ -203,23 +191,23 @@ class PostgresStore(ConversationStore):
         )
         if not rows:
             raise not_found(conversation_id)
-        return [_message(conversation_id, row) for row in rows if row["id"] is not None]
+        return [row_message(conversation_id, row) for row in rows if row["id"] is not None]
 
     async def recent_messages(
         self, user_id: str, conversation_id: str, budget_tokens: int
     ) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         window = RecentWindow(budget_tokens)
-        before, limit = _NO_CURSOR, _RECENT_BATCH
+        before, limit = _NO_CURSOR, RECENT_BATCH
         # Newest first, in keyset batches sized by what the window still
         # wants: a typical window is one round trip, a long one two or three,
         # and few rows past its edge are read.
         while True:
-            rows = await self._db().fetch(_RECENT_SQL, conversation_id, user_id, before, limit)
+            rows = await self._db().fetch(RECENT_SQL, conversation_id, user_id, before, limit)
             if not rows and before == _NO_CURSOR:
                 await self._check_owner(user_id, conversation_id)
             for row in rows:
-                if not window.offer(_message(conversation_id, row)):
+                if not window.offer(row_message(conversation_id, row)):
                     return window.messages()
             if len(rows) < limit:
                 return window.messages()
@@ -231,10 +219,10 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         limit = check_page_size(page_size)
         after = decode_message_token(conversation_id, page_token)
-        rows = await self._db().fetch(_PAGE_SQL, conversation_id, user_id, after, limit + 1)
+        rows = await self._db().fetch(PAGE_SQL, conversation_id, user_id, after, limit + 1)
         if not rows:
             await self._check_owner(user_id, conversation_id)
-        page = [_message(conversation_id, row) for row in rows[:limit]]
+        page = [row_message(conversation_id, row) for row in rows[:limit]]
         token = encode_message_token(conversation_id, page[-1].id) if len(rows) > limit else ""
         return page, token
 
@@ -385,34 +373,3 @@ class PostgresStore(ConversationStore):
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open")
         return self._pool
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        user_id=row["user_id"],
-        title=row["title"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        message_count=row["message_count"],
-    )
-
-
-def _message(conversation_id: str, row: Any) -> StoredMessage:
-    blocks = decode_content(row["content"])
-    estimate = row["estimated_tokens"]
-    return StoredMessage(
-        id=row["id"],
-        conversation_id=conversation_id,
-        role=row["role"],
-        content=blocks,
-        status=row["status"],
-        provider=row["provider"],
-        model=row["model"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        request_id=row["request_id"],
-        created_at=row["created_at"],
-        # NULL: stored before migration 3, estimated now.
-        estimated_tokens=estimate_message(row["role"], blocks) if estimate is None else estimate,
-    )
