@@ -48,6 +48,22 @@ _MESSAGE_COLUMNS = (
     " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
 )
 
+# Both walk the (conversation_id, id) index in order, never sorting the whole
+# conversation (tests/store/test_sqlite_worker.py checks the plans). The LEFT
+# JOIN, as in messages(), tells an empty conversation from a missing one; the
+# id bound sits in the join condition so a conversation past its last page
+# still yields its NULL row.
+RECENT_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
+    " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id DESC"
+)
+PAGE_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND m.id > ?"
+    " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id LIMIT ?"
+)
+
 
 def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) -> sqlite3.Connection:
     """Open the database, set it up for the store and apply pending migrations."""
@@ -200,12 +216,7 @@ def recent_messages(
     The cursor is consumed lazily, so SQLite steps only over the rows the
     window takes plus one.
     """
-    cursor = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
-        " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
-        " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id DESC",
-        (conversation_id, user_id),
-    )
+    cursor = conn.execute(RECENT_SQL, (conversation_id, user_id))
     window = RecentWindow(budget_tokens)
     found = False
     try:
@@ -223,14 +234,7 @@ def recent_messages(
 def messages_page(
     conn: sqlite3.Connection, user_id: str, conversation_id: str, after_id: int, limit: int
 ) -> tuple[list[StoredMessage], str]:
-    # The LEFT JOIN as in messages(); the id bound sits in the join condition
-    # so that a conversation past its last page still yields its NULL row.
-    rows = conn.execute(
-        f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
-        " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND m.id > ?"
-        " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id LIMIT ?",
-        (after_id, conversation_id, user_id, limit + 1),
-    ).fetchall()
+    rows = conn.execute(PAGE_SQL, (after_id, conversation_id, user_id, limit + 1)).fetchall()
     if not rows:
         raise not_found(conversation_id)
     page = [_message(conversation_id, row) for row in rows[:limit] if row[0] is not None]
