@@ -174,6 +174,7 @@ def conversation(r: pb.GetConversationResponse) -> dict[str, Any]:
             }
             for m in r.messages
         ],
+        "next_page_token": r.next_page_token,
     }
 
 

@@ -115,6 +115,29 @@ class ConversationListResponse(BaseModel):
     next_page_token: str
 
 
+class ConversationMessageBody(BaseModel):
+    """One stored message: its text, its content blocks, usage and provenance."""
+
+    role: Literal["user", "assistant"]
+    text: str
+    content: list[dict[str, Any]]
+    status: Literal["complete", "cancelled", "failed", "unspecified"]
+    provider: str
+    model: str
+    usage: UsageBody
+    request_id: str
+    created_at: str
+
+
+class ConversationResponse(ConversationSummaryBody):
+    """One conversation and a page of its messages, oldest first."""
+
+    messages: list[ConversationMessageBody]
+    next_page_token: str = Field(
+        description="Pass as page_token for the next (later) messages; empty on the last page"
+    )
+
+
 class ErrorBody(BaseModel):
     """Every error response."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 import grpc
@@ -11,6 +12,7 @@ from agent.v1 import agent_pb2_grpc
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import BeforeValidator
 
 from gateway import convert, models
 from gateway.errors import GatewayError, from_rpc_error
@@ -22,6 +24,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": models.ErrorBody} for code in (400, 401, 403, 404, 422, 429, 499, 503, 504)
 }
 _STATUS_TIMEOUT_S = 10.0
+_WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")
 
 
 class Upstream:
@@ -199,16 +202,50 @@ async def list_conversations(
     )
 
 
-@router.get("/api/conversations/{conversation_id}", tags=["conversations"], responses=_ERRORS)
+def _whole_number(value: object) -> object:
+    """Refuse what lax int parsing would accept ("1.0", "1_000", "+5", " 7")."""
+    if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+# Digits only; the range (1..500, 0 = default) is the service's to check, so
+# the bounds here only keep the value inside the proto's int32.
+MessagePageSize = Annotated[
+    int,
+    Query(ge=-(2**31), le=2**31 - 1, description="Messages per page, 1..500; 0 means 100"),
+    BeforeValidator(_whole_number),
+]
+
+
+@router.get(
+    "/api/conversations/{conversation_id}",
+    tags=["conversations"],
+    response_model=models.ConversationResponse,
+    responses=_ERRORS,
+)
 async def get_conversation(
     conversation_id: str,
     request: Request,
     upstream: UpstreamDep,
     user_id: Annotated[str | None, Query()] = None,
+    page_size: MessagePageSize = 0,
+    page_token: Annotated[
+        str, Query(max_length=1024, description="next_page_token of the previous page")
+    ] = "",
 ) -> Response:
-    """One of the caller's conversations with all its messages."""
+    """One of the caller's conversations and a page of its messages, oldest first.
+
+    `page_size` is 1..500 (0 or absent: 100); pass the response's
+    `next_page_token` as `page_token` for the next, later messages.
+    """
     reply = await upstream.stub.GetConversation(
-        pb.GetConversationRequest(conversation_id=conversation_id, user_id=user_id or ""),
+        pb.GetConversationRequest(
+            conversation_id=conversation_id,
+            user_id=user_id or "",
+            page_size=page_size,
+            page_token=page_token,
+        ),
         metadata=_metadata(request),
         timeout=_STATUS_TIMEOUT_S,
     )

@@ -229,8 +229,11 @@ class ChatService:
         deadline: float,
         send: Send,
     ) -> TurnResult:
-        # A conversation created by this very turn has no history to read.
-        stored = [] if fresh else await self._store.messages(turn.user_id, conversation.id)
+        # A conversation created by this very turn has no history to read. The
+        # store reads only the newest messages that can fit the budget (so a
+        # turn's cost does not grow with the conversation); fit_history cuts exactly.
+        budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
+        stored = [] if fresh else await recent(turn.user_id, conversation.id, budget)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         request = build_request(

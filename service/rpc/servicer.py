@@ -21,6 +21,9 @@ from service.store.base import ConversationStore
 from service.tools.mcp_registry import McpTools
 
 _DEFAULT_PAGE_SIZE = 20
+# GetConversation pages: a long conversation never leaves in one response.
+_DEFAULT_MESSAGE_PAGE = 100
+_MAX_MESSAGE_PAGE = 500
 
 
 def _version() -> str:
@@ -172,14 +175,23 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def GetConversation(
         self, request: pb.GetConversationRequest, context: Context
     ) -> pb.GetConversationResponse:
-        """One conversation with its messages."""
+        """One conversation with a page of its messages, oldest first."""
         user_id = self._user(context, request.user_id)
         _require(request.conversation_id, "conversation_id")
+        page_size = request.page_size or _DEFAULT_MESSAGE_PAGE
+        if not 1 <= page_size <= _MAX_MESSAGE_PAGE:
+            raise InvalidRequest(
+                f"page_size must be between 1 and {_MAX_MESSAGE_PAGE} (0 means"
+                f" {_DEFAULT_MESSAGE_PAGE}), got {request.page_size}"
+            )
         conversation = await self._store.get_conversation(user_id, request.conversation_id)
-        messages = await self._store.messages(user_id, request.conversation_id)
+        messages, token = await self._store.messages_page(
+            user_id, request.conversation_id, page_size, request.page_token
+        )
         return pb.GetConversationResponse(
             conversation=convert.summary(conversation),
             messages=[convert.message(m) for m in messages],
+            next_page_token=token,
         )
 
     @unary_errors

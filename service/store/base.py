@@ -48,6 +48,8 @@ class StoredMessage:
     output_tokens: int
     request_id: str
     created_at: datetime
+    # history.estimate_tokens of (role, content), computed once when stored.
+    estimated_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,29 @@ class ConversationStore(ABC):
     @abstractmethod
     async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
         """All messages of the conversation, oldest first."""
+
+    @abstractmethod
+    async def recent_messages(
+        self, user_id: str, conversation_id: str, budget_tokens: int
+    ) -> list[StoredMessage]:
+        """The newest messages that fit ``budget_tokens``, oldest first (see ``RecentWindow``).
+
+        Reads newest first and stops at the window's edge, so the cost
+        follows the budget, not the length of the conversation.
+        """
+
+    @abstractmethod
+    async def messages_page(
+        self, user_id: str, conversation_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[StoredMessage], str]:
+        """A page of messages, oldest first, and the token of the next page ("" at the end).
+
+        Pages go forward in time from the first message. Keyset-paginated on
+        the message id: messages appended while paging show up on later pages,
+        none is served twice. page_size is capped at MAX_PAGE_SIZE;
+        InvalidRequest for a page_size below 1 or a token that is malformed
+        or from another conversation.
+        """
 
     @abstractmethod
     async def append_messages(

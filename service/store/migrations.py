@@ -75,6 +75,16 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 updated_at TEXT NOT NULL)""",
         ),
     ),
+    Migration(
+        3,
+        "token estimate kept with each message",
+        (
+            # NULL marks a row stored before this version: its estimate is
+            # computed from the content when read (the same function that
+            # fills the column on append), so no backfill pass is needed.
+            "ALTER TABLE messages ADD COLUMN estimated_tokens INTEGER",
+        ),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -125,6 +135,15 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 display_name text NOT NULL DEFAULT '',
                 system_prompt text NOT NULL DEFAULT '',
                 updated_at timestamptz NOT NULL)""",
+        ),
+    ),
+    Migration(
+        3,
+        "token estimate kept with each message",
+        (
+            # Nullable without a default: instant, no table rewrite. NULL is a
+            # row stored before this version, estimated from its content on read.
+            "ALTER TABLE messages ADD COLUMN estimated_tokens integer",
         ),
     ),
 )

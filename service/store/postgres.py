@@ -18,14 +18,22 @@ from service.store.base import (
     UserProfileRecord,
 )
 from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
+from service.store.postgres_rows import (
+    MESSAGE_COLUMNS,
+    PAGE_SQL,
+    RECENT_BATCH,
+    RECENT_SQL,
+    row_conversation,
+    row_message,
+)
 from service.store.rows import (
+    MAX_PAGE_SIZE,
     batch_usage,
     check_batch,
     check_ids,
     check_page_size,
     check_text,
     check_user_id,
-    decode_content,
     decode_page_token,
     encode_content,
     encode_page_token,
@@ -34,6 +42,12 @@ from service.store.rows import (
     stored_message,
     title_from,
     utc_now,
+)
+from service.store.window import (
+    RecentWindow,
+    decode_message_token,
+    encode_message_token,
+    estimate_message,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -128,7 +142,7 @@ class PostgresStore(ConversationStore):
         )
         if row is None:
             raise not_found(conversation_id)
-        return _conversation(row)
+        return row_conversation(row)
 
     async def current_conversation(self, user_id: str) -> Conversation | None:
         page, _ = await self.list_conversations(user_id, 1)
@@ -151,7 +165,7 @@ class PostgresStore(ConversationStore):
         more = len(rows) > limit
         rows = rows[:limit]
         token = encode_page_token(rows[-1]["activity"]) if more else ""
-        return [_conversation(row) for row in rows], token
+        return [row_conversation(row) for row in rows], token
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
         check_ids(user_id, conversation_id)
@@ -169,8 +183,7 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
         rows = await self._db().fetch(
-            "SELECT m.id, m.role, m.content, m.status, m.provider, m.model,"
-            " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
+            f"SELECT {MESSAGE_COLUMNS}"  # noqa: S608
             " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
             " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
             conversation_id,
@@ -178,7 +191,48 @@ class PostgresStore(ConversationStore):
         )
         if not rows:
             raise not_found(conversation_id)
-        return [_message(conversation_id, row) for row in rows if row["id"] is not None]
+        return [row_message(conversation_id, row) for row in rows if row["id"] is not None]
+
+    async def recent_messages(
+        self, user_id: str, conversation_id: str, budget_tokens: int
+    ) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
+        window = RecentWindow(budget_tokens)
+        before, limit = _NO_CURSOR, RECENT_BATCH
+        # Newest first, in keyset batches sized by what the window still
+        # wants: a typical window is one round trip, a long one two or three,
+        # and few rows past its edge are read.
+        while True:
+            rows = await self._db().fetch(RECENT_SQL, conversation_id, user_id, before, limit)
+            if not rows and before == _NO_CURSOR:
+                await self._check_owner(user_id, conversation_id)
+            for row in rows:
+                if not window.offer(row_message(conversation_id, row)):
+                    return window.messages()
+            if len(rows) < limit:
+                return window.messages()
+            before, limit = rows[-1]["id"], window.rows_wanted(MAX_PAGE_SIZE)
+
+    async def messages_page(
+        self, user_id: str, conversation_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[StoredMessage], str]:
+        check_ids(user_id, conversation_id)
+        limit = check_page_size(page_size)
+        after = decode_message_token(conversation_id, page_token)
+        rows = await self._db().fetch(PAGE_SQL, conversation_id, user_id, after, limit + 1)
+        if not rows:
+            await self._check_owner(user_id, conversation_id)
+        page = [row_message(conversation_id, row) for row in rows[:limit]]
+        token = encode_message_token(conversation_id, page[-1].id) if len(rows) > limit else ""
+        return page, token
+
+    async def _check_owner(self, user_id: str, conversation_id: str) -> None:
+        """NotFound unless the conversation exists and is the user's."""
+        owned = await self._db().fetchval(
+            "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
+        )
+        if owned is None:
+            raise not_found(conversation_id)
 
     async def append_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
@@ -186,6 +240,7 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         check_batch(messages)
         contents = [encode_content(m.content) for m in messages]
+        estimates = [estimate_message(m.role, m.content) for m in messages]
         now = utc_now()
         async with self._db().acquire() as conn, conn.transaction():
             # Updating the conversation first locks its row, so concurrent
@@ -207,12 +262,13 @@ class PostgresStore(ConversationStore):
             # One statement for the whole batch, in order.
             rows = await conn.fetch(
                 "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, created_at)"
+                " input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
                 " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
-                " t.input_tokens, t.output_tokens, t.request_id, $2"
+                " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens"
                 " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-                " $8::bigint[], $9::bigint[], $10::text[]) WITH ORDINALITY AS t(role, content,"
-                " status, provider, model, input_tokens, output_tokens, request_id, n)"
+                " $8::bigint[], $9::bigint[], $10::text[], $11::integer[])"
+                " WITH ORDINALITY AS t(role, content, status, provider, model,"
+                " input_tokens, output_tokens, request_id, estimated_tokens, n)"
                 " ORDER BY t.n RETURNING id",
                 conversation_id,
                 now,
@@ -224,6 +280,7 @@ class PostgresStore(ConversationStore):
                 [m.input_tokens for m in messages],
                 [m.output_tokens for m in messages],
                 [m.request_id for m in messages],
+                estimates,
             )
             totals = batch_usage(messages)
             if any(totals):
@@ -239,8 +296,8 @@ class PostgresStore(ConversationStore):
         # Identity values follow the insertion order; RETURNING's order is unspecified.
         ids = sorted(row["id"] for row in rows)
         return [
-            stored_message(message_id, conversation_id, m, now)
-            for message_id, m in zip(ids, messages, strict=True)
+            stored_message(message_id, conversation_id, m, now, estimate)
+            for message_id, m, estimate in zip(ids, messages, estimates, strict=True)
         ]
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
@@ -316,30 +373,3 @@ class PostgresStore(ConversationStore):
         if self._pool is None:
             raise RuntimeError("the PostgreSQL store is not open")
         return self._pool
-
-
-def _conversation(row: Any) -> Conversation:
-    return Conversation(
-        id=row["id"],
-        user_id=row["user_id"],
-        title=row["title"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        message_count=row["message_count"],
-    )
-
-
-def _message(conversation_id: str, row: Any) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"],
-        conversation_id=conversation_id,
-        role=row["role"],
-        content=decode_content(row["content"]),
-        status=row["status"],
-        provider=row["provider"],
-        model=row["model"],
-        input_tokens=row["input_tokens"],
-        output_tokens=row["output_tokens"],
-        request_id=row["request_id"],
-        created_at=row["created_at"],
-    )

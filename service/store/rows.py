@@ -118,7 +118,7 @@ def batch_usage(messages: Sequence[NewMessage]) -> tuple[int, int, int]:
 
 
 def stored_message(
-    message_id: int, conversation_id: str, m: NewMessage, created_at: datetime
+    message_id: int, conversation_id: str, m: NewMessage, created_at: datetime, estimate: int
 ) -> StoredMessage:
     """The StoredMessage for a NewMessage just written, without reading it back."""
     return StoredMessage(
@@ -133,6 +133,7 @@ def stored_message(
         output_tokens=m.output_tokens,
         request_id=m.request_id,
         created_at=created_at,
+        estimated_tokens=estimate,
     )
 
 

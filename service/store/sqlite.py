@@ -32,6 +32,7 @@ from service.store.rows import (
     new_conversation_id,
     utc_now,
 )
+from service.store.window import decode_message_token, estimate_message
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -138,6 +139,20 @@ class SqliteStore(ConversationStore):
         check_ids(user_id, conversation_id)
         return await self._run(ops.messages, user_id, conversation_id)
 
+    async def recent_messages(
+        self, user_id: str, conversation_id: str, budget_tokens: int
+    ) -> list[StoredMessage]:
+        check_ids(user_id, conversation_id)
+        return await self._run(ops.recent_messages, user_id, conversation_id, budget_tokens)
+
+    async def messages_page(
+        self, user_id: str, conversation_id: str, page_size: int, page_token: str = ""
+    ) -> tuple[list[StoredMessage], str]:
+        check_ids(user_id, conversation_id)
+        limit = check_page_size(page_size)
+        after = decode_message_token(conversation_id, page_token)
+        return await self._run(ops.messages_page, user_id, conversation_id, after, limit)
+
     async def append_messages(
         self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
     ) -> list[StoredMessage]:
@@ -145,9 +160,10 @@ class SqliteStore(ConversationStore):
         check_batch(messages)
         # Encoding can refuse the batch (InvalidRequest): do it before any write.
         contents = [encode_content(m.content) for m in messages]
+        estimates = [estimate_message(m.role, m.content) for m in messages]
         batch = tuple(messages)
         return await self._run(
-            ops.append_messages, user_id, conversation_id, batch, contents, utc_now()
+            ops.append_messages, user_id, conversation_id, batch, contents, estimates, utc_now()
         )
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:

@@ -33,15 +33,36 @@ from service.store.rows import (
     stored_message,
     title_from,
 )
+from service.store.window import RecentWindow, encode_message_token, estimate_message
 
 MEMORY = ":memory:"
-# SQLite allows 32766 bound variables per statement; a message row uses 10.
+# SQLite allows 32766 bound variables per statement; a message row uses 11.
 _ROWS_PER_INSERT = 1000
 _WAL_RETRY_PAUSE_S = 0.01
 
 _CONVERSATION_COLUMNS = "id, user_id, title, created_at, updated_at, message_count"
 _ConversationRow = tuple[str, str, str, str, str, int]
-_MessageRow = tuple[int, Role, str, MessageStatus, str, str, int, int, str, str]
+_MessageRow = tuple[int, Role, str, MessageStatus, str, str, int, int, str, str, int | None]
+_MESSAGE_COLUMNS = (
+    "m.id, m.role, m.content, m.status, m.provider, m.model,"
+    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
+)
+
+# Both walk the (conversation_id, id) index in order, never sorting the whole
+# conversation (tests/store/test_sqlite_worker.py checks the plans). The LEFT
+# JOIN, as in messages(), tells an empty conversation from a missing one; the
+# id bound sits in the join condition so a conversation past its last page
+# still yields its NULL row.
+RECENT_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
+    " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id DESC"
+)
+PAGE_SQL = (
+    f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
+    " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id AND m.id > ?"
+    " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id LIMIT ?"
+)
 
 
 def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) -> sqlite3.Connection:
@@ -177,8 +198,7 @@ def messages(conn: sqlite3.Connection, user_id: str, conversation_id: str) -> li
     # One query: the LEFT JOIN yields a single all-NULL message row for an
     # empty conversation and no row at all for a missing or foreign one.
     rows = conn.execute(
-        "SELECT m.id, m.role, m.content, m.status, m.provider, m.model,"
-        " m.input_tokens, m.output_tokens, m.request_id, m.created_at"
+        f"SELECT {_MESSAGE_COLUMNS}"  # noqa: S608
         " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
         " WHERE c.id = ? AND c.user_id = ? ORDER BY m.id",
         (conversation_id, user_id),
@@ -188,15 +208,50 @@ def messages(conn: sqlite3.Connection, user_id: str, conversation_id: str) -> li
     return [_message(conversation_id, row) for row in rows if row[0] is not None]
 
 
+def recent_messages(
+    conn: sqlite3.Connection, user_id: str, conversation_id: str, budget_tokens: int
+) -> list[StoredMessage]:
+    """Newest first on the (conversation_id, id) index, stopping at the window's edge.
+
+    The cursor is consumed lazily, so SQLite steps only over the rows the
+    window takes plus one.
+    """
+    cursor = conn.execute(RECENT_SQL, (conversation_id, user_id))
+    window = RecentWindow(budget_tokens)
+    found = False
+    try:
+        for row in cursor:
+            found = True
+            if row[0] is None or not window.offer(_message(conversation_id, row)):
+                break
+    finally:
+        cursor.close()
+    if not found:
+        raise not_found(conversation_id)
+    return window.messages()
+
+
+def messages_page(
+    conn: sqlite3.Connection, user_id: str, conversation_id: str, after_id: int, limit: int
+) -> tuple[list[StoredMessage], str]:
+    rows = conn.execute(PAGE_SQL, (after_id, conversation_id, user_id, limit + 1)).fetchall()
+    if not rows:
+        raise not_found(conversation_id)
+    page = [_message(conversation_id, row) for row in rows[:limit] if row[0] is not None]
+    token = encode_message_token(conversation_id, page[-1].id) if len(rows) > limit else ""
+    return page, token
+
+
 def append_messages(
     conn: sqlite3.Connection,
     user_id: str,
     conversation_id: str,
     batch: Sequence[NewMessage],
     contents: Sequence[str],
+    estimates: Sequence[int],
     now: datetime,
 ) -> list[StoredMessage]:
-    """Insert the batch (``contents`` are its encoded blocks) and count its usage."""
+    """Insert the batch (its encoded blocks and token estimates) and count its usage."""
     stamp = now.isoformat()
     with immediate(conn):
         touched = conn.execute(
@@ -217,6 +272,7 @@ def append_messages(
                 m = batch[i]
                 params += [conversation_id, m.role, contents[i], m.status, m.provider]
                 params += [m.model, m.input_tokens, m.output_tokens, m.request_id, stamp]
+                params.append(estimates[i])
             rows = conn.execute(_insert_messages_sql(len(chunk)), params).fetchall()
             # RETURNING order is unspecified; ids grow in VALUES order.
             ids += sorted(row[0] for row in rows)
@@ -231,8 +287,8 @@ def append_messages(
                 (user_id, *totals),
             )
     return [
-        stored_message(message_id, conversation_id, m, now)
-        for message_id, m in zip(ids, batch, strict=True)
+        stored_message(message_id, conversation_id, m, now, estimate)
+        for message_id, m, estimate in zip(ids, batch, estimates, strict=True)
     ]
 
 
@@ -286,11 +342,12 @@ def put_profile(conn: sqlite3.Connection, profile: UserProfileRecord, now: datet
 
 @functools.lru_cache(maxsize=16)
 def _insert_messages_sql(rows: int) -> str:
-    placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
     # Only placeholders are interpolated; every value is bound.
     return (
         "INSERT INTO messages (conversation_id, role, content, status, provider, model,"  # noqa: S608
-        f" input_tokens, output_tokens, request_id, created_at) VALUES {placeholders}"
+        f" input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
+        f" VALUES {placeholders}"
         " RETURNING id"
     )
 
@@ -308,12 +365,14 @@ def _conversation(row: _ConversationRow) -> Conversation:
 
 
 def _message(conversation_id: str, row: _MessageRow) -> StoredMessage:
-    message_id, role, content, status, provider, model, tokens_in, tokens_out, request_id, at = row
+    message_id, role, content, status, provider, model, tokens_in, tokens_out, request_id = row[:9]
+    at, est = row[9], row[10]
+    blocks = decode_content(content)
     return StoredMessage(
         id=message_id,
         conversation_id=conversation_id,
         role=role,
-        content=decode_content(content),
+        content=blocks,
         status=status,
         provider=provider,
         model=model,
@@ -321,4 +380,6 @@ def _message(conversation_id: str, row: _MessageRow) -> StoredMessage:
         output_tokens=tokens_out,
         request_id=request_id,
         created_at=datetime.fromisoformat(at),
+        # NULL: stored before migration 3, estimated now.
+        estimated_tokens=estimate_message(role, blocks) if est is None else est,
     )

@@ -63,10 +63,28 @@ class Backend:
         finally:
             await conn.close()
 
+    async def execute(self, statement: str) -> None:
+        """Run one statement with a separate connection (to age rows behind the store's back)."""
+        if self.sqlite_path is not None:
+            await asyncio.to_thread(_execute_sqlite, self.sqlite_path, statement)
+            return
+        conn = await asyncpg.connect(
+            self.postgres_url, server_settings={"search_path": self.schema}
+        )
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
 
 def _count_sqlite(path: Path, query: str) -> int:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return int(conn.execute(query).fetchone()[0])
+
+
+def _execute_sqlite(path: Path, statement: str) -> None:
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.execute(statement)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -13,6 +13,8 @@ import pytest
 from service.content import TextBlock
 from service.errors import Code, ServiceUnavailable
 from service.store import NewMessage, SqliteStore
+from service.store import sqlite_ops as ops
+from service.store.migrations import SQLITE_MIGRATIONS
 
 # How long to let the worker thread pick an operation up; it takes microseconds.
 STARTED_S = 0.2
@@ -147,3 +149,21 @@ async def test_waiting_for_the_lock_does_not_block_the_event_loop(db: Path) -> N
             assert await second.count_users() == 0  # another store reads meanwhile
         await blocked
         assert await second.count_users() == 1
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [(ops.RECENT_SQL, ("c", "u")), (ops.PAGE_SQL, (0, "c", "u", 10))],
+    ids=["recent", "page"],
+)
+def test_message_reads_walk_the_index_without_sorting(
+    query: str, params: tuple[object, ...]
+) -> None:
+    """Bounded reads stay bounded: no step of the plan sorts the whole conversation."""
+    conn = ops.connect(ops.MEMORY, 1000, SQLITE_MIGRATIONS)
+    try:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", params))
+    finally:
+        conn.close()
+    assert "messages_by_conversation" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan

@@ -131,7 +131,8 @@ class AgentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetConversation(self, request, context):
-        """Returns one of the caller's conversations with all its messages.
+        """Returns one of the caller's conversations and a page of its messages,
+        oldest first; follow next_page_token for the rest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
