@@ -26,6 +26,10 @@ class Migration:
     statements: tuple[str, ...]
 
 
+# The version of the token-spend migration below, in both lists. Another branch adds
+# version 3 ("message token estimates"); when both are merged this one becomes 4 here.
+TOKEN_SPEND_VERSION = 3
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -73,6 +77,18 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 display_name TEXT NOT NULL DEFAULT '',
                 system_prompt TEXT NOT NULL DEFAULT '',
                 updated_at TEXT NOT NULL)""",
+        ),
+    ),
+    Migration(
+        TOKEN_SPEND_VERSION,
+        "token spend per user and UTC day",
+        (
+            # One row per user and day: budgets read a day or a month as a range of rows.
+            """CREATE TABLE token_spend (
+                user_id TEXT NOT NULL,
+                day TEXT NOT NULL,
+                tokens INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, day)) WITHOUT ROWID""",
         ),
     ),
 )
@@ -125,6 +141,17 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 display_name text NOT NULL DEFAULT '',
                 system_prompt text NOT NULL DEFAULT '',
                 updated_at timestamptz NOT NULL)""",
+        ),
+    ),
+    Migration(
+        TOKEN_SPEND_VERSION,
+        "token spend per user and UTC day",
+        (
+            """CREATE TABLE token_spend (
+                user_id text NOT NULL,
+                day date NOT NULL,
+                tokens bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, day))""",
         ),
     ),
 )
