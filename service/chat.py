@@ -33,6 +33,7 @@ from service.errors import (
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.history import fit_history, merge_consecutive
+from service.limits import Limits
 from service.profiles import ProfileDirectory
 from service.providers.base import CompletionRequest, Provider
 from service.scheduler import RequestInfo, Scheduler, State, Ticket
@@ -58,15 +59,17 @@ class ChatService:
         scheduler: Scheduler,
         profiles: ProfileDirectory,
         agent: AgentLoop,
+        limits: Limits | None = None,
     ) -> None:
         self._settings = settings
+        self._limits = limits or Limits(settings.limits, store)
         self._providers = providers
         self._default = default_provider
         self._store = store
         self._scheduler = scheduler
         self._profiles = profiles
         self._agent = agent
-        self._commands = Commands(store, profiles)
+        self._commands = Commands(store, profiles, self._limits)
         self._turns = ConversationTurns()
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[None]] = set()
@@ -95,6 +98,7 @@ class ChatService:
             return
         provider = self._provider_for(turn)
         model = turn.model or provider.model
+        admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
         conversation, fresh = await self._conversation_for(turn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
@@ -108,6 +112,8 @@ class ChatService:
                 provider=provider.name,
                 priority=turn.priority,
                 request_id=request_id,
+                model=model,
+                max_active=admitted.max_active,
             )
             outcome: TurnStatus = "failed"
             try:
@@ -263,7 +269,7 @@ class ChatService:
         request = CompletionRequest(
             messages=fit_history(history, self._settings.api.history_budget_tokens),
             system=system,
-            max_tokens=self._settings.api.max_tokens,
+            max_tokens=self._limits.of(turn.user_id).cap_output(self._settings.api.max_tokens),
             model=model,
             user_id=turn.user_id,
         )

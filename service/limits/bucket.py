@@ -30,9 +30,7 @@ class RequestRate:
             bucket = _Bucket(rate_per_minute, float(rate_per_minute), now)
             self._buckets[user_id] = bucket
         per_second = rate_per_minute / 60.0
-        bucket.tokens = min(
-            float(rate_per_minute), bucket.tokens + (now - bucket.at) * per_second
-        )
+        bucket.tokens = min(float(rate_per_minute), bucket.tokens + (now - bucket.at) * per_second)
         bucket.at = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0

@@ -40,6 +40,7 @@ class Ticket:
         "finished_at",
         "finished_mono",
         "holds_slot",
+        "model",
         "priority",
         "provider",
         "request_id",
@@ -59,10 +60,12 @@ class Ticket:
         seq: int,
         enqueued_mono: float,
         enqueued_at: float,
+        model: str = "",
     ) -> None:
         self.request_id = request_id
         self.user_id = user_id
         self.provider = provider
+        self.model = model
         self.priority = priority
         self.seq = seq
         # *_mono come from the scheduler's clock (ordering, estimates, retention);
@@ -165,6 +168,7 @@ class RequestInfo:
     enqueued_at: float | None
     started_at: float | None
     finished_at: float | None
+    model: str = ""  # "" when the submitter did not say
 
 
 class Registry:

@@ -12,10 +12,11 @@ from service.errors import (
     AgentError,
     DeadlineExceeded,
     InvalidRequest,
+    LimitReached,
     RequestCancelled,
     ServiceUnavailable,
 )
-from service.scheduler.admission import WaitingCaps
+from service.scheduler.admission import WaitingCaps, retry_hint
 from service.scheduler.estimates import QueueStats
 from service.scheduler.lane import Lane, Pulse
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
@@ -80,9 +81,20 @@ class Scheduler:
     # -- admission -----------------------------------------------------------------
 
     def submit(
-        self, *, user_id: str, provider: str, priority: int = 5, request_id: str | None = None
+        self,
+        *,
+        user_id: str,
+        provider: str,
+        priority: int = 5,
+        request_id: str | None = None,
+        model: str = "",
+        max_active: int = 0,
     ) -> Ticket:
-        """Register a request and queue it for a slot of ``provider`` (taken at once if free)."""
+        """Register a request and queue it for a slot of ``provider`` (taken at once if free).
+
+        ``max_active`` (0: no cap) bounds the user's waiting + running requests
+        (``limits.max_active`` of the user's tier); over it is LimitReached.
+        """
         now = self._clock()
         self._registry.prune(now)
         if self._closing is not None:
@@ -98,6 +110,13 @@ class Scheduler:
         if lane is None:
             known = ", ".join(sorted(self._lanes))
             raise InvalidRequest(f"unknown provider {provider!r}; configured: {known}")
+        active = self._active_by_user.get(user_id, 0)
+        if max_active and active >= max_active:
+            raise LimitReached(
+                f"user {user_id!r} already has {active} requests waiting or running, the "
+                f"limit (max_active={max_active}); retry when one has finished",
+                retry_after_s=retry_hint(self._user_turnover(user_id, now)),
+            )
         # A request that gets a slot at once never waits, so only queued ones count.
         if not lane.has_free_slot:
             self._caps.check(
@@ -110,6 +129,7 @@ class Scheduler:
             user_id=user_id,
             provider=provider,
             priority=priority,
+            model=model,
             seq=next(self._seq),
             enqueued_mono=now,
             enqueued_at=self._wall_clock(),
@@ -296,6 +316,23 @@ class Scheduler:
         self._registry.prune(now)
         return self._info(self._registry.lookup(request_id, user_id, now), now)
 
+    def requests(self, user_id: str | None = None) -> list[RequestInfo]:
+        """Requests waiting or running, of ``user_id`` (None: everyone's), running first.
+
+        Read-only: the operator's view of the queue (ListRequests).
+        """
+        now = self._clock()
+        found: list[RequestInfo] = []
+        for lane in self._lanes.values():
+            running = sorted(lane.running, key=lambda t: t.seq)
+            waiting = sorted(lane.queue, key=lambda t: lane.queue.position(t, now))
+            for ticket in (*running, *waiting):
+                if ticket.state in ("queued", "running") and (
+                    user_id is None or ticket.user_id == user_id
+                ):
+                    found.append(self._info(ticket, now))
+        return found
+
     def position(self, ticket: Ticket) -> int:
         """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""
         if ticket.state != "queued":
@@ -349,6 +386,7 @@ class Scheduler:
             enqueued_at=ticket.enqueued_at,
             started_at=ticket.started_at,
             finished_at=ticket.finished_at,
+            model=ticket.model,
         )
 
 
