@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from service.errors import PermissionDenied, Unauthenticated
+from service.errors import AgentError, PermissionDenied, Unauthenticated
 from service.profiles import validate_user_id as check_user_id
 from service.userfile import UserEntry, load_users, parse_users, token_digest
 
@@ -71,7 +71,7 @@ class Authenticator:
         self._reload_interval_s = reload_interval_s
         self._clock = clock
         self._checked_at = clock()
-        self._signature: tuple[int, int, int] | None = None
+        self._signature: tuple[int, ...] | None = None
         self._users: dict[str, UserEntry] = {}
         self._by_digest: dict[bytes, UserEntry] = {}
         if users_file is not None:
@@ -129,7 +129,7 @@ class Authenticator:
             if signature == self._signature:
                 return
             entries = load_users(self._file)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, AgentError) as exc:
             # Locking everyone out over a typo would be worse than keeping the last good file.
             log.error("users file %s not reloaded, keeping the previous one: %s", self._file, exc)
             return
@@ -151,10 +151,10 @@ class Authenticator:
                     )
 
 
-def _signature(path: Path) -> tuple[int, int, int]:
+def _signature(path: Path) -> tuple[int, ...]:
     """What changes when the file is edited or replaced (an atomic rename gives a new inode)."""
     st = os.stat(path)
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -100,8 +100,12 @@ def _entry(user_id: str, value: Any, source: str) -> UserEntry:
 
 
 def load_users(path: Path) -> dict[str, UserEntry]:
-    """Read and check the users file."""
-    return parse_users(yaml.safe_load(path.read_text(encoding="utf-8")), str(path))
+    """Read and check the users file; ValueError when it is not valid YAML."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    return parse_users(data, str(path))
 
 
 def dump_users(entries: Mapping[str, UserEntry]) -> str:
