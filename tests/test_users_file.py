@@ -59,7 +59,7 @@ def test_short_and_long_forms(tmp_path: Path) -> None:
 def test_malformed_entries_are_refused_with_the_reason(tmp_path: Path, text: str) -> None:
     path = tmp_path / "users.yaml"
     path.write_text(text)
-    with pytest.raises(ValueError, match="users.yaml"):
+    with pytest.raises(ValueError, match=r"users\.yaml"):
         load_users(path)
 
 
