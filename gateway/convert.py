@@ -130,6 +130,49 @@ def cancel(r: pb.CancelRequestResponse) -> dict[str, Any]:
     return {"request_id": r.request_id, "state": state(r.state), "cancelled": r.cancelled}
 
 
+def request_list(r: pb.ListRequestsResponse) -> dict[str, Any]:
+    return {
+        "requests": [
+            {
+                "request_id": q.request_id,
+                "user_id": q.user_id,
+                "state": state(q.state),
+                "position": q.position,
+                "estimated_wait_s": round(q.estimated_wait_s, 3),
+                "priority": q.priority,
+                "provider": q.provider,
+                "model": q.model,
+                "enqueued_at": _time(q.enqueue_time) if q.HasField("enqueue_time") else None,
+                "started_at": _time(q.start_time) if q.HasField("start_time") else None,
+            }
+            for q in r.requests
+        ],
+        "all_users": r.all_users,
+    }
+
+
+def _limits(u: pb.UserLimits) -> dict[str, Any]:
+    return {
+        "tier": u.tier,
+        "requests_per_minute": u.requests_per_minute,
+        "max_active": u.max_active,
+        "tokens_per_day": u.tokens_per_day,
+        "tokens_per_month": u.tokens_per_month,
+        "max_output_tokens": u.max_output_tokens,
+    }
+
+
+def _budget(b: pb.TokenBudget) -> dict[str, Any]:
+    return {
+        "spent_today": b.spent_today,
+        "spent_this_month": b.spent_this_month,
+        "left_today": b.left_today if b.HasField("left_today") else None,
+        "left_this_month": b.left_this_month if b.HasField("left_this_month") else None,
+        "day_resets_at": _time(b.day_reset_time),
+        "month_resets_at": _time(b.month_reset_time),
+    }
+
+
 def summary(c: pb.ConversationSummary) -> dict[str, Any]:
     return {
         "conversation_id": c.conversation_id,
@@ -228,4 +271,7 @@ def status(r: pb.GetStatusResponse) -> dict[str, Any]:
             }
             for m in r.mcp_servers
         ],
+        "user_limits": _limits(r.user_limits),
+        "user_budget": _budget(r.user_budget),
+        "caller_admin": r.caller_admin,
     }

@@ -98,6 +98,28 @@ class CancelResponse(BaseModel):
     cancelled: bool
 
 
+class RequestSummaryBody(BaseModel):
+    """One request waiting or running."""
+
+    request_id: str
+    user_id: str
+    state: str
+    position: int = Field(description="Requests ahead; -1 when running")
+    estimated_wait_s: float
+    priority: int
+    provider: str
+    model: str
+    enqueued_at: str | None
+    started_at: str | None
+
+
+class RequestListResponse(BaseModel):
+    """The requests the caller may see; ``all_users`` is true for an admin."""
+
+    requests: list[RequestSummaryBody]
+    all_users: bool
+
+
 class ConversationSummaryBody(BaseModel):
     """A conversation without its messages."""
 

@@ -174,6 +174,21 @@ async def queue_cancel(
 
 
 @router.get(
+    "/api/queue", tags=["queue"], response_model=models.RequestListResponse, responses=_ERRORS
+)
+async def list_requests(
+    request: Request, upstream: UpstreamDep, user_id: Annotated[str | None, Query()] = None
+) -> Response:
+    """Requests waiting or running: yours, or every user's when your token is an admin's."""
+    reply = await upstream.stub.ListRequests(
+        pb.ListRequestsRequest(user_id=user_id or ""),
+        metadata=_metadata(request),
+        timeout=_STATUS_TIMEOUT_S,
+    )
+    return _json(convert.request_list(reply))
+
+
+@router.get(
     "/api/conversations",
     tags=["conversations"],
     response_model=models.ConversationListResponse,

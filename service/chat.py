@@ -33,6 +33,7 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
+from service.limits import Limits
 from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import CompletionRequest, Provider
@@ -61,15 +62,17 @@ class ChatService:
         scheduler: Scheduler,
         profiles: ProfileDirectory,
         agent: AgentLoop,
+        limits: Limits | None = None,
     ) -> None:
         self._settings = settings
+        self._limits = limits or Limits(settings.limits, store)
         self._providers = providers
         self._default = default_provider
         self._store = store
         self._scheduler = scheduler
         self._profiles = profiles
         self._agent = agent
-        self._commands = Commands(store, profiles)
+        self._commands = Commands(store, profiles, self._limits)
         self._rules = PromptRules(
             system_prompt=settings.api.system_prompt,
             max_tokens=settings.api.max_tokens,
@@ -89,6 +92,7 @@ class ChatService:
             return await self._command(turn, request_id, send)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
+        admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
         conversation, fresh = await self._conversation_for(turn)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
@@ -99,6 +103,7 @@ class ChatService:
             request_id=request_id,
             conversation_id=conversation.id,
             model=model,
+            max_active=admitted.max_active,
         )
         outcome: Outcome = "failed"
         try:
@@ -241,6 +246,7 @@ class ChatService:
             history=[Message(m.role, m.content) for m in stored],
             message=user_message,
             profile=profile,
+            max_tokens=self._limits.of(turn.user_id).cap_output(self._rules.max_tokens),
             model=model,
             user_id=turn.user_id,
         )

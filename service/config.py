@@ -19,6 +19,8 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from service.limits.config import LimitsSection
+
 DEFAULT_CONFIG_FILE = Path("config/config.yaml")
 
 
@@ -79,7 +81,7 @@ class ProviderTimeouts(BaseModel):
 
 
 class QueueSection(BaseModel):
-    """Caps and fairness of the request queue."""
+    """Caps and fairness of the request queue (per-user quotas are in ``limits``)."""
 
     max_pending: int = Field(100, ge=1)
     max_pending_per_user: int = Field(10, ge=1)
@@ -103,6 +105,7 @@ class AuthSection(BaseModel):
     tokens_file: Path | None = None
     shared_token: str = ""  # IOS_APITOKEN
     default_user: str = "default"
+    reload_interval_s: float = Field(1.0, gt=0)  # how often the tokens file is checked
 
 
 class McpServerSection(BaseModel):
@@ -206,6 +209,7 @@ class Settings(BaseSettings):
     auth: AuthSection = Field(default_factory=AuthSection)
     tools: ToolsSection = Field(default_factory=ToolsSection)
     profiles: ProfilesSection = Field(default_factory=ProfilesSection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     @classmethod
     def settings_customise_sources(

@@ -11,6 +11,7 @@ them into ``ProviderError`` with the code that fits.
     ├── PermissionDenied       PERMISSION_DENIED  a token acting for another user
     ├── NotFound               NOT_FOUND          absent, or owned by someone else
     ├── QueueFull              RESOURCE_EXHAUSTED a queue cap was hit (retry hint)
+    ├── LimitReached           RESOURCE_EXHAUSTED a per-user limit was hit (retry hint)
     ├── RequestCancelled       CANCELLED          cancelled by its owner or a disconnect
     ├── DeadlineExceeded       DEADLINE_EXCEEDED  request_timeout ran out
     ├── ServiceUnavailable     UNAVAILABLE        shutting down / not admitting
@@ -81,6 +82,12 @@ class NotFound(AgentError):
 
 class QueueFull(AgentError):
     """A waiting-request cap was reached; retry_after_s says when to try again."""
+
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class LimitReached(AgentError):
+    """A per-user limit (rate, active requests, token budget); the message names it."""
 
     code = Code.RESOURCE_EXHAUSTED
 

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 
 from service.config import Settings, load_settings
 from service.server import running_service
@@ -22,11 +23,16 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["users"]:  # user management: a command of its own, no server
+        from service import users_cli
+
+        raise SystemExit(users_cli.main(args_in[1:]))
     parser = argparse.ArgumentParser(prog="agent-service", description=__doc__)
     parser.add_argument(
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     settings = load_settings(args.config)
     logging.basicConfig(
         level=settings.api_server.log_level.upper(),

@@ -44,6 +44,7 @@ def build_request(
     profile: Profile,
     model: str,
     user_id: str,
+    max_tokens: int | None = None,
 ) -> CompletionRequest:
     """The model request of a turn: history and the new message, fitted to the budget.
 
@@ -54,7 +55,7 @@ def build_request(
     return CompletionRequest(
         messages=fit_history(messages, rules.history_budget_tokens),
         system=system_prompt(rules.system_prompt, profile),
-        max_tokens=rules.max_tokens,
+        max_tokens=rules.max_tokens if max_tokens is None else max_tokens,
         model=model,
         user_id=user_id,
     )

@@ -18,9 +18,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service.agent import AgentLoop
-from service.auth import Authenticator, load_tokens_file
+from service.auth import Authenticator
 from service.chat import ChatService
 from service.config import Settings
+from service.limits import Limits
 from service.profiles import ProfileDirectory
 from service.providers.base import Provider
 from service.providers.factory import build_provider
@@ -88,14 +89,14 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
 
-        user_tokens = (
-            load_tokens_file(settings.auth.tokens_file) if settings.auth.tokens_file else {}
-        )
         auth = Authenticator(
             shared_token=settings.auth.shared_token,
-            user_tokens=user_tokens,
+            users_file=settings.auth.tokens_file,
             default_user=settings.auth.default_user,
+            known_tiers=settings.limits.tiers,
+            reload_interval_s=settings.auth.reload_interval_s,
         )
+        limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         scheduler = Scheduler(
             slots={
                 "ollama": settings.ollama.parallel,
@@ -127,6 +128,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             scheduler=scheduler,
             profiles=ProfileDirectory(settings.profiles.directory),
             agent=AgentLoop(tools, max_rounds=settings.api.max_tool_rounds),
+            limits=limits,
         )
         servicer = AgentServicer(
             auth=auth,
@@ -134,6 +136,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             scheduler=scheduler,
             store=store,
             probes=ProviderProbes(providers),
+            limits=limits,
             default_provider=settings.provider,
             default_model=providers[settings.provider].model,
             mcp=mcp,

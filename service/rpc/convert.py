@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from service.content import Block, TextBlock, ToolUseBlock, Usage
 from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned, TurnResult
+from service.limits import LimitsReport, ResolvedLimits
 from service.providers.base import TextDelta
 from service.scheduler import QueueStats, RequestInfo
 from service.store.base import Conversation, StoredMessage
@@ -190,3 +191,46 @@ def mcp_server(info: McpServerInfo) -> pb.McpServerStatus:
         last_error=info.last_error,
         restarts=info.restarts,
     )
+
+
+def request_summary(info: RequestInfo) -> pb.RequestSummary:
+    summary = pb.RequestSummary(
+        request_id=info.request_id,
+        user_id=info.user_id,
+        state=request_state(info),
+        position=info.position,
+        estimated_wait_s=info.estimated_wait_s,
+        priority=info.priority,
+        provider=info.provider,
+        model=info.model,
+    )
+    if info.enqueued_at is not None:
+        summary.enqueue_time.FromNanoseconds(int(info.enqueued_at * 1e9))
+    if info.started_at is not None:
+        summary.start_time.FromNanoseconds(int(info.started_at * 1e9))
+    return summary
+
+
+def user_limits(limits: ResolvedLimits) -> pb.UserLimits:
+    return pb.UserLimits(
+        tier=limits.tier,
+        requests_per_minute=limits.requests_per_minute,
+        max_active=limits.max_active,
+        tokens_per_day=limits.tokens_per_day,
+        tokens_per_month=limits.tokens_per_month,
+        max_output_tokens=limits.max_output_tokens,
+    )
+
+
+def token_budget(report: LimitsReport) -> pb.TokenBudget:
+    budget = pb.TokenBudget(
+        spent_today=report.spent_today,
+        spent_this_month=report.spent_this_month,
+        day_reset_time=_timestamp(report.day_resets_at),
+        month_reset_time=_timestamp(report.month_resets_at),
+    )
+    if report.left_today is not None:
+        budget.left_today = report.left_today
+    if report.left_this_month is not None:
+        budget.left_this_month = report.left_this_month
+    return budget

@@ -8,10 +8,11 @@ import grpc
 from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
 
-from service.auth import Authenticator
+from service.auth import Authenticator, Principal
 from service.chat import ChatService
 from service.errors import InvalidRequest
 from service.events import ChatEvent, TurnInput
+from service.limits import Limits
 from service.rpc import convert
 from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
@@ -57,11 +58,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         scheduler: Scheduler,
         store: ConversationStore,
         probes: ProviderProbes,
+        limits: Limits,
         default_provider: str,
         default_model: str,
         mcp: McpTools | None = None,
     ) -> None:
         self._auth = auth
+        self._limits = limits
         self._chat = chat
         self._scheduler = scheduler
         self._store = store
@@ -74,6 +77,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def _user(self, context: Context, requested: str) -> str:
         """The user this call acts as (the interceptor has authenticated the caller)."""
         return self._auth.user_for(current_call().principal, requested)
+
+    def _caller(self, context: Context, requested: str) -> tuple[Principal, str]:
+        """Who calls, and the user the call acts as."""
+        principal = current_call().principal
+        return principal, self._auth.user_for(principal, requested)
+
+    def _owner(self, principal: Principal, user_id: str, request_id: str) -> str:
+        """The user whose request to look up: an admin reaches any user's waiting or running one."""
+        if principal.admin:
+            for info in self._scheduler.requests(None):
+                if info.request_id == request_id:
+                    return info.user_id
+        return user_id
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
@@ -101,9 +117,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: pb.GetStatusRequest, context: Context
     ) -> pb.GetStatusResponse:
         """Provider, model, reachability, queue figures, active users, the caller's usage."""
-        user_id = self._user(context, request.user_id)
         health = await self._probes.health()
+        principal, user_id = self._caller(context, request.user_id)
         totals = await self._store.usage_totals(user_id)
+        report = await self._limits.report(user_id)
         stats = self._scheduler.stats()
         default = health.get(self._default_provider)
         providers = []
@@ -131,30 +148,47 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                 input_tokens=totals.input_tokens, output_tokens=totals.output_tokens
             ),
             mcp_servers=[convert.mcp_server(s) for s in self._mcp.status()] if self._mcp else [],
+            user_limits=convert.user_limits(report.limits),
+            user_budget=convert.token_budget(report),
+            caller_admin=principal.admin,
         )
 
     @unary_errors
     async def GetQueueStatus(
         self, request: pb.GetQueueStatusRequest, context: Context
     ) -> pb.GetQueueStatusResponse:
-        """A request's state and position (owner only)."""
-        user_id = self._user(context, request.user_id)
+        """A request's state and position (owner or admin only)."""
+        principal, user_id = self._caller(context, request.user_id)
         _require(request.request_id, "request_id")
+        user_id = self._owner(principal, user_id, request.request_id)
         return convert.queue_status(self._scheduler.status(request.request_id, user_id))
 
     @unary_errors
     async def CancelRequest(
         self, request: pb.CancelRequestRequest, context: Context
     ) -> pb.CancelRequestResponse:
-        """Cancel a queued or running request (owner only)."""
-        user_id = self._user(context, request.user_id)
+        """Cancel a queued or running request (owner or admin only)."""
+        principal, user_id = self._caller(context, request.user_id)
         _require(request.request_id, "request_id")
+        user_id = self._owner(principal, user_id, request.request_id)
         before = self._scheduler.status(request.request_id, user_id)
         after = self._scheduler.cancel(request.request_id, user_id)
         return pb.CancelRequestResponse(
             request_id=after.request_id,
             state=convert.request_state(after),
             cancelled=before.state in ("queued", "running") and after.state == "cancelled",
+        )
+
+    @unary_errors
+    async def ListRequests(
+        self, request: pb.ListRequestsRequest, context: Context
+    ) -> pb.ListRequestsResponse:
+        """Requests waiting or running: the caller's, or everyone's for an admin."""
+        principal, user_id = self._caller(context, request.user_id)
+        found = self._scheduler.requests(None if principal.admin else user_id)
+        return pb.ListRequestsResponse(
+            requests=[convert.request_summary(info) for info in found],
+            all_users=principal.admin,
         )
 
     @unary_errors

@@ -13,10 +13,11 @@ from service.errors import (
     AgentError,
     DeadlineExceeded,
     InvalidRequest,
+    LimitReached,
     RequestCancelled,
     ServiceUnavailable,
 )
-from service.scheduler.admission import WaitingCaps, check_request
+from service.scheduler.admission import WaitingCaps, check_request, retry_hint
 from service.scheduler.estimates import QueueStats
 from service.scheduler.lane import Lane, Pulse
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
@@ -101,11 +102,14 @@ class Scheduler:
         request_id: str | None = None,
         conversation_id: str | None = None,
         model: str = "",
+        max_active: int = 0,
     ) -> Ticket:
         """Register a request and queue it for a slot of ``provider`` (taken at once if free).
 
         A request of a conversation that has an earlier turn waiting or running
         waits for it, in submission order, and counts as waiting meanwhile.
+        ``max_active`` (0: no cap) bounds the user's waiting + running requests
+        (``limits.max_active`` of the user's tier); over it is LimitReached.
         """
         now = self._clock()
         self._registry.prune(now)
@@ -118,6 +122,13 @@ class Scheduler:
         if lane is None:
             known = ", ".join(sorted(self._lanes))
             raise InvalidRequest(f"unknown provider {provider!r}; configured: {known}")
+        active = self._active_by_user.get(user_id, 0)
+        if max_active and active >= max_active:
+            raise LimitReached(
+                f"user {user_id!r} already has {active} requests waiting or running, the "
+                f"limit (max_active={max_active}); retry when one has finished",
+                retry_after_s=retry_hint(self._user_turnover(user_id, now)),
+            )
         turns = self._conversations.get(conversation_id) if conversation_id else None
         # A request that gets a slot at once never waits, so only queued ones count.
         if turns or not lane.has_free_slot:
@@ -351,6 +362,23 @@ class Scheduler:
         now = self._clock()
         self._registry.prune(now)
         return self._info(self._registry.lookup(request_id, user_id, now), now)
+
+    def requests(self, user_id: str | None = None) -> list[RequestInfo]:
+        """Requests waiting or running, of ``user_id`` (None: everyone's), running first.
+
+        Read-only: the operator's view of the queue (ListRequests).
+        """
+        now = self._clock()
+        found: list[RequestInfo] = []
+        for lane in self._lanes.values():
+            running = sorted(lane.running, key=lambda t: t.seq)
+            waiting = sorted(lane.queue, key=lambda t: lane.queue.position(t, now))
+            for ticket in (*running, *waiting):
+                if ticket.state in ("queued", "running") and (
+                    user_id is None or ticket.user_id == user_id
+                ):
+                    found.append(self._info(ticket, now))
+        return found
 
     def position(self, ticket: Ticket) -> int:
         """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from types import TracebackType
 from typing import Literal, Self
 
@@ -73,6 +73,14 @@ class UsageTotals:
     input_tokens: int
     output_tokens: int
     turns: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpend:
+    """Tokens (input + output) a user spent in one UTC day and in that day's month so far."""
+
+    day_tokens: int
+    month_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +175,15 @@ class ConversationStore(ABC):
 
     @abstractmethod
     async def usage_totals(self, user_id: str) -> UsageTotals: ...
+
+    @abstractmethod
+    async def token_spend(self, user_id: str, day: date) -> TokenSpend:
+        """Spend on the UTC ``day`` and in its month up to that day.
+
+        ``append_messages`` adds each batch's input + output tokens to the UTC day
+        it is stored on, in the same transaction. ``clear_conversation`` and
+        ``delete_conversation`` leave spend as it is.
+        """
 
     @abstractmethod
     async def count_users(self) -> int:

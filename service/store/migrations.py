@@ -26,6 +26,10 @@ class Migration:
     statements: tuple[str, ...]
 
 
+# The version of the token-spend migration below, in both lists. Another branch adds
+# version 3 ("message token estimates"); when both are merged this one becomes 4 here.
+TOKEN_SPEND_VERSION = 4
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -83,6 +87,18 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
             # computed from the content when read (the same function that
             # fills the column on append), so no backfill pass is needed.
             "ALTER TABLE messages ADD COLUMN estimated_tokens INTEGER",
+        ),
+    ),
+    Migration(
+        TOKEN_SPEND_VERSION,
+        "token spend per user and UTC day",
+        (
+            # One row per user and day: budgets read a day or a month as a range of rows.
+            """CREATE TABLE token_spend (
+                user_id TEXT NOT NULL,
+                day TEXT NOT NULL,
+                tokens INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, day)) WITHOUT ROWID""",
         ),
     ),
 )
@@ -144,6 +160,17 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
             # Nullable without a default: instant, no table rewrite. NULL is a
             # row stored before this version, estimated from its content on read.
             "ALTER TABLE messages ADD COLUMN estimated_tokens integer",
+        ),
+    ),
+    Migration(
+        TOKEN_SPEND_VERSION,
+        "token spend per user and UTC day",
+        (
+            """CREATE TABLE token_spend (
+                user_id text NOT NULL,
+                day date NOT NULL,
+                tokens bigint NOT NULL DEFAULT 0,
+                PRIMARY KEY (user_id, day))""",
         ),
     ),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 import asyncpg
@@ -14,6 +15,7 @@ from service.store.base import (
     ConversationStore,
     NewMessage,
     StoredMessage,
+    TokenSpend,
     UsageTotals,
     UserProfileRecord,
 )
@@ -293,6 +295,14 @@ class PostgresStore(ConversationStore):
                     user_id,
                     *totals,
                 )
+            if totals[0] + totals[1]:
+                await conn.execute(
+                    "INSERT INTO token_spend AS s (user_id, day, tokens) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (user_id, day) DO UPDATE SET tokens = s.tokens + excluded.tokens",
+                    user_id,
+                    now.date(),
+                    totals[0] + totals[1],
+                )
         # Identity values follow the insertion order; RETURNING's order is unspecified.
         ids = sorted(row["id"] for row in rows)
         return [
@@ -329,6 +339,18 @@ class PostgresStore(ConversationStore):
         if row is None:
             return UsageTotals(0, 0, 0)
         return UsageTotals(row["input_tokens"], row["output_tokens"], row["turns"])
+
+    async def token_spend(self, user_id: str, day: date) -> TokenSpend:
+        check_user_id(user_id)
+        row = await self._db().fetchrow(
+            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0) AS day_tokens,"
+            " COALESCE(SUM(tokens), 0) AS month_tokens"
+            " FROM token_spend WHERE user_id = $1 AND day BETWEEN $3 AND $2",
+            user_id,
+            day,
+            day.replace(day=1),
+        )
+        return TokenSpend(int(row["day_tokens"]), int(row["month_tokens"]))
 
     async def count_users(self) -> int:
         return int(await self._db().fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))

@@ -7,6 +7,7 @@ import functools
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from datetime import date
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
 
@@ -17,6 +18,7 @@ from service.store.base import (
     ConversationStore,
     NewMessage,
     StoredMessage,
+    TokenSpend,
     UsageTotals,
     UserProfileRecord,
 )
@@ -175,6 +177,10 @@ class SqliteStore(ConversationStore):
     async def usage_totals(self, user_id: str) -> UsageTotals:
         check_user_id(user_id)
         return await self._run(ops.usage_totals, user_id)
+
+    async def token_spend(self, user_id: str, day: date) -> TokenSpend:
+        check_user_id(user_id)
+        return await self._run(ops.token_spend, user_id, day)
 
     async def count_users(self) -> int:
         return await self._run(ops.count_users)

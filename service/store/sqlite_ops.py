@@ -12,7 +12,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from service.store.base import (
@@ -21,6 +21,7 @@ from service.store.base import (
     NewMessage,
     Role,
     StoredMessage,
+    TokenSpend,
     UsageTotals,
     UserProfileRecord,
 )
@@ -286,6 +287,13 @@ def append_messages(
                 " turns = turns + excluded.turns",
                 (user_id, *totals),
             )
+            if totals[0] + totals[1]:
+                conn.execute(
+                    "INSERT INTO token_spend (user_id, day, tokens) VALUES (?, ?, ?)"
+                    " ON CONFLICT (user_id, day) DO UPDATE SET"
+                    " tokens = tokens + excluded.tokens",
+                    (user_id, now.date().isoformat(), totals[0] + totals[1]),
+                )
     return [
         stored_message(message_id, conversation_id, m, now, estimate)
         for message_id, m, estimate in zip(ids, batch, estimates, strict=True)
@@ -312,6 +320,15 @@ def usage_totals(conn: sqlite3.Connection, user_id: str) -> UsageTotals:
         "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = ?", (user_id,)
     ).fetchone()
     return UsageTotals(0, 0, 0) if row is None else UsageTotals(row[0], row[1], row[2])
+
+
+def token_spend(conn: sqlite3.Connection, user_id: str, day: date) -> TokenSpend:
+    row = conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN day = ? THEN tokens END), 0), COALESCE(SUM(tokens), 0)"
+        " FROM token_spend WHERE user_id = ? AND day BETWEEN ? AND ?",
+        (day.isoformat(), user_id, day.replace(day=1).isoformat(), day.isoformat()),
+    ).fetchone()
+    return TokenSpend(int(row[0]), int(row[1]))
 
 
 def count_users(conn: sqlite3.Connection) -> int:

@@ -114,8 +114,10 @@ class LiveStream:
         body: dict[str, Any],
         *,
         close_when: Callable[[SseEvent], bool] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.body = body
+        self._headers = headers or {}
         self.request_id: str = body["request_id"]
         self.user_id: str = body["user_id"]
         self.events: list[SseEvent] = []
@@ -135,7 +137,9 @@ class LiveStream:
         try:
             with (
                 httpx.Client(base_url=base_url, timeout=30) as client,
-                client.stream("POST", "/api/chat/stream", json=self.body) as response,
+                client.stream(
+                    "POST", "/api/chat/stream", json=self.body, headers=self._headers
+                ) as response,
             ):
                 self.status_code = response.status_code
                 self.headers = response.headers

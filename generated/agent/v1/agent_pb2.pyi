@@ -260,7 +260,7 @@ class QueueStats(_message.Message):
     def __init__(self, waiting: _Optional[int] = ..., running: _Optional[int] = ..., max_pending: _Optional[int] = ..., max_pending_per_user: _Optional[int] = ..., providers: _Optional[_Iterable[_Union[ProviderQueueStats, _Mapping]]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers")
+    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers", "user_limits", "user_budget", "caller_admin")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -271,6 +271,9 @@ class GetStatusResponse(_message.Message):
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_USAGE_FIELD_NUMBER: _ClassVar[int]
     MCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
+    USER_LIMITS_FIELD_NUMBER: _ClassVar[int]
+    USER_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    CALLER_ADMIN_FIELD_NUMBER: _ClassVar[int]
     status: str
     provider: str
     model: str
@@ -281,7 +284,10 @@ class GetStatusResponse(_message.Message):
     user_id: str
     user_usage: Usage
     mcp_servers: _containers.RepeatedCompositeFieldContainer[McpServerStatus]
-    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ...) -> None: ...
+    user_limits: UserLimits
+    user_budget: TokenBudget
+    caller_admin: bool
+    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ..., user_limits: _Optional[_Union[UserLimits, _Mapping]] = ..., user_budget: _Optional[_Union[TokenBudget, _Mapping]] = ..., caller_admin: _Optional[bool] = ...) -> None: ...
 
 class McpServerStatus(_message.Message):
     __slots__ = ("name", "transport", "state", "tools", "last_error", "restarts")
@@ -298,6 +304,38 @@ class McpServerStatus(_message.Message):
     last_error: str
     restarts: int
     def __init__(self, name: _Optional[str] = ..., transport: _Optional[str] = ..., state: _Optional[_Union[McpServerState, str]] = ..., tools: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., restarts: _Optional[int] = ...) -> None: ...
+
+class UserLimits(_message.Message):
+    __slots__ = ("tier", "requests_per_minute", "max_active", "tokens_per_day", "tokens_per_month", "max_output_tokens")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_MINUTE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_DAY_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_MONTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    requests_per_minute: int
+    max_active: int
+    tokens_per_day: int
+    tokens_per_month: int
+    max_output_tokens: int
+    def __init__(self, tier: _Optional[str] = ..., requests_per_minute: _Optional[int] = ..., max_active: _Optional[int] = ..., tokens_per_day: _Optional[int] = ..., tokens_per_month: _Optional[int] = ..., max_output_tokens: _Optional[int] = ...) -> None: ...
+
+class TokenBudget(_message.Message):
+    __slots__ = ("spent_today", "spent_this_month", "left_today", "left_this_month", "day_reset_time", "month_reset_time")
+    SPENT_TODAY_FIELD_NUMBER: _ClassVar[int]
+    SPENT_THIS_MONTH_FIELD_NUMBER: _ClassVar[int]
+    LEFT_TODAY_FIELD_NUMBER: _ClassVar[int]
+    LEFT_THIS_MONTH_FIELD_NUMBER: _ClassVar[int]
+    DAY_RESET_TIME_FIELD_NUMBER: _ClassVar[int]
+    MONTH_RESET_TIME_FIELD_NUMBER: _ClassVar[int]
+    spent_today: int
+    spent_this_month: int
+    left_today: int
+    left_this_month: int
+    day_reset_time: _timestamp_pb2.Timestamp
+    month_reset_time: _timestamp_pb2.Timestamp
+    def __init__(self, spent_today: _Optional[int] = ..., spent_this_month: _Optional[int] = ..., left_today: _Optional[int] = ..., left_this_month: _Optional[int] = ..., day_reset_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., month_reset_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetQueueStatusRequest(_message.Message):
     __slots__ = ("request_id", "user_id")
@@ -340,6 +378,44 @@ class CancelRequestResponse(_message.Message):
     state: RequestState
     cancelled: bool
     def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[RequestState, str]] = ..., cancelled: _Optional[bool] = ...) -> None: ...
+
+class ListRequestsRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class RequestSummary(_message.Message):
+    __slots__ = ("request_id", "user_id", "state", "position", "estimated_wait_s", "priority", "provider", "model", "enqueue_time", "start_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENQUEUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    state: RequestState
+    position: int
+    estimated_wait_s: float
+    priority: int
+    provider: str
+    model: str
+    enqueue_time: _timestamp_pb2.Timestamp
+    start_time: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., state: _Optional[_Union[RequestState, str]] = ..., position: _Optional[int] = ..., estimated_wait_s: _Optional[float] = ..., priority: _Optional[int] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., enqueue_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListRequestsResponse(_message.Message):
+    __slots__ = ("requests", "all_users")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ALL_USERS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[RequestSummary]
+    all_users: bool
+    def __init__(self, requests: _Optional[_Iterable[_Union[RequestSummary, _Mapping]]] = ..., all_users: _Optional[bool] = ...) -> None: ...
 
 class ConversationSummary(_message.Message):
     __slots__ = ("conversation_id", "title", "create_time", "update_time", "message_count")

@@ -60,6 +60,11 @@ class AgentServiceStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.CancelRequestRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.CancelRequestResponse.FromString,
                 _registered_method=True)
+        self.ListRequests = channel.unary_unary(
+                '/agent.v1.AgentService/ListRequests',
+                request_serializer=agent_dot_v1_dot_agent__pb2.ListRequestsRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.ListRequestsResponse.FromString,
+                _registered_method=True)
         self.ListConversations = channel.unary_unary(
                 '/agent.v1.AgentService/ListConversations',
                 request_serializer=agent_dot_v1_dot_agent__pb2.ListConversationsRequest.SerializeToString,
@@ -116,8 +121,18 @@ class AgentServiceServicer:
 
     def CancelRequest(self, request, context):
         """Cancels a queued or running request. A queued request leaves the queue
-        at once; a running one is aborted upstream. Only the owner may cancel;
-        anyone else gets NOT_FOUND. Cancelling a finished request changes nothing.
+        at once; a running one is aborted upstream. Only the owner, or an admin,
+        may cancel; anyone else gets NOT_FOUND. Cancelling a finished request
+        changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRequests(self, request, context):
+        """Lists the requests waiting or running: the caller's own, or every
+        user's when the caller is an admin (a users-file entry with admin: true,
+        calling with its own token). Running requests first, then by position.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +187,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CancelRequest,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.CancelRequestRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.CancelRequestResponse.SerializeToString,
+            ),
+            'ListRequests': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRequests,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.ListRequestsRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.ListRequestsResponse.SerializeToString,
             ),
             'ListConversations': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConversations,
@@ -325,6 +345,33 @@ class AgentService:
             '/agent.v1.AgentService/CancelRequest',
             agent_dot_v1_dot_agent__pb2.CancelRequestRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.CancelRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRequests(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agent.v1.AgentService/ListRequests',
+            agent_dot_v1_dot_agent__pb2.ListRequestsRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.ListRequestsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,177 @@
+"""The users file: its two entry forms, reload on change, and the `users` command line."""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+from pathlib import Path
+
+import pytest
+
+from service.auth import Authenticator
+from service.errors import InvalidRequest, Unauthenticated
+from service.main import main as service_main
+from service.userfile import UserEntry, load_users, write_users
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def digest(token: str) -> str:
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def test_short_and_long_forms(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(
+        "# operators\n"
+        "alice: tok-a\n"
+        f"bob:\n  token: '{digest('tok-b')}'\n  tier: pro\n  admin: true\n"
+        "carol: {token: tok-c, tier: free}\n"
+    )
+    users = load_users(path)
+    assert users["alice"] == UserEntry("alice", "tok-a")
+    assert (users["bob"].tier, users["bob"].admin) == ("pro", True)
+    assert users["carol"].tier == "free" and not users["carol"].admin
+    auth = Authenticator(users_file=path)
+    bob = auth.authenticate("Bearer tok-b")
+    assert (bob.user_id, bob.admin) == ("bob", True)
+    assert not auth.authenticate("Bearer tok-a").admin
+    assert (auth.tier_of("bob"), auth.tier_of("alice"), auth.tier_of("nobody")) == ("pro", "", "")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "alice: {tier: pro}\n",  # no token
+        "alice: {token: t, role: admin}\n",  # unknown key
+        "alice: {token: t, admin: 'yes'}\n",  # not a boolean
+        "alice: 'sha256:abc'\n",  # not a digest
+        "alice: ''\n",
+        "- a list\n",
+    ],
+)
+def test_malformed_entries_are_refused_with_the_reason(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=r"users\.yaml"):
+        load_users(path)
+
+
+def test_a_bad_user_id_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("'../x': t\n")
+    with pytest.raises(InvalidRequest):
+        load_users(path)
+
+
+def test_changes_are_picked_up_without_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "users.yaml"
+    write_users(path, {"alice": UserEntry("alice", digest("old"))})
+    clock = Clock()
+    auth = Authenticator(users_file=path, reload_interval_s=1.0, clock=clock)
+    assert auth.authenticate("Bearer old").user_id == "alice"
+
+    write_users(path, {"alice": UserEntry("alice", digest("new"), tier="pro")})
+    clock.now = 0.5  # checked at most once a second
+    assert auth.authenticate("Bearer old").user_id == "alice"
+    clock.now = 1.0
+    with pytest.raises(Unauthenticated):
+        auth.authenticate("Bearer old")
+    assert auth.authenticate("Bearer new").user_id == "alice"
+    assert auth.tier_of("alice") == "pro"
+
+    path.write_text("alice: {token: [broken\n")  # a bad edit keeps the last good file
+    clock.now = 2.0
+    assert auth.authenticate("Bearer new").user_id == "alice"
+
+    write_users(path, {})  # everyone revoked: nobody gets in, and the service is not open
+    clock.now = 3.0
+    with pytest.raises(Unauthenticated):
+        auth.authenticate("Bearer new")
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(None)
+
+
+def users(path: Path, *args: str) -> int:
+    with pytest.raises(SystemExit) as ended:
+        service_main(["users", "--file", str(path), *args])
+    return int(ended.value.code or 0)
+
+
+def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "users.yaml"
+    assert users(path, "add", "alice", "--tier", "pro", "--admin") == 0
+    token = capsys.readouterr().out.strip()
+    assert len(token) >= 40
+    text = path.read_text()
+    assert token not in text and digest(token) in text
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    auth = Authenticator(users_file=path)
+    alice = auth.authenticate(f"Bearer {token}")
+    assert (alice.user_id, alice.admin, auth.tier_of("alice")) == ("alice", True, "pro")
+
+    assert users(path, "add", "bob") == 0
+    bob_token = capsys.readouterr().out.strip()
+    assert users(path, "add", "bob") == 1
+    assert "already exists" in capsys.readouterr().err
+
+    assert users(path, "rotate", "alice") == 0
+    rotated = capsys.readouterr().out.strip()
+    assert rotated != token
+    auth = Authenticator(users_file=path)
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(f"Bearer {token}")
+    assert auth.authenticate(f"Bearer {rotated}").admin  # tier and role are kept
+    assert auth.tier_of("alice") == "pro"
+
+    assert users(path, "list") == 0
+    listing = capsys.readouterr().out
+    assert "alice" in listing and "pro" in listing and "bob" in listing
+    assert rotated not in listing and bob_token not in listing and "sha256" not in listing
+
+    assert users(path, "revoke", "bob") == 0
+    capsys.readouterr()
+    with pytest.raises(Unauthenticated):
+        Authenticator(users_file=path).authenticate(f"Bearer {bob_token}")
+    assert users(path, "revoke", "bob") == 1
+    assert "no user 'bob'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.yaml"]  # no temp files left
+
+
+def test_cli_keeps_hand_written_entries_and_checks_tiers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("# hand-written\nlegacy: plain-token\n")
+    path.chmod(0o640)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"auth:\n  tokens_file: {path}\nlimits:\n  tiers:\n    pro: {{}}\n")
+    with pytest.raises(SystemExit) as ended:
+        service_main(["users", "--config", str(config), "add", "x", "--tier", "gold"])
+    assert ended.value.code == 1
+    assert "tier 'gold' is not in limits.tiers (known: pro)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as ended:
+        service_main(["users", "--config", str(config), "add", "newcomer", "--tier", "pro"])
+    assert ended.value.code == 0
+    assert load_users(path)["legacy"].token == "plain-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # an existing file keeps its mode
+    assert users(path, "add", "../evil") == 1
+    assert "user_id" in capsys.readouterr().err
+
+
+def test_cli_without_a_file_says_how_to_name_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("AGENT_AUTH__TOKENS_FILE", raising=False)
+    with pytest.raises(SystemExit) as ended:
+        service_main(["users", "list"])
+    assert ended.value.code == 2
+    assert "auth.tokens_file" in capsys.readouterr().err
