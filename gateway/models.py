@@ -26,6 +26,10 @@ def _encodable(value: str) -> str:
 Text = Annotated[str, AfterValidator(_encodable)]
 """A string field of a request body: any Unicode text that UTF-8 can encode."""
 
+# The service's rule for user ids (safe as a file name; no leading dot), or empty: the default user.
+USER_ID_PATTERN = r"^([A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127})?$"
+_USER_ID_DOC = "User to act as (shared-token/open modes); 1-128 of A-Z a-z 0-9 . _ @ -"
+
 _CHAT_EXAMPLE = {"message": "What is 17*23?", "user_id": "alice", "priority": 3}
 
 
@@ -38,7 +42,7 @@ class ChatRequest(BaseModel):
     conversation_id: Text | None = Field(
         None, description="Conversation to continue; omitted: the current one"
     )
-    user_id: Text | None = Field(None, description="User to act as (shared-token/open modes)")
+    user_id: str | None = Field(None, pattern=USER_ID_PATTERN, description=_USER_ID_DOC)
     # strict: JSON true, 1.0 and "1" are not integers (lax mode would take them as 1).
     priority: int = Field(5, ge=1, le=10, strict=True, description="1 is highest, 10 lowest")
     new_conversation: bool = Field(False, description="Start a fresh conversation")
@@ -64,7 +68,7 @@ class RequestRef(BaseModel):
     )
 
     request_id: Text = Field(..., min_length=1, max_length=64)
-    user_id: Text | None = None
+    user_id: str | None = Field(None, pattern=USER_ID_PATTERN, description=_USER_ID_DOC)
 
 
 class UsageBody(BaseModel):

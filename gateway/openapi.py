@@ -23,7 +23,7 @@ _DESCRIPTIONS: dict[int, str] = {
     404: "No such conversation or request for this user",
     409: "The client-chosen request_id is already in use",
     413: "The body is larger than api_server.max_body_bytes",
-    422: "The body or a parameter fails validation; `errors` lists each field",
+    422: "The body or a parameter (e.g. user_id) fails validation; `errors` lists each field",
     429: "A queue limit was hit; retry after Retry-After seconds",
     499: "The request was cancelled (by its owner, through /api/queue/cancel)",
     500: "An internal error of the service",
@@ -41,7 +41,7 @@ _HEADERS: dict[int, dict[str, Any]] = {
 }
 
 # Every /api route talks to the service, so each can meet these.
-_ANY_CALL = (400, 401, 403, 500, 503, 504)
+_ANY_CALL = (400, 401, 403, 422, 500, 503, 504)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -76,6 +76,19 @@ _SSE_EXAMPLE = (
     '"stop_reason":"end_turn","tool_calls":[]}\n\n'
 )
 
+# One event of the stream (its `data` is a JSON object, sent as one line of text).
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {
+            "type": "string",
+            "enum": ["queued", "start", "message", "tool_call", "tool_result", "done", "error"],
+        },
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
+
 STREAM_OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
@@ -88,7 +101,7 @@ STREAM_OK: dict[int | str, dict[str, Any]] = {
             "(`: keep-alive`) keep an idle connection open. An error before the first "
             "event is a plain HTTP error instead (see the other responses)."
         ),
-        "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}},
+        "content": {"text/event-stream": {"schema": _SSE_EVENT, "example": _SSE_EXAMPLE}},
     }
 }
 
@@ -112,9 +125,18 @@ def install_openapi(app: FastAPI) -> None:
             "description": "IOS_APITOKEN or a per-user token; not needed in open mode",
         }
         for path, operations in schema["paths"].items():
-            if path.startswith("/api/"):
-                for operation in operations.values():
+            for operation in operations.values():
+                if path.startswith("/api/"):
                     operation["security"] = [{BEARER_SCHEME: []}]
+                responses = operation["responses"]
+                # The framework's default 422 (its own body shape) where no validation can fail.
+                if "HTTPValidationError" in str(responses.get("422", "")):
+                    del responses["422"]
+                ok = responses.get("200", {}).get("content", {})
+                if "text/event-stream" in ok:  # the framework also lists its JSON default
+                    ok.pop("application/json", None)
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.get("schemas", {}).pop(unused, None)
         app.openapi_schema = schema
         return schema
 

@@ -54,6 +54,9 @@ def _digits(value: object) -> object:
     return value
 
 
+UserIdQuery = Annotated[
+    str | None, Query(pattern=models.USER_ID_PATTERN, description="User to act as")
+]
 PageSize = Annotated[int, Query(ge=1, le=100), BeforeValidator(_digits)]
 
 
@@ -138,8 +141,6 @@ async def chat(body: models.ChatRequest, request: Request, upstream: UpstreamDep
     "/api/chat/stream",
     tags=["chat"],
     operation_id="ChatStream",
-    status_code=200,
-    response_class=ChatEventStream,
     responses={**docs.STREAM_OK, **docs.STREAM_ERRORS},
 )
 async def chat_stream(
@@ -168,7 +169,7 @@ async def chat_stream(
     responses=docs.STATUS_ERRORS,
 )
 async def status(
-    request: Request, upstream: UpstreamDep, user_id: Annotated[str | None, Query()] = None
+    request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None
 ) -> Response:
     """Provider, model, reachability, queue statistics, active users, version."""
     reply = await upstream.stub.GetStatus(
@@ -227,7 +228,7 @@ async def queue_cancel(
 async def list_conversations(
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
+    user_id: UserIdQuery = None,
     page_size: PageSize = 20,
     page_token: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
@@ -258,7 +259,7 @@ async def get_conversation(
     conversation_id: str,
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
+    user_id: UserIdQuery = None,
 ) -> Response:
     """One of the caller's conversations with all its messages."""
     reply = await upstream.stub.GetConversation(
@@ -280,7 +281,7 @@ async def delete_conversation(
     conversation_id: str,
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
+    user_id: UserIdQuery = None,
 ) -> Response:
     """Delete one of the caller's conversations."""
     reply = await upstream.stub.DeleteConversation(
