@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 _REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -30,7 +30,11 @@ Text = Annotated[str, AfterValidator(_encodable)]
 USER_ID_PATTERN = r"^([A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127})?$"
 _USER_ID_DOC = "User to act as (shared-token/open modes); 1-128 of A-Z a-z 0-9 . _ @ -"
 
-_CHAT_EXAMPLE = {"message": "What is 17*23?", "user_id": "alice", "priority": 3}
+_CHAT_EXAMPLE: dict[str, JsonValue] = {
+    "message": "What is 17*23?",
+    "user_id": "alice",
+    "priority": 3,
+}
 
 
 class ChatRequest(BaseModel):

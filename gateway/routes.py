@@ -168,9 +168,7 @@ async def chat_stream(
     response_model=models.StatusResponse,
     responses=docs.STATUS_ERRORS,
 )
-async def status(
-    request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None
-) -> Response:
+async def status(request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None) -> Response:
     """Provider, model, reachability, queue statistics, active users, version."""
     reply = await upstream.stub.GetStatus(
         pb.GetStatusRequest(user_id=user_id or ""),

@@ -27,7 +27,9 @@ async def test_declared_length_over_the_limit_is_413(
     lone_gateway: httpx.AsyncClient, route: str
 ) -> None:
     body = json.dumps({"message": "x" * LIMIT, "request_id": "r"})
-    _assert_413(await lone_gateway.post(route, content=body, headers={"content-type": "application/json"}))
+    _assert_413(
+        await lone_gateway.post(route, content=body, headers={"content-type": "application/json"})
+    )
 
 
 async def test_declared_length_is_refused_without_reading_the_body() -> None:
@@ -80,7 +82,9 @@ async def test_chunked_body_is_counted_and_cut_off(lone_gateway: httpx.AsyncClie
 async def test_body_at_the_limit_passes(lone_gateway: httpx.AsyncClient) -> None:
     body = json.dumps({"message": "x"})
     body += " " * (LIMIT - len(body))
-    r = await lone_gateway.post("/api/chat", content=body, headers={"content-type": "application/json"})
+    r = await lone_gateway.post(
+        "/api/chat", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == 503, r.text  # past the limit and validation: no service behind it
 
 
@@ -91,7 +95,9 @@ async def test_three_megabytes_is_413_by_default(client: httpx.AsyncClient) -> N
 
 async def test_grpc_limits_follow_the_body_limit(tmp_path) -> None:
     gateway = dict(channel_options(GatewaySettings(api_server={"max_body_bytes": 10_000})))
-    service = dict(server_options(service_settings(tmp_path, api_server={"max_body_bytes": 10_000})))
+    service = dict(
+        server_options(service_settings(tmp_path, api_server={"max_body_bytes": 10_000}))
+    )
     assert gateway["grpc.max_send_message_length"] == grpc_request_limit(10_000)
     assert service["grpc.max_receive_message_length"] == grpc_request_limit(10_000)
     assert gateway["grpc.max_receive_message_length"] == service["grpc.max_send_message_length"]

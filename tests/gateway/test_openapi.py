@@ -40,9 +40,7 @@ def schema() -> dict[str, Any]:
 
 
 def _operations(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {
-        op["operationId"]: op for ops in schema["paths"].values() for op in ops.values()
-    }
+    return {op["operationId"]: op for ops in schema["paths"].values() for op in ops.values()}
 
 
 def test_operation_ids_are_the_rpc_names(schema: dict[str, Any]) -> None:

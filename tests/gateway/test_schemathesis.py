@@ -74,7 +74,9 @@ def schema_valid_is_never_422(ctx: object, response: Any, case: schemathesis.Cas
 
 
 @pytest.mark.parametrize(("label", "mode"), _runs())
-def test_operation_conforms(schema: schemathesis.BaseSchema, label: str, mode: GenerationMode) -> None:
+def test_operation_conforms(
+    schema: schemathesis.BaseSchema, label: str, mode: GenerationMode
+) -> None:
     method, path = label.split(" ", 1)
     operation = schema[path][method]
     if mode is GenerationMode.POSITIVE:
