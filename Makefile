@@ -6,10 +6,16 @@ PY := $(VENV)/bin/python
 BUF := node_modules/.bin/buf
 VENV_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+PROTODEPS := build/protodeps/google/api/annotations.proto
+PROTO_BUNDLE ?= build/proto-bundle
 
-.PHONY: setup generate lint test run demo bench clean
+.PHONY: setup generate lint test run demo bench clean proto-bundle
 
-setup: $(VENV_STAMP) $(NODE_STAMP)
+setup: $(VENV_STAMP) $(NODE_STAMP) $(PROTODEPS)
+
+# buf.yaml's second module: google/api from the installed package (buf lint needs it).
+$(PROTODEPS): $(VENV_STAMP)
+	$(PY) scripts/generate.py --deps
 
 $(VENV_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +29,10 @@ $(NODE_STAMP): package.json package-lock.json
 
 generate: setup
 	$(PY) scripts/generate.py
+
+# proto/ and google/api/{annotations,http}.proto in one folder, for clients in any language.
+proto-bundle: $(VENV_STAMP)
+	$(PY) scripts/generate.py --bundle $(PROTO_BUNDLE)
 
 lint: setup
 	$(VENV)/bin/ruff check service gateway tests scripts

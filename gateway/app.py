@@ -4,22 +4,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import grpc
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from gateway.body_limit import BodySizeLimit
 from gateway.config import GatewaySettings, load_gateway_settings
+from gateway.docs import install_docs
+from gateway.http_errors import install_error_handlers
+from gateway.openapi import install_openapi
 from gateway.routes import Upstream, router, rpc_error_response
 
-_CHANNEL_OPTIONS = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-]
+# A request message is never larger than the JSON body it came from (field names
+# become tags, escapes become bytes), so the body limit plus room for the gRPC
+# envelope bounds what the gateway sends; the service's receive limit is the same.
+GRPC_MESSAGE_SLACK = 64 * 1024
+# Replies (a whole conversation) are not bounded by a request body.
+GRPC_MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+
+def grpc_request_limit(max_body_bytes: int) -> int:
+    """The largest request message the gateway sends and the service accepts."""
+    return max_body_bytes + GRPC_MESSAGE_SLACK
+
+
+def channel_options(settings: GatewaySettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_send_message_length", grpc_request_limit(settings.api_server.max_body_bytes)),
+        ("grpc.max_receive_message_length", GRPC_MAX_REPLY_BYTES),
+    ]
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -28,7 +46,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        channel = grpc.aio.insecure_channel(settings.grpc.address, options=_CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(
+            settings.grpc.address, options=channel_options(settings)
+        )
         app.state.upstream = Upstream(
             channel, settings.api_server.request_timeout, settings.sse.keepalive_s
         )
@@ -42,11 +62,17 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         description=(
             "REST and Server-Sent-Events gateway of the agent service. "
             "Send `Authorization: Bearer <token>`. Errors are "
-            '`{"detail": "...", "code": "<grpc code>"}`.'
+            '`{"detail": "...", "code": "..."}`; `code` is the gRPC code in lower case, '
+            "or `payload_too_large`, `not_found`, `method_not_allowed` for errors of the "
+            "HTTP layer."
         ),
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by gateway.docs from local assets
+        redoc_url=None,
     )
+    # Inside CORS (added later = outer), so a browser can read the 413 too.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_server.max_body_bytes)
     if settings.api_server.enable_cors:
         app.add_middleware(
             CORSMiddleware,
@@ -56,22 +82,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_headers=["*"],
         )
     app.include_router(router)
+    install_error_handlers(app)
+    install_docs(app)
+    install_openapi(app)
 
     @app.exception_handler(grpc.aio.AioRpcError)
     async def _rpc_error(request: Request, exc: grpc.aio.AioRpcError) -> Response:
         return rpc_error_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = jsonable_encoder(exc.errors())
-        summary = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg', '')}"
-            for e in errors
-        )
-        return JSONResponse(
-            {"detail": summary or "invalid request", "code": "invalid_argument", "errors": errors},
-            status_code=422,
-        )
 
     return app
 

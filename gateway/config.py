@@ -30,6 +30,8 @@ class ApiServerSection(BaseModel):
     enable_cors: bool = True
     cors_origins: list[str] = Field(default_factory=lambda: ["*"])
     request_timeout: float = Field(300.0, gt=0)
+    # Larger request bodies get 413; the gRPC request-size limits follow it.
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
 
 
 class GrpcSection(BaseModel):

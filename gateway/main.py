@@ -8,6 +8,7 @@ import os
 import uvicorn
 
 from gateway.config import load_gateway_settings
+from gateway.http_protocol import PROTOCOL_PATH
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         workers=args.workers or server.workers,
         log_level=server.log_level,
         loop="auto",
-        http="auto",
+        http=PROTOCOL_PATH,  # httptools, answering parser errors in the JSON error shape
         timeout_graceful_shutdown=10,
     )
 

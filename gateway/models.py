@@ -7,27 +7,51 @@ Field names follow the original spec (``message``, ``conversation_id``,
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 _REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+def _encodable(value: str) -> str:
+    # JSON's \ud800 escapes decode to lone surrogates, which protobuf (UTF-8) cannot carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
+"""A string field of a request body: any Unicode text that UTF-8 can encode."""
+
+# The service's rule for user ids (safe as a file name; no leading dot), or empty: the default user.
+USER_ID_PATTERN = r"^([A-Za-z0-9_@-][A-Za-z0-9._@-]{0,127})?$"
+_USER_ID_DOC = "User to act as (shared-token/open modes); 1-128 of A-Z a-z 0-9 . _ @ -"
+
+_CHAT_EXAMPLE: dict[str, JsonValue] = {
+    "message": "What is 17*23?",
+    "user_id": "alice",
+    "priority": 3,
+}
 
 
 class ChatRequest(BaseModel):
     """One chat turn."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_CHAT_EXAMPLE]})
 
-    message: str = Field(..., min_length=1, description="The user's message; '/' starts a command")
-    conversation_id: str | None = Field(
+    message: Text = Field(..., min_length=1, description="The user's message; '/' starts a command")
+    conversation_id: Text | None = Field(
         None, description="Conversation to continue; omitted: the current one"
     )
-    user_id: str | None = Field(None, description="User to act as (shared-token/open modes)")
-    priority: int = Field(5, ge=1, le=10, description="1 is highest, 10 lowest")
+    user_id: str | None = Field(None, pattern=USER_ID_PATTERN, description=_USER_ID_DOC)
+    # strict: JSON true, 1.0 and "1" are not integers (lax mode would take them as 1).
+    priority: int = Field(5, ge=1, le=10, strict=True, description="1 is highest, 10 lowest")
     new_conversation: bool = Field(False, description="Start a fresh conversation")
     provider: Literal["anthropic", "ollama"] | None = Field(None, description="Provider override")
-    model: str | None = Field(None, description="Model override")
+    model: Text | None = Field(None, description="Model override")
     request_id: str | None = Field(
         None, pattern=_REQUEST_ID_PATTERN, description="Client-chosen id, to cancel early"
     )
@@ -43,10 +67,12 @@ class ChatRequest(BaseModel):
 class RequestRef(BaseModel):
     """Names a request for queue status or cancel."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"request_id": "r_1", "user_id": "alice"}]}
+    )
 
-    request_id: str = Field(..., min_length=1, max_length=64)
-    user_id: str | None = None
+    request_id: Text = Field(..., min_length=1, max_length=64)
+    user_id: str | None = Field(None, pattern=USER_ID_PATTERN, description=_USER_ID_DOC)
 
 
 class UsageBody(BaseModel):
@@ -137,12 +163,121 @@ class ConversationListResponse(BaseModel):
     next_page_token: str
 
 
-class ConversationMessageBody(BaseModel):
-    """One stored message: its text, its content blocks, usage and provenance."""
+class FieldErrorBody(BaseModel):
+    """One field that failed validation (the offending value is never echoed)."""
 
-    role: Literal["user", "assistant"]
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    detail: str = Field(description="What went wrong, for a human")
+    code: str = Field(
+        description="gRPC code in lower case, or one of the gateway's own codes "
+        "(payload_too_large, not_found, method_not_allowed)"
+    )
+    retry_after_s: float | None = Field(None, description="When to retry (429/503 only)")
+    errors: list[FieldErrorBody] | None = Field(None, description="Each invalid field (422 only)")
+
+
+class HealthResponse(BaseModel):
+    """Health of the gateway and of the service behind it."""
+
+    status: Literal["ok", "unavailable"]
+    service: str = Field(description="The service's gRPC health status, or 'unreachable'")
+    detail: str | None = Field(None, description="Why the service is unreachable")
+    code: str | None = Field(None, description="'unavailable' when status is not ok")
+
+
+class ProviderStatusBody(BaseModel):
+    """One provider's reachability."""
+
+    name: str
+    model: str
+    reachable: bool
+    detail: str
+    version: str
+    model_available: bool | None = Field(
+        description="Whether the model is installed; null: unknown"
+    )
+
+
+class ProviderQueueBody(BaseModel):
+    """One provider's slots and waiting requests."""
+
+    provider: str
+    slots: int
+    running: int
+    waiting: int
+    waiting_by_priority: dict[str, int]
+    avg_wait_s: float
+    avg_service_s: float
+
+
+class QueueStatsBody(BaseModel):
+    """Queue figures of the whole service."""
+
+    waiting: int
+    running: int
+    max_pending: int
+    max_pending_per_user: int
+    providers: list[ProviderQueueBody]
+
+
+class StatusResponse(BaseModel):
+    """Provider, model, reachability, queue figures, active users, the caller's usage."""
+
+    status: str
+    provider: str
+    model: str
+    version: str
+    providers: list[ProviderStatusBody]
+    queue_stats: QueueStatsBody
+    active_users: int
+    user_id: str
+    user_usage: UsageBody
+
+
+class TextBlockBody(BaseModel):
+    """Text of a message."""
+
+    type: Literal["text"]
     text: str
-    content: list[dict[str, Any]]
+
+
+class ToolUseBlockBody(BaseModel):
+    """A tool call the model made."""
+
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: Any
+
+
+class ToolResultBlockBody(BaseModel):
+    """The result of a tool call."""
+
+    type: Literal["tool_result"]
+    tool_use_id: str
+    name: str
+    content: str
+    is_error: bool
+
+
+ContentBlockBody = Annotated[
+    TextBlockBody | ToolUseBlockBody | ToolResultBlockBody, Field(discriminator="type")
+]
+
+
+class MessageBody(BaseModel):
+    """One stored message."""
+
+    role: str
+    text: str
+    content: list[ContentBlockBody]
     status: Literal["complete", "cancelled", "failed", "unspecified"]
     provider: str
     model: str
@@ -154,15 +289,14 @@ class ConversationMessageBody(BaseModel):
 class ConversationResponse(ConversationSummaryBody):
     """One conversation and a page of its messages, oldest first."""
 
-    messages: list[ConversationMessageBody]
+    messages: list[MessageBody]
     next_page_token: str = Field(
         description="Pass as page_token for the next (later) messages; empty on the last page"
     )
 
 
-class ErrorBody(BaseModel):
-    """Every error response."""
+class DeleteResponse(BaseModel):
+    """The outcome of a delete."""
 
-    detail: str | list[Any]
-    code: str
-    retry_after_s: float | None = None
+    conversation_id: str
+    deleted: bool

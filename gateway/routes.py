@@ -15,14 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
 
 from gateway import convert, models
+from gateway import openapi as docs
 from gateway.errors import GatewayError, from_rpc_error
 from gateway.sse import ChatEventStream
 
 router = APIRouter()
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": models.ErrorBody} for code in (400, 401, 403, 404, 422, 429, 499, 503, 504)
-}
 _STATUS_TIMEOUT_S = 10.0
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")
 
@@ -51,6 +49,19 @@ def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
     return (("authorization", auth),) if auth else ()
 
 
+def _digits(value: object) -> object:
+    """A query integer is ASCII digits: no '1.0', '1_0', '+1' or 'true' (lax int takes them)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in digits")
+    return value
+
+
+UserIdQuery = Annotated[
+    str | None, Query(pattern=models.USER_ID_PATTERN, description="User to act as")
+]
+PageSize = Annotated[int, Query(ge=1, le=100), BeforeValidator(_digits)]
+
+
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     return JSONResponse(body, status_code=status)
 
@@ -76,21 +87,39 @@ async def _cancel_on_disconnect(request: Request, call: grpc.aio.Call) -> None:
             return
 
 
-@router.get("/health", tags=["status"])
+@router.get(
+    "/health",
+    tags=["status"],
+    operation_id="Health",
+    response_model=models.HealthResponse,
+    responses={503: {"model": models.HealthResponse, "description": "The service is not serving"}},
+)
 async def health(upstream: UpstreamDep) -> Response:
     """Liveness of the gateway and health of the agent service (no auth)."""
     try:
         reply = await upstream.health.Check(health_pb2.HealthCheckRequest(), timeout=2.0)
     except grpc.aio.AioRpcError as exc:
-        body = {"status": "unavailable", "service": "unreachable", "detail": exc.details()}
+        body = {
+            "status": "unavailable",
+            "service": "unreachable",
+            "detail": exc.details() or "",
+            "code": "unavailable",
+        }
         return _json(body, 503)
     serving = reply.status == health_pb2.HealthCheckResponse.SERVING
     service = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status).lower()
-    body = {"status": "ok" if serving else "unavailable", "service": service}
-    return _json(body, 200 if serving else 503)
+    if serving:
+        return _json({"status": "ok", "service": service})
+    return _json({"status": "unavailable", "service": service, "code": "unavailable"}, 503)
 
 
-@router.post("/api/chat", tags=["chat"], response_model=models.ChatResponse, responses=_ERRORS)
+@router.post(
+    "/api/chat",
+    tags=["chat"],
+    operation_id="Chat",
+    response_model=models.ChatResponse,
+    responses=docs.CHAT_ERRORS,
+)
 async def chat(body: models.ChatRequest, request: Request, upstream: UpstreamDep) -> Response:
     """Run one chat turn and return the complete answer."""
     call = upstream.stub.Chat(
@@ -110,8 +139,15 @@ async def chat(body: models.ChatRequest, request: Request, upstream: UpstreamDep
     return _json(convert.chat_response(reply))
 
 
-@router.post("/api/chat/stream", tags=["chat"], responses=_ERRORS)
-async def chat_stream(body: models.ChatRequest, request: Request, upstream: UpstreamDep) -> Any:
+@router.post(
+    "/api/chat/stream",
+    tags=["chat"],
+    operation_id="ChatStream",
+    responses={**docs.STREAM_OK, **docs.STREAM_ERRORS},
+)
+async def chat_stream(
+    body: models.ChatRequest, request: Request, upstream: UpstreamDep
+) -> ChatEventStream:
     """Run one chat turn and stream it as Server-Sent Events.
 
     Events: `queued` (request_id, position, estimated_wait_s; again when the
@@ -127,10 +163,14 @@ async def chat_stream(body: models.ChatRequest, request: Request, upstream: Upst
     return ChatEventStream(call, upstream.keepalive_s)
 
 
-@router.get("/api/status", tags=["status"], responses=_ERRORS)
-async def status(
-    request: Request, upstream: UpstreamDep, user_id: Annotated[str | None, Query()] = None
-) -> Response:
+@router.get(
+    "/api/status",
+    tags=["status"],
+    operation_id="GetStatus",
+    response_model=models.StatusResponse,
+    responses=docs.STATUS_ERRORS,
+)
+async def status(request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None) -> Response:
     """Provider, model, reachability, queue statistics, active users, version."""
     reply = await upstream.stub.GetStatus(
         pb.GetStatusRequest(user_id=user_id or ""),
@@ -143,8 +183,9 @@ async def status(
 @router.post(
     "/api/queue/status",
     tags=["queue"],
+    operation_id="GetQueueStatus",
     response_model=models.QueueStatusResponse,
-    responses=_ERRORS,
+    responses=docs.REF_ERRORS,
 )
 async def queue_status(
     body: models.RequestRef, request: Request, upstream: UpstreamDep
@@ -159,7 +200,11 @@ async def queue_status(
 
 
 @router.post(
-    "/api/queue/cancel", tags=["queue"], response_model=models.CancelResponse, responses=_ERRORS
+    "/api/queue/cancel",
+    tags=["queue"],
+    operation_id="CancelRequest",
+    response_model=models.CancelResponse,
+    responses=docs.REF_ERRORS,
 )
 async def queue_cancel(
     body: models.RequestRef, request: Request, upstream: UpstreamDep
@@ -174,10 +219,14 @@ async def queue_cancel(
 
 
 @router.get(
-    "/api/queue", tags=["queue"], response_model=models.RequestListResponse, responses=_ERRORS
+    "/api/queue",
+    tags=["queue"],
+    operation_id="ListRequests",
+    response_model=models.RequestListResponse,
+    responses=docs.LIST_ERRORS,
 )
 async def list_requests(
-    request: Request, upstream: UpstreamDep, user_id: Annotated[str | None, Query()] = None
+    request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None
 ) -> Response:
     """Requests waiting or running: yours, or every user's when your token is an admin's."""
     reply = await upstream.stub.ListRequests(
@@ -191,14 +240,15 @@ async def list_requests(
 @router.get(
     "/api/conversations",
     tags=["conversations"],
+    operation_id="ListConversations",
     response_model=models.ConversationListResponse,
-    responses=_ERRORS,
+    responses=docs.LIST_ERRORS,
 )
 async def list_conversations(
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
-    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    user_id: UserIdQuery = None,
+    page_size: PageSize = 20,
     page_token: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
     """The caller's conversations, most recently active first."""
@@ -236,14 +286,15 @@ MessagePageSize = Annotated[
 @router.get(
     "/api/conversations/{conversation_id}",
     tags=["conversations"],
+    operation_id="GetConversation",
     response_model=models.ConversationResponse,
-    responses=_ERRORS,
+    responses=docs.CONVERSATION_ERRORS,
 )
 async def get_conversation(
     conversation_id: str,
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
+    user_id: UserIdQuery = None,
     page_size: MessagePageSize = 0,
     page_token: Annotated[
         str, Query(max_length=1024, description="next_page_token of the previous page")
@@ -267,12 +318,18 @@ async def get_conversation(
     return _json(convert.conversation(reply))
 
 
-@router.delete("/api/conversations/{conversation_id}", tags=["conversations"], responses=_ERRORS)
+@router.delete(
+    "/api/conversations/{conversation_id}",
+    tags=["conversations"],
+    operation_id="DeleteConversation",
+    response_model=models.DeleteResponse,
+    responses=docs.CONVERSATION_ERRORS,
+)
 async def delete_conversation(
     conversation_id: str,
     request: Request,
     upstream: UpstreamDep,
-    user_id: Annotated[str | None, Query()] = None,
+    user_id: UserIdQuery = None,
 ) -> Response:
     """Delete one of the caller's conversations."""
     reply = await upstream.stub.DeleteConversation(

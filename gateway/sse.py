@@ -50,6 +50,8 @@ _Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]
 class ChatEventStream(Response):
     """ASGI response for one streamed chat turn (a Response, so FastAPI passes it through)."""
 
+    media_type = "text/event-stream"  # also what the OpenAPI document says of the route
+
     def __init__(self, call: _Call, keepalive_s: float) -> None:
         super().__init__(media_type="text/event-stream")
         self._call = call

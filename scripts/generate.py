@@ -3,6 +3,10 @@
 Also copies google/api/{annotations,http}.proto from the installed
 googleapis-common-protos package into build/protodeps (git-ignored), the
 second module buf.yaml lists, so buf needs no registry access.
+
+--deps: only that copy (`make setup`, so buf works on a fresh clone).
+--bundle DIR: proto/ plus the google/api files in one folder, every .proto a
+consumer needs to generate its own client (`make proto-bundle`).
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ OUT = ROOT / "generated"
 DEPS = ROOT / "build" / "protodeps"
 
 
-def copy_google_api() -> None:
+def copy_google_api(root: Path = DEPS) -> None:
     source = Path(annotations_pb2.__file__).parent
-    target = DEPS / "google" / "api"
+    target = root / "google" / "api"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("annotations.proto", "http.proto"):
         shutil.copyfile(source / name, target / name)
@@ -38,9 +42,23 @@ def same_tree(a: Path, b: Path) -> bool:
     return files_a == files_b and all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
 
 
+def bundle(folder: Path) -> None:
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(PROTO_ROOT, folder)
+    copy_google_api(folder)
+    print(f"wrote every .proto a client needs into {folder}/")
+
+
 def main() -> int:
-    check = "--check" in sys.argv[1:]
+    args = sys.argv[1:]
+    if "--bundle" in args:
+        bundle(Path(args[args.index("--bundle") + 1]).resolve())
+        return 0
+    check = "--check" in args
     copy_google_api()
+    if "--deps" in args:
+        return 0
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     wkt = Path(grpc_tools.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,8 @@
 """`make run` / `make demo`: the service and the gateway together; Ctrl-C stops both.
 
 --demo also starts the bundled fake Ollama (an echo backend, clearly not a
-model) on a free port and points the service at it.
+model) on a free port and points the service at it, with its own data
+directory (data/demo), so demo turns and real ones never share a history.
 """
 
 from __future__ import annotations
@@ -19,6 +20,20 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+DEMO_DATA_DIR = "data/demo"
+
+
+def demo_environment(ollama_port: int) -> dict[str, str]:
+    """What --demo adds to the environment of both processes."""
+    return {
+        "AGENT_API__PROVIDER": "ollama",
+        "AGENT_OLLAMA__URL": f"http://127.0.0.1:{ollama_port}",
+        # Both keys: a store.url in the config file would otherwise win over data_dir.
+        "AGENT_STORE__DATA_DIR": DEMO_DATA_DIR,
+        "AGENT_STORE__URL": f"sqlite:///{DEMO_DATA_DIR}/agent.db",
+    }
 
 
 def main() -> int:
@@ -40,8 +55,7 @@ def main() -> int:
     if args.demo:
         port = _free_port()
         spawn("-m", "tests.fakes.ollama", "--port", str(port))
-        env["AGENT_API__PROVIDER"] = "ollama"
-        env["AGENT_OLLAMA__URL"] = f"http://127.0.0.1:{port}"
+        env.update(demo_environment(port))
         print(
             f"*** DEMO MODE: answers come from a fake echo backend on port {port} ***", flush=True
         )

@@ -36,11 +36,24 @@ from service.tools.mcp_registry import McpTools
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
-_SERVER_OPTIONS = [
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.max_receive_message_length", 32 * 1024 * 1024),
-]
+# Request messages: the gateway's body limit (api_server.max_body_bytes) plus room for
+# the envelope, the same figure the gateway sends at most. Replies may be larger
+# (a whole conversation); the gateway receives up to this.
+_REQUEST_SLACK_BYTES = 64 * 1024
+_MAX_REPLY_BYTES = 32 * 1024 * 1024
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """Options of the gRPC server; the receive limit matches the gateway's send limit."""
+    return [
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        (
+            "grpc.max_receive_message_length",
+            settings.api_server.max_body_bytes + _REQUEST_SLACK_BYTES,
+        ),
+        ("grpc.max_send_message_length", _MAX_REPLY_BYTES),
+    ]
 
 
 @dataclass(slots=True)
@@ -143,7 +156,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         )
 
         server = grpc.aio.server(
-            options=_SERVER_OPTIONS,
+            options=server_options(settings),
             interceptors=[CallInterceptor(auth, prefix=f"/{SERVICE_NAME}/")],
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

@@ -140,3 +140,13 @@ def test_idle_streams_get_keepalive_comments(client: httpx.Client, fake_ollama: 
     assert kinds[0] == "start" and kinds[-1] == "done"
     # Comments keep the idle connection alive between start and the first token.
     assert "comment" in kinds[1 : kinds.index("message")]
+
+
+def test_declared_oversized_body_is_413_over_a_real_socket(client: httpx.Client) -> None:
+    r = client.post(
+        "/api/chat",
+        content=b"{" + b" " * (3 * 1024 * 1024) + b"}",
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 413, r.text
+    assert r.json()["code"] == "payload_too_large"

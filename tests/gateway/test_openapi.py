@@ -1,0 +1,114 @@
+"""The OpenAPI document: names, auth, real response bodies, and each route's real errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.app import create_app
+
+OPERATION_IDS = {
+    ("post", "/api/chat"): "Chat",
+    ("post", "/api/chat/stream"): "ChatStream",
+    ("get", "/api/status"): "GetStatus",
+    ("post", "/api/queue/status"): "GetQueueStatus",
+    ("post", "/api/queue/cancel"): "CancelRequest",
+    ("get", "/api/queue"): "ListRequests",
+    ("get", "/api/conversations"): "ListConversations",
+    ("get", "/api/conversations/{conversation_id}"): "GetConversation",
+    ("delete", "/api/conversations/{conversation_id}"): "DeleteConversation",
+    ("get", "/health"): "Health",
+}
+
+# The errors each route can answer (see README, "Endpoints").
+ERRORS = {
+    "Chat": {400, 401, 403, 404, 409, 413, 422, 429, 499, 500, 503, 504},
+    "ChatStream": {400, 401, 403, 404, 409, 413, 422, 429, 500, 503, 504},
+    "GetStatus": {400, 401, 403, 422, 500, 503, 504},
+    "GetQueueStatus": {400, 401, 403, 404, 413, 422, 500, 503, 504},
+    "CancelRequest": {400, 401, 403, 404, 413, 422, 500, 503, 504},
+    "ListConversations": {400, 401, 403, 422, 500, 503, 504},
+    "ListRequests": {400, 401, 403, 422, 500, 503, 504},
+    "GetConversation": {400, 401, 403, 422, 404, 500, 503, 504},
+    "DeleteConversation": {400, 401, 403, 422, 404, 500, 503, 504},
+    "Health": {503},
+}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict[str, Any]:
+    return create_app().openapi()
+
+
+def _operations(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {op["operationId"]: op for ops in schema["paths"].values() for op in ops.values()}
+
+
+def test_operation_ids_are_the_rpc_names(schema: dict[str, Any]) -> None:
+    found = {
+        (verb, path): op["operationId"]
+        for path, ops in schema["paths"].items()
+        for verb, op in ops.items()
+    }
+    assert found == OPERATION_IDS
+
+
+def test_bearer_scheme_on_every_api_route(schema: dict[str, Any]) -> None:
+    scheme = schema["components"]["securitySchemes"]["bearer"]
+    assert scheme == {**scheme, "type": "http", "scheme": "bearer"}
+    for path, ops in schema["paths"].items():
+        for op in ops.values():
+            expected = [{"bearer": []}] if path.startswith("/api/") else None
+            assert op.get("security") == expected, path
+
+
+def test_each_route_documents_its_real_errors(schema: dict[str, Any]) -> None:
+    for name, op in _operations(schema).items():
+        statuses = {int(s) for s in op["responses"] if not s.startswith("2")}
+        assert statuses == ERRORS[name], name
+        for status in statuses - {503} if name == "Health" else statuses:
+            content = op["responses"][str(status)]["content"]["application/json"]
+            assert content["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (name, status)
+    headers = _operations(schema)["Chat"]["responses"]
+    assert "Retry-After" in headers["429"]["headers"]
+    assert "WWW-Authenticate" in headers["401"]["headers"]
+
+
+@pytest.mark.parametrize(
+    ("name", "model"),
+    [
+        ("GetStatus", "StatusResponse"),
+        ("GetConversation", "ConversationResponse"),
+        ("DeleteConversation", "DeleteResponse"),
+        ("Chat", "ChatResponse"),
+        ("Health", "HealthResponse"),
+    ],
+)
+def test_200_bodies_are_documented(schema: dict[str, Any], name: str, model: str) -> None:
+    ok = _operations(schema)[name]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"] == {"$ref": f"#/components/schemas/{model}"}
+    assert schema["components"]["schemas"][model]["properties"]
+
+
+def test_stream_is_documented_as_server_sent_events(schema: dict[str, Any]) -> None:
+    ok = _operations(schema)["ChatStream"]["responses"]["200"]
+    assert set(ok["content"]) == {"text/event-stream"}
+    example = ok["content"]["text/event-stream"]["example"]
+    for event in ("queued", "start", "message", "tool_call", "tool_result", "done"):
+        assert f"event: {event}\n" in example
+    for event in ("queued", "start", "message", "done", "error"):
+        assert f"`{event}`" in ok["description"]
+
+
+@pytest.mark.parametrize("model", ["ChatRequest", "RequestRef"])
+def test_request_bodies_have_examples(schema: dict[str, Any], model: str) -> None:
+    assert schema["components"]["schemas"][model]["examples"]
+
+
+def test_strict_integers_in_the_schema(schema: dict[str, Any]) -> None:
+    priority = schema["components"]["schemas"]["ChatRequest"]["properties"]["priority"]
+    assert priority["type"] == "integer"
+    params = _operations(schema)["ListConversations"]["parameters"]
+    page_size = next(p for p in params if p["name"] == "page_size")["schema"]
+    assert page_size["type"] == "integer" and page_size["minimum"] == 1
