@@ -7,6 +7,7 @@ what is left, store interrupted turns, then close providers and the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -21,12 +22,13 @@ from service.agent import AgentLoop
 from service.auth import Authenticator, load_tokens_file
 from service.chat import ChatService
 from service.config import Settings
+from service.listen import add_port, check_address_free
 from service.profiles import ProfileDirectory
 from service.providers.base import Provider
 from service.providers.factory import build_provider
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Scheduler
-from service.status import ProviderProbes
+from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
 from service.tools import default_registry
 
@@ -37,6 +39,8 @@ _SERVER_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
+    # A second service on a used port must fail, not share it (see service/listen.py).
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -49,6 +53,8 @@ class RunningService:
     scheduler: Scheduler
     chat: ChatService
     health: health.aio.HealthServicer
+    # Probes the default provider once after start and warns if it cannot answer.
+    probe: asyncio.Task[None] | None = None
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -77,6 +83,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 @asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     """Start the gRPC server with every resource; shut all down gracefully on exit."""
+    # Before any resource is opened: a taken port is the most common first-run mistake.
+    check_address_free(settings.grpc.address)
     async with AsyncExitStack() as stack:
         store = open_store(settings.store.resolved_url())
         await store.open()
@@ -138,9 +146,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             ),
             server,
         )
-        port = server.add_insecure_port(settings.grpc.address)
-        if port == 0:
-            raise OSError(f"cannot listen on {settings.grpc.address}")
+        port = add_port(server, settings.grpc.address)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -150,9 +156,16 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.provider,
             providers[settings.provider].model,
         )
+        # In the background: a missing Ollama must not delay a service that may never need it.
+        probe = asyncio.create_task(
+            startup_probe(settings.provider, providers[settings.provider]),
+            name="startup-probe",
+        )
         try:
-            yield RunningService(port, server, scheduler, chat, health_servicer)
+            yield RunningService(port, server, scheduler, chat, health_servicer, probe)
         finally:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
 
 
