@@ -27,7 +27,7 @@ from anthropic.types import (
     ToolUseBlockParam,
 )
 
-from service.errors import AgentError, Code, ProviderError
+from service.errors import AgentError, Code, ProviderError, Reason
 from service.providers.base import (
     CompletionRequest,
     Message,
@@ -155,9 +155,10 @@ class AnthropicBridge:
         await self._client.close()
 
     def _missing_key(self) -> ProviderError:
-        return ProviderError(
+        return self._upstream.error(
             "no Anthropic API key is configured; set ANTHROPIC_API_KEY for the service",
-            code=Code.FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
+            Reason.PROVIDER_NOT_CONFIGURED,
         )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
@@ -278,7 +279,9 @@ class AnthropicBridge:
             return from_status(
                 self._upstream, status, detail, model=model, headers=exc.response.headers
             )
-        return ProviderError(f"Anthropic request failed: {exc.message}", code=Code.UNAVAILABLE)
+        return self._upstream.error(
+            f"Anthropic request failed: {exc.message}", Code.UNAVAILABLE, Reason.PROVIDER_FAILED
+        )
 
     async def probe(self) -> ProviderHealth:
         """A cheap GET /v1/models/{model}; never raises."""

@@ -84,7 +84,7 @@ def test_failing_tool_gives_an_error_result_and_an_answer(
 @pytest.mark.parametrize(
     ("reply", "status", "code"),
     [
-        (Reply.error(401), 500, "failed_precondition"),
+        (Reply.error(401), 503, "failed_precondition"),
         (Reply.error(404), 404, "not_found"),
         (Reply.error(400, "bad thing"), 400, "invalid_argument"),
         (Reply.error(413), 400, "invalid_argument"),
@@ -107,6 +107,32 @@ def test_upstream_errors_map_to_http(
     assert body["code"] == code and body["detail"]
     if reply.headers:  # the upstream's hint is passed on
         assert int(r.headers["retry-after"]) == int(reply.headers["retry-after"])
+    if reply.status == 401:  # the operator's problem: no retry hint, the provider named
+        assert "retry-after" not in r.headers
+        assert body["reason"] == "PROVIDER_CREDENTIALS_REJECTED"
+        assert provider_stack.name.capitalize() in body["detail"]
+
+
+GARBAGE = {
+    "ollama": b"this is not JSON\n",
+    "anthropic": b"event: content_block_delta\ndata: {this is not JSON\n\n",
+}
+
+
+def test_an_invalid_line_mid_stream_is_a_bad_gateway(
+    provider_stack: ProviderStack, http: httpx.Client
+) -> None:
+    garbage = GARBAGE[provider_stack.name]
+    provider_stack.fake.push(Reply.text("a", "b", garbage=garbage, garbage_after=1))
+    r = http.post("/api/chat", json={"message": "x", "user_id": user()})
+    assert r.status_code == 502, r.text
+    assert r.json()["reason"] == "PROVIDER_INVALID_RESPONSE"
+    assert "retry-after" not in r.headers
+
+    provider_stack.fake.push(Reply.text("a", "b", garbage=garbage, garbage_after=1))
+    events = stream_events(http, "/api/chat/stream", {"message": "x", "user_id": user()})
+    assert [e.event for e in events] == ["start", "message", "error"]
+    assert events[-1].data["code"] == "unavailable"
 
 
 def test_mid_stream_error_comes_after_the_deltas(

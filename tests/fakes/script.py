@@ -44,6 +44,9 @@ class Reply:
     truncate_after: int | None = None  # stop after N chunks without the final line/event
     truncate_cleanly: bool = False  # end the body properly (else drop the connection)
     hang_after: int | None = None  # send N chunks, then nothing until the client leaves
+    # After ``garbage_after`` chunks: these raw bytes (not the vendor's format), then the end.
+    garbage: bytes | None = None
+    garbage_after: int = 0
     # Send ``gate_after`` chunks, then nothing until the test sets ``gate`` (or the client leaves).
     gate: threading.Event | None = None
     gate_after: int = 0
@@ -183,6 +186,10 @@ async def play(
         if frame.kind != "head":
             if reply.fail_after is not None and sent >= reply.fail_after:
                 pending.append(error_frame())
+                await flush(last=True)
+                return
+            if reply.garbage is not None and sent >= reply.garbage_after:
+                pending.append(reply.garbage)
                 await flush(last=True)
                 return
             if reply.truncate_after is not None and sent >= reply.truncate_after:
