@@ -114,7 +114,7 @@ def test_credentials_message_names_the_provider() -> None:
 
 def test_error_info_carries_domain_and_metadata() -> None:
     status = to_grpc_status(from_status(OLLAMA, 401, "no", model="m"))
-    (key, raw), *_ = status.trailing_metadata
+    (_key, raw), *_ = status.trailing_metadata
     details = status_pb2.Status.FromString(raw).details
     info = error_details_pb2.ErrorInfo()
     assert details[0].Unpack(info)
