@@ -37,24 +37,21 @@ def check_address_free(address: str) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+        raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None  # bad host
     for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            # SO_REUSEADDR as gRPC sets it: a port in TIME_WAIT is free, a listening one is not.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                # SO_REUSEADDR as gRPC sets it: a port in TIME_WAIT is free, a listening one
+                # is not.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind(sockaddr)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise ListenError(
-                        f"cannot listen on {address}: address already in use "
-                        "(is another agent-service running? set grpc.address)"
-                    ) from None
-                if exc.errno == errno.EADDRNOTAVAIL:
-                    raise ListenError(
-                        f"cannot listen on {address}: no such local address"
-                    ) from None
-                raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ListenError(
+                    f"cannot listen on {address}: address already in use "
+                    "(is another agent-service running? set grpc.address)"
+                ) from None
+            # Anything else (no IPv6 here, say) is gRPC's to judge: add_port reports it.
 
 
 def add_port(server: grpc.aio.Server, address: str) -> int:
