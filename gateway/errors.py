@@ -1,7 +1,17 @@
 """The one mapping from gRPC status to HTTP status, and the error body.
 
-Error bodies are ``{"detail": "...", "code": "<grpc code, lower case>"}``;
-a RetryInfo detail becomes a ``Retry-After`` header.
+Error bodies are ``{"detail": "...", "code": "<grpc code, lower case>"}``,
+plus ``"reason"`` when the status carries a ``google.rpc.ErrorInfo`` of the
+agent service's domain; a RetryInfo detail becomes a ``Retry-After`` header.
+Most statuses map by code (``HTTP_STATUS``); a few reasons refine that
+(``REASON_STATUS``), because one gRPC code can stand for failures a client must
+treat differently:
+
+- the provider rejected the service's credentials (FAILED_PRECONDITION):
+  503 with no Retry-After, an operator must fix the key; a plain
+  FAILED_PRECONDITION is the caller's and stays 400;
+- the provider sent something that is not its protocol (UNAVAILABLE): 502;
+- overloaded or rate limited upstream keeps 503/429 with its Retry-After.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
+# ErrorInfo.domain of the agent service's reasons (service/errors.py ERROR_DOMAIN).
+ERROR_DOMAIN = "agent.v1.AgentService"
 
 HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -20,6 +32,7 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
     grpc.StatusCode.ABORTED: 409,
     grpc.StatusCode.ALREADY_EXISTS: 409,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
@@ -31,6 +44,21 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
 
 
 @dataclass(frozen=True, slots=True)
+class ReasonRule:
+    """How an ErrorInfo reason overrides the code's HTTP status."""
+
+    status: int
+    retryable: bool  # False: drop any Retry-After (retrying cannot help)
+
+
+REASON_STATUS: dict[str, ReasonRule] = {
+    "PROVIDER_CREDENTIALS_REJECTED": ReasonRule(503, retryable=False),
+    "PROVIDER_NOT_CONFIGURED": ReasonRule(503, retryable=False),
+    "PROVIDER_INVALID_RESPONSE": ReasonRule(502, retryable=False),
+}
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayError:
     """A gRPC failure, ready to be sent as HTTP or as an SSE error event."""
 
@@ -38,12 +66,25 @@ class GatewayError:
     code: str
     detail: str
     retry_after_s: float | None = None
+    reason: str | None = None  # ErrorInfo.reason of the agent service's domain
 
     def body(self) -> dict[str, object]:
         body: dict[str, object] = {"detail": self.detail, "code": self.code}
+        if self.reason is not None:
+            body["reason"] = self.reason
         if self.retry_after_s is not None:
             body["retry_after_s"] = self.retry_after_s
         return body
+
+    def event_data(self) -> dict[str, object]:
+        """The data of an SSE ``error`` event: the body's fields, plus the HTTP status."""
+        data: dict[str, object] = {"code": self.code, "message": self.detail}
+        data["status"] = self.status
+        if self.reason is not None:
+            data["reason"] = self.reason
+        if self.retry_after_s is not None:
+            data["retry_after_s"] = self.retry_after_s
+        return data
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -54,30 +95,52 @@ class GatewayError:
         return headers
 
 
-def _retry_after(metadata: grpc.aio.Metadata | None) -> float | None:
-    if not metadata:
-        return None
-    for key, value in metadata:
+@dataclass(frozen=True, slots=True)
+class _Details:
+    retry_after_s: float | None = None
+    reason: str | None = None
+
+
+def _details(metadata: grpc.aio.Metadata | None) -> _Details:
+    """RetryInfo and (our domain's) ErrorInfo from the status details, if present."""
+    retry_after_s: float | None = None
+    reason: str | None = None
+    for key, value in metadata or ():
         if key != _DETAILS_KEY or not isinstance(value, bytes):
             continue
         status = status_pb2.Status.FromString(value)
         for detail in status.details:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                info = error_details_pb2.RetryInfo()
+                retry = error_details_pb2.RetryInfo()
+                detail.Unpack(retry)
+                delay = retry.retry_delay
+                retry_after_s = float(delay.seconds + delay.nanos / 1e9)
+            elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
-                return float(info.retry_delay.seconds + info.retry_delay.nanos / 1e9)
-    return None
+                if info.domain == ERROR_DOMAIN and info.reason:
+                    reason = info.reason
+    return _Details(retry_after_s, reason)
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
-    """Translate a failed call."""
+    """Translate a failed call: by its ErrorInfo reason where one refines it, else by code."""
     code = error.code()
     detail = error.details() or code.name.lower()
     if code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in detail.lower():
         detail = f"the agent service is unreachable: {detail}"
+    details = _details(error.trailing_metadata())
+    status = HTTP_STATUS.get(code, 500)
+    retry_after_s = details.retry_after_s
+    rule = REASON_STATUS.get(details.reason or "")
+    if rule is not None:
+        status = rule.status
+        if not rule.retryable:
+            retry_after_s = None
     return GatewayError(
-        status=HTTP_STATUS.get(code, 500),
+        status=status,
         code=code.name.lower(),
         detail=detail,
-        retry_after_s=_retry_after(error.trailing_metadata()),
+        retry_after_s=retry_after_s,
+        reason=details.reason,
     )

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import uvicorn
+import yaml
 
 from gateway.config import load_gateway_settings
+from gateway.config_file import ConfigError
 from gateway.http_protocol import PROTOCOL_PATH
+
+EXIT_CONFIG = 2
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,11 +22,25 @@ def main(argv: list[str] | None = None) -> None:
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )
     parser.add_argument("--workers", type=int, help="override api_server.workers")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="validate the configuration, print what the gateway reads, and exit",
+    )
     args = parser.parse_args(argv)
     if args.config:
         # Workers are separate processes: they find the file through the environment.
         os.environ["AGENT_CONFIG"] = args.config
-    settings = load_gateway_settings()
+    try:
+        # Checked here, once, so a mistake is one line and not a traceback per worker.
+        settings = load_gateway_settings()
+    except ConfigError as exc:
+        print(f"agent-gateway: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    if args.check_config:
+        print("# effective gateway configuration (it holds no secrets)")
+        print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
+        return
     server = settings.api_server
     uvicorn.run(
         "gateway.app:app_from_environment",

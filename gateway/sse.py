@@ -38,10 +38,7 @@ def encode(event: str, data: dict[str, Any]) -> bytes:
 
 
 def _error_frame(error: GatewayError) -> bytes:
-    data: dict[str, Any] = {"code": error.code, "message": error.detail}
-    if error.retry_after_s is not None:
-        data["retry_after_s"] = error.retry_after_s
-    return encode("error", data)
+    return encode("error", error.event_data())
 
 
 _Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]

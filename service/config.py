@@ -8,20 +8,36 @@ the original spec's names ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 
+from service.config_file import (
+    ConfigError,
+    ConfigFile,
+    MappingSource,
+    Tolerated,
+    check_env_names,
+    check_file_keys,
+    describe_settings_error,
+    describe_validation_error,
+    env_name,
+    read_config_file,
+)
 from service.limits.config import LimitsSection
 
 DEFAULT_CONFIG_FILE = Path("config/config.yaml")
+# uvicorn's names (the gateway uses the same key); "trace" is uvicorn's, below debug.
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 class ApiSection(BaseModel):
@@ -48,6 +64,14 @@ class ApiServerSection(BaseModel):
     request_timeout: float = Field(300.0, gt=0)
     # Larger request bodies get 413; the gRPC request-size limits follow it.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.lower()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
 
 
 class GrpcSection(BaseModel):
@@ -186,8 +210,8 @@ class _LegacyEnvSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         found: dict[str, Any] = {}
-        for env_name, (section, key) in self.NAMES.items():
-            value = os.environ.get(env_name)
+        for variable, (section, key) in self.NAMES.items():
+            value = os.environ.get(variable)
             if value:
                 found.setdefault(section, {})[key] = value
         return found
@@ -237,22 +261,79 @@ class Settings(BaseSettings):
         return self.api.provider
 
 
+# Sections of the shared config file that only the gateway reads (it checks them).
+GATEWAY_SECTIONS: Tolerated = {"sse": None}
+_LEGACY_NAMES: dict[tuple[str, ...], str] = {
+    (s, k): env for env, (s, k) in _LegacyEnvSource.NAMES.items()
+}
+
+
 def config_file_path(explicit: str | None = None) -> Path | None:
     """--config, else AGENT_CONFIG, else config/config.yaml when it exists."""
     chosen = explicit or os.environ.get("AGENT_CONFIG")
     if chosen:
         path = Path(chosen)
         if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
+            origin = "--config" if explicit else "AGENT_CONFIG"
+            raise ConfigError(f"config file not found: {path} (from {origin})")
         return path
     return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
 def load_settings(config_file: str | None = None) -> Settings:
-    """Settings from the config file (if any) and the environment."""
+    """Settings from the config file (if any) and the environment, checked strictly.
+
+    Raises ConfigError (one line naming the key and where it was set) for an
+    unreadable file, an unknown key or variable, an invalid value, or a
+    provider chosen without what it needs.
+    """
+    env = os.environ
     path = config_file_path(config_file)
+    file = read_config_file(path) if path is not None else None
+    if file is not None:
+        check_file_keys(Settings, file, GATEWAY_SECTIONS)
+    check_env_names(Settings, env, GATEWAY_SECTIONS)
+    data = file.data if file is not None else {}
 
     class FileSettings(Settings):
-        model_config = SettingsConfigDict(yaml_file=path)
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (
+                init_settings,
+                env_settings,
+                _LegacyEnvSource(settings_cls),
+                MappingSource(settings_cls, data),
+            )
 
-    return FileSettings()
+    try:
+        settings: Settings = FileSettings()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, file, env, _LEGACY_NAMES)) from None
+    except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
+        raise ConfigError(describe_settings_error(exc, Settings, env)) from None
+    _check_consistency(settings, file, env)
+    return settings
+
+
+def _check_consistency(
+    settings: Settings, file: ConfigFile | None, environ: Mapping[str, str]
+) -> None:
+    """What each value allows alone but not together with the others."""
+    if settings.api.provider == "anthropic" and not settings.anthropic.api_key:
+        variable = env_name(("api", "provider"), environ)
+        where = file.where(("api", "provider")) if file is not None else None
+        origin = f"{variable}={environ[variable]!r}" if variable else where or "api.provider"
+        raise ConfigError(
+            f"{origin}: provider 'anthropic' needs an API key: set ANTHROPIC_API_KEY "
+            "(or anthropic.api_key), or choose provider 'ollama'"
+        )
+    tokens = settings.auth.tokens_file
+    if tokens is not None and not tokens.is_file():
+        raise ConfigError(f"auth.tokens_file: no such file: {tokens}")

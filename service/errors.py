@@ -16,11 +16,22 @@ them into ``ProviderError`` with the code that fits.
     ├── DeadlineExceeded       DEADLINE_EXCEEDED  request_timeout ran out
     ├── ServiceUnavailable     UNAVAILABLE        shutting down / not admitting
     └── ProviderError          any code           the upstream LLM failed; code chosen by the bridge
+
+An error may also carry a ``Reason`` (with metadata such as the provider's
+name): it travels as ``google.rpc.ErrorInfo`` (AIP-193) in the status details,
+so a client can tell apart failures that share a code, e.g. "the provider
+rejected our credentials" (FAILED_PRECONDITION, an operator problem) from a
+client's own precondition failure, or "the provider sent garbage" from "the
+provider is overloaded" (both UNAVAILABLE).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+
+# ErrorInfo.domain of every reason below (AIP-193: the service that defines them).
+ERROR_DOMAIN = "agent.v1.AgentService"
 
 
 class Code(StrEnum):
@@ -41,19 +52,46 @@ class Code(StrEnum):
     INTERNAL = "INTERNAL"
 
 
+class Reason(StrEnum):
+    """Why an upstream call failed, finer than the code (ErrorInfo.reason, UPPER_SNAKE_CASE)."""
+
+    # The provider refused the service's own key: the operator must fix it, retrying won't help.
+    PROVIDER_CREDENTIALS_REJECTED = "PROVIDER_CREDENTIALS_REJECTED"
+    # The provider cannot be used as configured (e.g. no API key at all).
+    PROVIDER_NOT_CONFIGURED = "PROVIDER_NOT_CONFIGURED"
+    PROVIDER_MODEL_NOT_FOUND = "PROVIDER_MODEL_NOT_FOUND"
+    PROVIDER_REJECTED_REQUEST = "PROVIDER_REJECTED_REQUEST"
+    PROVIDER_RATE_LIMITED = "PROVIDER_RATE_LIMITED"
+    PROVIDER_OVERLOADED = "PROVIDER_OVERLOADED"
+    PROVIDER_FAILED = "PROVIDER_FAILED"  # a 5xx, or an error the provider reported mid-stream
+    PROVIDER_UNREACHABLE = "PROVIDER_UNREACHABLE"
+    PROVIDER_STREAM_BROKEN = "PROVIDER_STREAM_BROKEN"  # the answer stopped before its end
+    # The provider answered something that is not its protocol (bad JSON, unknown status).
+    PROVIDER_INVALID_RESPONSE = "PROVIDER_INVALID_RESPONSE"
+    PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+
+
 class AgentError(Exception):
     """Base of every error the service reports to a caller."""
 
     code: Code = Code.INTERNAL
 
     def __init__(
-        self, message: str, *, code: Code | None = None, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        code: Code | None = None,
+        retry_after_s: float | None = None,
+        reason: Reason | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.retry_after_s = retry_after_s
+        self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
 
 
 class InvalidRequest(AgentError):

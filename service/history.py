@@ -72,13 +72,20 @@ def fit_history(messages: Sequence[Message], budget_tokens: int) -> list[Message
     return list(messages[best if best is not None else latest :])
 
 
+# Between the texts of two merged turns: a paragraph break, so the model reads two
+# messages, not one glued sentence ("What is 17*23?Tell me a story").
+TURN_SEPARATOR = "\n\n"
+
+
 def merge_consecutive(messages: Sequence[Message]) -> list[Message]:
     """Merge neighbours with the same role into one message, keeping block order.
 
     Stored history can hold two user turns in a row (a failed turn left no
     assistant reply), which providers reject. Messages without content (a
     turn cancelled before any output) are dropped first, so their neighbours
-    merge too.
+    merge too. Where a text block meets a text block across the seam they
+    become one block with ``TURN_SEPARATOR`` between them: providers (and the
+    Anthropic API itself) join adjacent text blocks with nothing.
     """
     merged: list[Message] = []
     for message in messages:
@@ -86,7 +93,17 @@ def merge_consecutive(messages: Sequence[Message]) -> list[Message]:
             continue
         if merged and merged[-1].role == message.role:
             previous = merged[-1]
-            merged[-1] = Message(role=previous.role, content=(*previous.content, *message.content))
+            merged[-1] = Message(
+                role=previous.role, content=_join(previous.content, message.content)
+            )
         else:
             merged.append(message)
     return merged
+
+
+def _join(first: Sequence[Block], second: Sequence[Block]) -> tuple[Block, ...]:
+    head, tail = first[-1], second[0]
+    if isinstance(head, TextBlock) and isinstance(tail, TextBlock):
+        seam = TextBlock(f"{head.text}{TURN_SEPARATOR}{tail.text}")
+        return (*first[:-1], seam, *second[1:])
+    return (*first, *second)

@@ -7,6 +7,7 @@ what is left, store interrupted turns, then close providers and the store.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -22,13 +23,14 @@ from service.auth import Authenticator
 from service.chat import ChatService
 from service.config import Settings
 from service.limits import Limits
+from service.listen import add_port, check_address_free
 from service.profiles import ProfileDirectory
 from service.providers.base import Provider
 from service.providers.factory import build_provider
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Scheduler
-from service.status import ProviderProbes
+from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
 from service.tools import default_registry
 from service.tools.mcp_registry import McpTools
@@ -53,6 +55,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
             settings.api_server.max_body_bytes + _REQUEST_SLACK_BYTES,
         ),
         ("grpc.max_send_message_length", _MAX_REPLY_BYTES),
+        # A second service on a used port must fail, not share it (see service/listen.py).
+        ("grpc.so_reuseport", 0),
     ]
 
 
@@ -65,6 +69,8 @@ class RunningService:
     scheduler: Scheduler
     chat: ChatService
     health: health.aio.HealthServicer
+    # Probes the default provider once after start and warns if it cannot answer.
+    probe: asyncio.Task[None] | None = None
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -93,6 +99,8 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 @asynccontextmanager
 async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
     """Start the gRPC server with every resource; shut all down gracefully on exit."""
+    # Before any resource is opened: a taken port is the most common first-run mistake.
+    check_address_free(settings.grpc.address)
     async with AsyncExitStack() as stack:
         store = open_store(settings.store.resolved_url())
         await store.open()
@@ -170,9 +178,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             ),
             server,
         )
-        port = server.add_insecure_port(settings.grpc.address)
-        if port == 0:
-            raise OSError(f"cannot listen on {settings.grpc.address}")
+        port = add_port(server, settings.grpc.address)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -182,9 +188,16 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             settings.provider,
             providers[settings.provider].model,
         )
+        # In the background: a missing Ollama must not delay a service that may never need it.
+        probe = asyncio.create_task(
+            startup_probe(settings.provider, providers[settings.provider]),
+            name="startup-probe",
+        )
         try:
-            yield RunningService(port, server, scheduler, chat, health_servicer)
+            yield RunningService(port, server, scheduler, chat, health_servicer, probe)
         finally:
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
 
 

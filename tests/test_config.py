@@ -9,6 +9,7 @@ import pytest
 
 from gateway.config import load_gateway_settings
 from service.config import Settings, load_settings
+from service.config_file import ConfigError
 
 
 def test_defaults() -> None:
@@ -48,7 +49,7 @@ def test_original_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="config file not found"):
+    with pytest.raises(ConfigError, match="config file not found"):
         load_settings(str(tmp_path / "nope.yaml"))
 
 

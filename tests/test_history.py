@@ -221,10 +221,17 @@ def test_merge_handles_runs_and_empty_messages() -> None:
         assistant("y"),
     ]
     merged = merge_consecutive(history)
+    # Texts meeting at a seam become one block, a blank line apart: never glued.
     assert merged == [
-        Message("user", (TextBlock("a"), TextBlock("b"), TextBlock("c"))),
-        Message("assistant", (TextBlock("x"), TextBlock("y"))),
+        Message("user", (TextBlock("a\n\nb\n\nc"),)),
+        Message("assistant", (TextBlock("x\n\ny"),)),
     ]
+
+
+def test_merge_keeps_tool_blocks_apart_from_the_texts() -> None:
+    result = Message("user", (ToolResultBlock("t1", "42"),))
+    merged = merge_consecutive([result, user("next")])
+    assert merged == [Message("user", (ToolResultBlock("t1", "42"), TextBlock("next")))]
 
 
 def test_merge_of_alternating_history_is_identity() -> None:

@@ -1,10 +1,15 @@
 """AnthropicBridge: the Provider over the Messages API, through the official SDK's stream helper.
 
-Retries are the SDK's (``max_retries``: connection errors, 408/409/429/5xx,
-honouring retry-after); nothing is retried once a stream has started, and
-this module adds no loop of its own. ``first_byte_timeout_s`` bounds the time
-to the first event including those retries; ``idle_timeout_s`` bounds each
-silence after it.
+Retries are this module's, not the SDK's (its ``max_retries`` is 0): the same
+cases (connection errors, 408/409/429/5xx) and the same waits (the provider's
+``retry-after-ms`` / ``retry-after``, else exponential back-off), but only
+while the wait is short (``max_retry_wait_s``) and ends before the first-byte
+deadline. A longer hint is passed on at once as RESOURCE_EXHAUSTED /
+UNAVAILABLE with that hint: the SDK would sleep through it inside our
+first-byte timeout (ending as a 504 that loses the hint) while the request
+holds a provider slot. Nothing is retried once a stream has started.
+``first_byte_timeout_s`` bounds the time to the first event including the
+retries; ``idle_timeout_s`` bounds each silence after it.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
+import random
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import anthropic
@@ -28,7 +34,7 @@ from anthropic.types import (
 )
 
 from service.content import Message, TextBlock, ToolUseBlock, Usage
-from service.errors import AgentError, Code, ProviderError
+from service.errors import AgentError, Code, ProviderError, Reason
 from service.providers.base import (
     CompletionRequest,
     ProviderEvent,
@@ -47,12 +53,16 @@ from service.providers.errors import (
     from_status,
     idle_timeout,
     next_in_time,
+    parse_retry_after,
     stream_broken,
 )
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
+# The SDK's back-off: 0.5 s doubling up to 8 s, with up to 25 % jitter.
+_BACKOFF_BASE_S = 0.5
+_BACKOFF_MAX_S = 8.0
 # After message_stop only the end of the body is left; reading it keeps the
 # connection reusable, but never wait long for it.
 _DRAIN_S = 1.0
@@ -121,6 +131,7 @@ class AnthropicBridge:
         model: str,
         base_url: str | None = None,
         max_retries: int = 2,
+        max_retry_wait_s: float = _BACKOFF_MAX_S,
         first_byte_timeout_s: float = 120.0,
         idle_timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
@@ -129,6 +140,8 @@ class AnthropicBridge:
         self.model = model
         self.url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key or ""
+        self._max_retries = max_retries
+        self._max_retry_wait_s = max_retry_wait_s
         self._first_byte_timeout_s = first_byte_timeout_s
         self._idle_timeout_s = idle_timeout_s
         self._probe_timeout_s = probe_timeout_s
@@ -144,7 +157,7 @@ class AnthropicBridge:
         self._client = anthropic.AsyncAnthropic(
             api_key=self._api_key,
             base_url=self.url,
-            max_retries=max_retries,
+            max_retries=0,  # one retry loop, ours: see the module docstring
             timeout=httpx2.Timeout(backstop, connect=connect_timeout_s),
         )
 
@@ -152,38 +165,82 @@ class AnthropicBridge:
         await self._client.close()
 
     def _missing_key(self) -> ProviderError:
-        return ProviderError(
+        return self._upstream.error(
             "no Anthropic API key is configured; set ANTHROPIC_API_KEY for the service",
-            code=Code.FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
+            Reason.PROVIDER_NOT_CONFIGURED,
         )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
         if not self._api_key:
             raise self._missing_key()
         model = request.model or self.model
-        manager = self._client.messages.stream(
-            model=model,
-            max_tokens=request.max_tokens,
-            messages=message_params(request),
-            system=request.system or anthropic.omit,
-            tools=tool_params(request) or anthropic.omit,
-            metadata=MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit,
-        )
+
+        def open_stream() -> anthropic.AsyncMessageStreamManager[Any]:
+            return self._client.messages.stream(
+                model=model,
+                max_tokens=request.max_tokens,
+                messages=message_params(request),
+                system=request.system or anthropic.omit,
+                tools=tool_params(request) or anthropic.omit,
+                metadata=(
+                    MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit
+                ),
+            )
+
         first_deadline = asyncio.get_running_loop().time() + self._first_byte_timeout_s
         async with contextlib.AsyncExitStack() as stack:
+            stream = await self._open(stack, open_stream, model, first_deadline)
+            events = self._events(stream, model, first_deadline)
+            async with contextlib.aclosing(events):
+                async for event in events:
+                    yield event
+
+    async def _open(
+        self,
+        stack: contextlib.AsyncExitStack,
+        open_stream: Callable[[], anthropic.AsyncMessageStreamManager[Any]],
+        model: str,
+        first_deadline: float,
+    ) -> AsyncMessageStream[Any]:
+        """Send the request; retry while the wait is short and ends before the deadline."""
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
             try:
                 async with asyncio.timeout_at(first_deadline):
-                    stream = await stack.enter_async_context(manager)
+                    return await stack.enter_async_context(open_stream())
             except TimeoutError:
                 raise first_byte_timeout(
                     self._upstream, model, self._first_byte_timeout_s
                 ) from None
             except anthropic.APIError as exc:
-                raise self._api_error(exc, model, started=False) from exc
-            events = self._events(stream, model, first_deadline)
-            async with contextlib.aclosing(events):
-                async for event in events:
-                    yield event
+                wait = self._retry_wait(exc, attempt)
+                if (
+                    wait is None
+                    or attempt >= self._max_retries
+                    or loop.time() + wait >= first_deadline
+                ):
+                    raise self._api_error(exc, model, started=False) from exc
+                log.info("Anthropic: %s; retrying in %.2f s", exc.message, wait)
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    def _retry_wait(self, exc: anthropic.APIError, attempt: int) -> float | None:
+        """Seconds to wait before retrying ``exc``; None when it is not worth retrying now."""
+        if isinstance(exc, anthropic.APITimeoutError):
+            return None  # only the backstop timeout: the first-byte deadline is gone
+        if isinstance(exc, anthropic.APIStatusError):
+            status = exc.status_code
+            if status < 500 and status not in (408, 409, 429):
+                return None
+            hint = parse_retry_after(exc.response.headers)
+            if hint is not None:
+                return hint if hint <= self._max_retry_wait_s else None
+        elif not isinstance(exc, anthropic.APIConnectionError):
+            return None
+        backoff = min(_BACKOFF_BASE_S * 2.0**attempt, _BACKOFF_MAX_S)
+        return min(backoff * (1 - 0.25 * random.random()), self._max_retry_wait_s)
 
     async def _events(
         self, stream: AsyncMessageStream[Any], model: str, first_deadline: float
@@ -275,7 +332,9 @@ class AnthropicBridge:
             return from_status(
                 self._upstream, status, detail, model=model, headers=exc.response.headers
             )
-        return ProviderError(f"Anthropic request failed: {exc.message}", code=Code.UNAVAILABLE)
+        return self._upstream.error(
+            f"Anthropic request failed: {exc.message}", Code.UNAVAILABLE, Reason.PROVIDER_FAILED
+        )
 
     async def probe(self) -> ProviderHealth:
         """A cheap GET /v1/models/{model}; never raises."""

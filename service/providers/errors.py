@@ -4,14 +4,21 @@ Messages name the provider, the URL and the model and say what to do, because
 the person reading them is usually the operator: an upstream 401 means the
 service's own key is wrong, not the caller's.
 
-    HTTP status                 Code
-    401, 403                    FAILED_PRECONDITION  (fix the key)
-    404                         NOT_FOUND            (name the model)
-    400, 422, 413               INVALID_ARGUMENT
-    429                         RESOURCE_EXHAUSTED   (retry_after_s from the headers)
-    503, 529                    UNAVAILABLE          (retry_after_s, a default if absent)
-    other 5xx, 408, 409         UNAVAILABLE
-    anything else               INTERNAL
+    HTTP status / fault         Code                 Reason (google.rpc.ErrorInfo)
+    401, 403                    FAILED_PRECONDITION  PROVIDER_CREDENTIALS_REJECTED (fix the key)
+    404                         NOT_FOUND            PROVIDER_MODEL_NOT_FOUND
+    400, 422, 413               INVALID_ARGUMENT     PROVIDER_REJECTED_REQUEST
+    429                         RESOURCE_EXHAUSTED   PROVIDER_RATE_LIMITED (retry hint from headers)
+    503, 529                    UNAVAILABLE          PROVIDER_OVERLOADED (retry hint, a default)
+    other 5xx, 408, 409         UNAVAILABLE          PROVIDER_FAILED
+    anything else, bad payload  UNAVAILABLE          PROVIDER_INVALID_RESPONSE
+    no connection               UNAVAILABLE          PROVIDER_UNREACHABLE
+    stream cut short            UNAVAILABLE          PROVIDER_STREAM_BROKEN
+    error line/event after 200  by its type          (as its status; mid-stream errors FAILED)
+    first-byte / idle timeout   DEADLINE_EXCEEDED    PROVIDER_TIMEOUT
+
+Every error's ErrorInfo metadata names the provider and its URL (and the
+model where known), so the gateway can say which upstream failed.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.errors import Code, DeadlineExceeded, ProviderError
+from service.errors import Code, DeadlineExceeded, ProviderError, Reason
 
 # Used when an overloaded upstream gives no hint: long enough not to hammer it.
 DEFAULT_BUSY_RETRY_S = 2.0
@@ -53,6 +60,30 @@ class Upstream:
     url: str
     key_hint: str  # what to do when the upstream rejects the service's credentials
     model_hint: str  # what to do about an unknown model; may use {model}
+
+    def metadata(self, model: str | None = None) -> dict[str, str]:
+        """ErrorInfo metadata: which upstream (and model) failed."""
+        meta = {"provider": self.vendor.lower(), "url": self.url}
+        if model:
+            meta["model"] = model
+        return meta
+
+    def error(
+        self,
+        message: str,
+        code: Code,
+        reason: Reason,
+        *,
+        model: str | None = None,
+        retry_after_s: float | None = None,
+    ) -> ProviderError:
+        return ProviderError(
+            message,
+            code=code,
+            reason=reason,
+            metadata=self.metadata(model),
+            retry_after_s=retry_after_s,
+        )
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -103,57 +134,75 @@ def from_status(
     what = label or f"HTTP {status}"
     retry_after = parse_retry_after(headers)
     if status in (401, 403):
-        return ProviderError(
+        return upstream.error(
             f"{vendor} at {url} rejected the service's credentials ({what}: {detail}); "
             f"{upstream.key_hint}",
-            code=Code.FAILED_PRECONDITION,
+            Code.FAILED_PRECONDITION,
+            Reason.PROVIDER_CREDENTIALS_REJECTED,
+            model=model,
         )
     if status == 404:
         hint = upstream.model_hint.format(model=model)
-        return ProviderError(
+        return upstream.error(
             f"{vendor} at {url} has no model '{model}' ({what}: {detail}); {hint}",
-            code=Code.NOT_FOUND,
+            Code.NOT_FOUND,
+            Reason.PROVIDER_MODEL_NOT_FOUND,
+            model=model,
         )
     if status == 413:
-        return ProviderError(
+        return upstream.error(
             f"request too large for {vendor} model '{model}' ({what}: {detail})",
-            code=Code.INVALID_ARGUMENT,
+            Code.INVALID_ARGUMENT,
+            Reason.PROVIDER_REJECTED_REQUEST,
+            model=model,
         )
     if status in (400, 422):
-        return ProviderError(
+        return upstream.error(
             f"{vendor} rejected the request for model '{model}' ({what}: {detail})",
-            code=Code.INVALID_ARGUMENT,
+            Code.INVALID_ARGUMENT,
+            Reason.PROVIDER_REJECTED_REQUEST,
+            model=model,
         )
     if status == 429:
         hint = f"; retry after {retry_after:g} s" if retry_after is not None else ""
-        return ProviderError(
+        return upstream.error(
             f"{vendor} rate limit reached ({what}: {detail}){hint}",
-            code=Code.RESOURCE_EXHAUSTED,
+            Code.RESOURCE_EXHAUSTED,
+            Reason.PROVIDER_RATE_LIMITED,
+            model=model,
             retry_after_s=retry_after,
         )
     if status in (503, 529):
         wait = retry_after if retry_after is not None else DEFAULT_BUSY_RETRY_S
-        return ProviderError(
+        return upstream.error(
             f"{vendor} at {url} is overloaded ({what}: {detail}); retry after {wait:g} s",
-            code=Code.UNAVAILABLE,
+            Code.UNAVAILABLE,
+            Reason.PROVIDER_OVERLOADED,
+            model=model,
             retry_after_s=wait,
         )
     if status >= 500 or status in (408, 409):
-        return ProviderError(
+        return upstream.error(
             f"{vendor} at {url} failed ({what}: {detail})",
-            code=Code.UNAVAILABLE,
+            Code.UNAVAILABLE,
+            Reason.PROVIDER_FAILED,
+            model=model,
             retry_after_s=retry_after,
         )
-    return ProviderError(
-        f"unexpected HTTP {status} from {vendor} at {url}: {detail}", code=Code.INTERNAL
+    return upstream.error(
+        f"unexpected HTTP {status} from {vendor} at {url}: {detail}",
+        Code.UNAVAILABLE,
+        Reason.PROVIDER_INVALID_RESPONSE,
+        model=model,
     )
 
 
 def connect_failure(upstream: Upstream, exc: BaseException) -> ProviderError:
     """The UNAVAILABLE error for a connection that could not be made."""
-    return ProviderError(
+    return upstream.error(
         f"cannot reach {upstream.vendor} at {upstream.url}: {_connect_reason(exc)}",
-        code=Code.UNAVAILABLE,
+        Code.UNAVAILABLE,
+        Reason.PROVIDER_UNREACHABLE,
     )
 
 
@@ -179,41 +228,51 @@ def _connect_reason(exc: BaseException) -> str:
 
 def stream_broken(upstream: Upstream, model: str, why: str) -> ProviderError:
     """The UNAVAILABLE error for a response that stopped before its end."""
-    return ProviderError(
+    return upstream.error(
         f"{upstream.vendor} at {upstream.url} stream ended early for model '{model}': {why}",
-        code=Code.UNAVAILABLE,
+        Code.UNAVAILABLE,
+        Reason.PROVIDER_STREAM_BROKEN,
+        model=model,
     )
 
 
 def mid_stream_failure(upstream: Upstream, model: str, detail: str) -> ProviderError:
     """The UNAVAILABLE error for an error the upstream reported after starting to answer."""
-    return ProviderError(
+    return upstream.error(
         f"{upstream.vendor} at {upstream.url} failed mid-stream for model '{model}': "
         f"{_clip(detail)}",
-        code=Code.UNAVAILABLE,
+        Code.UNAVAILABLE,
+        Reason.PROVIDER_FAILED,
+        model=model,
     )
 
 
 def bad_payload(upstream: Upstream, model: str, detail: str) -> ProviderError:
-    """The INTERNAL error for a response we cannot read."""
-    return ProviderError(
+    """The error for a response we cannot read: the upstream's fault, not ours (HTTP 502)."""
+    return upstream.error(
         f"{upstream.vendor} at {upstream.url} sent an unreadable response for model "
         f"'{model}': {_clip(detail)}",
-        code=Code.INTERNAL,
+        Code.UNAVAILABLE,
+        Reason.PROVIDER_INVALID_RESPONSE,
+        model=model,
     )
 
 
 def first_byte_timeout(upstream: Upstream, model: str, seconds: float) -> DeadlineExceeded:
     return DeadlineExceeded(
         f"{upstream.vendor} at {upstream.url} sent nothing within {seconds:g} s for model "
-        f"'{model}' (first_byte_timeout_s)"
+        f"'{model}' (first_byte_timeout_s)",
+        reason=Reason.PROVIDER_TIMEOUT,
+        metadata=upstream.metadata(model),
     )
 
 
 def idle_timeout(upstream: Upstream, model: str, seconds: float) -> DeadlineExceeded:
     return DeadlineExceeded(
         f"{upstream.vendor} at {upstream.url} stalled: no data for {seconds:g} s mid-stream "
-        f"for model '{model}' (idle_timeout_s)"
+        f"for model '{model}' (idle_timeout_s)",
+        reason=Reason.PROVIDER_TIMEOUT,
+        metadata=upstream.metadata(model),
     )
 
 

@@ -61,7 +61,8 @@ def chat_messages(request: CompletionRequest) -> list[dict[str, Any]]:
 
 
 def _translate(message: Message, tool_names: dict[str, str]) -> list[dict[str, Any]]:
-    text = "".join(b.text for b in message.content if isinstance(b, TextBlock))
+    # Ollama takes one string per message: separate texts stay separate paragraphs.
+    text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock) and b.text)
     if message.role == "assistant":
         uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
         entry: dict[str, Any] = {"role": "assistant", "content": text}

@@ -13,7 +13,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from service.errors import AgentError, Code
+from service.errors import ERROR_DOMAIN, AgentError, Code
 from service.rpc.calls import current_method
 
 log = logging.getLogger(__name__)
@@ -25,19 +25,26 @@ def grpc_code(code: Code) -> grpc.StatusCode:
 
 
 def to_grpc_status(error: AgentError) -> grpc.Status:
-    """A grpc.Status carrying the message and, when known, a RetryInfo detail."""
+    """A grpc.Status carrying the message and, when known, ErrorInfo and RetryInfo details."""
     code = grpc_code(error.code)
     status = status_pb2.Status(code=code.value[0], message=error.message)
+    if error.reason is not None:
+        info = error_details_pb2.ErrorInfo(
+            reason=error.reason.value, domain=ERROR_DOMAIN, metadata=error.metadata
+        )
+        detail = any_pb2.Any()
+        detail.Pack(info)
+        status.details.append(detail)
     if error.retry_after_s is not None:
         seconds = max(0.0, error.retry_after_s)
         whole = math.floor(seconds)
-        info = error_details_pb2.RetryInfo(
+        retry = error_details_pb2.RetryInfo(
             retry_delay=duration_pb2.Duration(
                 seconds=whole, nanos=int((seconds - whole) * 1_000_000_000)
             )
         )
         detail = any_pb2.Any()
-        detail.Pack(info)
+        detail.Pack(retry)
         status.details.append(detail)
     result: grpc.Status = rpc_status.to_status(status)
     return result

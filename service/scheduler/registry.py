@@ -152,7 +152,13 @@ class Ticket:
         err = self._error
         if err is None:
             return None
-        return type(err)(err.message, code=err.code, retry_after_s=err.retry_after_s)
+        return type(err)(
+            err.message,
+            code=err.code,
+            retry_after_s=err.retry_after_s,
+            reason=err.reason,
+            metadata=err.metadata,
+        )
 
 
 def _run_callback(cb: Callable[[], None], request_id: str) -> None:

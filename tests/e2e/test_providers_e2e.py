@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.e2e.conftest import ProviderStack
-from tests.e2e.stack import stream_events
+from tests.e2e.stack import ANTHROPIC_KEY, launch, provider_config, stream_events
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
 
@@ -84,7 +87,7 @@ def test_failing_tool_gives_an_error_result_and_an_answer(
 @pytest.mark.parametrize(
     ("reply", "status", "code"),
     [
-        (Reply.error(401), 500, "failed_precondition"),
+        (Reply.error(401), 503, "failed_precondition"),
         (Reply.error(404), 404, "not_found"),
         (Reply.error(400, "bad thing"), 400, "invalid_argument"),
         (Reply.error(413), 400, "invalid_argument"),
@@ -107,6 +110,32 @@ def test_upstream_errors_map_to_http(
     assert body["code"] == code and body["detail"]
     if reply.headers:  # the upstream's hint is passed on
         assert int(r.headers["retry-after"]) == int(reply.headers["retry-after"])
+    if reply.status == 401:  # the operator's problem: no retry hint, the provider named
+        assert "retry-after" not in r.headers
+        assert body["reason"] == "PROVIDER_CREDENTIALS_REJECTED"
+        assert provider_stack.name.capitalize() in body["detail"]
+
+
+GARBAGE = {
+    "ollama": b"this is not JSON\n",
+    "anthropic": b"event: content_block_delta\ndata: {this is not JSON\n\n",
+}
+
+
+def test_an_invalid_line_mid_stream_is_a_bad_gateway(
+    provider_stack: ProviderStack, http: httpx.Client
+) -> None:
+    garbage = GARBAGE[provider_stack.name]
+    provider_stack.fake.push(Reply.text("a", "b", garbage=garbage, garbage_after=1))
+    r = http.post("/api/chat", json={"message": "x", "user_id": user()})
+    assert r.status_code == 502, r.text
+    assert r.json()["reason"] == "PROVIDER_INVALID_RESPONSE"
+    assert "retry-after" not in r.headers
+
+    provider_stack.fake.push(Reply.text("a", "b", garbage=garbage, garbage_after=1))
+    events = stream_events(http, "/api/chat/stream", {"message": "x", "user_id": user()})
+    assert [e.event for e in events] == ["start", "message", "error"]
+    assert events[-1].data["code"] == "unavailable"
 
 
 def test_mid_stream_error_comes_after_the_deltas(
@@ -134,3 +163,26 @@ def test_status_reports_the_provider_reachable(
     assert body["provider"] == provider_stack.name and body["status"] == "ok"
     entry = next(p for p in body["providers"] if p["name"] == provider_stack.name)
     assert entry["reachable"] is True and entry["model"] == provider_stack.model
+
+
+def test_an_anthropic_rate_limit_longer_than_the_first_byte_timeout_is_a_429(
+    tmp_path: Path,
+) -> None:
+    """The provider's hint reaches the client, and the slot is free for the next request."""
+    with FakeOllama() as ollama, FakeAnthropic(api_key=ANTHROPIC_KEY) as anthropic:
+        config = provider_config("anthropic", ollama, anthropic)
+        config["anthropic"].update(max_retries=2, max_concurrency=1)
+        config["providers"] = {"first_byte_timeout_s": 1.0}
+        stack = launch(tmp_path, config)
+        try:
+            anthropic.push(Reply.error(429, headers={"retry-after": "30"}))
+            with httpx.Client(base_url=stack.url, timeout=20) as http:
+                r = http.post("/api/chat", json={"message": "x", "user_id": user()})
+                assert r.status_code == 429, r.text
+                assert r.headers["retry-after"] == "30"
+                assert r.json()["reason"] == "PROVIDER_RATE_LIMITED"
+                assert len(anthropic.chats) == 1  # no retry slept through the hint
+                ok = http.post("/api/chat", json={"message": "again", "user_id": user()})
+                assert ok.status_code == 200, ok.text
+        finally:
+            stack.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -31,10 +32,13 @@ def test_sigterm_finishes_running_requests_and_turns_waiting_ones_away(tmp_path:
             tmp_path, fake, ollama={"parallel": 2}, grpc={"shutdown_grace_s": GRACE_S}
         )
         try:
+            # The running answers stop after their first chunk until the gate opens, so they
+            # hold both slots (the waiting ones cannot start) until the service has turned the
+            # waiting ones away; only then do they finish, well inside the grace period.
+            gate = threading.Event()
             running = []
             for _ in range(2):
-                # Long enough to be mid-answer at SIGTERM, far shorter than the grace period.
-                text = book.set(label("running"), Reply.text(*CHUNKS, chunk_delay_s=0.05))
+                text = book.set(label("running"), Reply.text(*CHUNKS, gate=gate, gate_after=1))
                 stream = LiveStream(stack.url, chat_body(user(), text))
                 stream.wait_event("message")
                 running.append(stream)
@@ -44,15 +48,17 @@ def test_sigterm_finishes_running_requests_and_turns_waiting_ones_away(tmp_path:
             stack.service.signal(signal.SIGTERM)
             signalled_at = time.monotonic()
 
-            for stream in running:
-                end = stream.ended_with()
-                assert end.event == "done", stream.events
-                assert end.data["response"] == "".join(CHUNKS)
             for stream in waiting:
                 end = stream.ended_with()
                 assert end.event == "error", stream.events
                 assert end.data["code"] == "unavailable"
                 assert "shutting down" in end.data["message"]
+            assert not any(s.terminal for s in running), running
+            gate.set()
+            for stream in running:
+                end = stream.ended_with()
+                assert end.event == "done", stream.events
+                assert end.data["response"] == "".join(CHUNKS)
             try:
                 stack.service.wait(GRACE_S)
             except subprocess.TimeoutExpired:
@@ -78,7 +84,9 @@ def test_requests_still_running_after_the_grace_period_end_unavailable(tmp_path:
             tmp_path, fake, ollama={"parallel": 1}, grpc={"shutdown_grace_s": grace_s}
         )
         try:
-            text = book.set(label("endless"), Reply.text(*CHUNKS, chunk_delay_s=0.5))
+            # A gate nobody opens: the answer outlives any grace period.
+            endless = Reply.text(*CHUNKS, gate=threading.Event(), gate_after=1)
+            text = book.set(label("endless"), endless)
             stream = LiveStream(stack.url, chat_body(user(), text))
             stream.wait_event("message")
             assert stack.service is not None

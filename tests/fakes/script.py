@@ -44,6 +44,12 @@ class Reply:
     truncate_after: int | None = None  # stop after N chunks without the final line/event
     truncate_cleanly: bool = False  # end the body properly (else drop the connection)
     hang_after: int | None = None  # send N chunks, then nothing until the client leaves
+    # After ``garbage_after`` chunks: these raw bytes (not the vendor's format), then the end.
+    garbage: bytes | None = None
+    garbage_after: int = 0
+    # Send ``gate_after`` chunks, then nothing until the test sets ``gate`` (or the client leaves).
+    gate: threading.Event | None = None
+    gate_after: int = 0
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason: str | None = None  # in the vendor's vocabulary; None: the natural one
@@ -138,6 +144,15 @@ def _piece_sizes(reply: Reply) -> Callable[[], int]:
     return next_size
 
 
+async def _wait_gate(exchange: Exchange, gate: threading.Event) -> bool:
+    """Wait for the test to open ``gate``; False when the client left first."""
+    while not gate.is_set():
+        # The gate is a thread primitive set from the test's thread: look at it often.
+        if not await exchange.pause(0.005):
+            return False
+    return True
+
+
 async def play(
     exchange: Exchange,
     reply: Reply,
@@ -166,10 +181,15 @@ async def play(
         return True
 
     sent = 0
+    gated = False
     for index, frame in enumerate(frames):
         if frame.kind != "head":
             if reply.fail_after is not None and sent >= reply.fail_after:
                 pending.append(error_frame())
+                await flush(last=True)
+                return
+            if reply.garbage is not None and sent >= reply.garbage_after:
+                pending.append(reply.garbage)
                 await flush(last=True)
                 return
             if reply.truncate_after is not None and sent >= reply.truncate_after:
@@ -183,6 +203,10 @@ async def play(
                 await flush()
                 await exchange.wait_gone()
                 return
+            if reply.gate is not None and sent == reply.gate_after and not gated:
+                gated = True
+                if not await flush() or not await _wait_gate(exchange, reply.gate):
+                    return
         if frame.kind == "chunk":
             delay = reply.chunk_delay_s
             if delay and (not await flush() or not await exchange.pause(delay)):

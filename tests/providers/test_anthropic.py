@@ -187,7 +187,7 @@ async def test_error_event_after_200_maps_by_its_type(
     assert "mid-stream" in caught.value.message
 
 
-async def test_sdk_retries_overload_then_succeeds(fake_anthropic: FakeAnthropic) -> None:
+async def test_overload_is_retried_then_succeeds(fake_anthropic: FakeAnthropic) -> None:
     fast = {"retry-after-ms": "10"}
     fake_anthropic.push(
         Reply.error(529, headers=fast), Reply.error(429, headers=fast), Reply.text("finally")
@@ -201,7 +201,7 @@ async def test_sdk_retries_overload_then_succeeds(fake_anthropic: FakeAnthropic)
     assert len(fake_anthropic.chats) == 3
 
 
-async def test_sdk_gives_up_after_max_retries(fake_anthropic: FakeAnthropic) -> None:
+async def test_gives_up_after_max_retries(fake_anthropic: FakeAnthropic) -> None:
     fast = {"retry-after-ms": "10"}
     fake_anthropic.push(Reply.error(529, headers=fast), Reply.error(529, headers=fast))
     bridge = make_bridge(fake_anthropic, max_retries=1)
@@ -213,6 +213,52 @@ async def test_sdk_gives_up_after_max_retries(fake_anthropic: FakeAnthropic) -> 
     assert caught.value.code == Code.UNAVAILABLE
     assert caught.value.retry_after_s == 0.01
     assert len(fake_anthropic.chats) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(429, Code.RESOURCE_EXHAUSTED), (529, Code.UNAVAILABLE)]
+)
+async def test_a_long_retry_hint_is_passed_on_at_once_not_slept_through(
+    fake_anthropic: FakeAnthropic, status: int, code: Code
+) -> None:
+    # The hint is far longer than the first-byte timeout: sleeping through it (as the SDK's
+    # own retries would) ends as a first-byte timeout that loses the hint.
+    fake_anthropic.push(Reply.error(status, headers={"retry-after": "30"}), Reply.text("late"))
+    bridge = make_bridge(fake_anthropic, max_retries=2, first_byte_timeout_s=1.0)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await collect(bridge, ask())
+    finally:
+        await bridge.aclose()
+    assert caught.value.code == code
+    assert caught.value.retry_after_s == 30.0
+    assert len(fake_anthropic.chats) == 1
+
+
+async def test_a_short_hint_that_outlasts_the_first_byte_deadline_is_passed_on(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    fake_anthropic.push(Reply.error(429, headers={"retry-after": "3"}), Reply.text("late"))
+    bridge = make_bridge(fake_anthropic, max_retries=2, first_byte_timeout_s=1.0)
+    try:
+        with pytest.raises(ProviderError) as caught:
+            await collect(bridge, ask())
+    finally:
+        await bridge.aclose()
+    assert caught.value.code == Code.RESOURCE_EXHAUSTED
+    assert caught.value.retry_after_s == 3.0
+    assert len(fake_anthropic.chats) == 1
+
+
+async def test_client_errors_are_not_retried(fake_anthropic: FakeAnthropic) -> None:
+    fake_anthropic.push(Reply.error(400, "bad"), Reply.text("never"))
+    bridge = make_bridge(fake_anthropic, max_retries=3)
+    try:
+        with pytest.raises(ProviderError):
+            await collect(bridge, ask())
+    finally:
+        await bridge.aclose()
+    assert len(fake_anthropic.chats) == 1
 
 
 async def test_nothing_is_retried_once_the_stream_started(fake_anthropic: FakeAnthropic) -> None:

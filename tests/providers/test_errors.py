@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from service.errors import Code
+from service.errors import Code, Reason
 from service.providers.errors import Upstream, connect_failure, from_status, parse_retry_after
 
 UPSTREAM = Upstream("Ollama", "http://box:11434", "fix the key", "run `ollama pull {model}`")
@@ -40,8 +40,18 @@ def test_not_found_names_model_url_and_remedy() -> None:
     assert "ollama pull m" in error.message
 
 
-def test_unexpected_status_is_internal() -> None:
-    assert from_status(UPSTREAM, 418, "teapot", model="m").code == Code.INTERNAL
+def test_unexpected_status_is_an_invalid_response_not_internal() -> None:
+    error = from_status(UPSTREAM, 418, "teapot", model="m")
+    assert error.code == Code.UNAVAILABLE
+    assert error.reason == Reason.PROVIDER_INVALID_RESPONSE
+    assert error.metadata == {"provider": "ollama", "url": "http://box:11434", "model": "m"}
+
+
+def test_rejected_credentials_have_their_own_reason() -> None:
+    error = from_status(UPSTREAM, 401, "bad key", model="m")
+    assert error.code == Code.FAILED_PRECONDITION
+    assert error.reason == Reason.PROVIDER_CREDENTIALS_REJECTED
+    assert "fix the key" in error.message
 
 
 def test_connect_failure_reason_from_the_cause_chain() -> None:

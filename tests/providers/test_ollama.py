@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
-from service.errors import Code, ProviderError
+from service.errors import Code, ProviderError, Reason
 from service.providers.accumulate import fold
 from service.providers.base import CompletionRequest, ProviderEvent, Stop, ToolCall, ToolSpec
 from service.providers.ollama import OllamaBridge
@@ -141,7 +141,7 @@ async def test_ndjson_parses_the_same_however_the_bytes_arrive(
     assert fold(plain).text == "Héllo wörld ✓"
 
 
-async def test_unreadable_line_is_an_internal_error(bridge: OllamaBridge) -> None:
+async def test_unreadable_line_is_an_invalid_response(bridge: OllamaBridge) -> None:
     async with FakeGarbage() as fake:
         garbled = OllamaBridge(url=fake.url, model=OLLAMA_MODEL, idle_timeout_s=IDLE_S)
         try:
@@ -149,7 +149,8 @@ async def test_unreadable_line_is_an_internal_error(bridge: OllamaBridge) -> Non
                 await collect(garbled, ask())
         finally:
             await garbled.aclose()
-    assert caught.value.code == Code.INTERNAL
+    assert caught.value.code == Code.UNAVAILABLE
+    assert caught.value.reason == Reason.PROVIDER_INVALID_RESPONSE
     assert "not a JSON line" in caught.value.message
 
 

@@ -1,0 +1,119 @@
+"""What each provider receives after a failed and after a cancelled turn.
+
+A failed or cancelled-before-output turn leaves its user message in the
+history with no answer, so the next turn's user message is merged with it.
+The model must get the two texts as separate paragraphs, never glued together
+("What is 17*23?Tell me a story"). ChatService with real parts: SQLite, the
+scheduler and each bridge on its fake over loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.agent import AgentLoop
+from service.chat import ChatService
+from service.config import Settings
+from service.errors import AgentError
+from service.events import Started, TurnInput
+from service.profiles import ProfileDirectory
+from service.providers.anthropic import AnthropicBridge
+from service.providers.base import Provider
+from service.providers.ollama import OllamaBridge
+from service.scheduler import Scheduler
+from service.store import open_store
+from service.tools import default_registry
+from tests.fakes.anthropic import FakeAnthropic
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply
+
+FIRST = "What is 17*23?"
+SECOND = "Tell me a story"
+KEY = "sk-history"
+HANG = Reply(chunks=("never",), hang_after=0)  # holds on until the client goes away
+
+
+@dataclass
+class Rig:
+    vendor: str
+    chat: ChatService
+    fake: Any  # FakeOllama | FakeAnthropic
+
+    def last_user_content(self) -> str:
+        """The text of the last user message the fake received, as that vendor's wire has it."""
+        body = self.fake.chats[-1].json
+        content = body["messages"][-1]["content"]
+        if isinstance(content, str):
+            return content
+        texts = [block["text"] for block in content if block["type"] == "text"]
+        assert len(texts) == 1, content  # one text block, not two to be concatenated
+        return str(texts[0])
+
+
+@pytest.fixture(params=["ollama", "anthropic"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    vendor: str = request.param
+    fake: FakeOllama | FakeAnthropic
+    fake = FakeOllama() if vendor == "ollama" else FakeAnthropic(api_key=KEY)
+    async with fake, open_store(f"sqlite:///{tmp_path / 'chat.db'}") as store:
+        bridge: Provider
+        if vendor == "ollama":
+            bridge = OllamaBridge(url=fake.url, model="llama3.2")
+        else:
+            bridge = AnthropicBridge(
+                api_key=KEY, base_url=fake.url, model="claude-t", max_retries=0
+            )
+        chat = ChatService(
+            Settings(api_server={"request_timeout": 5.0}),
+            providers={vendor: bridge},
+            default_provider=vendor,
+            store=store,
+            scheduler=Scheduler(slots={vendor: 1}),
+            profiles=ProfileDirectory(None),
+            agent=AgentLoop(default_registry(), max_rounds=1),
+        )
+        try:
+            yield Rig(vendor, chat, fake)
+        finally:
+            await bridge.aclose()
+
+
+async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig: Rig) -> None:
+    rig.fake.push(Reply.error(500, "the model runner crashed"), Reply.text("391. Once..."))
+    events: list[object] = []
+    with pytest.raises(AgentError):
+        async for event in rig.chat.run_turn(TurnInput(user_id="u", message=FIRST)):
+            events.append(event)
+    started = events[0]
+    assert isinstance(started, Started)
+    turn = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
+    [_ async for _ in rig.chat.run_turn(turn)]
+    assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
+
+
+async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
+    rig: Rig,
+) -> None:
+    rig.fake.push(HANG, Reply.text("391. Once..."))
+    seen: list[object] = []
+
+    async def first_turn() -> None:
+        async for event in rig.chat.run_turn(TurnInput(user_id="u", message=FIRST)):
+            seen.append(event)
+
+    task = asyncio.create_task(first_turn())
+    assert await rig.fake.wait_for_in_flight(1)  # the model is working on it, no output yet
+    task.cancel()  # the client went away
+    await asyncio.gather(task, return_exceptions=True)
+    await rig.chat.wait_persisted()
+    started = seen[0]
+    assert isinstance(started, Started)
+    again = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
+    [_ async for _ in rig.chat.run_turn(again)]
+    assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
