@@ -32,7 +32,18 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvico
 # What the service reads from the shared file; the service validates it.
 SERVICE_KEYS: Tolerated = {
     **dict.fromkeys(
-        ("api", "anthropic", "ollama", "providers", "queue", "store", "auth", "tools", "profiles")
+        (
+            "api",
+            "anthropic",
+            "ollama",
+            "providers",
+            "queue",
+            "store",
+            "auth",
+            "tools",
+            "profiles",
+            "limits",
+        )
     ),
     "grpc": frozenset({"shutdown_grace_s"}),
     "api_server": frozenset({"max_body_bytes"}),

@@ -87,13 +87,16 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
 async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig: Rig) -> None:
     rig.fake.push(Reply.error(500, "the model runner crashed"), Reply.text("391. Once..."))
     events: list[object] = []
+
+    async def record(event: object) -> None:
+        events.append(event)
+
     with pytest.raises(AgentError):
-        async for event in rig.chat.run_turn(TurnInput(user_id="u", message=FIRST)):
-            events.append(event)
+        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST), record)
     started = events[0]
     assert isinstance(started, Started)
     turn = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
-    [_ async for _ in rig.chat.run_turn(turn)]
+    await rig.chat.run_turn(turn)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
 
 
@@ -103,9 +106,11 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
     rig.fake.push(HANG, Reply.text("391. Once..."))
     seen: list[object] = []
 
+    async def record(event: object) -> None:
+        seen.append(event)
+
     async def first_turn() -> None:
-        async for event in rig.chat.run_turn(TurnInput(user_id="u", message=FIRST)):
-            seen.append(event)
+        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST), record)
 
     task = asyncio.create_task(first_turn())
     assert await rig.fake.wait_for_in_flight(1)  # the model is working on it, no output yet
@@ -115,5 +120,5 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
     started = seen[0]
     assert isinstance(started, Started)
     again = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
-    [_ async for _ in rig.chat.run_turn(again)]
+    await rig.chat.run_turn(again)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"

@@ -49,7 +49,8 @@ def test_history_is_merged_and_fitted_to_the_budget() -> None:
         model="m",
         user_id="u",
     )
-    # The old exchange is over budget; the failed turn and the new one merge into one.
+    # The old exchange is over budget; the failed turn and the new one merge into
+    # one message, as separate paragraphs.
     assert len(request.messages) == 1
     assert request.messages[0].role == "user"
-    assert [b.text for b in request.messages[0].content] == ["the failed turn", "again"]  # type: ignore[union-attr]
+    assert [b.text for b in request.messages[0].content] == ["the failed turn\n\nagain"]  # type: ignore[union-attr]
