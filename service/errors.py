@@ -15,6 +15,7 @@ them into ``ProviderError`` with the code that fits.
     ├── DeadlineExceeded       DEADLINE_EXCEEDED  request_timeout ran out
     ├── ServiceUnavailable     UNAVAILABLE        shutting down / not admitting
     └── ProviderError          any code           the upstream LLM failed; code chosen by the bridge
+        └── UpstreamLost       UNAVAILABLE        the connection to the host failed or broke
 """
 
 from __future__ import annotations
@@ -107,3 +108,24 @@ class ProviderError(AgentError):
     """The LLM provider failed; the bridge picks the code and writes an actionable message."""
 
     code = Code.UNAVAILABLE
+
+
+class UpstreamLost(ProviderError):
+    """The connection to the upstream host could not be made or broke off.
+
+    The host is at fault, not the request: a pool of hosts may run the request
+    elsewhere. ``refused`` means no connection could be made at all.
+    """
+
+    code = Code.UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: bool = False,
+        code: Code | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, retry_after_s=retry_after_s)
+        self.refused = refused

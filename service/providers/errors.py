@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.errors import Code, DeadlineExceeded, ProviderError
+from service.errors import Code, DeadlineExceeded, ProviderError, UpstreamLost
 
 # Used when an overloaded upstream gives no hint: long enough not to hammer it.
 DEFAULT_BUSY_RETRY_S = 2.0
@@ -151,9 +151,10 @@ def from_status(
 
 def connect_failure(upstream: Upstream, exc: BaseException) -> ProviderError:
     """The UNAVAILABLE error for a connection that could not be made."""
-    return ProviderError(
-        f"cannot reach {upstream.vendor} at {upstream.url}: {_connect_reason(exc)}",
-        code=Code.UNAVAILABLE,
+    reason = _connect_reason(exc)
+    return UpstreamLost(
+        f"cannot reach {upstream.vendor} at {upstream.url}: {reason}",
+        refused=reason == "connection refused",
     )
 
 
@@ -179,9 +180,8 @@ def _connect_reason(exc: BaseException) -> str:
 
 def stream_broken(upstream: Upstream, model: str, why: str) -> ProviderError:
     """The UNAVAILABLE error for a response that stopped before its end."""
-    return ProviderError(
-        f"{upstream.vendor} at {upstream.url} stream ended early for model '{model}': {why}",
-        code=Code.UNAVAILABLE,
+    return UpstreamLost(
+        f"{upstream.vendor} at {upstream.url} stream ended early for model '{model}': {why}"
     )
 
 
