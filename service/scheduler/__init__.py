@@ -22,10 +22,10 @@ from service.scheduler.scheduler import COMMANDS, Scheduler
 
 __all__ = [
     "COMMANDS",
-    "Host",
-    "HostStats",
     "MAX_PRIORITY",
     "MIN_PRIORITY",
+    "Host",
+    "HostStats",
     "Outcome",
     "ProviderQueueStats",
     "QueueStats",

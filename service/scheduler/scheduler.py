@@ -280,7 +280,9 @@ class Scheduler:
             ticket = lane.queue.pop_next(now, startable)
             if ticket is None:
                 break
-            previous = self._affinity.get(ticket.conversation_id) if ticket.conversation_id else None
+            previous = (
+                self._affinity.get(ticket.conversation_id) if ticket.conversation_id else None
+            )
             host = choose_host(free, ticket.model, previous=previous, avoid=ticket.tried)
             assert host is not None  # startable() saw a free host that serves it
             self._caps.leave(ticket.user_id)
