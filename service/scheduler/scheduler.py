@@ -87,6 +87,10 @@ class Scheduler:
             raise ValueError("retention_s must not be negative")
         for name, n in {**slots, COMMANDS: _COMMAND_SLOTS}.items():
             pools.setdefault(name, [Host("", n)])
+        started = wall_clock()
+        for pool in pools.values():
+            for host in pool:
+                host.since = host.since or started
         self._lanes = {
             name: Lane(
                 name,
