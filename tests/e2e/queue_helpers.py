@@ -60,13 +60,16 @@ class ReplyBook:
         for each in self._fakes:
             each.responder = self._reply
 
-    def set(self, text: str, reply: Reply) -> str:
-        self._replies[text] = reply
+    def set(self, text: str, reply: Reply, *, on: FakeOllama | None = None) -> str:
+        """Script the reply to ``text`` (only on the host ``on``, if given)."""
+        self._replies[text if on is None else f"{on.host}:{on.port} {text}"] = reply
         return text
 
     def _reply(self, request: RecordedRequest) -> Reply:
         text = last_user_text(request.json)
-        scripted = self._replies.get(text)
+        scripted = self._replies.get(f"{request.headers.get('host')} {text}")
+        if scripted is None:
+            scripted = self._replies.get(text)
         if scripted is not None:
             return scripted
         return Reply(chunks=echo_chunks(f"echo: {text}"), chunk_delay_s=self._chunk_delay_s)
