@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from gateway.config import load_gateway_settings
@@ -49,3 +50,44 @@ def test_original_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_config_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_settings(str(tmp_path / "nope.yaml"))
+
+
+def test_ollama_backends_are_the_pool_and_url_parallel_the_one_host_shorthand() -> None:
+    assert [(h.url, h.parallel, h.models) for h in Settings().ollama.hosts()] == [
+        ("http://127.0.0.1:11434", 1, [])
+    ]
+    pool = Settings(
+        ollama={
+            "backends": [
+                {"url": "http://gpu1:11434/", "parallel": 2, "models": ["m1"]},
+                {"url": "http://gpu2:11434"},
+            ]
+        }
+    )
+    assert [(h.url, h.parallel, h.models) for h in pool.ollama.hosts()] == [
+        ("http://gpu1:11434", 2, ["m1"]),
+        ("http://gpu2:11434", 1, []),
+    ]
+    assert (pool.ollama.health_interval_s, pool.ollama.unhealthy_after) == (5.0, 2)
+
+
+def test_ollama_backend_mistakes_are_each_named() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Settings(
+            ollama={
+                "backends": [{"url": "gpu1:11434", "parallel": 0, "models": [" "]}],
+                "health_interval_s": 0,
+                "unhealthy_after": 0,
+            }
+        )
+    where = {".".join(str(p) for p in e["loc"]): e["msg"] for e in caught.value.errors()}
+    assert set(where) == {
+        "ollama.backends.0.url",
+        "ollama.backends.0.parallel",
+        "ollama.backends.0.models",
+        "ollama.health_interval_s",
+        "ollama.unhealthy_after",
+    }
+    assert "not an http(s) URL" in where["ollama.backends.0.url"]
+    with pytest.raises(pydantic.ValidationError, match="listed twice"):
+        Settings(ollama={"backends": [{"url": "http://a:1"}, {"url": "http://a:1/"}]})
