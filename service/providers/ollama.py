@@ -351,8 +351,10 @@ class OllamaBridge:
         try:
             async with asyncio.timeout(self._probe_timeout_s):
                 ps = await self._client.get("/api/ps")
-                ps.raise_for_status()
-                loaded = _model_names(ps.json().get("models") or [])
+                loaded: set[str] = set()
+                if ps.status_code != 404:  # older servers lack /api/ps: nothing known loaded
+                    ps.raise_for_status()
+                    loaded = _model_names(ps.json().get("models") or [])
                 names: set[str] | None = None
                 if installed:
                     tags = await self._client.get("/api/tags")
