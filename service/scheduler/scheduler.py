@@ -382,7 +382,9 @@ class Scheduler:
         ticket._put_back()
         lane.queue.add_front(ticket)
         self._caps.enter(ticket.user_id)
-        if not lane.serving(ticket.model):
+        if self._closing is not None:
+            self._leave_queue(ticket, "failed", ServiceUnavailable(self._closing))
+        elif not lane.serving(ticket.model):
             self._leave_queue(
                 ticket,
                 "failed",
@@ -418,11 +420,17 @@ class Scheduler:
             host.last_error = error
         if loaded is not None:
             host.loaded = frozenset(loaded)
-        if models is not None:
+        # Only a change of what a host takes can start or reorder anything: most reports
+        # (every host, every interval) change nothing and wake no one.
+        changed = up != host.up
+        if models is not None and frozenset(models) != host.models:
             host.set_models(models)
+            changed = True
         if up != host.up:
             host.up = up
             host.since = self._wall_clock()
+        if not changed:
+            return
         if not up:
             for ticket in list(host.running):
                 if not ticket.host_lost:

@@ -155,3 +155,21 @@ def test_hosts_learn_the_models_they_serve() -> None:
     assert submit(s, "m1").backend == "a"
     with pytest.raises(InvalidRequest, match="served models: m1:latest"):
         submit(s, "m2")
+
+
+def test_a_request_put_back_during_shutdown_ends_unavailable() -> None:
+    s = pool(Host("a", 1), Host("b", 1))
+    running = submit(s)
+    s.begin_shutdown("shutting down")
+    s.put_back(running)
+    assert running.state == "failed" and not running.holds_slot
+    assert isinstance(running._failure(), ServiceUnavailable)
+
+
+def test_reports_that_change_nothing_wake_no_one() -> None:
+    s = pool(Host("a", 1))
+    lane = s._lanes["ollama"]
+    before = lane.changed._event
+    s.report_host("ollama", "a", up=True, loaded=["m:latest"])
+    assert lane.changed._event is before  # nothing fired
+    assert s.hosts("ollama")[0].loaded == {"m:latest"}
