@@ -113,7 +113,10 @@ class OllamaSection(BaseModel):
 
     def hosts(self) -> list[OllamaBackend]:
         """The configured hosts: ``backends``, or the one host ``url``/``parallel`` name."""
-        return list(self.backends) or [OllamaBackend(url=self.url, parallel=self.parallel)]
+        if self.backends:
+            return list(self.backends)
+        # Not re-validated: the shorthand ``url`` keeps the rules it always had.
+        return [OllamaBackend.model_construct(url=self.url.rstrip("/"), parallel=self.parallel)]
 
 
 class ProviderTimeouts(BaseModel):
