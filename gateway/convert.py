@@ -221,6 +221,22 @@ def conversation(r: pb.GetConversationResponse) -> dict[str, Any]:
     }
 
 
+_HOST_STATE = {pb.HOST_STATE_UP: "up", pb.HOST_STATE_DOWN: "down"}
+
+
+def _host(h: pb.HostStatus) -> dict[str, Any]:
+    return {
+        "url": h.url,
+        "state": _HOST_STATE.get(h.state, "unspecified"),
+        "since": _time(h.state_since),
+        "slots": h.slots,
+        "running": h.running,
+        "models": list(h.models),
+        "models_loaded": list(h.models_loaded),
+        "last_error": h.last_error,
+    }
+
+
 def status(r: pb.GetStatusResponse) -> dict[str, Any]:
     q = r.queue_stats
     return {
@@ -253,6 +269,7 @@ def status(r: pb.GetStatusResponse) -> dict[str, Any]:
                     "waiting_by_priority": {str(k): v for k, v in p.waiting_by_priority.items()},
                     "avg_wait_s": round(p.avg_wait_s, 3),
                     "avg_service_s": round(p.avg_service_s, 3),
+                    "hosts": [_host(h) for h in p.hosts],
                 }
                 for p in q.providers
             ],

@@ -34,9 +34,10 @@ from service.errors import (
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.limits import Limits
+from service.pool import HostPool
 from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
-from service.providers.base import CompletionRequest, Provider
+from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import COMMANDS, Outcome, Scheduler, Ticket, check_request
 from service.store.base import Conversation, ConversationStore, NewMessage
 
@@ -63,6 +64,7 @@ class ChatService:
         profiles: ProfileDirectory,
         agent: AgentLoop,
         limits: Limits | None = None,
+        pools: Mapping[str, HostPool] | None = None,
     ) -> None:
         self._settings = settings
         self._limits = limits or Limits(settings.limits, store)
@@ -73,6 +75,7 @@ class ChatService:
         self._profiles = profiles
         self._agent = agent
         self._commands = Commands(store, profiles, self._limits)
+        self._pools = pools or {}  # providers whose slots sit on several hosts
         self._rules = PromptRules(
             system_prompt=settings.api.system_prompt,
             max_tokens=settings.api.max_tokens,
@@ -257,7 +260,7 @@ class ChatService:
                 with _first_error():
                     async with asyncio.TaskGroup() as group:
                         worker = group.create_task(
-                            self._work(provider, request, transcript, send, deadline),
+                            self._work(provider, request, transcript, send, deadline, ticket),
                             name=f"turn-{ticket.request_id}",
                         )
                         self._workers.add(worker)
@@ -292,10 +295,22 @@ class ChatService:
         transcript: Transcript,
         send: Send,
         deadline: float,
+        ticket: Ticket,
     ) -> None:
+        async def attempt(bridge: Provider) -> None:
+            transcript.live = AssistantTurn()  # a retry on another host starts afresh
+            await self._agent.run(bridge, request, transcript, send)
+
+        def sent() -> bool:
+            return bool(transcript.text_parts or transcript.rounds or transcript.live.tool_calls)
+
+        pool = self._pools.get(provider.name) if ticket.backend else None
         try:
             async with asyncio.timeout_at(deadline):
-                await self._agent.run(provider, request, transcript, send)
+                if pool is None:
+                    await self._agent.run(provider, request, transcript, send)
+                else:  # the ticket's host; another one if it fails before anything was sent
+                    await pool.run(ticket, attempt, sent=sent, deadline=deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the request did not finish within request_timeout "

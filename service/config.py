@@ -11,8 +11,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -91,12 +92,59 @@ class AnthropicSection(BaseModel):
     max_retries: int = Field(2, ge=0)
 
 
+class OllamaBackend(BaseModel):
+    """One Ollama host of a pool."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    parallel: int = Field(1, ge=1)
+    models: list[str] = Field(default_factory=list)  # empty: whatever its /api/tags lists
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{value!r} is not an http(s) URL such as http://10.0.0.5:11434")
+        return value.strip().rstrip("/")
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[str]) -> list[str]:
+        names = [m.strip() for m in value]
+        if any(not m for m in names):
+            raise ValueError("model names must not be empty")
+        return names
+
+
 class OllamaSection(BaseModel):
-    """The local Ollama server."""
+    """The local Ollama server, or a pool of them (``backends``)."""
 
     url: str = "http://127.0.0.1:11434"
     model: str = "llama3.2"
     parallel: int = Field(1, ge=1)
+    # A pool of hosts; when empty, ``url`` and ``parallel`` are the one host.
+    backends: list[OllamaBackend] = Field(default_factory=list)
+    health_interval_s: float = Field(5.0, gt=0)
+    unhealthy_after: int = Field(2, ge=1)  # failed probes in a row that mark a host down
+
+    @field_validator("backends")
+    @classmethod
+    def _distinct(cls, value: list[OllamaBackend]) -> list[OllamaBackend]:
+        seen: set[str] = set()
+        for backend in value:
+            if backend.url in seen:
+                raise ValueError(f"{backend.url} is listed twice")
+            seen.add(backend.url)
+        return value
+
+    def hosts(self) -> list[OllamaBackend]:
+        """The configured hosts: ``backends``, or the one host ``url``/``parallel`` name."""
+        if self.backends:
+            return list(self.backends)
+        # Not re-validated: the shorthand ``url`` keeps the rules it always had.
+        return [OllamaBackend.model_construct(url=self.url.rstrip("/"), parallel=self.parallel)]
 
 
 class ProviderTimeouts(BaseModel):

@@ -16,6 +16,7 @@ them into ``ProviderError`` with the code that fits.
     ├── DeadlineExceeded       DEADLINE_EXCEEDED  request_timeout ran out
     ├── ServiceUnavailable     UNAVAILABLE        shutting down / not admitting
     └── ProviderError          any code           the upstream LLM failed; code chosen by the bridge
+        └── UpstreamLost       UNAVAILABLE        the connection to the host failed or broke
 
 An error may also carry a ``Reason`` (with metadata such as the provider's
 name): it travels as ``google.rpc.ErrorInfo`` (AIP-193) in the status details,
@@ -152,3 +153,28 @@ class ProviderError(AgentError):
     """The LLM provider failed; the bridge picks the code and writes an actionable message."""
 
     code = Code.UNAVAILABLE
+
+
+class UpstreamLost(ProviderError):
+    """The connection to the upstream host could not be made or broke off.
+
+    The host is at fault, not the request: a pool of hosts may run the request
+    elsewhere. ``refused`` means no connection could be made at all.
+    """
+
+    code = Code.UNAVAILABLE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        refused: bool = False,
+        code: Code | None = None,
+        retry_after_s: float | None = None,
+        reason: Reason | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(
+            message, code=code, retry_after_s=retry_after_s, reason=reason, metadata=metadata
+        )
+        self.refused = refused

@@ -8,8 +8,9 @@ what is left, store interrupted turns, then close providers and the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
@@ -24,12 +25,14 @@ from service.chat import ChatService
 from service.config import Settings
 from service.limits import Limits
 from service.listen import add_port, check_address_free
+from service.pool import HealthMonitor, HostPool, Probe
 from service.profiles import ProfileDirectory
-from service.providers.base import Provider
+from service.providers.base import HostInventory, Provider
 from service.providers.factory import build_provider
+from service.providers.ollama import OllamaBridge
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
-from service.scheduler import Scheduler
+from service.scheduler import Host, Scheduler
 from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
 from service.tools import default_registry
@@ -73,14 +76,39 @@ class RunningService:
     probe: asyncio.Task[None] | None = None
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
-    """The default provider, plus Anthropic whenever a key is configured."""
+def build_ollama_hosts(settings: Settings) -> dict[str, Provider]:
+    """One Ollama bridge per configured host (``ollama.backends``, or the one ``ollama.url``)."""
+    timeouts = settings.providers
+    return {
+        host.url: build_provider(
+            "ollama",
+            ollama_url=host.url,
+            ollama_model=settings.ollama.model,
+            ollama_max_connections=host.parallel + 4,
+            first_byte_timeout_s=timeouts.first_byte_timeout_s,
+            idle_timeout_s=timeouts.idle_timeout_s,
+        )
+        for host in settings.ollama.hosts()
+    }
+
+
+def build_providers(
+    settings: Settings, ollama_hosts: Mapping[str, Provider] | None = None
+) -> dict[str, Provider]:
+    """The default provider, plus Anthropic whenever a key is configured.
+
+    With ``ollama_hosts``, "ollama" is the first host's bridge (what GetStatus probes);
+    the turns themselves run on the bridge of the host the scheduler gave them.
+    """
     names = {settings.provider, "ollama"}
     if settings.anthropic.api_key:
         names.add("anthropic")
     timeouts = settings.providers
+    first = next(iter(ollama_hosts.values())) if ollama_hosts else None
     return {
-        name: build_provider(
+        name: first
+        if name == "ollama" and first is not None
+        else build_provider(
             name,
             ollama_url=settings.ollama.url,
             ollama_model=settings.ollama.model,
@@ -106,8 +134,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         await store.open()
         stack.push_async_callback(store.close)
 
-        providers = build_providers(settings)
-        for provider in providers.values():
+        ollama_hosts = build_ollama_hosts(settings)
+        providers = build_providers(settings, ollama_hosts)
+        for provider in {id(p): p for p in [*ollama_hosts.values(), *providers.values()]}.values():
             stack.push_async_callback(provider.aclose)
 
         auth = Authenticator(
@@ -119,10 +148,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
         )
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         scheduler = Scheduler(
-            slots={
-                "ollama": settings.ollama.parallel,
-                "anthropic": settings.anthropic.max_concurrency,
-            },
+            slots={"anthropic": settings.anthropic.max_concurrency},
+            hosts={"ollama": ollama_pool(settings)},
+            down_retry_s=settings.ollama.health_interval_s,
             max_pending=settings.queue.max_pending,
             max_pending_per_user=settings.queue.max_pending_per_user,
             aging_interval_s=settings.queue.aging_interval_s,
@@ -150,7 +178,27 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             profiles=ProfileDirectory(settings.profiles.directory),
             agent=AgentLoop(tools, max_rounds=settings.api.max_tool_rounds),
             limits=limits,
+            pools={
+                "ollama": HostPool(
+                    scheduler,
+                    "ollama",
+                    ollama_hosts,
+                    retry_after_s=max(1.0, settings.ollama.health_interval_s),
+                )
+            },
         )
+        monitor = HealthMonitor(
+            scheduler,
+            provider="ollama",
+            probe=_inventory_probe(ollama_hosts),
+            interval_s=settings.ollama.health_interval_s,
+            unhealthy_after=settings.ollama.unhealthy_after,
+            learn_models=[h.url for h in settings.ollama.hosts() if not h.models],
+        )
+        # A first round before serving, so admission knows the models the hosts have.
+        await monitor.check()
+        health_checks = asyncio.create_task(monitor.run(), name="ollama-health")
+        stack.push_async_callback(_stop, health_checks)
         servicer = AgentServicer(
             auth=auth,
             chat=chat,
@@ -199,6 +247,29 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
+
+
+def ollama_pool(settings: Settings) -> list[Host]:
+    """The scheduler's view of the Ollama hosts: slots and, where configured, models."""
+    return [
+        Host(h.url, h.parallel, models=frozenset(h.models) if h.models else None)
+        for h in settings.ollama.hosts()
+    ]
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _inventory_probe(bridges: Mapping[str, Provider]) -> Probe:
+    async def probe(host: str, installed: bool) -> HostInventory:
+        bridge = bridges[host]
+        assert isinstance(bridge, OllamaBridge)
+        return await bridge.inventory(installed=installed)
+
+    return probe
 
 
 async def _shutdown(

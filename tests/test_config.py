@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from gateway.config import load_gateway_settings
@@ -86,3 +87,44 @@ def test_mcp_servers_from_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_bad_mcp_servers_are_clear_errors(servers: list[dict], message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         Settings(tools={"mcp_servers": servers})
+
+
+def test_ollama_backends_are_the_pool_and_url_parallel_the_one_host_shorthand() -> None:
+    assert [(h.url, h.parallel, h.models) for h in Settings().ollama.hosts()] == [
+        ("http://127.0.0.1:11434", 1, [])
+    ]
+    pool = Settings(
+        ollama={
+            "backends": [
+                {"url": "http://gpu1:11434/", "parallel": 2, "models": ["m1"]},
+                {"url": "http://gpu2:11434"},
+            ]
+        }
+    )
+    assert [(h.url, h.parallel, h.models) for h in pool.ollama.hosts()] == [
+        ("http://gpu1:11434", 2, ["m1"]),
+        ("http://gpu2:11434", 1, []),
+    ]
+    assert (pool.ollama.health_interval_s, pool.ollama.unhealthy_after) == (5.0, 2)
+
+
+def test_ollama_backend_mistakes_are_each_named() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        Settings(
+            ollama={
+                "backends": [{"url": "gpu1:11434", "parallel": 0, "models": [" "]}],
+                "health_interval_s": 0,
+                "unhealthy_after": 0,
+            }
+        )
+    where = {".".join(str(p) for p in e["loc"]): e["msg"] for e in caught.value.errors()}
+    assert set(where) == {
+        "ollama.backends.0.url",
+        "ollama.backends.0.parallel",
+        "ollama.backends.0.models",
+        "ollama.health_interval_s",
+        "ollama.unhealthy_after",
+    }
+    assert "not an http(s) URL" in where["ollama.backends.0.url"]
+    with pytest.raises(pydantic.ValidationError, match="listed twice"):
+        Settings(ollama={"backends": [{"url": "http://a:1"}, {"url": "http://a:1/"}]})

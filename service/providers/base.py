@@ -76,6 +76,14 @@ class ProviderHealth:
     model_available: bool | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HostInventory:
+    """What one model host holds: the models installed and the ones loaded in memory."""
+
+    loaded: frozenset[str]
+    installed: frozenset[str] | None = None  # None when not asked for
+
+
 @dataclass(slots=True)
 class AssistantTurn:
     """The final assistant message, folded from a provider's events."""

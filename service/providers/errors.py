@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.errors import Code, DeadlineExceeded, ProviderError, Reason
+from service.errors import Code, DeadlineExceeded, ProviderError, Reason, UpstreamLost
 
 # Used when an overloaded upstream gives no hint: long enough not to hammer it.
 DEFAULT_BUSY_RETRY_S = 2.0
@@ -199,10 +199,12 @@ def from_status(
 
 def connect_failure(upstream: Upstream, exc: BaseException) -> ProviderError:
     """The UNAVAILABLE error for a connection that could not be made."""
-    return upstream.error(
-        f"cannot reach {upstream.vendor} at {upstream.url}: {_connect_reason(exc)}",
-        Code.UNAVAILABLE,
-        Reason.PROVIDER_UNREACHABLE,
+    reason = _connect_reason(exc)
+    return UpstreamLost(
+        f"cannot reach {upstream.vendor} at {upstream.url}: {reason}",
+        refused=reason == "connection refused",
+        reason=Reason.PROVIDER_UNREACHABLE,
+        metadata=upstream.metadata(None),
     )
 
 
@@ -228,11 +230,10 @@ def _connect_reason(exc: BaseException) -> str:
 
 def stream_broken(upstream: Upstream, model: str, why: str) -> ProviderError:
     """The UNAVAILABLE error for a response that stopped before its end."""
-    return upstream.error(
+    return UpstreamLost(
         f"{upstream.vendor} at {upstream.url} stream ended early for model '{model}': {why}",
-        Code.UNAVAILABLE,
-        Reason.PROVIDER_STREAM_BROKEN,
-        model=model,
+        reason=Reason.PROVIDER_STREAM_BROKEN,
+        metadata=upstream.metadata(model),
     )
 
 

@@ -19,9 +19,10 @@ from typing import Any
 import httpx
 
 from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
-from service.errors import AgentError
+from service.errors import AgentError, ProviderError
 from service.providers.base import (
     CompletionRequest,
+    HostInventory,
     ProviderEvent,
     ProviderHealth,
     Stop,
@@ -339,6 +340,41 @@ class OllamaBridge:
         )
         return ProviderHealth(
             reachable=True, detail=detail, version=version, model_available=available
+        )
+
+    async def inventory(self, *, installed: bool) -> HostInventory:
+        """The models loaded now (``/api/ps``) and, if asked, installed (``/api/tags``).
+
+        Raises UpstreamLost when the host cannot be reached (``refused`` when it
+        refused the connection) and ProviderError for any other failure: the
+        health checks count either as a failed probe.
+        """
+        try:
+            async with asyncio.timeout(self._probe_timeout_s):
+                ps = await self._client.get("/api/ps")
+                loaded: set[str] = set()
+                if ps.status_code != 404:  # older servers lack /api/ps: nothing known loaded
+                    ps.raise_for_status()
+                    loaded = _model_names(ps.json().get("models") or [])
+                names: set[str] | None = None
+                if installed:
+                    tags = await self._client.get("/api/tags")
+                    tags.raise_for_status()
+                    names = _model_names(tags.json().get("models") or [])
+        except TimeoutError:
+            raise ProviderError(
+                f"Ollama at {self.url} did not answer within {self._probe_timeout_s:g} s"
+            ) from None
+        except httpx.HTTPStatusError as exc:
+            raise ProviderError(
+                f"Ollama at {self.url} answered HTTP {exc.response.status_code}"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise connect_failure(self._upstream, exc) from None
+        except (ValueError, AttributeError) as exc:
+            raise ProviderError(f"Ollama at {self.url} sent an unreadable answer: {exc}") from None
+        return HostInventory(
+            loaded=frozenset(loaded), installed=None if names is None else frozenset(names)
         )
 
 

@@ -12,7 +12,7 @@ from service.content import Block, TextBlock, ToolUseBlock, Usage
 from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned, TurnResult
 from service.limits import LimitsReport, ResolvedLimits
 from service.providers.base import TextDelta
-from service.scheduler import QueueStats, RequestInfo
+from service.scheduler import HostStats, QueueStats, RequestInfo
 from service.store.base import Conversation, StoredMessage
 from service.tools.mcp_client import McpServerInfo
 
@@ -138,9 +138,25 @@ def queue_stats(stats: QueueStats) -> pb.QueueStats:
                 waiting_by_priority=dict(p.waiting_by_priority),
                 avg_wait_s=p.avg_wait_s,
                 avg_service_s=p.avg_service_s,
+                hosts=[_host(h) for h in p.hosts],
             )
             for p in stats.providers.values()
         ],
+    )
+
+
+def _host(h: HostStats) -> pb.HostStatus:
+    since = Timestamp()
+    since.FromNanoseconds(int(h.since * 1e9))
+    return pb.HostStatus(
+        url=h.name,
+        state=pb.HOST_STATE_UP if h.up else pb.HOST_STATE_DOWN,
+        state_since=since,
+        slots=h.slots,
+        running=h.running,
+        models_loaded=list(h.loaded),
+        last_error=h.last_error,
+        models=list(h.models),
     )
 
 

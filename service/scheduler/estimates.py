@@ -50,6 +50,20 @@ def start_delay(
 
 
 @dataclass(frozen=True)
+class HostStats:
+    """One host of a provider's pool, as the status endpoint shows it."""
+
+    name: str  # the host's URL
+    up: bool
+    since: float  # wall-clock time it last went up or down (its start, if never)
+    slots: int
+    running: int
+    models: tuple[str, ...]  # the models it serves; empty when it serves any
+    loaded: tuple[str, ...]  # the models loaded in its memory at the last probe
+    last_error: str  # why it last failed a probe or a call; empty if never
+
+
+@dataclass(frozen=True)
 class ProviderQueueStats:
     """One provider's queue: what waits, what runs, and how long things take lately."""
 
@@ -60,6 +74,7 @@ class ProviderQueueStats:
     waiting_by_priority: Mapping[int, int]  # original priority → waiting requests
     avg_wait_s: float  # moving average of the queue wait of recently started requests
     avg_service_s: float  # moving average of recent service times (a default until measured)
+    hosts: tuple[HostStats, ...] = ()  # the pool's hosts; empty for a provider without one
 
 
 @dataclass(frozen=True)

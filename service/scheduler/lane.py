@@ -5,9 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from service.scheduler.estimates import MovingAverage, ProviderQueueStats, start_delay
+from service.scheduler.estimates import (
+    HostStats,
+    MovingAverage,
+    ProviderQueueStats,
+    start_delay,
+)
+from service.scheduler.hosts import Host
 from service.scheduler.queue import DispatchQueue
 from service.scheduler.registry import Ticket
 
@@ -31,13 +37,23 @@ class Pulse:
 
 
 class Lane:
-    """The slots of one provider and the requests waiting for them."""
+    """The slots of one provider (on its hosts) and the requests waiting for them."""
 
     def __init__(
-        self, provider: str, slots: int, *, aging_interval_s: float, default_service_s: float
+        self,
+        provider: str,
+        hosts: Sequence[Host],
+        *,
+        aging_interval_s: float,
+        default_service_s: float,
     ) -> None:
+        if not hosts:
+            raise ValueError(f"provider {provider!r} needs at least one host")
         self.provider = provider
-        self.slots = slots
+        self.hosts = list(hosts)
+        self.by_name = {h.name: h for h in self.hosts}
+        if len(self.by_name) != len(self.hosts):
+            raise ValueError(f"provider {provider!r} has two hosts of the same name")
         self.queue: DispatchQueue[Ticket] = DispatchQueue(aging_interval_s)
         self.running: set[Ticket] = set()
         self.service_time = MovingAverage(default_service_s)
@@ -45,12 +61,71 @@ class Lane:
         self.changed = Pulse()  # fires whenever positions in this lane may have moved
 
     @property
-    def has_free_slot(self) -> bool:
-        return len(self.running) < self.slots
+    def slots(self) -> int:
+        """Slots of the hosts that are up."""
+        return sum(h.slots for h in self.hosts if h.up)
 
-    def estimate_wait(self, position: int, now: float) -> float:
-        elapsed = [now - t.started_mono for t in self.running if t.started_mono is not None]
-        return start_delay(position, self.slots, elapsed, self.service_time.value)
+    @property
+    def has_free_slot(self) -> bool:
+        return any(h.free for h in self.hosts)
+
+    def free_hosts(self) -> list[Host]:
+        return [h for h in self.hosts if h.free]
+
+    def can_start(self, model: str) -> bool:
+        """A host that is up and serves ``model`` has a free slot now."""
+        return any(h.free and h.serves(model) for h in self.hosts)
+
+    def serving(self, model: str, *, up_only: bool = True) -> list[Host]:
+        return [h for h in self.hosts if (h.up or not up_only) and h.serves(model)]
+
+    def served_models(self) -> list[str] | None:
+        """Every model some host serves, sorted; None when some host serves any model."""
+        names: set[str] = set()
+        for host in self.hosts:
+            if host.models is None:
+                return None
+            names.update(host.models)
+        return sorted(names)
+
+    def assign(self, ticket: Ticket, host: Host) -> None:
+        ticket.backend = host.name
+        host.running.add(ticket)
+        self.running.add(ticket)
+
+    def release(self, ticket: Ticket) -> None:
+        self.running.discard(ticket)
+        host = self.by_name.get(ticket.backend)
+        if host is not None:
+            host.running.discard(ticket)
+
+    def _uniform(self) -> bool:
+        """Every host serves every model, so each waiting request competes with all others."""
+        return len(self.hosts) == 1 or all(h.models is None for h in self.hosts)
+
+    def position(self, ticket: Ticket, now: float) -> int:
+        """Waiting requests that will start before ``ticket`` on the hosts that serve its model."""
+        if self._uniform():
+            return self.queue.position(ticket, now)
+        mine = {h.name for h in self.hosts if h.serves(ticket.model)}
+        ahead = 0
+        for other in self.queue.order(now):
+            if other is ticket:
+                return ahead
+            if any(h.name in mine for h in self.hosts if h.serves(other.model)):
+                ahead += 1
+        return ahead
+
+    def estimate_wait(self, position: int, now: float, model: str = "") -> float:
+        """Seconds until the request at ``position`` starts, on the healthy hosts of its model."""
+        hosts = self.serving(model)
+        slots = sum(h.slots for h in hosts)
+        if slots == 0:  # no healthy host for it: at least one full service from now
+            return (position + 1) * self.service_time.value
+        elapsed = [
+            now - t.started_mono for h in hosts for t in h.running if t.started_mono is not None
+        ]
+        return start_delay(position, slots, elapsed, self.service_time.value)
 
     async def watch(
         self, ticket: Ticket, clock: Callable[[], float], min_interval_s: float
@@ -61,7 +136,7 @@ class Lane:
         last_sent = -math.inf
         while ticket.state == "queued":
             now = clock()
-            position = self.queue.position(ticket, now)
+            position = self.position(ticket, now)
             if position != last:
                 pause = last_sent + min_interval_s - loop.time()
                 if pause > 0:
@@ -71,7 +146,7 @@ class Lane:
                     await ticket.wait_left_queue(pause)
                     continue  # look again: what is sent is the position after the pause
                 last, last_sent = position, loop.time()
-                yield position, self.estimate_wait(position, now)
+                yield position, self.estimate_wait(position, now, ticket.model)
                 continue
             # Positions move on queue changes (the pulse) and when aging lifts a level.
             reorder_at = self.queue.reorder_at(now)
@@ -89,4 +164,18 @@ class Lane:
             waiting_by_priority=dict(sorted(by_priority.items())),
             avg_wait_s=self.wait_time.value,
             avg_service_s=self.service_time.value,
+            hosts=tuple(
+                HostStats(
+                    name=h.name,
+                    up=h.up,
+                    since=h.since,
+                    slots=h.slots,
+                    running=len(h.running),
+                    models=tuple(sorted(h.models)) if h.models is not None else (),
+                    loaded=tuple(sorted(h.loaded)),
+                    last_error=h.last_error,
+                )
+                for h in self.hosts
+                if h.name  # the anonymous host of a provider without a pool
+            ),
         )

@@ -33,6 +33,10 @@ is free, the queue hands it to the request that comes first by these rules:
    eligible for a slot yet (``pop_next``'s ``eligible``), but it keeps its
    place in this order.
 
+5. **A request put back** (its host went down before it had sent anything)
+   goes to the front, ahead of every request the rules above order: it has
+   had its turn already. Requests put back keep the order they came back in.
+
 A request's *position* is the number of requests this rule would dispatch
 before it if nothing else arrived and the clock stood still. It changes when
 requests arrive or leave and when aging lifts a request by a level; it is
@@ -88,20 +92,23 @@ class DispatchQueue(Generic[Q]):
         # below the latest, which puts it ahead of the user served last and no one else.
         self._stamp = 0
         self._last_served: str | None = None
+        self._front: list[Q] = []  # requests put back, ahead of the ranked order
         self._order: list[Q] = []
         self._positions: dict[int, int] = {}
         self._valid_until = -math.inf  # the cached order is stale from this clock reading
 
     def __len__(self) -> int:
-        return self._count
+        return self._count + len(self._front)
 
     def __iter__(self) -> Iterator[Q]:
+        yield from self._front
         for turns in self._users.values():
             yield from turns.requests
 
     def of_user(self, user_id: str) -> Sequence[Q]:
         turns = self._users.get(user_id)
-        return tuple(turns.requests) if turns else ()
+        front = tuple(r for r in self._front if r.user_id == user_id)
+        return front + tuple(turns.requests) if turns else front
 
     def add(self, request: Q) -> None:
         turns = self._users.get(request.user_id)
@@ -112,8 +119,17 @@ class DispatchQueue(Generic[Q]):
         self._count += 1
         self._valid_until = -math.inf
 
+    def add_front(self, request: Q) -> None:
+        """Put back a request that had its turn, ahead of everything ranked (rule 5)."""
+        self._front.append(request)
+        self._valid_until = -math.inf
+
     def remove(self, request: Q) -> None:
         """Take out a request that leaves without a slot (cancel, timeout, shutdown)."""
+        if request in self._front:
+            self._front.remove(request)
+            self._valid_until = -math.inf
+            return
         turns = self._users[request.user_id]
         turns.requests.remove(request)
         if not turns.requests:
@@ -133,6 +149,10 @@ class DispatchQueue(Generic[Q]):
             request = next((r for r in order if eligible(r)), None)
         if request is None:
             return None
+        if self._front and request in self._front:
+            self._front.remove(request)  # its turn was counted when it first started
+            self._valid_until = -math.inf
+            return request
         user = request.user_id
         turns = self._users[user]
         turns.requests.remove(request)
@@ -216,6 +236,8 @@ class DispatchQueue(Generic[Q]):
                 upcoming = rest[user].peek()
                 heapq.heappush(heap, (upcoming.priority, stamp, upcoming.seq, user))
 
+        if self._front:
+            order = [*self._front, *order]
         self._order = order
         self._positions = {request.seq: i for i, request in enumerate(order)}
         self._valid_until = valid_until

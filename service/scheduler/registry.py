@@ -35,19 +35,23 @@ class Ticket:
         "_left",
         "_state",
         "_waiter",
+        "backend",
         "conversation_id",
         "enqueued_at",
         "enqueued_mono",
         "finished_at",
         "finished_mono",
         "holds_slot",
+        "host_lost",
         "model",
+        "on_host_lost",
         "priority",
         "provider",
         "request_id",
         "seq",
         "started_at",
         "started_mono",
+        "tried",
         "user_id",
     )
 
@@ -81,6 +85,13 @@ class Ticket:
         self.finished_mono: float | None = None
         self.finished_at: float | None = None
         self.holds_slot = False
+        # The host its slot is on ("" on a provider without a pool); the hosts it has
+        # run on before (it was put back after one went down); whether its host has
+        # gone down under it, and what the worker asked to be called then.
+        self.backend = ""
+        self.tried: tuple[str, ...] = ()
+        self.host_lost = False
+        self.on_host_lost: Callable[[], None] | None = None
         self._state: State = "queued"
         self._callbacks: list[Callable[[], None]] = []
         self._error: AgentError | None = None
@@ -130,6 +141,22 @@ class Ticket:
         self._state = "running"
         self.started_mono, self.started_at = mono, wall
         self.holds_slot = True
+
+    def _put_back(self) -> None:
+        """Waiting again after its host went down: it gives up the slot it had there."""
+        self._left = asyncio.Event()
+        self._state = "queued"
+        self.holds_slot = False
+        if self.backend:
+            self.tried = (*self.tried, self.backend)
+        self.backend = ""
+        self.host_lost = False
+
+    def _lose_host(self) -> None:
+        self.host_lost = True
+        cb = self.on_host_lost
+        if cb is not None:
+            _run_callback(cb, self.request_id)
 
     def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
         self._left.set()
@@ -184,6 +211,7 @@ class RequestInfo:
     started_at: float | None
     finished_at: float | None
     model: str = ""
+    backend: str = ""  # the host it runs or ran on, when its provider has a pool
 
 
 class Registry:

@@ -6,8 +6,8 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from service.errors import (
     AgentError,
@@ -19,11 +19,13 @@ from service.errors import (
 )
 from service.scheduler.admission import WaitingCaps, check_request, retry_hint
 from service.scheduler.estimates import QueueStats
+from service.scheduler.hosts import Host, choose_host
 from service.scheduler.lane import Lane, Pulse
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
 
 COMMANDS = "command"  # the lane of slash commands: they wait only for their conversation
 _COMMAND_SLOTS = 1 << 30
+_AFFINITY_SIZE = 10_000  # conversations whose last host is remembered (the most recent ones)
 
 
 class Scheduler:
@@ -54,12 +56,20 @@ class Scheduler:
     all read this one state. Commands use the ``COMMANDS`` lane, which has no
     practical slot limit and is left out of the provider statistics: they only
     wait for their conversation.
+
+    A provider's slots live on its hosts (``hosts``; without it, one anonymous
+    host with ``slots``). A free slot on a host that is up goes to the first
+    eligible request whose model that host serves, on the host
+    ``choose_host`` prefers; the ticket's ``backend`` names it. Health comes
+    from outside (``report_host``): the scheduler only knows hosts with slots,
+    model sets and an up/down flag.
     """
 
     def __init__(
         self,
         *,
         slots: Mapping[str, int],
+        hosts: Mapping[str, Sequence[Host]] | None = None,
         max_pending: int = 100,
         max_pending_per_user: int = 10,
         aging_interval_s: float = 30.0,
@@ -67,19 +77,33 @@ class Scheduler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         default_service_s: float = 10.0,
+        down_retry_s: float = 5.0,
     ) -> None:
-        if not slots:
+        pools = dict(hosts or {})
+        if not slots and not pools:
             raise ValueError("at least one provider needs slots")
         if any(n < 1 for n in slots.values()):
             raise ValueError("every provider needs at least one slot")
         if retention_s < 0:
             raise ValueError("retention_s must not be negative")
+        for name, n in {**slots, COMMANDS: _COMMAND_SLOTS}.items():
+            pools.setdefault(name, [Host("", n)])
+        started = wall_clock()
+        for pool in pools.values():
+            for host in pool:
+                host.since = host.since or started
         self._lanes = {
             name: Lane(
-                name, n, aging_interval_s=aging_interval_s, default_service_s=default_service_s
+                name,
+                pool,
+                aging_interval_s=aging_interval_s,
+                default_service_s=default_service_s,
             )
-            for name, n in {**slots, COMMANDS: _COMMAND_SLOTS}.items()
+            for name, pool in pools.items()
         }
+        # The host of each conversation's latest turn: its prompt cache holds the prefix.
+        self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._down_retry_s = down_retry_s
         # Active (waiting or slot-holding) turns of each conversation, in submission order.
         self._conversations: dict[str, deque[Ticket]] = {}
         self._caps = WaitingCaps(max_pending, max_pending_per_user)
@@ -122,6 +146,7 @@ class Scheduler:
         if lane is None:
             known = ", ".join(sorted(self._lanes))
             raise InvalidRequest(f"unknown provider {provider!r}; configured: {known}")
+        self._check_model(lane, model)
         active = self._active_by_user.get(user_id, 0)
         if max_active and active >= max_active:
             raise LimitReached(
@@ -131,7 +156,7 @@ class Scheduler:
             )
         turns = self._conversations.get(conversation_id) if conversation_id else None
         # A request that gets a slot at once never waits, so only queued ones count.
-        if turns or not lane.has_free_slot:
+        if turns or not lane.can_start(model):
             self._caps.check(
                 user_id,
                 user_turnover_s=lambda: self._user_turnover(user_id, now),
@@ -159,11 +184,30 @@ class Scheduler:
         self._dispatch(lane, now)
         return ticket
 
+    def _check_model(self, lane: Lane, model: str) -> None:
+        """InvalidRequest for a model no host serves; UNAVAILABLE when none serving it is up."""
+        if not model:
+            return
+        if not lane.serving(model, up_only=False):
+            served = ", ".join(lane.served_models() or ())
+            raise InvalidRequest(
+                f"model {model!r} is not served by any {lane.provider} host here; "
+                f"served models: {served}"
+            )
+        if not lane.serving(model):
+            raise ServiceUnavailable(self._none_up(lane, model), retry_after_s=self._down_retry_s)
+
+    def _none_up(self, lane: Lane, model: str) -> str:
+        down = "; ".join(
+            f"{h.name} ({h.last_error or 'down'})" for h in lane.serving(model, up_only=False)
+        )
+        return f"no {lane.provider} host that serves model {model!r} is up: {down}"
+
     def _user_turnover(self, user_id: str, now: float) -> float:
         """Roughly how soon the first of this user's waiting requests starts."""
         return min(
             (
-                lane.estimate_wait(lane.queue.position(t, now), now)
+                lane.estimate_wait(lane.position(t, now), now, t.model)
                 for lane in self._lanes.values()
                 for t in lane.queue.of_user(user_id)
             ),
@@ -235,17 +279,41 @@ class Scheduler:
         return self._conversations[ticket.conversation_id][0] is ticket
 
     def _dispatch(self, lane: Lane, now: float) -> None:
-        """Hand free slots of ``lane`` to the eligible requests first in line."""
-        while self._closing is None and lane.has_free_slot and len(lane.queue):
-            ticket = lane.queue.pop_next(now, self._eligible)
+        """Hand free slots of ``lane`` to the eligible requests first in line.
+
+        A request is eligible when no earlier turn of its conversation is active and
+        a free host serves its model; among those hosts ``choose_host`` decides.
+        """
+        while self._closing is None and len(lane.queue):
+            free = lane.free_hosts()
+            if not free:
+                break
+
+            def startable(t: Ticket, free: list[Host] = free) -> bool:
+                return self._eligible(t) and any(h.serves(t.model) for h in free)
+
+            ticket = lane.queue.pop_next(now, startable)
             if ticket is None:
                 break
+            previous = (
+                self._affinity.get(ticket.conversation_id) if ticket.conversation_id else None
+            )
+            host = choose_host(free, ticket.model, previous=previous, avoid=ticket.tried)
+            assert host is not None  # startable() saw a free host that serves it
             self._caps.leave(ticket.user_id)
             ticket._start(now, self._wall_clock())
-            lane.running.add(ticket)
+            lane.assign(ticket, host)
+            if host.name and ticket.conversation_id:
+                self._remember_host(ticket.conversation_id, host.name)
             lane.wait_time.add(now - ticket.enqueued_mono)
             ticket._wake()
         lane.changed.fire()
+
+    def _remember_host(self, conversation_id: str, host: str) -> None:
+        self._affinity[conversation_id] = host
+        self._affinity.move_to_end(conversation_id)
+        if len(self._affinity) > _AFFINITY_SIZE:
+            self._affinity.popitem(last=False)
 
     def _leave_queue(self, ticket: Ticket, outcome: Outcome, error: AgentError) -> None:
         """End a waiting request without it ever getting a slot."""
@@ -293,7 +361,7 @@ class Scheduler:
             return
         now = self._clock()
         lane = self._lanes[ticket.provider]
-        lane.running.discard(ticket)
+        lane.release(ticket)
         ticket.holds_slot = False
         if ticket.state == "running":
             ticket._end(outcome, now, self._wall_clock(), None)
@@ -305,6 +373,90 @@ class Scheduler:
         self._leave_conversation(ticket, now)
         self._dispatch(lane, now)
         self._idle.fire()
+
+    def put_back(self, ticket: Ticket) -> None:
+        """A running request whose host failed before it sent anything waits again, first in line.
+
+        It releases its slot and will prefer any other host. If no host that is
+        up serves its model, it ends as failed with ServiceUnavailable instead
+        (its worker's ``acquire`` raises it). A request cancelled meanwhile just
+        gives up its slot.
+        """
+        if not ticket.holds_slot:
+            return
+        now = self._clock()
+        lane = self._lanes[ticket.provider]
+        if ticket.state != "running":
+            self.finish(ticket, "cancelled")
+            return
+        lane.release(ticket)
+        ticket._put_back()
+        lane.queue.add_front(ticket)
+        self._caps.enter(ticket.user_id)
+        if self._closing is not None:
+            self._leave_queue(ticket, "failed", ServiceUnavailable(self._closing))
+        elif not lane.serving(ticket.model):
+            self._leave_queue(
+                ticket,
+                "failed",
+                ServiceUnavailable(
+                    self._none_up(lane, ticket.model), retry_after_s=self._down_retry_s
+                ),
+            )
+        self._dispatch(lane, now)
+        self._idle.fire()
+
+    def report_host(
+        self,
+        provider: str,
+        name: str,
+        *,
+        up: bool,
+        error: str = "",
+        loaded: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+    ) -> None:
+        """What the health checks (or a failed call) found out about one host.
+
+        A host going down gets no new work; each request running on it learns so
+        (``Ticket.on_host_lost``) and its worker puts it back or ends it. Waiting
+        requests that no host that is up serves any more end with ServiceUnavailable.
+        A host coming up gets work at once. ``models`` replaces the models a host
+        serves (learned from the host when none are configured).
+        """
+        lane = self._lanes[provider]
+        host = lane.by_name[name]
+        now = self._clock()
+        if error:
+            host.last_error = error
+        if loaded is not None:
+            host.loaded = frozenset(loaded)
+        # Only a change of what a host takes can start or reorder anything: most reports
+        # (every host, every interval) change nothing and wake no one.
+        changed = up != host.up
+        if models is not None and frozenset(models) != host.models:
+            host.set_models(models)
+            changed = True
+        if up != host.up:
+            host.up = up
+            host.since = self._wall_clock()
+        if not changed:
+            return
+        if not up:
+            for ticket in list(host.running):
+                if not ticket.host_lost:
+                    ticket._lose_host()
+            for ticket in list(lane.queue):
+                if ticket.state == "queued" and not lane.serving(ticket.model):
+                    error_ = ServiceUnavailable(
+                        self._none_up(lane, ticket.model), retry_after_s=self._down_retry_s
+                    )
+                    self._leave_queue(ticket, "failed", error_)
+        self._dispatch(lane, now)
+
+    def hosts(self, provider: str) -> Sequence[Host]:
+        """The hosts of a provider (read-only use: health checks, status)."""
+        return tuple(self._lanes[provider].hosts)
 
     def cancel(self, request_id: str, user_id: str) -> RequestInfo:
         """Cancel the caller's request: a waiting one leaves the queue, a running one is aborted.
@@ -384,7 +536,7 @@ class Scheduler:
         """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""
         if ticket.state != "queued":
             return -1
-        return self._lanes[ticket.provider].queue.position(ticket, self._clock())
+        return self._lanes[ticket.provider].position(ticket, self._clock())
 
     async def watch_position(
         self, ticket: Ticket, min_interval_s: float = 0.2
@@ -420,8 +572,8 @@ class Scheduler:
         position, wait = -1, 0.0
         if ticket.state == "queued":
             lane = self._lanes[ticket.provider]
-            position = lane.queue.position(ticket, now)
-            wait = lane.estimate_wait(position, now)
+            position = lane.position(ticket, now)
+            wait = lane.estimate_wait(position, now, ticket.model)
         return RequestInfo(
             request_id=ticket.request_id,
             user_id=ticket.user_id,
@@ -434,6 +586,7 @@ class Scheduler:
             started_at=ticket.started_at,
             finished_at=ticket.finished_at,
             model=ticket.model,
+            backend=ticket.backend,
         )
 
 

@@ -20,6 +20,13 @@ def fake_ollama() -> Iterator[FakeOllama]:
 
 
 @pytest.fixture(scope="module")
+def fake_ollama_b() -> Iterator[FakeOllama]:
+    """A second Ollama host, for the stacks with a pool of two."""
+    with FakeOllama() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
 def fake_anthropic() -> Iterator[FakeAnthropic]:
     with FakeAnthropic(api_key=ANTHROPIC_KEY) as fake:
         yield fake
@@ -49,9 +56,17 @@ def client(stack: Stack) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
-def book(fake_ollama: FakeOllama) -> ReplyBook:
-    """Replies chosen by message text, and the order the fake received requests in."""
-    return ReplyBook(fake_ollama)
+def book(fake_ollama: FakeOllama, fake_ollama_b: FakeOllama) -> ReplyBook:
+    """Replies chosen by message text, and the order the fakes received requests in."""
+    return ReplyBook(fake_ollama, fake_ollama_b)
+
+
+@pytest.fixture(scope="module", params=["one host", "two hosts"])
+def pool_hosts(
+    request: pytest.FixtureRequest, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama
+) -> tuple[FakeOllama, ...]:
+    """The Ollama hosts of a queue stack: the queue tests run on one host and on a pool of two."""
+    return (fake_ollama,) if request.param == "one host" else (fake_ollama, fake_ollama_b)
 
 
 class ProviderStack:

@@ -47,33 +47,45 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S
 
 
 class ReplyBook:
-    """The fake's responder: a scripted reply per message text, else a slow echo."""
+    """The fakes' responder: a scripted reply per message text, else a slow echo.
 
-    def __init__(self, fake: FakeOllama, chunk_delay_s: float = 0.01) -> None:
-        self._fake = fake
+    Several fakes (the hosts of a pool) may share one book; what they received
+    is then read as one record, in arrival order.
+    """
+
+    def __init__(self, fake: FakeOllama, *more: FakeOllama, chunk_delay_s: float = 0.01) -> None:
+        self._fakes = (fake, *more)
         self._replies: dict[str, Reply] = {}
         self._chunk_delay_s = chunk_delay_s
-        fake.responder = self._reply
+        for each in self._fakes:
+            each.responder = self._reply
 
-    def set(self, text: str, reply: Reply) -> str:
-        self._replies[text] = reply
+    def set(self, text: str, reply: Reply, *, on: FakeOllama | None = None) -> str:
+        """Script the reply to ``text`` (only on the host ``on``, if given)."""
+        self._replies[text if on is None else f"{on.host}:{on.port} {text}"] = reply
         return text
 
     def _reply(self, request: RecordedRequest) -> Reply:
         text = last_user_text(request.json)
-        scripted = self._replies.get(text)
+        scripted = self._replies.get(f"{request.headers.get('host')} {text}")
+        if scripted is None:
+            scripted = self._replies.get(text)
         if scripted is not None:
             return scripted
         return Reply(chunks=echo_chunks(f"echo: {text}"), chunk_delay_s=self._chunk_delay_s)
 
     # --- what the fake saw ------------------------------------------------------
 
+    def _chats(self) -> list[RecordedRequest]:
+        chats = [r for fake in self._fakes for r in fake.chats]
+        return sorted(chats, key=lambda r: r.received_at) if len(self._fakes) > 1 else chats
+
     def received(self) -> list[str]:
-        """The user message of every chat the fake received, in arrival order."""
-        return [last_user_text(r.json) for r in self._fake.chats]
+        """The user message of every chat the fakes received, in arrival order."""
+        return [last_user_text(r.json) for r in self._chats()]
 
     def request_for(self, text: str) -> RecordedRequest | None:
-        return next((r for r in self._fake.chats if last_user_text(r.json) == text), None)
+        return next((r for r in self._chats() if last_user_text(r.json) == text), None)
 
     def wait_received(self, text: str) -> RecordedRequest:
         wait_until(lambda: self.request_for(text) is not None, f"the fake to receive {text!r}")
@@ -82,11 +94,21 @@ class ReplyBook:
         return request
 
 
-def queue_stack(tmp: Path, fake: FakeOllama, **sections: dict[str, Any]) -> Stack:
-    """A stack on ``fake`` with the given config sections merged in (e.g. queue=..., ollama=...)."""
+def queue_stack(
+    tmp: Path, fake: FakeOllama, *more: FakeOllama, **sections: dict[str, Any]
+) -> Stack:
+    """A stack on ``fake`` with the given config sections merged in (e.g. queue=..., ollama=...).
+
+    With ``more`` fakes the stack has a pool of hosts, each with ``ollama.parallel`` slots.
+    """
     config = provider_config("ollama", fake, None)
     for name, values in sections.items():
         config[name] = {**config.get(name, {}), **values}
+    if more:
+        parallel = config["ollama"].get("parallel", 1)
+        config["ollama"]["backends"] = [
+            {"url": each.url, "parallel": parallel} for each in (fake, *more)
+        ]
     return launch(tmp, config)
 
 
@@ -243,19 +265,24 @@ def wait_state(client: httpx.Client, request_id: str, user_id: str, state: str) 
 class SlotHolder:
     """Requests that take every slot and keep them until released (cancelled by their owner)."""
 
-    def __init__(self, stack: Stack, book: ReplyBook, client: httpx.Client, slots: int = 1):
+    def __init__(
+        self, stack: Stack, book: ReplyBook, client: httpx.Client, slots: int | None = None
+    ):
         self._client = client
         self.user_id = user("holder")
         self.streams: list[LiveStream] = []
-        for _ in range(slots):
+        for _ in range(stack.ollama_slots if slots is None else slots):
             text = book.set(label("hold"), HANG)
             stream = LiveStream(stack.url, chat_body(self.user_id, text))
             stream.wait_event("start")
             book.wait_received(text)
             self.streams.append(stream)
 
-    def release(self) -> None:
-        for stream in self.streams:
+    def release(self, count: int | None = None) -> None:
+        """Free the first ``count`` slots still held (all by default)."""
+        count = len(self.streams) if count is None else count
+        freed, self.streams = self.streams[:count], self.streams[count:]
+        for stream in freed:
             r = cancel(self._client, stream.request_id, self.user_id)
             assert r.status_code == 200, r.text
             assert stream.ended_with().data["code"] == "cancelled"

@@ -107,6 +107,13 @@ class Stack:
         return f"http://127.0.0.1:{self.http_port}"
 
     @property
+    def ollama_slots(self) -> int:
+        """The Ollama slots of the configuration: every host's, or the one host's."""
+        ollama = self.config.get("ollama", {})
+        backends = ollama.get("backends") or [{"parallel": ollama.get("parallel", 1)}]
+        return sum(int(b.get("parallel", 1)) for b in backends)
+
+    @property
     def grpc_address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 

@@ -92,11 +92,12 @@ def test_malformed_json_is_422_not_500(client: httpx.Client) -> None:
     assert r.json()["code"] == "invalid_argument"
 
 
-def test_unknown_model_is_a_clear_404(client: httpx.Client) -> None:
+def test_a_model_no_host_serves_is_a_clear_400(client: httpx.Client) -> None:
+    # The host lists no models in the config, so the ones it has installed are what it serves.
     r = client.post("/api/chat", json={"message": "hi", "model": "nosuch-model", "user_id": user()})
-    assert r.status_code == 404, r.text
+    assert r.status_code == 400, r.text
     assert "nosuch-model" in r.json()["detail"]
-    assert "pull" in r.json()["detail"]
+    assert "served models: llama3.2:latest" in r.json()["detail"]
 
 
 def test_ollama_down_is_503_naming_the_url(tmp_path) -> None:
@@ -108,10 +109,12 @@ def test_ollama_down_is_503_naming_the_url(tmp_path) -> None:
             r = c.post("/api/chat", json={"message": "anyone there?"})
             assert r.status_code == 503, r.text
             assert dead in r.json()["detail"]
-            events = stream_events(c, "/api/chat/stream", {"message": "and now?"})
-            assert events[-1].event == "error"
-            assert events[-1].data["code"] == "unavailable"
-            assert dead in events[-1].data["message"]
+            # The refused connection marked the one host down: the stream is refused at
+            # admission, like a full queue, with a hint to retry after the next probe.
+            s = c.post("/api/chat/stream", json={"message": "and now?"})
+            assert s.status_code == 503, s.text
+            assert s.json()["code"] == "unavailable" and dead in s.json()["detail"]
+            assert int(s.headers["retry-after"]) >= 1
             status = c.get("/api/status").json()
             assert status["status"] == "degraded"
     finally:

@@ -33,11 +33,12 @@ MAX_PENDING, MAX_PENDING_PER_USER = 3, 2
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
+    tmp_path_factory: pytest.TempPathFactory, pool_hosts: tuple[FakeOllama, ...], book: ReplyBook
 ) -> Iterator[Stack]:
+    # On one host and on a pool of two: the caps count waiting requests of the whole pool.
     stack = queue_stack(
         tmp_path_factory.mktemp("limits"),
-        fake_ollama,
+        *pool_hosts,
         ollama={"parallel": 1},
         queue={"max_pending": MAX_PENDING, "max_pending_per_user": MAX_PENDING_PER_USER},
     )

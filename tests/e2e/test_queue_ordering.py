@@ -1,9 +1,10 @@
 """Dispatch order over real sockets: priority, users taking turns, aging.
 
-One Ollama slot, held by a request that hangs until it is cancelled, so the
-requests under test all wait; they are sent one at a time (each seen waiting
-before the next goes out), then the slot is freed and the order in which the
-fake received them is the order the scheduler dispatched them.
+One Ollama slot (or a pool of two hosts with one each), held by requests that
+hang until they are cancelled, so the requests under test all wait; they are
+sent one at a time (each seen waiting before the next goes out), then one slot
+is freed and the order in which the fakes received them is the order the
+scheduler dispatched them.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ AGING_INTERVAL_S = 0.15
 
 @pytest.fixture(scope="module")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
+    tmp_path_factory: pytest.TempPathFactory, pool_hosts: tuple[FakeOllama, ...], book: ReplyBook
 ) -> Iterator[Stack]:
     # Aging effectively off (an hour per level), so only priority and turns decide.
     stack = queue_stack(
         tmp_path_factory.mktemp("ordering"),
-        fake_ollama,
+        *pool_hosts,
         ollama={"parallel": 1},
         queue={"aging_interval_s": 3600},
     )
@@ -47,11 +48,11 @@ def stack(
 
 @pytest.fixture(scope="module")
 def aging_stack(
-    tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, book: ReplyBook
+    tmp_path_factory: pytest.TempPathFactory, pool_hosts: tuple[FakeOllama, ...], book: ReplyBook
 ) -> Iterator[Stack]:
     stack = queue_stack(
         tmp_path_factory.mktemp("aging"),
-        fake_ollama,
+        *pool_hosts,
         ollama={"parallel": 1},
         queue={"aging_interval_s": AGING_INTERVAL_S},
     )
@@ -70,9 +71,12 @@ def dispatch_order(
             start_queued(stack, chat_body(who, text, priority=priority))
             for who, text, priority in requests
         ]
-        holder.release()
+        # One slot at a time (on a pool, the others stay held), so the order in which
+        # the fakes receive the requests is the order they were dispatched in.
+        holder.release(1)
         for stream in streams:
             assert stream.ended_with().event == "done", stream.events
+        holder.release()
     texts = {text for _, text, _ in requests}
     return [t for t in book.received() if t in texts]
 
@@ -126,9 +130,10 @@ def test_aging_lets_priority_10_run_under_priority_1_load(
             return queue_status(client, low.request_id, patient).json()["position"] == 1
 
         wait_until(aged, "the priority-10 request to age to priority 1", timeout=20)
-        holder.release()
+        holder.release(1)
         for stream in [*urgent, low]:
             assert stream.ended_with().event == "done", stream.events
+        holder.release()
     order = [t for t in book.received() if t.startswith(tag)]
     # Strict priority (or first come, first served) would put it last.
     assert order == [f"{tag}-h1", f"{tag}-low", f"{tag}-h2", f"{tag}-h3"]

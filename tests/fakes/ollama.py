@@ -50,6 +50,10 @@ class FakeOllama(ScriptedFake):
 
     ``models`` are the installed models (a chat for another one gets 404);
     None accepts any model. Unscripted chats echo the last user message.
+    ``/api/ps`` lists ``loaded``: as on a real server, a model is loaded by the
+    first chat that uses it (tests may also set it). Stopping the fake drops
+    every open connection (a host that dies mid-stream); ``start`` again serves
+    on the same port (the host comes back).
     """
 
     chat_path = "/api/chat"
@@ -66,6 +70,7 @@ class FakeOllama(ScriptedFake):
         super().__init__(chunk_delay_s=chunk_delay_s, host=host, port=port)
         self.models = None if models is None else [_canonical(m) for m in models]
         self.version = version
+        self.loaded: list[str] = []
 
     def last_user_text(self, body: dict[str, Any]) -> str:
         return last_user_text(body)
@@ -86,7 +91,7 @@ class FakeOllama(ScriptedFake):
             listed = self.models if self.models is not None else ["llama3.2:latest"]
             exchange.respond_json(200, {"models": [self._model_entry(m) for m in listed]})
         elif route == ("GET", "/api/ps"):
-            exchange.respond_json(200, {"models": []})
+            exchange.respond_json(200, {"models": [self._model_entry(m) for m in self.loaded]})
         elif route == ("POST", "/api/show"):
             self._show(exchange)
         elif route == ("POST", "/api/chat"):
@@ -133,6 +138,8 @@ class FakeOllama(ScriptedFake):
         if not self.knows(model):
             exchange.respond_json(404, {"error": f"model '{model}' not found"})
             return
+        if _canonical(model) not in self.loaded:
+            self.loaded.append(_canonical(model))
         reply = self.script.next_reply(exchange.request)
         if reply.status >= 400:
             if reply.initial_delay_s and not await exchange.pause(reply.initial_delay_s):

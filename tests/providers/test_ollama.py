@@ -8,10 +8,11 @@ import httpx
 import pytest
 
 from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
-from service.errors import Code, ProviderError, Reason
+from service.errors import Code, ProviderError, Reason, UpstreamLost
 from service.providers.accumulate import fold
 from service.providers.base import CompletionRequest, ProviderEvent, Stop, ToolCall, ToolSpec
 from service.providers.ollama import OllamaBridge
+from tests.e2e.stack import free_port
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply, ScriptedToolCall
 from tests.providers.conftest import IDLE_S, OLLAMA_MODEL, ask, collect
@@ -252,3 +253,26 @@ def test_fake_works_from_sync_code_and_restarts_cleanly() -> None:
         url = fake.url
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)
+
+
+async def test_inventory_lists_loaded_and_installed_models() -> None:
+    with FakeOllama(models=["m1", "m2:7b"]) as fake:
+        fake.loaded = ["m1:latest"]
+        bridge = OllamaBridge(url=fake.url, model="m1")
+        try:
+            full = await bridge.inventory(installed=True)
+            assert full.loaded == {"m1:latest"} and full.installed == {"m1:latest", "m2:7b"}
+            assert (await bridge.inventory(installed=False)).installed is None
+        finally:
+            await bridge.aclose()
+
+
+async def test_inventory_of_a_host_that_refuses_is_upstream_lost_refused() -> None:
+
+    bridge = OllamaBridge(url=f"http://127.0.0.1:{free_port()}", model="m1")
+    try:
+        with pytest.raises(UpstreamLost) as caught:
+            await bridge.inventory(installed=False)
+        assert caught.value.refused
+    finally:
+        await bridge.aclose()

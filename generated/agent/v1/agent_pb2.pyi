@@ -27,6 +27,12 @@ class MessageStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_STATUS_CANCELLED: _ClassVar[MessageStatus]
     MESSAGE_STATUS_FAILED: _ClassVar[MessageStatus]
 
+class HostState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HOST_STATE_UNSPECIFIED: _ClassVar[HostState]
+    HOST_STATE_UP: _ClassVar[HostState]
+    HOST_STATE_DOWN: _ClassVar[HostState]
+
 class McpServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MCP_SERVER_STATE_UNSPECIFIED: _ClassVar[McpServerState]
@@ -44,6 +50,9 @@ MESSAGE_STATUS_UNSPECIFIED: MessageStatus
 MESSAGE_STATUS_COMPLETE: MessageStatus
 MESSAGE_STATUS_CANCELLED: MessageStatus
 MESSAGE_STATUS_FAILED: MessageStatus
+HOST_STATE_UNSPECIFIED: HostState
+HOST_STATE_UP: HostState
+HOST_STATE_DOWN: HostState
 MCP_SERVER_STATE_UNSPECIFIED: McpServerState
 MCP_SERVER_STATE_CONNECTING: McpServerState
 MCP_SERVER_STATE_READY: McpServerState
@@ -221,7 +230,7 @@ class ProviderStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., reachable: _Optional[bool] = ..., detail: _Optional[str] = ..., version: _Optional[str] = ..., model_available: _Optional[bool] = ...) -> None: ...
 
 class ProviderQueueStats(_message.Message):
-    __slots__ = ("provider", "slots", "running", "waiting", "waiting_by_priority", "avg_wait_s", "avg_service_s")
+    __slots__ = ("provider", "slots", "running", "waiting", "waiting_by_priority", "avg_wait_s", "avg_service_s", "hosts")
     class WaitingByPriorityEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -236,6 +245,7 @@ class ProviderQueueStats(_message.Message):
     WAITING_BY_PRIORITY_FIELD_NUMBER: _ClassVar[int]
     AVG_WAIT_S_FIELD_NUMBER: _ClassVar[int]
     AVG_SERVICE_S_FIELD_NUMBER: _ClassVar[int]
+    HOSTS_FIELD_NUMBER: _ClassVar[int]
     provider: str
     slots: int
     running: int
@@ -243,7 +253,28 @@ class ProviderQueueStats(_message.Message):
     waiting_by_priority: _containers.ScalarMap[int, int]
     avg_wait_s: float
     avg_service_s: float
-    def __init__(self, provider: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., waiting_by_priority: _Optional[_Mapping[int, int]] = ..., avg_wait_s: _Optional[float] = ..., avg_service_s: _Optional[float] = ...) -> None: ...
+    hosts: _containers.RepeatedCompositeFieldContainer[HostStatus]
+    def __init__(self, provider: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., waiting: _Optional[int] = ..., waiting_by_priority: _Optional[_Mapping[int, int]] = ..., avg_wait_s: _Optional[float] = ..., avg_service_s: _Optional[float] = ..., hosts: _Optional[_Iterable[_Union[HostStatus, _Mapping]]] = ...) -> None: ...
+
+class HostStatus(_message.Message):
+    __slots__ = ("url", "state", "state_since", "slots", "running", "models_loaded", "last_error", "models")
+    URL_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STATE_SINCE_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    MODELS_LOADED_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    url: str
+    state: HostState
+    state_since: _timestamp_pb2.Timestamp
+    slots: int
+    running: int
+    models_loaded: _containers.RepeatedScalarFieldContainer[str]
+    last_error: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, url: _Optional[str] = ..., state: _Optional[_Union[HostState, str]] = ..., state_since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., models_loaded: _Optional[_Iterable[str]] = ..., last_error: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class QueueStats(_message.Message):
     __slots__ = ("waiting", "running", "max_pending", "max_pending_per_user", "providers")

@@ -1,0 +1,97 @@
+"""Running a turn's model calls on the host its ticket holds, and moving it when that host fails.
+
+When a host fails under a running turn (the health checks mark it down, the
+connection is refused, or it drops the connection) the turn's fate depends on
+what the client has seen: a turn that has sent nothing yet goes back to the
+front of the queue and runs on another host; one that has streamed text ends
+with UNAVAILABLE and a retry hint (the chat service stores its partial answer
+as failed). A connection refused during a call marks the host down at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from service.errors import ServiceUnavailable, UpstreamLost
+from service.providers.base import Provider
+from service.scheduler import Scheduler, Ticket
+
+log = logging.getLogger(__name__)
+
+
+class HostPool:
+    """The bridges of one provider's hosts (one per host, by name) and failover between them."""
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        provider: str,
+        bridges: Mapping[str, Provider],
+        *,
+        retry_after_s: float,
+        max_attempts: int = 3,
+    ) -> None:
+        if not bridges:
+            raise ValueError("a pool needs at least one host")
+        self._scheduler = scheduler
+        self._provider = provider
+        self._bridges = dict(bridges)
+        self._retry_after_s = retry_after_s
+        self._max_attempts = max_attempts
+
+    def bridge(self, ticket: Ticket) -> Provider:
+        return self._bridges[ticket.backend]
+
+    async def run(
+        self,
+        ticket: Ticket,
+        call: Callable[[Provider], Awaitable[None]],
+        *,
+        sent: Callable[[], bool],
+        deadline: float,
+    ) -> None:
+        """Run ``call`` on the ticket's host; on a host failure run it again elsewhere.
+
+        ``sent`` says whether the client has seen any of the answer yet. ``deadline``
+        (event-loop time) bounds the waits for another host.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            host = ticket.backend
+            attempt = asyncio.ensure_future(call(self._bridges[host]))
+            ticket.on_host_lost = _canceller(attempt)
+            try:
+                await attempt
+                return
+            except UpstreamLost as exc:
+                if exc.refused:
+                    self._scheduler.report_host(self._provider, host, up=False, error=exc.message)
+                if sent() or len(ticket.tried) + 1 >= self._max_attempts:
+                    if exc.retry_after_s is None:
+                        exc.retry_after_s = self._retry_after_s
+                    raise
+                log.info("request %s: %s; trying another host", ticket.request_id, exc.message)
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if not ticket.host_lost or (current is not None and current.cancelling()):
+                    raise  # cancelled from outside: the owner, the client or the shutdown
+                if sent():
+                    raise ServiceUnavailable(
+                        f"the {self._provider} host {host} went down while this answer was "
+                        "streaming; retry the request",
+                        retry_after_s=self._retry_after_s,
+                    ) from None
+                log.info("request %s: host %s went down; trying another", ticket.request_id, host)
+            finally:
+                ticket.on_host_lost = None
+            self._scheduler.put_back(ticket)
+            await self._scheduler.acquire(ticket, max(deadline - loop.time(), 0.0))
+
+
+def _canceller(task: asyncio.Future[None]) -> Callable[[], None]:
+    def cancel() -> None:
+        task.cancel()
+
+    return cancel
