@@ -78,7 +78,7 @@ def default_http_url() -> str:
 
 
 def mode_for(cmdline: bytes) -> str:
-    """"http" when the command line (NUL-separated, as in /proc) runs the gateway."""
+    """The mode for a command line (NUL-separated, as in /proc): http for the gateway."""
     return "http" if b"agent-gateway" in cmdline else "grpc"
 
 
