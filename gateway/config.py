@@ -43,9 +43,12 @@ SERVICE_KEYS: Tolerated = {
             "tools",
             "profiles",
             "limits",
+            "metrics",
         )
     ),
     "grpc": frozenset({"shutdown_grace_s"}),
+    # Read by both; the service checks it until the gateway has a section of its own.
+    "logging": None,
     "api_server": frozenset({"max_body_bytes"}),
 }
 

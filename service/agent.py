@@ -14,6 +14,7 @@ from typing import Literal
 
 from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.events import ChatEvent, ToolCalled, ToolRecord, ToolReturned
+from service.observability.tracing import Tracing
 from service.providers.accumulate import accumulate
 from service.providers.base import AssistantTurn, CompletionRequest, Provider, TextDelta
 from service.store.base import NewMessage
@@ -103,9 +104,12 @@ class Transcript:
 class AgentLoop:
     """Runs model calls and tool rounds for one turn."""
 
-    def __init__(self, tools: ToolRegistry, *, max_rounds: int) -> None:
+    def __init__(
+        self, tools: ToolRegistry, *, max_rounds: int, tracing: Tracing | None = None
+    ) -> None:
         self._tools = tools
         self._max_rounds = max_rounds
+        self._tracing = tracing or Tracing()
 
     async def run(
         self,
@@ -119,11 +123,13 @@ class AgentLoop:
         specs = self._tools.specs()
         for round_no in range(self._max_rounds + 1):
             call = dataclasses.replace(request, messages=messages, tools=specs)
-            async for event in provider.stream(call):
-                transcript.live = accumulate(transcript.live, event)
-                if isinstance(event, TextDelta):
-                    transcript.text_parts.append(event.text)
-                    await emit(event)
+            model = call.model or provider.model
+            with self._tracing.span("provider call", provider=provider.name, model=model):
+                async for event in provider.stream(call):
+                    transcript.live = accumulate(transcript.live, event)
+                    if isinstance(event, TextDelta):
+                        transcript.text_parts.append(event.text)
+                        await emit(event)
             turn = transcript.live
             transcript.stop_reason = turn.stop_reason or "other"
             if not turn.tool_calls or round_no == self._max_rounds:

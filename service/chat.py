@@ -34,10 +34,13 @@ from service.errors import (
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.limits import Limits
+from service.observability.metrics import ServiceMetrics
+from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
+from service.rpc.calls import note_request_id
 from service.scheduler import COMMANDS, Outcome, Scheduler, Ticket, check_request
 from service.store.base import Conversation, ConversationStore, NewMessage
 
@@ -65,8 +68,12 @@ class ChatService:
         agent: AgentLoop,
         limits: Limits | None = None,
         pools: Mapping[str, HostPool] | None = None,
+        metrics: ServiceMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or ServiceMetrics()
+        self._tracing = tracing or Tracing()
         self._limits = limits or Limits(settings.limits, store)
         self._providers = providers
         self._default = default_provider
@@ -91,27 +98,36 @@ class ChatService:
         """Run one turn: its events go to ``send``; the result is returned, errors raised."""
         self._validate(turn)
         request_id = turn.request_id or uuid.uuid4().hex
+        note_request_id(request_id)
         if Commands.is_command(turn.message):
             return await self._command(turn, request_id, send)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
-        admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
-        conversation, fresh = await self._conversation_for(turn)
+        try:
+            admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
+            conversation, fresh = await self._conversation_for(turn)
+            ticket = self._scheduler.submit(
+                user_id=turn.user_id,
+                provider=provider.name,
+                priority=turn.priority,
+                request_id=request_id,
+                conversation_id=conversation.id,
+                model=model,
+                max_active=admitted.max_active,
+            )
+        except AgentError as exc:
+            self._metrics.refused(provider.name, exc)
+            raise
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
-        ticket = self._scheduler.submit(
-            user_id=turn.user_id,
-            provider=provider.name,
-            priority=turn.priority,
-            request_id=request_id,
-            conversation_id=conversation.id,
-            model=model,
-            max_active=admitted.max_active,
-        )
+        timer = self._metrics.timed(provider.name, send)
+        send = timer.send
         outcome: Outcome = "failed"
         try:
             if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
-                await self._wait_for_slot(ticket, deadline - loop.time(), send)
+                with self._tracing.span("queue wait", provider=provider.name):
+                    await self._wait_for_slot(ticket, deadline - loop.time(), send)
+            self._metrics.got_slot(provider.name, _waited(ticket))
             await send(Started(request_id, conversation.id, provider.name, model))
             result = await self._generate(
                 turn, ticket, conversation, fresh, provider, model, deadline, send
@@ -123,6 +139,7 @@ class ChatService:
             raise
         finally:
             self._scheduler.finish(ticket, outcome)
+            timer.done()
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.
@@ -266,8 +283,9 @@ class ChatService:
                         self._workers.add(worker)
                         worker.add_done_callback(self._workers.discard)
                         ticket.add_cancel_callback(lambda: _cancel(worker))
-            except Exception:
+            except Exception as exc:
                 status = "failed"
+                self._metrics.provider_failed(provider.name, exc)
                 raise
             if worker.cancelled():  # by its owner's cancel, or by the shutdown
                 if self._interrupted is not None:
@@ -276,6 +294,7 @@ class ChatService:
                 raise RequestCancelled(f"request {ticket.request_id} was cancelled")
             status = "complete"
         finally:
+            self._metrics.spent(provider.name, model, transcript.usage)
             await self._persist(turn, conversation, transcript, user_message, status)
         return TurnResult(
             response=transcript.text,
@@ -360,6 +379,12 @@ class _first_error:
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             raise first from None
+
+
+def _waited(ticket: Ticket) -> float:
+    """Seconds the ticket waited for its slot (on the scheduler's clock)."""
+    started = ticket.started_mono
+    return 0.0 if started is None else started - ticket.enqueued_mono
 
 
 def _cancel(task: asyncio.Task[None]) -> None:

@@ -238,6 +238,29 @@ class ToolsSection(BaseModel):
         return self
 
 
+class MetricsSection(BaseModel):
+    """Where the service serves Prometheus metrics."""
+
+    # host:port for GET /metrics; empty turns the endpoint off.
+    address: str = "127.0.0.1:9464"
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value and (":" not in value or not value.rsplit(":", 1)[1].isdigit()):
+            raise ValueError("must be host:port (for example 127.0.0.1:9464), or empty for off")
+        return value
+
+
+class LoggingSection(BaseModel):
+    """How both processes write their logs (the gateway reads the same section)."""
+
+    format: Literal["text", "json"] = "text"
+    # Let third-party loggers (the Anthropic SDK, httpx, MCP) log at debug level,
+    # which includes request bodies with users' messages. Off: they stay at info.
+    include_content: bool = False
+
+
 class ProfilesSection(BaseModel):
     """Per-user display names and system-prompt additions."""
 
@@ -284,6 +307,8 @@ class Settings(BaseSettings):
     tools: ToolsSection = Field(default_factory=ToolsSection)
     profiles: ProfilesSection = Field(default_factory=ProfilesSection)
     limits: LimitsSection = Field(default_factory=LimitsSection)
+    metrics: MetricsSection = Field(default_factory=MetricsSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @classmethod
     def settings_customise_sources(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from typing import Any
 
 # ErrorInfo.domain of every reason below (AIP-193: the service that defines them).
 ERROR_DOMAIN = "agent.v1.AgentService"
@@ -120,15 +121,30 @@ class NotFound(AgentError):
 
 
 class QueueFull(AgentError):
-    """A waiting-request cap was reached; retry_after_s says when to try again."""
+    """A waiting-request cap was reached; retry_after_s says when to try again.
+
+    ``cap`` names it ("max_pending" or "max_pending_per_user"), for metrics.
+    """
 
     code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, cap: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.cap = cap
 
 
 class LimitReached(AgentError):
-    """A per-user limit (rate, active requests, token budget); the message names it."""
+    """A per-user limit (rate, active requests, token budget); the message names it.
+
+    ``limit`` is its configuration name ("requests_per_minute", "max_active",
+    "tokens_per_day", "tokens_per_month"), for metrics.
+    """
 
     code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, limit: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.limit = limit
 
 
 class RequestCancelled(AgentError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 
@@ -17,6 +16,7 @@ import yaml
 from service.config import Settings, load_settings
 from service.config_file import ConfigError
 from service.listen import ListenError
+from service.observability.logs import configure_logging
 from service.server import running_service
 
 EXIT_CONFIG = 2
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.check_config:
         print(effective_config(settings), end="")
         return
-    level = settings.api_server.log_level
-    logging.basicConfig(
-        level=logging.DEBUG if level == "trace" else level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    configure_logging(
+        settings.api_server.log_level,
+        settings.logging.format,
+        include_content=settings.logging.include_content,
     )
     try:
         import uvloop

@@ -25,6 +25,8 @@ from service.chat import ChatService
 from service.config import Settings
 from service.limits import Limits
 from service.listen import add_port, check_address_free
+from service.observability.metrics import MetricsEndpoint, ServiceMetrics
+from service.observability.tracing import Tracing, tracing_from_environment
 from service.pool import HealthMonitor, HostPool, Probe
 from service.profiles import ProfileDirectory
 from service.providers.base import HostInventory, Provider
@@ -74,6 +76,8 @@ class RunningService:
     health: health.aio.HealthServicer
     # Probes the default provider once after start and warns if it cannot answer.
     probe: asyncio.Task[None] | None = None
+    metrics: ServiceMetrics | None = None
+    metrics_port: int | None = None  # None: metrics.address is empty (off)
 
 
 def build_ollama_hosts(settings: Settings) -> dict[str, Provider]:
@@ -125,10 +129,18 @@ def build_providers(
 
 
 @asynccontextmanager
-async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
-    """Start the gRPC server with every resource; shut all down gracefully on exit."""
+async def running_service(
+    settings: Settings, *, tracing: Tracing | None = None
+) -> AsyncIterator[RunningService]:
+    """Start the gRPC server with every resource; shut all down gracefully on exit.
+
+    ``tracing`` (tests inject one with an in-memory exporter) defaults to what
+    the environment asks for (``OTEL_EXPORTER_OTLP_ENDPOINT``).
+    """
     # Before any resource is opened: a taken port is the most common first-run mistake.
     check_address_free(settings.grpc.address)
+    tracing = tracing or tracing_from_environment()
+    metrics = ServiceMetrics()
     async with AsyncExitStack() as stack:
         store = open_store(settings.store.resolved_url())
         await store.open()
@@ -176,7 +188,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             store=store,
             scheduler=scheduler,
             profiles=ProfileDirectory(settings.profiles.directory),
-            agent=AgentLoop(tools, max_rounds=settings.api.max_tool_rounds),
+            agent=AgentLoop(tools, max_rounds=settings.api.max_tool_rounds, tracing=tracing),
             limits=limits,
             pools={
                 "ollama": HostPool(
@@ -186,6 +198,8 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
                     retry_after_s=max(1.0, settings.ollama.health_interval_s),
                 )
             },
+            metrics=metrics,
+            tracing=tracing,
         )
         monitor = HealthMonitor(
             scheduler,
@@ -209,11 +223,22 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             default_provider=settings.provider,
             default_model=providers[settings.provider].model,
             mcp=mcp,
+            metrics=metrics,
         )
+        metrics.watch_queue(scheduler.stats)
+        metrics_port = None
+        if settings.metrics.address:
+            endpoint = MetricsEndpoint(metrics, settings.metrics.address)
+            stack.callback(endpoint.close)
+            metrics_port = endpoint.port
+            host = settings.metrics.address.rpartition(":")[0]
+            log.info("metrics on http://%s:%d/metrics", host, metrics_port)
 
         server = grpc.aio.server(
             options=server_options(settings),
-            interceptors=[CallInterceptor(auth, prefix=f"/{SERVICE_NAME}/")],
+            interceptors=[
+                CallInterceptor(auth, prefix=f"/{SERVICE_NAME}/", metrics=metrics, tracing=tracing)
+            ],
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_servicer = health.aio.HealthServicer()
@@ -242,7 +267,9 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             name="startup-probe",
         )
         try:
-            yield RunningService(port, server, scheduler, chat, health_servicer, probe)
+            yield RunningService(
+                port, server, scheduler, chat, health_servicer, probe, metrics, metrics_port
+            )
         finally:
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)

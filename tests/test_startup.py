@@ -63,6 +63,7 @@ def test_a_second_service_on_a_used_port_exits_with_one_line(
 def _settings(tmp_path: Path, ollama_url: str) -> Settings:
     return Settings(
         grpc={"address": "127.0.0.1:0"},
+        metrics={"address": "127.0.0.1:0"},
         store={"data_dir": tmp_path},
         ollama={"url": ollama_url},
         api={"provider": "ollama"},

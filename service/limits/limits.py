@@ -94,6 +94,7 @@ class Limits:
                     f"requests_per_minute={limits.requests_per_minute}; "
                     f"the next request fits in {wait:.1f} s",
                     retry_after_s=_hint(wait),
+                    limit="requests_per_minute",
                 )
         return limits
 
@@ -124,6 +125,7 @@ def _check_budgets(
             f"{spend.month_tokens} of tokens_per_month={limits.tokens_per_month} spent this "
             f"month (UTC); it resets at {windows.month_ends_at:%Y-%m-%d %H:%M} UTC",
             retry_after_s=_hint(windows.seconds_to_month_end()),
+            limit="tokens_per_month",
         )
     if limits.tokens_per_day and spend.day_tokens >= limits.tokens_per_day:
         raise LimitReached(
@@ -131,6 +133,7 @@ def _check_budgets(
             f"{spend.day_tokens} of tokens_per_day={limits.tokens_per_day} spent today (UTC); "
             f"it resets at {windows.day_ends_at:%Y-%m-%d %H:%M} UTC",
             retry_after_s=_hint(windows.seconds_to_day_end()),
+            limit="tokens_per_day",
         )
 
 

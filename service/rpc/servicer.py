@@ -13,6 +13,7 @@ from service.chat import ChatService
 from service.errors import InvalidRequest
 from service.events import ChatEvent, TurnInput
 from service.limits import Limits
+from service.observability.metrics import ServiceMetrics
 from service.rpc import convert
 from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
@@ -62,7 +63,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         default_provider: str,
         default_model: str,
         mcp: McpTools | None = None,
+        metrics: ServiceMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or ServiceMetrics()
         self._auth = auth
         self._limits = limits
         self._chat = chat
@@ -76,12 +79,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     def _user(self, context: Context, requested: str) -> str:
         """The user this call acts as (the interceptor has authenticated the caller)."""
-        return self._auth.user_for(current_call().principal, requested)
+        return self._caller(context, requested)[1]
 
     def _caller(self, context: Context, requested: str) -> tuple[Principal, str]:
         """Who calls, and the user the call acts as."""
-        principal = current_call().principal
-        return principal, self._auth.user_for(principal, requested)
+        call = current_call()
+        call.user_id = self._auth.user_for(call.principal, requested)
+        return call.principal, call.user_id
 
     def _owner(self, principal: Principal, user_id: str, request_id: str) -> str:
         """The user whose request to look up: an admin reaches any user's waiting or running one."""
@@ -103,6 +107,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         async def send(event: ChatEvent) -> None:
             await context.write(convert.stream_event(event))
 
+        self._metrics.stream_opened()
         try:
             turn = _turn(request, self._user(context, request.user_id))
             result = await self._chat.run_turn(turn, send)
@@ -111,6 +116,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise
         except Exception as exc:  # every failure must become a status
             await abort(context, exc)
+        finally:
+            self._metrics.stream_closed()
 
     @unary_errors
     async def GetStatus(

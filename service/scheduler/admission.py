@@ -75,12 +75,14 @@ class WaitingCaps:
                 f"user {user_id!r} already has {mine} requests waiting, the per-user limit "
                 f"(max_pending_per_user={self.max_pending_per_user}); retry when one has started",
                 retry_after_s=retry_hint(user_turnover_s()),
+                cap="max_pending_per_user",
             )
         if self.total >= self.max_pending:
             raise QueueFull(
                 f"the service queue is full: {self.total} requests are waiting, the "
                 f"service-wide limit (max_pending={self.max_pending})",
                 retry_after_s=retry_hint(any_turnover_s()),
+                cap="max_pending",
             )
 
 

@@ -153,6 +153,7 @@ class Scheduler:
                 f"user {user_id!r} already has {active} requests waiting or running, the "
                 f"limit (max_active={max_active}); retry when one has finished",
                 retry_after_s=retry_hint(self._user_turnover(user_id, now)),
+                limit="max_active",
             )
         turns = self._conversations.get(conversation_id) if conversation_id else None
         # A request that gets a slot at once never waits, so only queued ones count.

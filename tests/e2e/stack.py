@@ -99,6 +99,7 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     grpc_port: int = field(default_factory=free_port)
     http_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
     service: Process | None = None
     gateway: Process | None = None
 
@@ -112,6 +113,11 @@ class Stack:
         ollama = self.config.get("ollama", {})
         backends = ollama.get("backends") or [{"parallel": ollama.get("parallel", 1)}]
         return sum(int(b.get("parallel", 1)) for b in backends)
+
+    @property
+    def metrics_url(self) -> str:
+        """The service's Prometheus endpoint."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @property
     def grpc_address(self) -> str:
@@ -128,6 +134,7 @@ class Stack:
             },
             "store": {"url": f"sqlite:///{self.workdir / 'agent.db'}"},
             "sse": {"keepalive_s": 15},
+            "metrics": {"address": f"127.0.0.1:{self.metrics_port}"},
         }
         path = self.workdir / "config.yaml"
         path.write_text(yaml.safe_dump(_merge(base, self.config)))

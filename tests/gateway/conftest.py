@@ -20,6 +20,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def service_settings(tmp_path: Path, **extra: object) -> Settings:
     sections: dict[str, object] = {
         "grpc": {"address": "127.0.0.1:0", "shutdown_grace_s": 0.5},
+        "metrics": {"address": "127.0.0.1:0"},
         "store": {"url": f"sqlite:///{tmp_path / 'agent.db'}"},
         "auth": {"shared_token": TOKEN},
         "api": {"provider": "ollama"},
