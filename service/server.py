@@ -29,6 +29,7 @@ from service.rpc.servicer import AgentServicer
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
 from service.store.factory import open_store
+from service.streams import StreamingTurns
 from service.tools import default_registry
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,11 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
                 max_rounds=settings.api.max_tool_rounds,
             ),
         )
+        streams = StreamingTurns(chat, scheduler, store, settings.stream)
         servicer = AgentServicer(
             auth=auth,
             chat=chat,
+            streams=streams,
             scheduler=scheduler,
             store=store,
             probes=ProviderProbes(providers),
@@ -158,6 +161,7 @@ async def running_service(settings: Settings) -> AsyncIterator[RunningService]:
             yield RunningService(port, server, scheduler, chat, health_servicer)
         finally:
             await _shutdown(settings, server, scheduler, chat, health_servicer)
+            await streams.close()
 
 
 async def _shutdown(
