@@ -44,6 +44,8 @@ class Reply:
     truncate_after: int | None = None  # stop after N chunks without the final line/event
     truncate_cleanly: bool = False  # end the body properly (else drop the connection)
     hang_after: int | None = None  # send N chunks, then nothing until the client leaves
+    hold_after: int | None = None  # send N chunks, then wait for ``hold`` to be set, then go on
+    hold: threading.Event | None = None  # set by the test (from any thread)
     input_tokens: int | None = None
     output_tokens: int | None = None
     stop_reason: str | None = None  # in the vendor's vocabulary; None: the natural one
@@ -183,6 +185,13 @@ async def play(
                 await flush()
                 await exchange.wait_gone()
                 return
+            if reply.hold is not None and reply.hold_after is not None and sent == reply.hold_after:
+                if not await flush():
+                    return
+                # Checked every few ms: the event is set from the test's thread.
+                while not reply.hold.is_set():
+                    if not await exchange.pause(0.005):
+                        return
         if frame.kind == "chunk":
             delay = reply.chunk_delay_s
             if delay and (not await flush() or not await exchange.pause(delay)):
