@@ -8,9 +8,9 @@ from typing import Any
 import grpc
 import httpx
 from agent.v1 import agent_pb2 as pb
+from starlette.types import Receive, Scope, Send
 
 from gateway.sse import ChatEventStream
-from starlette.types import Receive, Scope, Send
 from tests.e2e.stack import SseEvent, parse_sse
 
 
