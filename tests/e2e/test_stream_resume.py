@@ -246,3 +246,18 @@ def test_grpc_watch_request_resumes_after_seq(
         with pytest.raises(grpc.RpcError) as failed:
             list(stub.WatchRequest(pb.WatchRequestRequest(request_id=request_id, user_id=user_id)))
         assert failed.value.code() is grpc.StatusCode.NOT_FOUND
+
+
+def test_a_request_refused_before_it_was_accepted_does_not_take_its_id(
+    stack: Stack, book: ReplyBook, client: httpx.Client
+) -> None:
+    owner = user()
+    body = chat_body(owner, label("refused"), conversation_id="no-such-conversation")
+    body.pop("new_conversation")
+    refused = client.post("/api/chat", json=body)
+    assert refused.status_code == 404, refused.text
+    fixed = {**body, "message": label("accepted"), "new_conversation": True}
+    fixed.pop("conversation_id")
+    accepted = client.post("/api/chat", json=fixed)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["request_id"] == body["request_id"]
