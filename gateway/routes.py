@@ -153,7 +153,9 @@ async def watch_request(
     upstream: UpstreamDep,
     user_id: Annotated[str | None, Query()] = None,
     after: Annotated[int | None, Query(ge=0, description="Replay events after this id")] = None,
-    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="The id of the last event seen; wins over ?after=")
+    ] = None,
 ) -> Any:
     """Re-attach to a request's events as Server-Sent Events (owner only; others get 404).
 
