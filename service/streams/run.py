@@ -94,7 +94,8 @@ class TurnRun:
         self.result: TurnResult | None = None
         self.error: AgentError | None = None
         self.ended_at: float | None = None  # the registry's clock
-        self.size = _EVENT_BYTES + len(message)
+        # The run itself, its key and its registry slot weigh about four events.
+        self.size = 4 * _EVENT_BYTES + len(message)
         self.watchers = 0  # followers attached now (continue: none → maybe abandoned)
 
     def __repr__(self) -> str:

@@ -117,10 +117,8 @@ async def test_the_buffer_keeps_the_newest_events_only() -> None:
     assert [seq for seq, _ in await collect(run, 0)] == [4, 5, 6]
 
 
-def test_the_byte_cap_evicts_the_oldest_finished_runs_first() -> None:
-    clock = Clock()
-    size = event_size(TextDelta("x" * 1000))
-    runs = registry(clock, max_bytes=4 * size)
+def _three_runs(runs: RunRegistry, clock: Clock) -> tuple[TurnRun, TurnRun, TurnRun]:
+    """Two finished runs (``old`` ended first) and a running one, 1,000 characters each."""
     old, newer, live = (runs.open("alice", rid, "m", "continue") for rid in ("old", "new", "live"))
     old.publish(TextDelta("x" * 1000))
     old.finish(result("x"))
@@ -128,11 +126,22 @@ def test_the_byte_cap_evicts_the_oldest_finished_runs_first() -> None:
     newer.publish(TextDelta("x" * 1000))
     newer.finish(result("x"))
     live.publish(TextDelta("x" * 1000))
+    return old, newer, live
+
+
+def test_the_byte_cap_evicts_the_oldest_finished_runs_first() -> None:
+    probe = registry()
+    _three_runs(probe, Clock())
+    cap = probe.total_bytes + event_size(TextDelta("x" * 1000)) // 2  # one more event is too many
+    clock = Clock()
+    runs = registry(clock, max_bytes=cap)
+    old, newer, live = _three_runs(runs, clock)
     assert runs.get("alice", "old") is old
     live.publish(TextDelta("x" * 1000))  # over the cap: the run that ended first goes
     assert runs.get("alice", "old") is None
     assert runs.get("alice", "new") is newer and runs.get("alice", "live") is live
-    assert runs.total_bytes <= 4 * size
+    assert live.first_seq == 1  # a running request keeps its events while ended runs remain
+    assert runs.total_bytes <= cap
 
 
 def test_past_the_cap_with_only_running_requests_their_oldest_events_go() -> None:
