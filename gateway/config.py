@@ -44,6 +44,7 @@ SERVICE_KEYS: Tolerated = {
             "profiles",
             "limits",
             "metrics",
+            "stream",
         )
     ),
     "grpc": frozenset({"shutdown_grace_s"}),

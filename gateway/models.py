@@ -53,7 +53,19 @@ class ChatRequest(BaseModel):
     provider: Literal["anthropic", "ollama"] | None = Field(None, description="Provider override")
     model: Text | None = Field(None, description="Model override")
     request_id: str | None = Field(
-        None, pattern=_REQUEST_ID_PATTERN, description="Client-chosen id, to cancel early"
+        None,
+        pattern=_REQUEST_ID_PATTERN,
+        description=(
+            "Client-chosen id: to cancel early, to re-attach, and to retry safely (the same id "
+            "and message attach to the first request; another message is 409)"
+        ),
+    )
+    on_disconnect: Literal["cancel", "continue"] | None = Field(
+        None,
+        description=(
+            "When the client goes away: cancel the request, or let it continue so the client "
+            "can re-attach; omitted: the service's stream.on_disconnect"
+        ),
     )
 
     @field_validator("message")

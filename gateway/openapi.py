@@ -57,6 +57,7 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 CHAT_ERRORS = errors(404, 409, 413, 422, 429, 499)
 STREAM_ERRORS = errors(404, 409, 413, 422, 429)
+WATCH_ERRORS = errors(404)
 REF_ERRORS = errors(404, 413, 422)
 LIST_ERRORS = errors(422)
 CONVERSATION_ERRORS = errors(404)

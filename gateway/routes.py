@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import grpc
 from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
@@ -66,6 +66,13 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return JSONResponse(body, status_code=status)
 
 
+_POLICIES = {
+    None: pb.DISCONNECT_POLICY_UNSPECIFIED,
+    "cancel": pb.DISCONNECT_POLICY_CANCEL,
+    "continue": pb.DISCONNECT_POLICY_CONTINUE,
+}
+
+
 def _chat_fields(body: models.ChatRequest) -> dict[str, Any]:
     return {
         "message": body.message,
@@ -76,6 +83,7 @@ def _chat_fields(body: models.ChatRequest) -> dict[str, Any]:
         "provider": body.provider or "",
         "model": body.model or "",
         "request_id": body.request_id or "",
+        "on_disconnect": _POLICIES[body.on_disconnect],
     }
 
 
@@ -161,6 +169,54 @@ async def chat_stream(
         timeout=upstream.chat_timeout_s,
     )
     return ChatEventStream(call, upstream.keepalive_s)
+
+
+def _after(last_event_id: str | None, after: int | None) -> int | GatewayError:
+    """The seq to replay after: the Last-Event-ID header, else ?after=, else 0 (everything)."""
+    if last_event_id is None or not last_event_id.strip():
+        return after or 0
+    value = last_event_id.strip()
+    if not value.isdigit() or len(value) > 18:
+        return GatewayError(
+            400,
+            "invalid_argument",
+            f"Last-Event-ID must be an event id this stream sent (a number), not {value[:40]!r}",
+        )
+    return int(value)
+
+
+@router.get(
+    "/api/requests/{request_id}/events",
+    tags=["chat"],
+    operation_id="WatchRequest",
+    responses={**docs.STREAM_OK, **docs.WATCH_ERRORS},
+)
+async def watch_request(
+    request_id: Annotated[str, Path(min_length=1, max_length=64)],
+    request: Request,
+    upstream: UpstreamDep,
+    user_id: UserIdQuery = None,
+    after: Annotated[int | None, Query(ge=0, description="Replay events after this id")] = None,
+    last_event_id: Annotated[
+        str | None, Header(description="The id of the last event seen; wins over ?after=")
+    ] = None,
+) -> Any:
+    """Re-attach to a request's events as Server-Sent Events (owner only; others get 404).
+
+    Replays the events after `Last-Event-ID` (or `?after=`), then follows the
+    request live; the stream ends with exactly one `done` or `error`. After the
+    request ended and its buffer expired, the one event is `done` with the
+    stored answer, or `error` with how it ended.
+    """
+    after_seq = _after(last_event_id, after)
+    if isinstance(after_seq, GatewayError):
+        return error_response(after_seq)
+    call = upstream.stub.WatchRequest(
+        pb.WatchRequestRequest(request_id=request_id, after_seq=after_seq, user_id=user_id or ""),
+        metadata=_metadata(request),
+        timeout=upstream.chat_timeout_s,
+    )
+    return ChatEventStream(call, upstream.keepalive_s, watch=True)
 
 
 @router.get(

@@ -4,8 +4,14 @@ A hand-written ASGI response rather than an SSE library: it must (1) turn an
 error that arrives before the first event into a plain HTTP error with the
 right status and Retry-After, (2) end every stream with exactly one ``done``
 or ``error`` event, (3) cancel the gRPC call the moment the client goes away,
-in every phase, which needs its own watch on ``http.disconnect``, and
-(4) send keep-alive comments only while the stream is idle.
+in every phase, which needs its own watch on ``http.disconnect``,
+(4) send keep-alive comments only while the stream is idle, and (5) number
+every event (``id: <seq>``) so a client can re-attach with ``Last-Event-ID``.
+
+The same response relays a WatchRequest call (``watch=True``). There the
+service sends response metadata once it has found the request, and from then
+on every failure is the request's outcome and goes out as an ``error`` event;
+before it (unknown id, someone else's, bad auth) it is a plain HTTP error.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -31,17 +38,36 @@ _HEADERS = [
 _KEEPALIVE = b": keep-alive\n\n"
 
 
-def encode(event: str, data: dict[str, Any]) -> bytes:
-    """One SSE frame; JSON never holds a raw newline, so one data line suffices."""
+_ATTACHED = ("agent-watch", "attached")
+
+
+def encode(event: str, data: dict[str, Any], seq: int = 0) -> bytes:
+    """One SSE frame; JSON never holds a raw newline, so one data line suffices.
+
+    ``seq`` 0 (a done rebuilt from the store, or a gateway error) has no id line,
+    which leaves the client's Last-Event-ID as it was.
+    """
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    if seq:
+        return f"id: {seq}\nevent: {event}\ndata: {payload}\n\n".encode()
     return f"event: {event}\ndata: {payload}\n\n".encode()
+
+
+def _same(message: Any) -> pb.ChatStreamResponse:
+    event: pb.ChatStreamResponse = message
+    return event
+
+
+def _inner(message: Any) -> pb.ChatStreamResponse:
+    event: pb.ChatStreamResponse = message.event
+    return event
 
 
 def _error_frame(error: GatewayError) -> bytes:
     return encode("error", error.event_data())
 
 
-_Call = grpc.aio.UnaryStreamCall[pb.ChatStreamRequest, pb.ChatStreamResponse]
+_Call = grpc.aio.UnaryStreamCall[Any, Any]
 
 
 class ChatEventStream(Response):
@@ -49,10 +75,12 @@ class ChatEventStream(Response):
 
     media_type = "text/event-stream"  # also what the OpenAPI document says of the route
 
-    def __init__(self, call: _Call, keepalive_s: float) -> None:
+    def __init__(self, call: _Call, keepalive_s: float, *, watch: bool = False) -> None:
         super().__init__(media_type="text/event-stream")
         self._call = call
         self._keepalive_s = keepalive_s
+        self._watch = watch
+        self._event: Callable[[Any], pb.ChatStreamResponse] = _inner if watch else _same
         self._last_write = 0.0
         self._finished = False
         self._client_gone = False
@@ -75,6 +103,9 @@ class ChatEventStream(Response):
                 return
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._watch and await self._attached():
+            await self._open(send, None, asyncio.ensure_future(self._call.read()))
+            return
         first = asyncio.ensure_future(self._call.read())
         try:
             # An early failure (auth, validation, queue full) becomes a plain HTTP error.
@@ -96,7 +127,17 @@ class ChatEventStream(Response):
         else:
             message = None
             pending = first
+        await self._open(send, message, pending)
 
+    async def _attached(self) -> bool:
+        """Whether the service found the watched request (False: it failed, or went quiet)."""
+        try:
+            metadata = await self._call.initial_metadata()
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            return False
+        return metadata is not None and _ATTACHED in tuple(metadata)
+
+    async def _open(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         ticker = asyncio.create_task(self._keepalive(send))
         try:
@@ -112,11 +153,12 @@ class ChatEventStream(Response):
             if pending is not None:
                 message = await pending
             while message is not grpc.aio.EOF:
-                name, data = convert.stream_event(message)
+                event = self._event(message)
+                name, data = convert.stream_event(event)
                 if name == "done":
-                    terminal = encode(name, data)
+                    terminal = encode(name, data, event.seq)
                     break
-                await self._write(send, encode(name, data))
+                await self._write(send, encode(name, data, event.seq))
                 message = await self._call.read()
             if terminal is None:
                 terminal = _error_frame(

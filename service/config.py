@@ -163,6 +163,15 @@ class QueueSection(BaseModel):
     retention_s: float = Field(600.0, ge=0)
 
 
+class StreamSection(BaseModel):
+    """What becomes of a streamed request whose client goes away, and its event buffer."""
+
+    on_disconnect: Literal["cancel", "continue"] = "cancel"
+    resume_window_s: float = Field(120.0, gt=0)  # buffer kept this long after the end
+    buffer_events: int = Field(2000, ge=1)  # per request; the oldest go first
+    buffer_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # all buffers together
+
+
 class StoreSection(BaseModel):
     """Where conversations live."""
 
@@ -302,6 +311,7 @@ class Settings(BaseSettings):
     ollama: OllamaSection = Field(default_factory=OllamaSection)
     providers: ProviderTimeouts = Field(default_factory=ProviderTimeouts)
     queue: QueueSection = Field(default_factory=QueueSection)
+    stream: StreamSection = Field(default_factory=StreamSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
     tools: ToolsSection = Field(default_factory=ToolsSection)

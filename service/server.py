@@ -37,6 +37,7 @@ from service.rpc.servicer import AgentServicer
 from service.scheduler import Host, Scheduler
 from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
+from service.streams import StreamingTurns
 from service.tools import default_registry
 from service.tools.mcp_registry import McpTools
 
@@ -213,9 +214,11 @@ async def running_service(
         await monitor.check()
         health_checks = asyncio.create_task(monitor.run(), name="ollama-health")
         stack.push_async_callback(_stop, health_checks)
+        streams = StreamingTurns(chat, scheduler, store, settings.stream)
         servicer = AgentServicer(
             auth=auth,
             chat=chat,
+            streams=streams,
             scheduler=scheduler,
             store=store,
             probes=ProviderProbes(providers),
@@ -274,6 +277,7 @@ async def running_service(
             probe.cancel()
             await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
+            await streams.close()
 
 
 def ollama_pool(settings: Settings) -> list[Host]:

@@ -73,16 +73,17 @@ def chat_response(r: TurnResult) -> pb.ChatResponse:
     )
 
 
-def stream_event(event: ChatEvent) -> pb.ChatStreamResponse:
+def stream_event(event: ChatEvent, seq: int = 0) -> pb.ChatStreamResponse:
     if isinstance(event, TextDelta):
-        return pb.ChatStreamResponse(text_delta=pb.TextDeltaEvent(text=event.text))
+        return pb.ChatStreamResponse(text_delta=pb.TextDeltaEvent(text=event.text), seq=seq)
     if isinstance(event, Queued):
         return pb.ChatStreamResponse(
             queued=pb.QueuedEvent(
                 request_id=event.request_id,
                 position=event.position,
                 estimated_wait_s=event.estimated_wait_s,
-            )
+            ),
+            seq=seq,
         )
     if isinstance(event, Started):
         return pb.ChatStreamResponse(
@@ -91,21 +92,24 @@ def stream_event(event: ChatEvent) -> pb.ChatStreamResponse:
                 conversation_id=event.conversation_id,
                 provider=event.provider,
                 model=event.model,
-            )
+            ),
+            seq=seq,
         )
     if isinstance(event, ToolCalled):
         return pb.ChatStreamResponse(
             tool_call=pb.ToolCallEvent(
                 id=event.id, name=event.name, arguments_json=_json(event.arguments)
-            )
+            ),
+            seq=seq,
         )
     if isinstance(event, ToolReturned):
         return pb.ChatStreamResponse(
             tool_result=pb.ToolResultEvent(
                 id=event.id, name=event.name, result=event.result, is_error=event.is_error
-            )
+            ),
+            seq=seq,
         )
-    return pb.ChatStreamResponse(done=chat_response(event))
+    return pb.ChatStreamResponse(done=chat_response(event), seq=seq)
 
 
 def request_state(info: RequestInfo) -> pb.RequestState:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from importlib import metadata
 
-import grpc
 from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
 
 from service.auth import Authenticator, Principal
 from service.chat import ChatService
 from service.errors import InvalidRequest
-from service.events import ChatEvent, TurnInput
+from service.events import TurnInput
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
-from service.rpc import convert
+from service.rpc import convert, streaming
 from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
 from service.scheduler import Scheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
+from service.streams import StreamingTurns
 from service.tools.mcp_registry import McpTools
 
 _DEFAULT_PAGE_SIZE = 20
@@ -56,6 +56,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         auth: Authenticator,
         chat: ChatService,
+        streams: StreamingTurns,
         scheduler: Scheduler,
         store: ConversationStore,
         probes: ProviderProbes,
@@ -69,6 +70,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._auth = auth
         self._limits = limits
         self._chat = chat
+        self._streams = streams
         self._scheduler = scheduler
         self._store = store
         self._probes = probes
@@ -97,27 +99,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @unary_errors
     async def Chat(self, request: pb.ChatRequest, context: Context) -> pb.ChatResponse:
-        """One turn, full answer."""
-        result = await self._chat.run_turn(_turn(request, self._user(context, request.user_id)))
+        """One turn, full answer (or the answer of the earlier request with this id)."""
+        turn = _turn(request, self._user(context, request.user_id))
+        result = await streaming.chat(self._streams, turn, streaming.policy(request))
         return convert.chat_response(result)
 
     async def ChatStream(self, request: pb.ChatStreamRequest, context: Context) -> None:
         """One turn, events as they happen; a failure ends the stream with its status."""
-
-        async def send(event: ChatEvent) -> None:
-            await context.write(convert.stream_event(event))
-
-        self._metrics.stream_opened()
         try:
             turn = _turn(request, self._user(context, request.user_id))
-            result = await self._chat.run_turn(turn, send)
-            await context.write(convert.stream_event(result))
-        except grpc.aio.AbortError:
-            raise
         except Exception as exc:  # every failure must become a status
             await abort(context, exc)
+        self._metrics.stream_opened()
+        try:
+            await streaming.chat_stream(self._streams, turn, streaming.policy(request), context)
         finally:
             self._metrics.stream_closed()
+
+    async def WatchRequest(self, request: pb.WatchRequestRequest, context: Context) -> None:
+        """Re-attach to a request's events (owner only)."""
+        try:
+            user_id = self._user(context, request.user_id)
+        except Exception as exc:
+            await abort(context, exc)
+        await streaming.watch(self._streams, request, user_id, context)
 
     @unary_errors
     async def GetStatus(

@@ -137,7 +137,10 @@ class LiveStream:
         *,
         close_when: Callable[[SseEvent], bool] | None = None,
         headers: dict[str, str] | None = None,
+        watch_headers: dict[str, str] | None = None,
     ) -> None:
+        # watch_headers set: re-attach (GET /api/requests/{id}/events) instead of a new chat.
+        self._watch_headers = watch_headers
         self.body = body
         self._headers = headers or {}
         self.request_id: str = body["request_id"]
@@ -159,9 +162,7 @@ class LiveStream:
         try:
             with (
                 httpx.Client(base_url=base_url, timeout=30) as client,
-                client.stream(
-                    "POST", "/api/chat/stream", json=self.body, headers=self._headers
-                ) as response,
+                self._open(client) as response,
             ):
                 self.status_code = response.status_code
                 self.headers = response.headers
@@ -185,6 +186,31 @@ class LiveStream:
             with self._changed:
                 self._ended = True
                 self._changed.notify_all()
+
+    def _open(self, client: httpx.Client) -> Any:
+        if self._watch_headers is None:
+            return client.stream("POST", "/api/chat/stream", json=self.body, headers=self._headers)
+        return client.stream(
+            "GET",
+            f"/api/requests/{self.request_id}/events",
+            params={"user_id": self.user_id},
+            headers={**self._headers, **self._watch_headers},
+        )
+
+    @classmethod
+    def watch(
+        cls, base_url: str, request_id: str, user_id: str, last_event_id: int | None = None
+    ) -> LiveStream:
+        """Re-attach to a request, sending ``Last-Event-ID`` when given."""
+        headers = {} if last_event_id is None else {"Last-Event-ID": str(last_event_id)}
+        body = {"request_id": request_id, "user_id": user_id, "message": f"watch {request_id}"}
+        return cls(base_url, body, watch_headers=headers)
+
+    def wait_headers(self) -> int:
+        """The response status, once the headers arrived."""
+        wait_until(lambda: self.status_code is not None or self._ended, "response headers")
+        assert self.status_code is not None, f"{self!r} ended without a response: {self.failure!r}"
+        return self.status_code
 
     def wait_for(self, predicate: Callable[[SseEvent], bool], what: str) -> SseEvent:
         """The first event (already seen or still to come) that satisfies ``predicate``."""

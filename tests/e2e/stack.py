@@ -220,18 +220,22 @@ class SseEvent:
 
     event: str
     data: dict[str, Any]
+    id: int | None = None  # the frame's ``id:`` line, when it has one
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[SseEvent | str]:
     """Events (and comment lines, as str) from the lines of an SSE body."""
     event, data = "message", []
+    seq: int | None = None
     for line in lines:
         if line.startswith(":"):
             yield line
         elif line == "":
             if data:
-                yield SseEvent(event, json.loads("\n".join(data)))
-            event, data = "message", []
+                yield SseEvent(event, json.loads("\n".join(data)), seq)
+            event, data, seq = "message", [], None
+        elif line.startswith("id:"):
+            seq = int(line[3:].strip())
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):

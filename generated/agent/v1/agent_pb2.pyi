@@ -11,6 +11,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class DisconnectPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DISCONNECT_POLICY_UNSPECIFIED: _ClassVar[DisconnectPolicy]
+    DISCONNECT_POLICY_CANCEL: _ClassVar[DisconnectPolicy]
+    DISCONNECT_POLICY_CONTINUE: _ClassVar[DisconnectPolicy]
+
 class RequestState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REQUEST_STATE_UNSPECIFIED: _ClassVar[RequestState]
@@ -40,6 +46,9 @@ class McpServerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MCP_SERVER_STATE_READY: _ClassVar[McpServerState]
     MCP_SERVER_STATE_UNAVAILABLE: _ClassVar[McpServerState]
     MCP_SERVER_STATE_STOPPED: _ClassVar[McpServerState]
+DISCONNECT_POLICY_UNSPECIFIED: DisconnectPolicy
+DISCONNECT_POLICY_CANCEL: DisconnectPolicy
+DISCONNECT_POLICY_CONTINUE: DisconnectPolicy
 REQUEST_STATE_UNSPECIFIED: RequestState
 REQUEST_STATE_QUEUED: RequestState
 REQUEST_STATE_RUNNING: RequestState
@@ -82,7 +91,7 @@ class ToolInvocation(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., arguments_json: _Optional[str] = ..., result: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("message", "conversation_id", "user_id", "priority", "new_conversation", "provider", "model", "request_id")
+    __slots__ = ("message", "conversation_id", "user_id", "priority", "new_conversation", "provider", "model", "request_id", "on_disconnect")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +100,7 @@ class ChatRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     message: str
     conversation_id: str
     user_id: str
@@ -99,7 +109,8 @@ class ChatRequest(_message.Message):
     provider: str
     model: str
     request_id: str
-    def __init__(self, message: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., priority: _Optional[int] = ..., new_conversation: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    on_disconnect: DisconnectPolicy
+    def __init__(self, message: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., priority: _Optional[int] = ..., new_conversation: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
 
 class ChatResponse(_message.Message):
     __slots__ = ("response", "conversation_id", "request_id", "usage", "provider", "model", "stop_reason", "tool_calls")
@@ -122,7 +133,7 @@ class ChatResponse(_message.Message):
     def __init__(self, response: _Optional[str] = ..., conversation_id: _Optional[str] = ..., request_id: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., stop_reason: _Optional[str] = ..., tool_calls: _Optional[_Iterable[_Union[ToolInvocation, _Mapping]]] = ...) -> None: ...
 
 class ChatStreamRequest(_message.Message):
-    __slots__ = ("message", "conversation_id", "user_id", "priority", "new_conversation", "provider", "model", "request_id")
+    __slots__ = ("message", "conversation_id", "user_id", "priority", "new_conversation", "provider", "model", "request_id", "on_disconnect")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -131,6 +142,7 @@ class ChatStreamRequest(_message.Message):
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ON_DISCONNECT_FIELD_NUMBER: _ClassVar[int]
     message: str
     conversation_id: str
     user_id: str
@@ -139,7 +151,8 @@ class ChatStreamRequest(_message.Message):
     provider: str
     model: str
     request_id: str
-    def __init__(self, message: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., priority: _Optional[int] = ..., new_conversation: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    on_disconnect: DisconnectPolicy
+    def __init__(self, message: _Optional[str] = ..., conversation_id: _Optional[str] = ..., user_id: _Optional[str] = ..., priority: _Optional[int] = ..., new_conversation: _Optional[bool] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., on_disconnect: _Optional[_Union[DisconnectPolicy, str]] = ...) -> None: ...
 
 class QueuedEvent(_message.Message):
     __slots__ = ("request_id", "position", "estimated_wait_s")
@@ -192,20 +205,38 @@ class ToolResultEvent(_message.Message):
     def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., result: _Optional[str] = ..., is_error: _Optional[bool] = ...) -> None: ...
 
 class ChatStreamResponse(_message.Message):
-    __slots__ = ("queued", "start", "text_delta", "tool_call", "tool_result", "done")
+    __slots__ = ("queued", "start", "text_delta", "tool_call", "tool_result", "done", "seq")
     QUEUED_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
     TOOL_CALL_FIELD_NUMBER: _ClassVar[int]
     TOOL_RESULT_FIELD_NUMBER: _ClassVar[int]
     DONE_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     queued: QueuedEvent
     start: StartEvent
     text_delta: TextDeltaEvent
     tool_call: ToolCallEvent
     tool_result: ToolResultEvent
     done: ChatResponse
-    def __init__(self, queued: _Optional[_Union[QueuedEvent, _Mapping]] = ..., start: _Optional[_Union[StartEvent, _Mapping]] = ..., text_delta: _Optional[_Union[TextDeltaEvent, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallEvent, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultEvent, _Mapping]] = ..., done: _Optional[_Union[ChatResponse, _Mapping]] = ...) -> None: ...
+    seq: int
+    def __init__(self, queued: _Optional[_Union[QueuedEvent, _Mapping]] = ..., start: _Optional[_Union[StartEvent, _Mapping]] = ..., text_delta: _Optional[_Union[TextDeltaEvent, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCallEvent, _Mapping]] = ..., tool_result: _Optional[_Union[ToolResultEvent, _Mapping]] = ..., done: _Optional[_Union[ChatResponse, _Mapping]] = ..., seq: _Optional[int] = ...) -> None: ...
+
+class WatchRequestRequest(_message.Message):
+    __slots__ = ("request_id", "after_seq", "user_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    after_seq: int
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class WatchRequestResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: ChatStreamResponse
+    def __init__(self, event: _Optional[_Union[ChatStreamResponse, _Mapping]] = ...) -> None: ...
 
 class GetStatusRequest(_message.Message):
     __slots__ = ("user_id",)

@@ -80,6 +80,11 @@ class AgentServiceStub:
                 request_serializer=agent_dot_v1_dot_agent__pb2.DeleteConversationRequest.SerializeToString,
                 response_deserializer=agent_dot_v1_dot_agent__pb2.DeleteConversationResponse.FromString,
                 _registered_method=True)
+        self.WatchRequest = channel.unary_stream(
+                '/agent.v1.AgentService/WatchRequest',
+                request_serializer=agent_dot_v1_dot_agent__pb2.WatchRequestRequest.SerializeToString,
+                response_deserializer=agent_dot_v1_dot_agent__pb2.WatchRequestResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -160,6 +165,19 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchRequest(self, request, context):
+        """Re-attaches to a streamed request: replays its events with a seq above
+        after_seq, then follows it live until it ends. After the request ended
+        and its event buffer expired, the stream carries one final event only
+        (done with the stored answer) or ends with the request's error status.
+        Only the owner may watch; anyone else, and an unknown id, get NOT_FOUND.
+        Response metadata "agent-watch: attached" is sent once the request is
+        found, so a relay can tell "no such request" from "it ended in error".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -207,6 +225,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.DeleteConversation,
                     request_deserializer=agent_dot_v1_dot_agent__pb2.DeleteConversationRequest.FromString,
                     response_serializer=agent_dot_v1_dot_agent__pb2.DeleteConversationResponse.SerializeToString,
+            ),
+            'WatchRequest': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRequest,
+                    request_deserializer=agent_dot_v1_dot_agent__pb2.WatchRequestRequest.FromString,
+                    response_serializer=agent_dot_v1_dot_agent__pb2.WatchRequestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +476,33 @@ class AgentService:
             '/agent.v1.AgentService/DeleteConversation',
             agent_dot_v1_dot_agent__pb2.DeleteConversationRequest.SerializeToString,
             agent_dot_v1_dot_agent__pb2.DeleteConversationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agent.v1.AgentService/WatchRequest',
+            agent_dot_v1_dot_agent__pb2.WatchRequestRequest.SerializeToString,
+            agent_dot_v1_dot_agent__pb2.WatchRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,224 @@
+"""One request's event log (a "turn run"): numbered events, their followers, and the end.
+
+Events are numbered from 1 in the order the turn produced them; the final
+``TurnResult`` (the ``done`` event) is numbered too. A follower replays the
+events after the last number it saw, then waits for more, so a client that
+re-attaches gets every later event exactly once. The log keeps at most
+``max_events`` events: past that the oldest go, and a follower that was
+further behind sees a gap in the numbers (the ``done`` still carries the
+whole answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol
+
+from service.errors import AgentError
+from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned, TurnResult
+from service.providers.base import TextDelta
+
+Policy = Literal["cancel", "continue"]
+
+# A rough per-event overhead (object headers, the slot in the list): the byte
+# cap bounds memory, it need not count it exactly.
+_EVENT_BYTES = 96
+
+
+def event_size(event: ChatEvent) -> int:
+    """Approximate memory held by one buffered event."""
+    if isinstance(event, TextDelta):
+        return _EVENT_BYTES + len(event.text)
+    if isinstance(event, TurnResult):
+        tools = sum(_EVENT_BYTES + len(t.result) + 32 * len(t.arguments) for t in event.tool_calls)
+        return 2 * _EVENT_BYTES + len(event.response) + tools
+    if isinstance(event, ToolReturned):
+        return _EVENT_BYTES + len(event.result)
+    if isinstance(event, ToolCalled):
+        return _EVENT_BYTES + 32 * len(event.arguments)
+    assert isinstance(event, Queued | Started)
+    return _EVENT_BYTES
+
+
+class Ledger(Protocol):
+    """What a run reports to the registry that accounts for it."""
+
+    def grew(self, run: TurnRun, delta: int) -> None: ...
+
+    def ended(self, run: TurnRun) -> None: ...
+
+
+class TurnRun:
+    """The numbered events of one request, followed live by any number of readers."""
+
+    __slots__ = (
+        "_events",
+        "_first",
+        "_ledger",
+        "_max_events",
+        "_next",
+        "_waiters",
+        "ended_at",
+        "error",
+        "message",
+        "policy",
+        "request_id",
+        "result",
+        "size",
+        "user_id",
+        "watchers",
+    )
+
+    def __init__(
+        self,
+        *,
+        user_id: str,
+        request_id: str,
+        message: str,
+        policy: Policy,
+        max_events: int,
+        ledger: Ledger,
+    ) -> None:
+        self.user_id = user_id
+        self.request_id = request_id
+        self.message = message  # a retry with the same id must carry the same message
+        self.policy: Policy = policy
+        self._max_events = max_events
+        self._ledger = ledger
+        self._events: list[ChatEvent] = []
+        self._first = 1  # the seq of _events[0]
+        self._next = 1
+        self._waiters: list[asyncio.Future[None]] = []
+        self.result: TurnResult | None = None
+        self.error: AgentError | None = None
+        self.ended_at: float | None = None  # the registry's clock
+        # The run itself, its key and its registry slot weigh about four events.
+        self.size = 4 * _EVENT_BYTES + len(message)
+        self.watchers = 0  # followers attached now (continue: none → maybe abandoned)
+
+    def __repr__(self) -> str:
+        return f"TurnRun({self.request_id!r}, user={self.user_id!r}, last={self.last_seq})"
+
+    @property
+    def ended(self) -> bool:
+        return self.result is not None or self.error is not None
+
+    @property
+    def last_seq(self) -> int:
+        """The number of the latest event; 0 before the first."""
+        return self._next - 1
+
+    @property
+    def first_seq(self) -> int:
+        """The number of the oldest event still buffered."""
+        return self._first
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    # --- writing (the turn) ------------------------------------------------------
+
+    def publish(self, event: ChatEvent) -> int:
+        """Append an event; its number."""
+        seq = self._next
+        self._next = seq + 1
+        self._events.append(event)
+        grow = event_size(event)
+        if len(self._events) > self._max_events:
+            grow -= event_size(self._events[0])
+            del self._events[0]
+            self._first += 1
+        self.size += grow
+        self._ledger.grew(self, grow)
+        if self._waiters:
+            self._wake()
+        return seq
+
+    async def send(self, event: ChatEvent) -> None:
+        """``publish`` in the shape of ChatService's ``send``."""
+        self.publish(event)
+
+    def finish(self, result: TurnResult) -> int:
+        """End with the answer (the last event); its number."""
+        seq = self.publish(result)
+        self.result = result
+        self._ledger.ended(self)
+        return seq
+
+    def fail(self, error: AgentError) -> None:
+        """End with an error; followers raise it after the events they have not seen."""
+        if self.ended:
+            return
+        self.error = error
+        self._ledger.ended(self)
+        self._wake()
+
+    def trim(self, wanted: int) -> int:
+        """Drop the oldest events (never the latest) until ``wanted`` bytes are freed."""
+        freed = 0
+        while freed < wanted and len(self._events) > 1:
+            freed += event_size(self._events[0])
+            del self._events[0]
+            self._first += 1
+        self.size -= freed
+        return freed
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # --- reading (followers) -----------------------------------------------------
+
+    async def follow(self, after: int) -> AsyncIterator[tuple[int, ChatEvent]]:
+        """(seq, event) for every event numbered above ``after``, live, up to the end.
+
+        Always ends with the ``done`` event (sent again to a follower that had
+        seen it already) or by raising the run's error.
+        """
+        seen = after
+        sent_result = False
+        while True:
+            start = max(seen + 1, self._first)
+            index = start - self._first
+            if index < len(self._events):
+                batch = self._events[index:]  # a copy: the log may move while we yield
+                for offset, event in enumerate(batch):
+                    sent_result = sent_result or event is self.result
+                    yield start + offset, event
+                seen = start + len(batch) - 1
+                continue
+            if self.result is not None:
+                if not sent_result:
+                    yield self.last_seq, self.result
+                return
+            if self.error is not None:
+                raise copy_error(self.error)
+            await self._changed()
+
+    async def wait_ended(self) -> TurnResult:
+        """The answer once the run ends, or its error raised."""
+        while not self.ended:
+            await self._changed()
+        if self.result is not None:
+            return self.result
+        assert self.error is not None
+        raise copy_error(self.error)
+
+    async def _changed(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter.cancelled():  # the follower went away; a woken waiter is gone already
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+
+def copy_error(error: AgentError) -> AgentError:
+    """A fresh exception with the same status, so every follower raises its own."""
+    return AgentError(error.message, code=error.code, retry_after_s=error.retry_after_s)

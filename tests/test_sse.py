@@ -1,0 +1,116 @@
+"""The SSE response at its ASGI seam, driven by a scripted stand-in for the gRPC call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import httpx
+from agent.v1 import agent_pb2 as pb
+from starlette.types import Receive, Scope, Send
+
+from gateway.sse import ChatEventStream
+from tests.e2e.stack import SseEvent, parse_sse
+
+
+class ScriptedCall:
+    """Answers read() from a list: messages, then EOF, or an AioRpcError."""
+
+    def __init__(self, items: list[Any], metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        self._items: Iterator[Any] = iter(items)
+        self._metadata = metadata
+        self.cancelled = False
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata(*self._metadata)
+
+    async def read(self) -> Any:
+        item = next(self._items, grpc.aio.EOF)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def cancel(self) -> bool:
+        self.cancelled = True
+        return True
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def text(seq: int, value: str) -> pb.ChatStreamResponse:
+    return pb.ChatStreamResponse(text_delta=pb.TextDeltaEvent(text=value), seq=seq)
+
+
+def done(seq: int, answer: str) -> pb.ChatStreamResponse:
+    return pb.ChatStreamResponse(done=pb.ChatResponse(response=answer, request_id="r1"), seq=seq)
+
+
+async def get(call: ScriptedCall, *, watch: bool = False) -> httpx.Response:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await ChatEventStream(call, 15.0, watch=watch)(scope, receive, send)  # type: ignore[arg-type]
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        return await client.get("/events")
+
+
+def events(response: httpx.Response) -> list[SseEvent]:
+    return [e for e in parse_sse(iter(response.text.splitlines())) if isinstance(e, SseEvent)]
+
+
+async def test_every_frame_carries_its_seq_as_the_sse_id() -> None:
+    response = await get(ScriptedCall([text(1, "a"), text(2, "b"), done(3, "ab")]))
+    assert response.status_code == 200
+    assert [(e.id, e.event) for e in events(response)] == [
+        (1, "message"),
+        (2, "message"),
+        (3, "done"),
+    ]
+    assert "id: 1\nevent: message\n" in response.text
+
+
+async def test_a_done_rebuilt_from_the_store_has_no_id() -> None:
+    response = await get(ScriptedCall([done(0, "stored")]))
+    [only] = events(response)
+    assert (only.event, only.id, only.data["response"]) == ("done", None, "stored")
+
+
+async def test_an_error_before_the_first_event_is_a_plain_http_error() -> None:
+    response = await get(ScriptedCall([rpc_error(grpc.StatusCode.NOT_FOUND, "no request")]))
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no request", "code": "not_found"}
+
+
+async def test_a_watch_of_an_unknown_request_is_a_404() -> None:
+    call = ScriptedCall([rpc_error(grpc.StatusCode.NOT_FOUND, "no request with id 'x'")])
+    response = await get(call, watch=True)
+    assert response.status_code == 404 and response.json()["code"] == "not_found"
+
+
+async def test_a_watch_of_a_found_request_reports_its_failure_as_an_error_event() -> None:
+    attached = (("agent-watch", "attached"),)
+    call = ScriptedCall(
+        [
+            pb.WatchRequestResponse(event=text(4, "late")),
+            rpc_error(grpc.StatusCode.CANCELLED, "request r1 was cancelled"),
+        ],
+        attached,
+    )
+    response = await get(call, watch=True)
+    assert response.status_code == 200
+    got = events(response)
+    assert [(e.id, e.event) for e in got] == [(4, "message"), (None, "error")]
+    assert got[-1].data == {"code": "cancelled", "message": "request r1 was cancelled"}
+
+
+async def test_a_watch_whose_only_event_is_the_outcome_is_still_a_stream() -> None:
+    call = ScriptedCall(
+        [rpc_error(grpc.StatusCode.ABORTED, "request r1 failed")], (("agent-watch", "attached"),)
+    )
+    response = await get(call, watch=True)
+    assert response.status_code == 200
+    [only] = events(response)
+    assert only.event == "error" and only.data["code"] == "aborted"
