@@ -33,7 +33,8 @@ def _imported_top_level(folder: Path) -> set[str]:
 def _declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = set()
-    for requirement in project["dependencies"]:
+    # The otel extra is imported only when tracing is on; it is declared all the same.
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
         name = requirement.split(";")[0]
         for sep in "<>=![ ":
             name = name.split(sep)[0]

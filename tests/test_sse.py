@@ -103,7 +103,11 @@ async def test_a_watch_of_a_found_request_reports_its_failure_as_an_error_event(
     assert response.status_code == 200
     got = events(response)
     assert [(e.id, e.event) for e in got] == [(4, "message"), (None, "error")]
-    assert got[-1].data == {"code": "cancelled", "message": "request r1 was cancelled"}
+    assert got[-1].data == {
+        "code": "cancelled",
+        "message": "request r1 was cancelled",
+        "status": 499,
+    }
 
 
 async def test_a_watch_whose_only_event_is_the_outcome_is_still_a_stream() -> None:

@@ -122,9 +122,9 @@ def test_after_the_buffer_expired_a_cancelled_request_reports_its_outcome(
 ) -> None:
     holder = SlotHolder(stack, book, client)
     waiting = start_queued(stack, chat_body(holder.user_id, label("cancel-me")))
+    first = holder.streams[0]
     holder.release()  # cancels the holder's request: it ended, cancelled
     waiting.ended_with()
-    first = holder.streams[0]
 
     def outcome() -> list[SseEvent]:
         events = LiveStream.watch(stack.url, first.request_id, holder.user_id)

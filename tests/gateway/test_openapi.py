@@ -5,21 +5,25 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from agent.v1 import agent_pb2
+from google.api import annotations_pb2
 
 from gateway.app import create_app
 
-OPERATION_IDS = {
-    ("post", "/api/chat"): "Chat",
-    ("post", "/api/chat/stream"): "ChatStream",
-    ("get", "/api/status"): "GetStatus",
-    ("post", "/api/queue/status"): "GetQueueStatus",
-    ("post", "/api/queue/cancel"): "CancelRequest",
-    ("get", "/api/queue"): "ListRequests",
-    ("get", "/api/conversations"): "ListConversations",
-    ("get", "/api/conversations/{conversation_id}"): "GetConversation",
-    ("delete", "/api/conversations/{conversation_id}"): "DeleteConversation",
-    ("get", "/health"): "Health",
-}
+
+def _operation_ids() -> dict[tuple[str, str], str]:
+    """Each route's operationId is its RPC's name, read from the proto's http annotations."""
+    service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
+    ids = {("get", "/health"): "Health"}
+    for method in service.methods:
+        rule = method.GetOptions().Extensions[annotations_pb2.http]
+        verb = rule.WhichOneof("pattern")
+        assert verb is not None, f"{method.name} has no http annotation"
+        ids[(verb, getattr(rule, verb))] = method.name
+    return ids
+
+
+OPERATION_IDS = _operation_ids()
 
 # The errors each route can answer (see README, "Endpoints").
 ERRORS = {
@@ -30,6 +34,7 @@ ERRORS = {
     "CancelRequest": {400, 401, 403, 404, 413, 422, 500, 503, 504},
     "ListConversations": {400, 401, 403, 422, 500, 503, 504},
     "ListRequests": {400, 401, 403, 422, 500, 503, 504},
+    "WatchRequest": {400, 401, 403, 404, 422, 500, 503, 504},
     "GetConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "DeleteConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "Health": {503},

@@ -110,7 +110,7 @@ async def test_with_cancel_the_caller_going_away_cancels_the_turn(
     streams, scheduler = parts
     fake.push(Reply.text("one", " two", hang_after=1))
     await leave_after_first_text(streams, turn("r1"), None)  # the default policy is cancel
-    assert fake.chats[0].disconnected_at is not None
+    assert await fake.disconnected(0, timeout=1.0)  # the fake notices a moment later
     assert scheduler.status("r1", "u").state == "cancelled"
     with pytest.raises(AgentError) as retried:
         await streams.answer(turn("r1"), None)
