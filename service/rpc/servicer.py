@@ -44,7 +44,9 @@ def _turn(request: pb.ChatRequest | pb.ChatStreamRequest, user_id: str) -> TurnI
         priority=request.priority if request.HasField("priority") else 5,
         provider=request.provider,
         model=request.model,
-        request_id=request.request_id,
+        # A turn without its own id runs under the call's x-request-id, when the caller
+        # (the gateway, or any client) sent one: one id from the edge to the provider call.
+        request_id=request.request_id or current_call().request_id,
     )
 
 
