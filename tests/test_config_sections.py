@@ -11,7 +11,7 @@ from gateway.config import SERVICE_KEYS
 from service.config import GATEWAY_SECTIONS, Settings
 
 # Sections both processes read; each checks the keys it owns.
-SHARED = {"api_server", "grpc"}
+SHARED = {"api_server", "grpc", "logging"}
 
 
 def test_every_service_section_is_tolerated_by_the_gateway() -> None:

@@ -19,6 +19,8 @@ OPERATION_IDS = {
     ("get", "/api/conversations/{conversation_id}"): "GetConversation",
     ("delete", "/api/conversations/{conversation_id}"): "DeleteConversation",
     ("get", "/health"): "Health",
+    ("get", "/health/live"): "Live",
+    ("get", "/health/ready"): "Ready",
 }
 
 # The errors each route can answer (see README, "Endpoints").
@@ -33,6 +35,8 @@ ERRORS = {
     "GetConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "DeleteConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "Health": {503},
+    "Live": set(),
+    "Ready": {503},
 }
 
 
