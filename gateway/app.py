@@ -116,6 +116,9 @@ def create_app(
         ),
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans and metrics would switch on with any global
+        # provider and double gateway.tracing's spans: the gateway traces only its own way.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         docs_url=None,  # served by gateway.docs from local assets
         redoc_url=None,
     )
