@@ -33,9 +33,7 @@ async def service_on(fake: FakeOllama, tmp_path: Path) -> AsyncIterator[RunningS
 
 
 @asynccontextmanager
-async def gateway(
-    port: int, **kw: Any
-) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def gateway(port: int, **kw: Any) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
     """The app (lifespan running) and a client of it; ``kw`` goes to create_app."""
     settings = GatewaySettings(grpc={"address": f"127.0.0.1:{port}"}, **kw.pop("sections", {}))
     app = create_app(settings, **kw)

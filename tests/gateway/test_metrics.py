@@ -26,8 +26,12 @@ async def test_a_chat_moves_the_counters_and_the_histogram(
 ) -> None:
     async with service_on(fake, tmp_path) as svc, gateway(svc.port) as (_, client):
         before = (await client.get("/metrics")).text
-        assert sample(before, "agent_http_requests_total", route="/api/chat", method="POST",
-                      status="200") is None
+        assert (
+            sample(
+                before, "agent_http_requests_total", route="/api/chat", method="POST", status="200"
+            )
+            is None
+        )
         reply = await client.post("/api/chat", json={"message": "hello", "user_id": "ann"})
         assert reply.status_code == 200, reply.text
         await client.get(f"/api/conversations/{uuid.uuid4().hex}", params={"user_id": "ann"})
@@ -39,14 +43,18 @@ async def test_a_chat_moves_the_counters_and_the_histogram(
     labels = {"route": "/api/chat", "method": "POST", "status": "200"}
     assert sample(text, "agent_http_requests_total", **labels) == 1.0
     assert sample(text, "agent_http_request_duration_seconds_count", route="/api/chat") == 1.0
-    assert sample(
-        text, "agent_http_request_duration_seconds_bucket", route="/api/chat", le="+Inf"
-    ) == 1.0
+    assert (
+        sample(text, "agent_http_request_duration_seconds_bucket", route="/api/chat", le="+Inf")
+        == 1.0
+    )
     template = "/api/conversations/{conversation_id}"
-    assert sample(text, "agent_http_requests_total", route=template, method="GET",
-                  status="404") == 1.0
-    assert sample(text, "agent_http_requests_total", route="unmatched", method="GET",
-                  status="404") == 1.0
+    assert (
+        sample(text, "agent_http_requests_total", route=template, method="GET", status="404") == 1.0
+    )
+    assert (
+        sample(text, "agent_http_requests_total", route="unmatched", method="GET", status="404")
+        == 1.0
+    )
     # Bounded labels: no raw path, no user id; a scrape does not count itself.
     assert "/no/such/path" not in text
     assert "ann" not in text
@@ -65,8 +73,9 @@ async def test_active_streams_counts_an_open_stream(fake: FakeOllama, tmp_path: 
         after = (await client.get("/metrics")).text
     assert sample(during, "agent_active_streams") == 1.0
     assert sample(after, "agent_active_streams") == 0.0
-    assert sample(after, "agent_http_request_duration_seconds_count",
-                  route="/api/chat/stream") == 1.0
+    assert (
+        sample(after, "agent_http_request_duration_seconds_count", route="/api/chat/stream") == 1.0
+    )
 
 
 async def asyncio_wait(stream: RawStream) -> None:

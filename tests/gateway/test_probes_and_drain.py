@@ -100,5 +100,8 @@ async def test_a_stream_open_past_the_grace_ends_with_an_unavailable_event(
     data = json.loads(last[1].removeprefix("data: "))
     assert data["code"] == "unavailable"
     assert data["retry_after_s"] == RETRY_AFTER_S
-    assert stream.messages[-1] == {"type": "http.response.body", "body": stream.messages[-1]["body"],
-                                   "more_body": False}
+    assert stream.messages[-1] == {
+        "type": "http.response.body",
+        "body": stream.messages[-1]["body"],
+        "more_body": False,
+    }

@@ -133,7 +133,9 @@ def _format(fmt: str, record: logging.LogRecord) -> str:
 
 def test_text_and_json_configs_format_a_record() -> None:
     def record() -> logging.LogRecord:
-        return logging.LogRecord("gateway.x", logging.WARNING, __file__, 1, "it %s", ("broke",), None)
+        return logging.LogRecord(
+            "gateway.x", logging.WARNING, __file__, 1, "it %s", ("broke",), None
+        )
 
     line = json.loads(_format("json", record()))
     assert line == {

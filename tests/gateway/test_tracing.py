@@ -25,7 +25,9 @@ class RecordingService(agent_pb2_grpc.AgentServiceServicer):
     def __init__(self) -> None:
         self.metadata: list[dict[str, str]] = []
 
-    async def GetStatus(self, request: pb.GetStatusRequest, context: object) -> pb.GetStatusResponse:
+    async def GetStatus(
+        self, request: pb.GetStatusRequest, context: object
+    ) -> pb.GetStatusResponse:
         self.metadata.append(dict(context.invocation_metadata()))  # type: ignore[attr-defined]
         return pb.GetStatusResponse(status="ok", provider="ollama", model="m")
 
