@@ -151,3 +151,27 @@ def test_text_and_json_configs_format_a_record() -> None:
     debug = log_config("json", "debug", include_content=True)
     assert "httpx" not in debug["loggers"]
     assert log_config("json", "debug")["loggers"]["httpx"]["level"] == "INFO"
+
+
+async def test_an_unhandled_error_is_a_500_with_its_id_counted_and_logged(
+    access_lines: io.StringIO,
+) -> None:
+    from gateway.app import create_app
+    from tests.gateway.conftest import gateway_settings
+
+    app = create_app(gateway_settings(9))
+
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/boom", boom)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            reply = await client.get("/boom", headers={"X-Request-ID": "bug-1"})
+            metrics = (await client.get("/metrics")).text
+    assert reply.status_code == 500
+    assert reply.headers["x-request-id"] == "bug-1"
+    assert 'agent_http_requests_total{method="GET",route="/boom",status="500"} 1.0' in metrics
+    access = [r for r in _lines(access_lines) if r["logger"] == "gateway.access"]
+    assert [(r["status"], r["request_id"]) for r in access] == [(500, "bug-1")]
