@@ -107,6 +107,9 @@ class ChatEventStream(Response):
             pending = first
 
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        if message is not None:
+            # The first event is in hand and goes out next: no keep-alive ahead of it.
+            self._last_write = time.monotonic()
         ticker = asyncio.create_task(self._keepalive(send))
         try:
             await self._pump_until_stopped(send, message, pending)

@@ -33,7 +33,8 @@ def _imported_top_level(folder: Path) -> set[str]:
 def _declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = set()
-    for requirement in project["dependencies"]:
+    # The otel extra counts: its imports are made only when tracing is switched on.
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
         name = requirement.split(";")[0]
         for sep in "<>=![ ":
             name = name.split(sep)[0]
