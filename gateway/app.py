@@ -4,19 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
+from starlette.types import ASGIApp
 
+from gateway import health, tracing
+from gateway.access_log import METRICS_PATH, AccessMiddleware
 from gateway.body_limit import BodySizeLimit
 from gateway.config import GatewaySettings, load_gateway_settings
 from gateway.docs import install_docs
+from gateway.drain import Drain, DrainMiddleware, install_sigterm
 from gateway.http_errors import install_error_handlers
+from gateway.metrics import GatewayMetrics
 from gateway.openapi import install_openapi
+from gateway.request_id import RequestIdMiddleware
 from gateway.routes import Upstream, router, rpc_error_response
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 # A request message is never larger than the JSON body it came from (field names
 # become tags, escapes become bytes), so the body limit plus room for the gRPC
@@ -40,9 +49,38 @@ def channel_options(settings: GatewaySettings) -> list[tuple[str, Any]]:
     ]
 
 
-def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    """A gateway app; one long-lived gRPC channel per process."""
+class GatewayApp(FastAPI):
+    """FastAPI with the observing middleware outside Starlette's error middleware.
+
+    So a 500 from an unhandled exception is counted, logged and carries its
+    X-Request-ID like every other answer. Order, outermost first: request id,
+    trace span, access line and metrics.
+    """
+
+    observers: list[tuple[type[Any], dict[str, Any]]]
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        for cls, options in reversed(self.observers):
+            app = cls(app, **options)
+        return app
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    handle_signals: bool = False,
+) -> FastAPI:
+    """A gateway app; one long-lived gRPC channel per process.
+
+    ``tracer_provider`` turns tracing on (else only OTEL_EXPORTER_OTLP_ENDPOINT
+    does); ``handle_signals`` makes SIGTERM drain the app (uvicorn workers).
+    """
     settings = settings or GatewaySettings()
+    own_provider = tracer_provider is None
+    provider = tracer_provider or tracing.provider_from_environment()
+    metrics = GatewayMetrics.from_environment()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,14 +88,24 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             settings.grpc.address, options=channel_options(settings)
         )
         app.state.upstream = Upstream(
-            channel, settings.api_server.request_timeout, settings.sse.keepalive_s
+            channel,
+            settings.api_server.request_timeout,
+            settings.sse.keepalive_s,
+            inject=tracing.injector() if provider is not None else None,
+            stop=drain,
         )
+        undo = install_sigterm(drain) if handle_signals else None
         try:
             yield
         finally:
+            if undo is not None:
+                undo()
             await channel.close(grace=None)
+            metrics.close()
+            if provider is not None and own_provider:
+                tracing.shutdown(provider)
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Multi-User AI Agent API",
         description=(
             "REST and Server-Sent-Events gateway of the agent service. "
@@ -68,9 +116,20 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         ),
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry spans and metrics would switch on with any global
+        # provider and double gateway.tracing's spans: the gateway traces only its own way.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         docs_url=None,  # served by gateway.docs from local assets
         redoc_url=None,
     )
+    drain = Drain(settings.api_server.shutdown_grace_s)
+    app.state.drain = drain
+    app.state.metrics = metrics
+    app.state.readiness = health.Readiness()
+    app.observers = [(RequestIdMiddleware, {})]
+    if provider is not None:
+        app.observers.append((tracing.TracingMiddleware, {"provider": provider}))
+    app.observers.append((AccessMiddleware, {"metrics": metrics}))
     # Inside CORS (added later = outer), so a browser can read the 413 too.
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_server.max_body_bytes)
     if settings.api_server.enable_cors:
@@ -80,8 +139,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             allow_credentials="*" not in settings.api_server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
+            expose_headers=["X-Request-ID"],
         )
+    app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(router)
+    app.include_router(health.router)
+
+    @app.get(METRICS_PATH, include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        # No auth: keep it off the public listener (see docs/operations.md).
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
+
     install_error_handlers(app)
     install_docs(app)
     install_openapi(app)
@@ -95,4 +164,4 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
 def app_from_environment() -> FastAPI:
     """Factory for uvicorn workers: settings from AGENT_CONFIG and the environment."""
-    return create_app(load_gateway_settings())
+    return create_app(load_gateway_settings(), handle_signals=True)

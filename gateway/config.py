@@ -1,6 +1,7 @@
 """The gateway's settings: the same file and AGENT_ variables as the service.
 
-The gateway reads only what it needs (api_server.*, grpc.address, sse.*); the
+The gateway reads only what it needs (api_server.*, grpc.address, sse.*,
+logging.*, the last shared with the service); the
 service's sections are left to the service, which checks them, so one config
 file serves both processes. Unknown keys and bad values are ConfigError.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -48,8 +50,6 @@ SERVICE_KEYS: Tolerated = {
         )
     ),
     "grpc": frozenset({"shutdown_grace_s"}),
-    # Read by both; the service checks it until the gateway has a section of its own.
-    "logging": None,
     "api_server": frozenset({"max_body_bytes"}),
 }
 
@@ -66,6 +66,8 @@ class ApiServerSection(BaseModel):
     request_timeout: float = Field(300.0, gt=0)
     # Larger request bodies get 413; the gRPC request-size limits follow it.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    # After SIGTERM: how long open streams may run before they get an `unavailable` event.
+    shutdown_grace_s: float = Field(25.0, ge=0)
 
     @field_validator("log_level")
     @classmethod
@@ -88,6 +90,14 @@ class SseSection(BaseModel):
     keepalive_s: float = Field(15.0, gt=0)
 
 
+class LoggingSection(BaseModel):
+    """Log output; the service reads the same section."""
+
+    format: Literal["text", "json"] = "text"
+    # Let third-party loggers go below info (where they may print users' messages).
+    include_content: bool = False
+
+
 class GatewaySettings(BaseSettings):
     """Everything the gateway reads from configuration."""
 
@@ -98,6 +108,7 @@ class GatewaySettings(BaseSettings):
     api_server: ApiServerSection = Field(default_factory=ApiServerSection)
     grpc: GrpcSection = Field(default_factory=GrpcSection)
     sse: SseSection = Field(default_factory=SseSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
 
     @classmethod
     def settings_customise_sources(

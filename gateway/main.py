@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 import uvicorn
 import yaml
@@ -12,6 +14,10 @@ import yaml
 from gateway.config import load_gateway_settings
 from gateway.config_file import ConfigError
 from gateway.http_protocol import PROTOCOL_PATH
+from gateway.logs import log_config
+
+# prometheus_client's multiprocess directory (gateway.metrics); read when the client is imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 EXIT_CONFIG = 2
 
@@ -42,17 +48,33 @@ def main(argv: list[str] | None = None) -> None:
         print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
         return
     server = settings.api_server
-    uvicorn.run(
-        "gateway.app:app_from_environment",
-        factory=True,
-        host=server.host,
-        port=server.port,
-        workers=args.workers or server.workers,
-        log_level=server.log_level,
-        loop="auto",
-        http=PROTOCOL_PATH,  # httptools, answering parser errors in the JSON error shape
-        timeout_graceful_shutdown=10,
-    )
+    # Before any worker imports prometheus_client: each one writes its metrics there.
+    private_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        private_dir = tempfile.mkdtemp(prefix="agent-gateway-metrics-")
+        os.environ[MULTIPROC_ENV] = private_dir
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_environment",
+            factory=True,
+            host=server.host,
+            port=server.port,
+            workers=args.workers or server.workers,
+            log_level=server.log_level,
+            log_config=log_config(
+                settings.logging.format,
+                server.log_level,
+                include_content=settings.logging.include_content,
+            ),
+            access_log=False,  # gateway.access writes one line per request instead
+            loop="auto",
+            http=PROTOCOL_PATH,  # httptools, answering parser errors in the JSON error shape
+            # After the drain (api_server.shutdown_grace_s), for what is still open.
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if private_dir is not None:
+            shutil.rmtree(private_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,16 @@ class ErrorBody(BaseModel):
     errors: list[FieldErrorBody] | None = Field(None, description="Each invalid field (422 only)")
 
 
+class ProbeResponse(BaseModel):
+    """A probe's answer: live (the process) or ready (service serving, provider reachable)."""
+
+    status: Literal["ok"]
+    service: str | None = Field(None, description="The service's gRPC health status (ready)")
+    provider: str | None = Field(
+        None, description="The default provider checked, or 'unchecked' (ready)"
+    )
+
+
 class HealthResponse(BaseModel):
     """Health of the gateway and of the service behind it."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import grpc
@@ -14,10 +15,10 @@ from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
 
-from gateway import convert, models
+from gateway import convert, models, request_id
 from gateway import openapi as docs
 from gateway.errors import GatewayError, from_rpc_error
-from gateway.sse import ChatEventStream
+from gateway.sse import ChatEventStream, StreamStop
 
 router = APIRouter()
 
@@ -26,14 +27,24 @@ _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")
 
 
 class Upstream:
-    """What the routes need from the app: the stub and the call limits."""
+    """What the routes need from the app: the stub, the call limits, what goes with each call."""
 
-    def __init__(self, channel: grpc.aio.Channel, request_timeout_s: float, keepalive_s: float):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        request_timeout_s: float,
+        keepalive_s: float,
+        *,
+        inject: Callable[[dict[str, str]], None] | None = None,
+        stop: StreamStop | None = None,
+    ):
         self.stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         self.health = health_pb2_grpc.HealthStub(channel)
         # The service enforces request_timeout itself; this only bounds a lost service.
         self.chat_timeout_s = request_timeout_s + 10.0
         self.keepalive_s = keepalive_s
+        self.inject = inject  # the trace context into the metadata, when tracing is on
+        self.stop = stop  # ends open streams when the gateway drains
 
 
 def _upstream(request: Request) -> Upstream:
@@ -45,8 +56,20 @@ UpstreamDep = Annotated[Upstream, Depends(_upstream)]
 
 
 def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
+    """The caller's token, the request id, and the trace context when tracing is on."""
+    pairs: list[tuple[str, str]] = []
     auth = request.headers.get("authorization")
-    return (("authorization", auth),) if auth else ()
+    if auth:
+        pairs.append(("authorization", auth))
+    info = request_id.current()
+    if info is not None:
+        pairs.append((request_id.HEADER, info.request_id))
+    upstream: Upstream = request.app.state.upstream
+    if upstream.inject is not None:
+        carrier: dict[str, str] = {}
+        upstream.inject(carrier)
+        pairs.extend(carrier.items())
+    return tuple(pairs)
 
 
 def _digits(value: object) -> object:
@@ -74,6 +97,12 @@ _POLICIES = {
 
 
 def _chat_fields(body: models.ChatRequest) -> dict[str, Any]:
+    """The turn's fields; a body without request_id takes the request's own (X-Request-ID)."""
+    request_id.note_user(body.user_id)
+    if body.request_id:
+        request_id.adopt(body.request_id)
+    info = request_id.current()
+    turn_id = body.request_id or (info.request_id if info is not None else "")
     return {
         "message": body.message,
         "conversation_id": body.conversation_id or "",
@@ -82,7 +111,7 @@ def _chat_fields(body: models.ChatRequest) -> dict[str, Any]:
         "new_conversation": body.new_conversation,
         "provider": body.provider or "",
         "model": body.model or "",
-        "request_id": body.request_id or "",
+        "request_id": turn_id,
         "on_disconnect": _POLICIES[body.on_disconnect],
     }
 
@@ -168,7 +197,7 @@ async def chat_stream(
         metadata=_metadata(request),
         timeout=upstream.chat_timeout_s,
     )
-    return ChatEventStream(call, upstream.keepalive_s)
+    return ChatEventStream(call, upstream.keepalive_s, stop=upstream.stop)
 
 
 def _after(last_event_id: str | None, after: int | None) -> int | GatewayError:
@@ -216,7 +245,7 @@ async def watch_request(
         metadata=_metadata(request),
         timeout=upstream.chat_timeout_s,
     )
-    return ChatEventStream(call, upstream.keepalive_s, watch=True)
+    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True)
 
 
 @router.get(
@@ -247,6 +276,7 @@ async def queue_status(
     body: models.RequestRef, request: Request, upstream: UpstreamDep
 ) -> Response:
     """A request's state and its position in the queue (owner only)."""
+    request_id.note_user(body.user_id)
     reply = await upstream.stub.GetQueueStatus(
         pb.GetQueueStatusRequest(request_id=body.request_id, user_id=body.user_id or ""),
         metadata=_metadata(request),
@@ -266,6 +296,7 @@ async def queue_cancel(
     body: models.RequestRef, request: Request, upstream: UpstreamDep
 ) -> Response:
     """Cancel a queued or running request (owner only)."""
+    request_id.note_user(body.user_id)
     reply = await upstream.stub.CancelRequest(
         pb.CancelRequestRequest(request_id=body.request_id, user_id=body.user_id or ""),
         metadata=_metadata(request),

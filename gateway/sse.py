@@ -5,8 +5,10 @@ error that arrives before the first event into a plain HTTP error with the
 right status and Retry-After, (2) end every stream with exactly one ``done``
 or ``error`` event, (3) cancel the gRPC call the moment the client goes away,
 in every phase, which needs its own watch on ``http.disconnect``,
-(4) send keep-alive comments only while the stream is idle, and (5) number
-every event (``id: <seq>``) so a client can re-attach with ``Last-Event-ID``.
+(4) send keep-alive comments only while the stream is idle, (5) number
+every event (``id: <seq>``) so a client can re-attach with ``Last-Event-ID``,
+and (6) end with an ``error`` event, not a cut connection, when ``stop`` says
+so (the gateway drains).
 
 The same response relays a WatchRequest call (``watch=True``). There the
 service sends response metadata once it has found the request, and from then
@@ -17,10 +19,11 @@ before it (unknown id, someone else's, bad auth) it is a plain HTTP error.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from agent.v1 import agent_pb2 as pb
@@ -67,6 +70,12 @@ def _error_frame(error: GatewayError) -> bytes:
     return encode("error", error.event_data())
 
 
+class StreamStop(Protocol):
+    """Ends open streams early: ``wait`` returns the error they end with."""
+
+    async def wait(self) -> GatewayError: ...
+
+
 _Call = grpc.aio.UnaryStreamCall[Any, Any]
 
 
@@ -75,9 +84,17 @@ class ChatEventStream(Response):
 
     media_type = "text/event-stream"  # also what the OpenAPI document says of the route
 
-    def __init__(self, call: _Call, keepalive_s: float, *, watch: bool = False) -> None:
+    def __init__(
+        self,
+        call: _Call,
+        keepalive_s: float,
+        stop: StreamStop | None = None,
+        *,
+        watch: bool = False,
+    ) -> None:
         super().__init__(media_type="text/event-stream")
         self._call = call
+        self._stop = stop
         self._keepalive_s = keepalive_s
         self._watch = watch
         self._event: Callable[[Any], pb.ChatStreamResponse] = _inner if watch else _same
@@ -139,13 +156,37 @@ class ChatEventStream(Response):
 
     async def _open(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+        if message is not None:
+            # The first event is in hand and goes out next: no keep-alive ahead of it.
+            self._last_write = time.monotonic()
         ticker = asyncio.create_task(self._keepalive(send))
         try:
-            await self._pump(send, message, pending)
+            await self._pump_until_stopped(send, message, pending)
         except (asyncio.CancelledError, OSError):
             pass  # client gone: the finally of __call__ cancels the call
         finally:
             ticker.cancel()
+
+    async def _pump_until_stopped(
+        self, send: Send, message: Any, pending: asyncio.Future[Any] | None
+    ) -> None:
+        if self._stop is None:
+            await self._pump(send, message, pending)
+            return
+        pump = asyncio.ensure_future(self._pump(send, message, pending))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+        if pump.cancelled() and stop.done() and not stop.cancelled():
+            await self._write(send, _error_frame(stop.result()), more=False)
+        else:
+            pump.result()
 
     async def _pump(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         terminal: bytes | None = None

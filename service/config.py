@@ -65,6 +65,7 @@ class ApiServerSection(BaseModel):
     request_timeout: float = Field(300.0, gt=0)
     # Larger request bodies get 413; the gRPC request-size limits follow it.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
+    shutdown_grace_s: float = Field(25.0, ge=0)  # the gateway's drain on SIGTERM
 
     @field_validator("log_level")
     @classmethod

@@ -11,7 +11,7 @@ from gateway.config import SERVICE_KEYS
 from service.config import GATEWAY_SECTIONS, Settings
 
 # Sections both processes read; each checks the keys it owns.
-SHARED = {"api_server", "grpc"}
+SHARED = {"api_server", "grpc", "logging"}
 
 
 def test_every_service_section_is_tolerated_by_the_gateway() -> None:
@@ -21,3 +21,10 @@ def test_every_service_section_is_tolerated_by_the_gateway() -> None:
 
 def test_gateway_sections_are_not_service_sections() -> None:
     assert set(GATEWAY_SECTIONS).isdisjoint(Settings.model_fields)
+
+
+def test_both_read_the_same_logging_keys() -> None:
+    from gateway.config import LoggingSection as GatewayLogging
+    from service.config import LoggingSection as ServiceLogging
+
+    assert set(GatewayLogging.model_fields) == set(ServiceLogging.model_fields)

@@ -167,3 +167,25 @@ def test_a_request_id_is_on_the_service_log_lines_of_its_call(stack: Stack) -> N
         if line.startswith("{"):
             parsed = json.loads(line)
             assert "logged-" not in json.dumps(parsed)
+
+
+def test_one_request_id_from_the_client_to_both_logs(stack: Stack, client: httpx.Client) -> None:
+    request_id = f"edge-{label('rid')}"
+    reply = client.post(
+        "/api/chat",
+        json={"message": label("tied"), "user_id": user("edge")},
+        headers={"X-Request-ID": request_id},
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-request-id"] == request_id
+    assert reply.json()["request_id"] == request_id  # the turn ran under the same id
+    assert stack.service is not None and stack.gateway is not None
+    service, gateway = stack.service, stack.gateway
+
+    def lines(log: str) -> list[dict[str, object]]:
+        return [json.loads(line) for line in log.splitlines() if request_id in line]
+
+    wait_until(lambda: lines(service.log()) and lines(gateway.log()), "both access lines")
+    assert any(r.get("rpc") == "Chat" for r in lines(service.log()))
+    assert all(r["request_id"] == request_id for r in lines(service.log()))
+    assert all(r["request_id"] == request_id for r in lines(gateway.log()))

@@ -14,7 +14,11 @@ from gateway.app import create_app
 def _operation_ids() -> dict[tuple[str, str], str]:
     """Each route's operationId is its RPC's name, read from the proto's http annotations."""
     service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
-    ids = {("get", "/health"): "Health"}
+    ids = {
+        ("get", "/health"): "Health",
+        ("get", "/health/live"): "Live",
+        ("get", "/health/ready"): "Ready",
+    }
     for method in service.methods:
         rule = method.GetOptions().Extensions[annotations_pb2.http]
         verb = rule.WhichOneof("pattern")
@@ -38,6 +42,8 @@ ERRORS = {
     "GetConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "DeleteConversation": {400, 401, 403, 422, 404, 500, 503, 504},
     "Health": {503},
+    "Live": set(),
+    "Ready": {503},
 }
 
 
