@@ -205,19 +205,29 @@ async def many_streams(
 
 
 async def long_conversation(clients: Clients, plan: Plan, pids: dict[str, int]) -> dict[str, Any]:
-    """A turn on a fresh conversation against a turn on one of ``plan.long_messages`` messages.
+    """A turn on a fresh conversation, on one of ``plan.long_messages // 2`` messages, and on
+    one of ``plan.long_messages``.
 
-    Both go through the gateway one at a time; the long conversation is filled
-    over gRPC first (two messages a turn). What is compared is the p50 and the
-    service's CPU per turn, which is where a history read that grows would show.
+    All go through the gateway one at a time; the conversation is filled over
+    gRPC in between (two messages a turn). What is compared is the p50 and the
+    service's CPU per turn. Half the long size already holds more than the
+    history budget lets through, so "half" against "long" shows whether the
+    cost grows with the conversation; "fresh" against "long" adds the cost of
+    sending a full budget of history to the model.
     """
     user = "bench-long"
     first = await clients.gateway.post("/api/chat", json=chat_body("hi", user))
     conversation = first.json()["conversation_id"]
-    for _ in range(plan.long_messages // 2 - 1):
-        await clients.stub.Chat(
-            pb.ChatRequest(message="hi", user_id=user, conversation_id=conversation), timeout=30
-        )
+    stored = 2
+
+    async def fill(messages: int) -> None:
+        nonlocal stored
+        while stored < messages:
+            await clients.stub.Chat(
+                pb.ChatRequest(message="hi", user_id=user, conversation_id=conversation),
+                timeout=30,
+            )
+            stored += 2
 
     async def fresh(i: int) -> None:
         r = await clients.gateway.post("/api/chat", json=chat_body("hi", f"bench-fresh-{i}"))
@@ -231,8 +241,14 @@ async def long_conversation(clients: Clients, plan: Plan, pids: dict[str, int]) 
             raise RuntimeError(f"gateway answered {r.status_code}")
 
     service = {"service": pids["service"]}
-    return {
-        "messages": plan.long_messages,
-        "fresh": await sequential(fresh, plan.long_turns, plan.seq_limit_s, service),
-        "long": await sequential(continued, plan.long_turns, plan.seq_limit_s, service),
-    }
+    turns = plan.long_turns
+    results: dict[str, Any] = {"messages": plan.long_messages}
+    results["fresh"] = await sequential(fresh, turns, plan.seq_limit_s, service)
+    await fill(plan.long_messages // 2)
+    results["half_messages"] = stored
+    results["half"] = await sequential(continued, turns, plan.seq_limit_s, service)
+    # The measured turns added messages; fill up from wherever they left it.
+    stored += 2 * (min(100, turns) + results["half"]["latency_ms"]["n"])
+    await fill(plan.long_messages)
+    results["long"] = await sequential(continued, turns, plan.seq_limit_s, service)
+    return results

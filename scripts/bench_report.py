@@ -67,9 +67,11 @@ def floor_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     p50 = r["sequential"]["gateway"]["latency_ms"]["p50"]
     rps = r["throughput"]["gateway"]["rps"]
     long = r["long_conversation"]
-    fresh_p50, long_p50 = (long[k]["latency_ms"]["p50"] for k in ("fresh", "long"))
-    fresh_cpu, long_cpu = (
-        long[k]["cpu"]["service"]["cpu_us_per_request"] for k in ("fresh", "long")
+    fresh_p50, half_p50, long_p50 = (
+        long[k]["latency_ms"]["p50"] for k in ("fresh", "half", "long")
+    )
+    fresh_cpu, half_cpu, long_cpu = (
+        long[k]["cpu"]["service"]["cpu_us_per_request"] for k in ("fresh", "half", "long")
     )
     big = r["open_streams"]
     first_p99 = big["first_token_ms"]["p99"]
@@ -94,6 +96,14 @@ def floor_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
             f"{long_cpu:.0f} us against {fresh_cpu:.0f} us",
             f"{long_p50 / fresh_p50:.2f}x (p50), {long_cpu / fresh_cpu:.2f}x (CPU)",
             long_p50 <= 1.3 * fresh_p50 and long_cpu <= 1.3 * fresh_cpu,
+        ),
+        (
+            f"flat in the length: {long['messages']} messages <= 1.3x "
+            f"{long['half_messages']} (both past the history budget)",
+            f"p50 {long_p50:.2f} ms against {half_p50:.2f} ms; service CPU "
+            f"{long_cpu:.0f} us against {half_cpu:.0f} us",
+            f"{long_p50 / half_p50:.2f}x (p50), {long_cpu / half_cpu:.2f}x (CPU)",
+            long_p50 <= 1.3 * half_p50 and long_cpu <= 1.3 * half_cpu,
         ),
         (
             f"{big['streams']} streams at once: first token p99 <= 1.5 s, <= 80 KiB each",
@@ -281,7 +291,7 @@ def report(meta: dict[str, Any], r: dict[str, Any]) -> None:
 
     lc = r["long_conversation"]
     print(f"\n7. History cost: a turn on a fresh conversation vs one of {lc['messages']}+ messages")
-    for key in ("fresh", "long"):
+    for key in ("fresh", "half", "long"):
         s = lc[key]["latency_ms"]
         cpu = lc[key]["cpu"]["service"]["cpu_us_per_request"]
         print(

@@ -231,8 +231,9 @@ async def running_service(
         metrics.watch_queue(scheduler.stats)
         metrics_port = None
         if settings.metrics.address:
-            endpoint = MetricsEndpoint(metrics, settings.metrics.address)
-            stack.callback(endpoint.close)
+            endpoint = MetricsEndpoint(metrics)
+            await endpoint.start(settings.metrics.address)
+            stack.push_async_callback(endpoint.close)
             metrics_port = endpoint.port
             host = settings.metrics.address.rpartition(":")[0]
             log.info("metrics on http://%s:%d/metrics", host, metrics_port)

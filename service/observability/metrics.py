@@ -12,10 +12,17 @@ Never a user id or a request id.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -220,20 +227,46 @@ class _QueueCollector(Collector):
 
 
 class MetricsEndpoint:
-    """``GET /metrics`` on its own port, served by prometheus_client's HTTP server thread.
+    """``GET /metrics`` on its own port, served by a small asyncio server in the service's loop.
 
-    A thread, not the event loop: a scrape then never waits for (or delays) a
-    busy loop, and the collectors only read plain numbers.
+    The loop, not prometheus_client's server thread: it starts and stops with the
+    service's lifespan (nothing to join at shutdown), and a scrape only reads
+    plain numbers. One request per connection; anything but ``GET /metrics`` is 404.
     """
 
-    def __init__(self, metrics: ServiceMetrics, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        self._server, self._thread = start_http_server(
-            int(port), addr=host.strip("[]") or "127.0.0.1", registry=metrics.registry
-        )
-        self.port: int = self._server.server_port
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._registry = metrics.registry
+        self._server: asyncio.Server | None = None
+        self.port = 0
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    async def start(self, address: str) -> None:
+        host, _, port = address.rpartition(":")
+        self._server = await asyncio.start_server(
+            self._serve, host.strip("[]") or "127.0.0.1", int(port)
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(10):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method, path, *_ = [*head.split(b" ", 2), b"", b""]
+            if method == b"GET" and path.split(b"?", 1)[0] == b"/metrics":
+                status, kind, body = "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            else:
+                status, kind, body = "404 Not Found", "text/plain", b"only GET /metrics here\n"
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass  # a client that sends nothing useful just loses its connection
+        finally:
+            writer.close()
