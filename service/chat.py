@@ -41,7 +41,8 @@ from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.rpc.calls import note_request_id
-from service.scheduler import COMMANDS, Outcome, Scheduler, Ticket, check_request
+from service.scheduler import COMMANDS, Outcome, Ticket, check_request
+from service.scheduler.interface import RequestScheduler
 from service.store.base import Conversation, ConversationStore, NewMessage
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class ChatService:
         providers: Mapping[str, Provider],
         default_provider: str,
         store: ConversationStore,
-        scheduler: Scheduler,
+        scheduler: RequestScheduler,
         profiles: ProfileDirectory,
         agent: AgentLoop,
         limits: Limits | None = None,

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from service.errors import ServiceUnavailable, UpstreamLost
 from service.providers.base import Provider
-from service.scheduler import Scheduler, Ticket
+from service.scheduler import Ticket
+from service.scheduler.interface import RequestScheduler
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class HostPool:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: RequestScheduler,
         provider: str,
         bridges: Mapping[str, Provider],
         *,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Collection
 
 from service.errors import AgentError, UpstreamLost
 from service.providers.base import HostInventory
-from service.scheduler import Scheduler
+from service.scheduler.interface import RequestScheduler
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class HealthMonitor:
 
     def __init__(
         self,
-        scheduler: Scheduler,
+        scheduler: RequestScheduler,
         *,
         provider: str,
         probe: Probe,

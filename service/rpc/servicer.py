@@ -16,7 +16,7 @@ from service.observability.metrics import ServiceMetrics
 from service.rpc import convert, streaming
 from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
-from service.scheduler import Scheduler
+from service.scheduler.interface import RequestScheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
 from service.streams import StreamingTurns
@@ -59,7 +59,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         auth: Authenticator,
         chat: ChatService,
         streams: StreamingTurns,
-        scheduler: Scheduler,
+        scheduler: RequestScheduler,
         store: ConversationStore,
         probes: ProviderProbes,
         limits: Limits,

@@ -29,7 +29,7 @@ from service.chat import ChatService
 from service.config import StreamSection
 from service.errors import AgentError, Code, NotFound, RequestCancelled
 from service.events import ChatEvent, TurnInput, TurnResult
-from service.scheduler import Scheduler
+from service.scheduler.interface import RequestScheduler
 from service.store.base import ConversationStore
 from service.streams.registry import RunRegistry
 from service.streams.run import Policy, TurnRun
@@ -51,7 +51,7 @@ class StreamingTurns:
     def __init__(
         self,
         chat: ChatService,
-        scheduler: Scheduler,
+        scheduler: RequestScheduler,
         store: ConversationStore,
         settings: StreamSection,
         *,
