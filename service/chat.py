@@ -265,6 +265,7 @@ class ChatService:
         request = build_request(
             self._rules,
             history=[Message(m.role, m.content) for m in stored],
+            estimates=[m.estimated_tokens for m in stored],
             message=user_message,
             profile=profile,
             max_tokens=self._limits.of(turn.user_id).cap_output(self._rules.max_tokens),

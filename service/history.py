@@ -8,7 +8,7 @@ keep requests inside a context window without a tokenizer on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -42,8 +42,15 @@ def _carries_tool_results(message: Message) -> bool:
     return any(isinstance(block, ToolResultBlock) for block in message.content)
 
 
-def fit_history(messages: Sequence[Message], budget_tokens: int) -> list[Message]:
+def fit_history(
+    messages: Sequence[Message],
+    budget_tokens: int,
+    estimate: Callable[[Message], int] = estimate_tokens,
+) -> list[Message]:
     """The most recent part of ``messages`` whose estimate fits ``budget_tokens``.
+
+    ``estimate`` may look up estimates known already (the store keeps one with
+    each message); it must agree with ``estimate_tokens``.
 
     The result is always a suffix of the input (order and alternation as
     given) that starts at a user message without tool results, so no tool
@@ -58,7 +65,7 @@ def fit_history(messages: Sequence[Message], budget_tokens: int) -> list[Message
     total = 0
     for index in range(len(messages) - 1, -1, -1):
         message = messages[index]
-        total += estimate_tokens(message)
+        total += estimate(message)
         if message.role != "user" or _carries_tool_results(message):
             continue
         if latest is None:

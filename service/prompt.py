@@ -45,6 +45,7 @@ def build_request(
     model: str,
     user_id: str,
     max_tokens: int | None = None,
+    estimates: Sequence[int] | None = None,
 ) -> CompletionRequest:
     """The model request of a turn: history and the new message, fitted to the budget.
 

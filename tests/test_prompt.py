@@ -54,3 +54,26 @@ def test_history_is_merged_and_fitted_to_the_budget() -> None:
     assert len(request.messages) == 1
     assert request.messages[0].role == "user"
     assert [b.text for b in request.messages[0].content] == ["the failed turn\n\nagain"]  # type: ignore[union-attr]
+
+
+def test_stored_estimates_give_the_same_request_as_estimating_again() -> None:
+    from service.history import estimate_tokens
+
+    history = [
+        text("user" if i % 2 == 0 else "assistant", f"turn {i} " * (i % 7)) for i in range(60)
+    ]
+    history.append(text("user", "a failed turn"))  # merges with the new message
+    kwargs = {
+        "message": text("user", "now"),
+        "profile": Profile("u", "u", ""),
+        "model": "m",
+        "user_id": "u",
+    }
+    plain = build_request(RULES, history=history, **kwargs)  # type: ignore[arg-type]
+    known = build_request(
+        RULES,
+        history=history,
+        estimates=[estimate_tokens(m) for m in history],
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert known == plain and 1 < len(plain.messages) < len(history)
