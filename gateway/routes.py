@@ -47,7 +47,8 @@ class Upstream:
         self.stop = stop  # ends open streams when the gateway drains
 
 
-def _upstream(request: Request) -> Upstream:
+# async: FastAPI runs a plain-def dependency in a worker thread, a thread hop per request.
+async def _upstream(request: Request) -> Upstream:
     upstream: Upstream = request.app.state.upstream
     return upstream
 
