@@ -136,21 +136,28 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         totals = await self._store.usage_totals(user_id)
         report = await self._limits.report(user_id)
         stats = self._scheduler.stats()
-        default = health.get(self._default_provider)
+        reachable = {name: h.reachable for name, h in health.items()}
+        details = {name: h.detail for name, h in health.items()}
+        for name, lane in stats.providers.items():
+            if len(lane.hosts) > 1 and name in reachable:
+                # A pool is reachable while any host is up: the probe above sees one host.
+                up = sum(host.up for host in lane.hosts)
+                reachable[name] = up > 0
+                details[name] = f"{up} of {len(lane.hosts)} hosts up"
         providers = []
         for name, h in health.items():
             entry = pb.ProviderStatus(
                 name=name,
                 model=self._chat.model_of(name),
-                reachable=h.reachable,
-                detail=h.detail,
+                reachable=reachable[name],
+                detail=details[name],
                 version=h.version,
             )
             if h.model_available is not None:
                 entry.model_available = h.model_available
             providers.append(entry)
         return pb.GetStatusResponse(
-            status="ok" if default is not None and default.reachable else "degraded",
+            status="ok" if reachable.get(self._default_provider) else "degraded",
             provider=self._default_provider,
             model=self._default_model,
             providers=providers,

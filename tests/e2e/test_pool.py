@@ -204,6 +204,11 @@ def run_failover(
     wait_until(lambda: host_status(client, a.url)["state"] == "down", "host a to be down")
     down = host_status(client, a.url)
     assert down["last_error"] and down["running"] == 0
+    # The pool is still reachable through b: the service says so, not "degraded".
+    status = client.get("/api/status").json()
+    ollama = next(p for p in status["providers"] if p["name"] == "ollama")
+    assert status["status"] == "ok" and ollama["reachable"] is True
+    assert ollama["detail"] == "1 of 2 hosts up"
     later = [label("later") for _ in range(3)]
     for text in later:
         assert client.post("/api/chat", json=chat_body(user(), text)).status_code == 200
