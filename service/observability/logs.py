@@ -20,6 +20,7 @@ from service.rpc.calls import find_call
 
 LogFormat = Literal["text", "json"]
 CONTENT_LOGGERS = ("anthropic", "httpx", "httpcore", "mcp")
+CHATTY_LOGGERS = ("httpx", "httpcore")
 _TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 _JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user)s %(method)s"
 _RENAMES = {"asctime": "timestamp", "levelname": "level", "name": "logger"}
@@ -56,6 +57,11 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric)
+    for name in (*CONTENT_LOGGERS, *CHATTY_LOGGERS):
+        logging.getLogger(name).setLevel(logging.NOTSET)  # inherit, unless held back below
     if not include_content:
         for name in CONTENT_LOGGERS:
             logging.getLogger(name).setLevel(max(numeric, logging.INFO))
+        # httpx logs every request at info; the pool's health probes alone would fill the log.
+        for name in CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(max(numeric, logging.WARNING))

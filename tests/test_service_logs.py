@@ -1,0 +1,46 @@
+"""The service's log setup: JSON lines with the call's fields; content loggers held back."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from service.auth import Principal
+from service.observability import logs
+from service.rpc.calls import Call, enter_call
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    levels = {n: logging.getLogger(n).level for n in (*logs.CONTENT_LOGGERS, *logs.CHATTY_LOGGERS)}
+    yield
+    root.handlers[:], root.level = saved
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_json_lines_carry_the_calls_request_id_user_and_method(restore_logging: None) -> None:
+    logs.configure_logging("info", "json")
+    stream = io.StringIO()
+    logging.getLogger().handlers[0].setStream(stream)  # type: ignore[attr-defined]
+    enter_call(Call("/agent.v1.AgentService/Chat", Principal("open"), "rid-1", "alice"))
+    logging.getLogger("service.test").info("something happened", extra={"code": "OK"})
+    record = json.loads(stream.getvalue().splitlines()[-1])
+    assert record["message"] == "something happened" and record["level"] == "INFO"
+    assert record["request_id"] == "rid-1" and record["user"] == "alice"
+    assert record["method"] == "/agent.v1.AgentService/Chat" and record["code"] == "OK"
+    assert record["logger"] == "service.test" and "timestamp" in record
+
+
+def test_debug_does_not_open_the_loggers_that_print_request_bodies(restore_logging: None) -> None:
+    logs.configure_logging("debug", "text")
+    assert logging.getLogger("anthropic").getEffectiveLevel() == logging.INFO
+    assert logging.getLogger("httpx").getEffectiveLevel() == logging.WARNING
+    logs.configure_logging("debug", "text", include_content=True)
+    assert logging.getLogger("anthropic").getEffectiveLevel() == logging.DEBUG
