@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
 
-_REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+# The proto's request id rule; the X-Request-ID header follows it too.
+REQUEST_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 def _encodable(value: str) -> str:
@@ -54,7 +55,7 @@ class ChatRequest(BaseModel):
     model: Text | None = Field(None, description="Model override")
     request_id: str | None = Field(
         None,
-        pattern=_REQUEST_ID_PATTERN,
+        pattern=REQUEST_ID_PATTERN,
         description=(
             "Client-chosen id: to cancel early, to re-attach, and to retry safely (the same id "
             "and message attach to the first request; another message is 409)"

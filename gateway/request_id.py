@@ -18,10 +18,12 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.models import REQUEST_ID_PATTERN
+
 HEADER = "x-request-id"
 _HEADER_BYTES = HEADER.encode()
 # The proto's request id rule (ChatRequest.request_id).
-_VALID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_VALID = re.compile(REQUEST_ID_PATTERN)
 
 
 @dataclass(slots=True)

@@ -73,17 +73,19 @@ def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def _digits(value: object) -> object:
-    """A query integer is ASCII digits: no '1.0', '1_0', '+1' or 'true' (lax int takes them)."""
-    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+UserIdQuery = Annotated[
+    str | None, Query(pattern=models.USER_ID_PATTERN, description="User to act as")
+]
+
+
+def _whole_number(value: object) -> object:
+    """Refuse what lax int parsing would accept ("1.0", "1_000", "+5", " 7")."""
+    if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value):
         raise ValueError("must be a whole number written in digits")
     return value
 
 
-UserIdQuery = Annotated[
-    str | None, Query(pattern=models.USER_ID_PATTERN, description="User to act as")
-]
-PageSize = Annotated[int, Query(ge=1, le=100), BeforeValidator(_digits)]
+PageSize = Annotated[int, Query(ge=1, le=100), BeforeValidator(_whole_number)]
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -353,13 +355,6 @@ async def list_conversations(
             "next_page_token": reply.next_page_token,
         }
     )
-
-
-def _whole_number(value: object) -> object:
-    """Refuse what lax int parsing would accept ("1.0", "1_000", "+5", " 7")."""
-    if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value):
-        raise ValueError("must be a whole number written in digits")
-    return value
 
 
 # Digits only; the range (1..500, 0 = default) is the service's to check, so

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -23,23 +22,11 @@ from service.profiles import ProfileDirectory
 from service.providers.base import TextDelta
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
-from service.store import ConversationStore, open_store
+from service.store import ConversationStore
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 from tests.turn_stream import stream
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOllama]:
-    async with FakeOllama() as server:
-        yield server
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[ConversationStore]:
-    async with open_store(f"sqlite:///{tmp_path / 'chat.db'}") as s:
-        yield s
 
 
 @pytest.fixture

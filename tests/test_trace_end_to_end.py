@@ -8,10 +8,8 @@ so every span either creates lands in the one exporter.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,12 +21,6 @@ from service.server import running_service
 from tests.fakes.ollama import FakeOllama
 from tests.gateway.conftest import TOKEN
 from tests.gateway.obs_helpers import gateway
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeOllama]:
-    async with FakeOllama() as server:
-        yield server
 
 
 async def test_one_chat_is_one_trace_from_the_route_to_the_model_call(

@@ -9,13 +9,11 @@ request id), so the access line and every log record of the call carry them.
 
 from __future__ import annotations
 
-import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from service.auth import Principal
-
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from service.scheduler.admission import is_request_id
 
 
 @dataclass(slots=True)
@@ -64,6 +62,6 @@ def note_request_id(request_id: str) -> None:
 
 def request_id_from(value: str | None) -> str:
     """A caller-sent request id if it follows the request id rule, else ""."""
-    if value and _REQUEST_ID.match(value):
+    if value and is_request_id(value):
         return value
     return ""

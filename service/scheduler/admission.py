@@ -11,6 +11,11 @@ MIN_PRIORITY, MAX_PRIORITY = 1, 10
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def is_request_id(value: str) -> bool:
+    """Whether ``value`` follows the request id rule (1-64 letters, digits, '-' or '_')."""
+    return _REQUEST_ID.fullmatch(value) is not None  # fullmatch: "$" alone admits a final "\n"
+
+
 def check_request(*, priority: int, request_id: str | None) -> None:
     """The rules every submitted request meets; InvalidRequest naming the first broken one.
 
@@ -22,7 +27,7 @@ def check_request(*, priority: int, request_id: str | None) -> None:
             f"priority must be between {MIN_PRIORITY} (highest) and {MAX_PRIORITY} (lowest), "
             f"got {priority}"
         )
-    if request_id is not None and not _REQUEST_ID.match(request_id):
+    if request_id is not None and not is_request_id(request_id):
         raise InvalidRequest("request_id must be 1-64 letters, digits, '-' or '_'")
 
 

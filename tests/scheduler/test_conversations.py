@@ -110,3 +110,14 @@ def test_request_ids_live_in_their_users_namespace() -> None:
     with pytest.raises(AgentError) as reused:
         sched.submit(user_id="alice", provider="ollama", request_id="same")
     assert reused.value.code is Code.ALREADY_EXISTS
+
+
+@pytest.mark.parametrize("bad", ["abc\n", "", "a" * 65, "a b", "é"])
+def test_the_request_id_rule_is_checked_on_the_whole_id(bad: str) -> None:
+    from service.errors import InvalidRequest
+    from service.scheduler import check_request
+    from service.scheduler.admission import is_request_id
+
+    assert not is_request_id(bad)
+    with pytest.raises(InvalidRequest, match="request_id"):
+        check_request(priority=5, request_id=bad)

@@ -82,12 +82,6 @@ class HttpMcpServer:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeOllama]:
-    async with FakeOllama() as server:
-        yield server
-
-
-@pytest.fixture
 async def bridge(fake: FakeOllama) -> AsyncIterator[OllamaBridge]:
     b = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
     yield b
