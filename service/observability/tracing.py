@@ -27,10 +27,6 @@ class Tracing:
         if provider is not None:
             self._tracer = provider.get_tracer(_SCOPE)
 
-    @property
-    def enabled(self) -> bool:
-        return self._tracer is not None
-
     @contextlib.contextmanager
     def rpc(self, method: str, metadata: Mapping[str, str]) -> Iterator[None]:
         """A server span for one RPC, a child of the caller's span when it sent traceparent."""
