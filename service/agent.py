@@ -7,6 +7,7 @@ so a cancelled or failed turn can still store exactly what the user saw.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -125,11 +126,14 @@ class AgentLoop:
             call = dataclasses.replace(request, messages=messages, tools=specs)
             model = call.model or provider.model
             with self._tracing.span("provider call", provider=provider.name, model=model):
-                async for event in provider.stream(call):
-                    transcript.live = accumulate(transcript.live, event)
-                    if isinstance(event, TextDelta):
-                        transcript.text_parts.append(event.text)
-                        await emit(event)
+                # Closed here, not by a finalizer later: the upstream connection (and
+                # with it the provider's slot) is released before this turn moves on.
+                async with contextlib.aclosing(provider.stream(call)) as events:
+                    async for event in events:
+                        transcript.live = accumulate(transcript.live, event)
+                        if isinstance(event, TextDelta):
+                            transcript.text_parts.append(event.text)
+                            await emit(event)
             turn = transcript.live
             transcript.stop_reason = turn.stop_reason or "other"
             if not turn.tool_calls or round_no == self._max_rounds:

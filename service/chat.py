@@ -1,24 +1,28 @@
 """One chat turn from request to stored answer.
 
-Order of a turn: validate → find the conversation → submit to the scheduler
-(the one owner of every accepted request: it holds the turn back while an
-earlier turn of the conversation is waiting or running, and until a provider
-slot is free) → build the model request → run the agent loop → store the turn
-in one transaction → the result.
+A turn has two steps, so a refused request costs nothing:
 
-Events go out through ``send`` as they happen; awaiting it is the stream's
-back-pressure. The agent loop runs in a task of its own inside a task group,
-so an owner's CancelRequest can stop the work (the ticket's cancel callback
-cancels that task) while the caller is still there to report it; a caller
-that goes away cancels the group, and with it the work.
+1. ``admit``: validate, check the user's limits, find the conversation (no
+   write: a new conversation gets its id now and is created with the turn's
+   first messages), and submit to the scheduler. Anything refused raises here.
+2. ``run``: wait for the conversation's turn and a provider slot (publishing
+   the position as it moves), call the model (the agent loop), give the slot
+   back as soon as the model call is over, store the turn in one transaction,
+   and only then let the conversation's next turn go.
+
+Events go out through ``send``, which never waits for a client: the caller
+(``service.streams``) publishes them into the request's bounded event buffer,
+and each client reads from there at its own pace. The model work runs in a
+task next to a watcher of the grant's signal, so an owner's cancel, a lost
+lease or the shutdown stops it at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from service.agent import AgentLoop, Transcript, TurnStatus
@@ -41,9 +45,10 @@ from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.rpc.calls import note_request_id
-from service.scheduler import COMMANDS, Outcome, Ticket, check_request
-from service.scheduler.interface import RequestScheduler
-from service.store.base import Conversation, ConversationStore, NewMessage
+from service.scheduler import Outcome, check_request
+from service.scheduler.interface import NO_SLOT, Admission, Grant, RequestScheduler, RequestSpec
+from service.store.base import ConversationStore, NewMessage
+from service.store.rows import new_conversation_id
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,25 @@ Send = Callable[[ChatEvent], Awaitable[None]]
 
 async def discard(_event: ChatEvent) -> None:
     """A ``send`` for callers that want only the result."""
+
+
+@dataclass(frozen=True, slots=True)
+class AdmittedTurn:
+    """A turn the scheduler has accepted, with what ``run`` needs to carry it out."""
+
+    turn: TurnInput
+    admission: Admission
+    model: str
+    conversation_id: str | None  # None: a command outside any conversation
+    fresh: bool  # this turn creates its conversation (stored with its first messages)
+
+    @property
+    def request_id(self) -> str:
+        return self.admission.request_id
+
+    @property
+    def command(self) -> bool:
+        return self.admission.provider == NO_SLOT
 
 
 class ChatService:
@@ -90,56 +114,79 @@ class ChatService:
             history_budget_tokens=settings.api.history_budget_tokens,
         )
         self._persisting: set[asyncio.Task[Any]] = set()
-        self._workers: set[asyncio.Task[None]] = set()
+        self._workers: set[asyncio.Task[Grant]] = set()
         self._interrupted: str | None = None  # why running turns were stopped (shutdown)
 
-    # --- entry point ---------------------------------------------------------
+    # --- entry points --------------------------------------------------------
 
     async def run_turn(self, turn: TurnInput, send: Send = discard) -> TurnResult:
-        """Run one turn: its events go to ``send``; the result is returned, errors raised."""
+        """Admit and run one turn: its events go to ``send``; the result is returned."""
+        return await self.run(await self.admit(turn), send)
+
+    async def admit(self, turn: TurnInput) -> AdmittedTurn:
+        """Validate the turn, check the user's limits and submit it; refusals raise here.
+
+        Nothing is written for a refused turn: no conversation, no spent rate.
+        """
+        if not turn.request_id:
+            raise ValueError("a turn's request_id is minted at the edge")  # a wiring bug
         self._validate(turn)
-        request_id = turn.request_id or uuid.uuid4().hex
-        note_request_id(request_id)
+        note_request_id(turn.request_id)
         if Commands.is_command(turn.message):
-            return await self._command(turn, request_id, send)
+            return await self._admit_command(turn)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
         try:
+            conversation_id, fresh = await self._conversation_for(turn)
             admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
-            conversation, fresh = await self._conversation_for(turn)
-            ticket = self._scheduler.submit(
-                user_id=turn.user_id,
-                provider=provider.name,
-                priority=turn.priority,
-                request_id=request_id,
-                conversation_id=conversation.id,
-                model=model,
-                max_active=admitted.max_active,
+            admission = await self._scheduler.submit(
+                RequestSpec(
+                    request_id=turn.request_id,
+                    user_id=turn.user_id,
+                    provider=provider.name,
+                    priority=turn.priority,
+                    conversation_id=conversation_id,
+                    model=model,
+                    max_active=admitted.max_active,
+                )
             )
         except AgentError as exc:
             self._metrics.refused(provider.name, exc)
             raise
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh)
+
+    async def run(self, admitted: AdmittedTurn, send: Send = discard) -> TurnResult:
+        """Carry out an admitted turn; its events go to ``send``, errors are raised."""
+        if admitted.command:
+            return await self._command(admitted, send)
+        turn, admission = admitted.turn, admitted.admission
+        provider = self._providers[admission.provider]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
         timer = self._metrics.timed(provider.name, send)
         send = timer.send
         outcome: Outcome = "failed"
+        error: AgentError | None = None
         try:
-            if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
-                with self._tracing.span("queue wait", provider=provider.name):
-                    await self._wait_for_slot(ticket, deadline - loop.time(), send)
-            self._metrics.got_slot(provider.name, _waited(ticket))
-            await send(Started(request_id, conversation.id, provider.name, model))
-            result = await self._generate(
-                turn, ticket, conversation, fresh, provider, model, deadline, send
+            with self._tracing.span("queue wait", provider=provider.name):
+                grant = await self._acquire(admission, deadline - loop.time(), send)
+            self._metrics.got_slot(provider.name, grant.waited_s)
+            assert admitted.conversation_id is not None
+            await send(
+                Started(turn.request_id, admitted.conversation_id, provider.name, admitted.model)
             )
+            result = await self._generate(admitted, grant, provider, deadline, send)
             outcome = "completed"
             return result
         except (RequestCancelled, asyncio.CancelledError):
             outcome = "cancelled" if self._interrupted is None else "failed"
             raise
+        except AgentError as exc:
+            error = exc  # kept with the record: a late re-attach learns the same error
+            raise
         finally:
-            self._scheduler.finish(ticket, outcome)
+            finish = self._scheduler.finish(turn.request_id, turn.user_id, outcome, error)
+            await _settle(finish)
             timer.done()
 
     def interrupt_running(self, reason: str) -> int:
@@ -173,7 +220,7 @@ class ChatService:
                 f"message is {len(turn.message)} characters long; the limit is {limit}"
                 " (api.max_message_chars)"
             )
-        check_request(priority=turn.priority, request_id=turn.request_id or None)
+        check_request(priority=turn.priority, request_id=turn.request_id)
 
     def _provider_for(self, turn: TurnInput) -> Provider:
         name = turn.provider or self._default
@@ -187,79 +234,96 @@ class ChatService:
             )
         return provider
 
-    async def _conversation_for(self, turn: TurnInput) -> tuple[Conversation, bool]:
-        """The conversation the turn continues, and whether this turn created it."""
+    async def _conversation_for(self, turn: TurnInput) -> tuple[str, bool]:
+        """The id of the conversation the turn continues, and whether the turn creates it.
+
+        Reads only: a new conversation is created with the turn's first messages.
+        """
         if turn.conversation_id:
             found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
-            return found, False
+            return found.id, False
         if not turn.new_conversation:
             current = await self._store.current_conversation(turn.user_id)
             if current is not None:
-                return current, False
-        return await self._store.create_conversation(turn.user_id), True
+                return current.id, False
+        return new_conversation_id(), True
 
-    async def _command(self, turn: TurnInput, request_id: str, send: Send) -> TurnResult:
-        """Answer a slash command; it waits for a running turn of its conversation."""
-        conversation: Conversation | None = None
+    async def _admit_command(self, turn: TurnInput) -> AdmittedTurn:
+        conversation_id: str | None = None
         if turn.conversation_id:
-            conversation = await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            conversation_id = found.id
         elif not turn.new_conversation:
-            conversation = await self._store.current_conversation(turn.user_id)
-        ticket = self._scheduler.submit(
-            user_id=turn.user_id,
-            provider=COMMANDS,
-            priority=turn.priority,
-            request_id=request_id,
-            conversation_id=conversation.id if conversation else None,
+            current = await self._store.current_conversation(turn.user_id)
+            conversation_id = current.id if current else None
+        admission = await self._scheduler.submit(
+            RequestSpec(
+                request_id=turn.request_id,
+                user_id=turn.user_id,
+                provider=NO_SLOT,
+                priority=turn.priority,
+                conversation_id=conversation_id,
+            )
         )
+        return AdmittedTurn(turn, admission, "", conversation_id, False)
+
+    async def _command(self, admitted: AdmittedTurn, send: Send) -> TurnResult:
+        """Answer a slash command once the earlier turns of its conversation are done."""
+        turn = admitted.turn
         outcome: Outcome = "failed"
         try:
-            if not ticket.holds_slot:
-                timeout = self._settings.api_server.request_timeout
-                await self._wait_for_slot(ticket, timeout, send)
+            await self._acquire(admitted.admission, self._settings.api_server.request_timeout, send)
+            conversation = None
+            if admitted.conversation_id is not None:
+                conversation = await self._store.get_conversation(
+                    turn.user_id, admitted.conversation_id
+                )
             reply = await self._commands.run(turn.user_id, turn.message, conversation)
             outcome = "completed"
         except (RequestCancelled, asyncio.CancelledError):
             outcome = "cancelled"
             raise
         finally:
-            self._scheduler.finish(ticket, outcome)
-        await send(Started(request_id, reply.conversation_id, "command", ""))
+            await _settle(self._scheduler.finish(turn.request_id, turn.user_id, outcome))
+        await send(Started(turn.request_id, reply.conversation_id, "command", ""))
         return TurnResult(
-            reply.text, reply.conversation_id, request_id, Usage(), "command", "", "command"
+            reply.text, reply.conversation_id, turn.request_id, Usage(), "command", "", "command"
         )
 
-    async def _wait_for_slot(self, ticket: Ticket, wait_s: float, send: Send) -> None:
-        """Wait for the ticket's slot while a watcher reports its position as it moves."""
+    async def _acquire(self, admission: Admission, wait_s: float, send: Send) -> Grant:
+        """Wait for the request's grant while its position is published as it moves."""
 
         async def report_positions() -> None:
-            async for position, wait in self._scheduler.watch_position(ticket):
-                await send(Queued(ticket.request_id, position, wait))
+            async for position in self._scheduler.positions(admission):
+                await send(Queued(admission.request_id, position.ahead, position.estimated_wait_s))
 
+        # Both tasks only publish into the request's buffer: neither writes to a client.
         with _first_error():
             async with asyncio.TaskGroup() as group:
                 watcher = group.create_task(report_positions())
                 try:
-                    await self._scheduler.acquire(ticket, max(wait_s, 0.0))
+                    return await self._scheduler.acquire(admission, max(wait_s, 0.0))
                 finally:
                     watcher.cancel()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _generate(
         self,
-        turn: TurnInput,
-        ticket: Ticket,
-        conversation: Conversation,
-        fresh: bool,
+        admitted: AdmittedTurn,
+        grant: Grant,
         provider: Provider,
-        model: str,
         deadline: float,
         send: Send,
     ) -> TurnResult:
-        # A conversation created by this very turn has no history to read. The
-        # store reads only the newest messages that can fit the budget (so a
-        # turn's cost does not grow with the conversation); fit_history cuts exactly.
+        turn, model = admitted.turn, admitted.model
+        assert admitted.conversation_id is not None
+        # A conversation this very turn creates has no history to read. The store
+        # reads only the newest messages that can fit the budget (so a turn's cost
+        # does not grow with the conversation); fit_history cuts exactly.
         budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
-        stored = [] if fresh else await recent(turn.user_id, conversation.id, budget)
+        stored = (
+            [] if admitted.fresh else await recent(turn.user_id, admitted.conversation_id, budget)
+        )
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         request = build_request(
@@ -272,36 +336,36 @@ class ChatService:
             model=model,
             user_id=turn.user_id,
         )
-        transcript = Transcript(provider.name, model, ticket.request_id)
+        transcript = Transcript(provider.name, model, turn.request_id)
         status: TurnStatus = "cancelled"
         try:
             try:
-                with _first_error():
-                    async with asyncio.TaskGroup() as group:
-                        worker = group.create_task(
-                            self._work(provider, request, transcript, send, deadline, ticket),
-                            name=f"turn-{ticket.request_id}",
-                        )
-                        self._workers.add(worker)
-                        worker.add_done_callback(self._workers.discard)
-                        ticket.add_cancel_callback(lambda: _cancel(worker))
+                stopped, grant = await self._model_work(
+                    admitted.admission, provider, request, transcript, send, deadline, grant
+                )
             except Exception as exc:
                 status = "failed"
                 self._metrics.provider_failed(provider.name, exc)
                 raise
-            if worker.cancelled():  # by its owner's cancel, or by the shutdown
+            finally:
+                # The model call is over: the slot goes to the next request now, not
+                # after the store write. The conversation stays held until finish.
+                await _settle(self._scheduler.release(grant))
+            if stopped is not None:  # by its owner's cancel, a lost lease, or the shutdown
                 if self._interrupted is not None:
                     status = "failed"
                     raise ServiceUnavailable(self._interrupted, retry_after_s=5.0)
-                raise RequestCancelled(f"request {ticket.request_id} was cancelled")
+                if stopped.code != RequestCancelled.code:
+                    status = "failed"
+                raise stopped
             status = "complete"
         finally:
             self._metrics.spent(provider.name, model, transcript.usage)
-            await self._persist(turn, conversation, transcript, user_message, status)
+            await self._persist(admitted, transcript, user_message, status)
         return TurnResult(
             response=transcript.text,
-            conversation_id=conversation.id,
-            request_id=ticket.request_id,
+            conversation_id=admitted.conversation_id,
+            request_id=turn.request_id,
             usage=transcript.usage,
             provider=provider.name,
             model=model,
@@ -309,15 +373,57 @@ class ChatService:
             tool_calls=tuple(transcript.tools),
         )
 
-    async def _work(
+    async def _model_work(
         self,
+        admission: Admission,
         provider: Provider,
         request: CompletionRequest,
         transcript: Transcript,
         send: Send,
         deadline: float,
-        ticket: Ticket,
-    ) -> None:
+        grant: Grant,
+    ) -> tuple[AgentError | None, Grant]:
+        """Run the agent loop until it ends or the grant's signal stops it.
+
+        Returns the error the signal brought (None when the loop ended by itself)
+        and the grant the work ended under (a pool may have moved it to another host).
+        """
+        worker = asyncio.create_task(
+            self._work(admission, provider, request, transcript, send, deadline, grant),
+            name=f"turn-{grant.request_id}",
+        )
+        self._workers.add(worker)
+        worker.add_done_callback(self._workers.discard)
+        stop = asyncio.ensure_future(grant.signal.stopped())
+        try:
+            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            worker.cancel()
+            stop.cancel()
+            await asyncio.gather(worker, stop, return_exceptions=True)
+            raise
+        stop.cancel()
+        if not worker.done():
+            worker.cancel()
+            await asyncio.gather(worker, return_exceptions=True)
+            error = grant.signal.error or RequestCancelled(
+                f"request {grant.request_id} was cancelled"
+            )
+            return error, grant
+        if worker.cancelled():  # the shutdown's interrupt_running
+            return RequestCancelled(f"request {grant.request_id} was cancelled"), grant
+        return None, worker.result()  # raises its error, if it failed
+
+    async def _work(
+        self,
+        admission: Admission,
+        provider: Provider,
+        request: CompletionRequest,
+        transcript: Transcript,
+        send: Send,
+        deadline: float,
+        grant: Grant,
+    ) -> Grant:
         async def attempt(bridge: Provider) -> None:
             transcript.live = AssistantTurn()  # a retry on another host starts afresh
             await self._agent.run(bridge, request, transcript, send)
@@ -325,13 +431,14 @@ class ChatService:
         def sent() -> bool:
             return bool(transcript.text_parts or transcript.rounds or transcript.live.tool_calls)
 
-        pool = self._pools.get(provider.name) if ticket.backend else None
+        pool = self._pools.get(provider.name) if grant.backend else None
         try:
             async with asyncio.timeout_at(deadline):
                 if pool is None:
                     await self._agent.run(provider, request, transcript, send)
-                else:  # the ticket's host; another one if it fails before anything was sent
-                    await pool.run(ticket, attempt, sent=sent, deadline=deadline)
+                    return grant
+                # the grant's host; another one if it fails before anything was sent
+                return await pool.run(admission, grant, attempt, sent=sent, deadline=deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the request did not finish within request_timeout "
@@ -340,13 +447,13 @@ class ChatService:
 
     async def _persist(
         self,
-        turn: TurnInput,
-        conversation: Conversation,
+        admitted: AdmittedTurn,
         transcript: Transcript,
         user_message: Message,
         status: TurnStatus,
     ) -> None:
         """Store the turn in one transaction, even when the caller is being cancelled."""
+        assert admitted.conversation_id is not None
         rows = [
             NewMessage(
                 role="user",
@@ -356,7 +463,11 @@ class ChatService:
             ),
             *transcript.to_store(status),
         ]
-        task = asyncio.create_task(self._store.append_messages(turn.user_id, conversation.id, rows))
+        task = asyncio.create_task(
+            self._store.append_messages(
+                admitted.turn.user_id, admitted.conversation_id, rows, create=admitted.fresh
+            )
+        )
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)
         try:
@@ -383,11 +494,15 @@ class _first_error:
             raise first from None
 
 
-def _waited(ticket: Ticket) -> float:
-    """Seconds the ticket waited for its slot (on the scheduler's clock)."""
-    started = ticket.started_mono
-    return 0.0 if started is None else started - ticket.enqueued_mono
+async def _settle(step: Awaitable[None]) -> None:
+    """Run a scheduler bookkeeping step to its end even if the caller is being cancelled.
 
-
-def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    A turn's ``finally`` must give its slot and conversation back: a second
+    cancellation while that call is in flight must not cut it short.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise

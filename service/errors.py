@@ -95,6 +95,18 @@ class AgentError(Exception):
         self.reason = reason
         self.metadata: dict[str, str] = dict(metadata or {})
 
+    def copy(self) -> AgentError:
+        """A fresh exception of the same class, status, reason and metadata.
+
+        Each follower of a failed request raises its own copy: one exception
+        object raised in several tasks would collect their tracebacks.
+        """
+        clone = type(self).__new__(type(self))
+        Exception.__init__(clone, self.message)
+        clone.__dict__.update(self.__dict__)
+        clone.metadata = dict(self.metadata)
+        return clone
+
 
 class InvalidRequest(AgentError):
     """The request cannot be served as sent."""

@@ -35,6 +35,8 @@ from service.providers.ollama import OllamaBridge
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Host, Scheduler
+from service.scheduler.interface import RequestScheduler
+from service.scheduler.memory import MemoryScheduler
 from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
 from service.streams import StreamingTurns
@@ -72,7 +74,7 @@ class RunningService:
 
     port: int
     server: grpc.aio.Server
-    scheduler: Scheduler
+    scheduler: RequestScheduler
     chat: ChatService
     health: health.aio.HealthServicer
     # Probes the default provider once after start and warns if it cannot answer.
@@ -160,7 +162,7 @@ async def running_service(
             reload_interval_s=settings.auth.reload_interval_s,
         )
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
-        scheduler = Scheduler(
+        engine = Scheduler(
             slots={"anthropic": settings.anthropic.max_concurrency},
             hosts={"ollama": ollama_pool(settings)},
             down_retry_s=settings.ollama.health_interval_s,
@@ -169,6 +171,7 @@ async def running_service(
             aging_interval_s=settings.queue.aging_interval_s,
             retention_s=settings.queue.retention_s,
         )
+        scheduler = MemoryScheduler(engine)
         tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
         mcp = McpTools(
             tools,
@@ -228,7 +231,7 @@ async def running_service(
             mcp=mcp,
             metrics=metrics,
         )
-        metrics.watch_queue(scheduler.stats)
+        metrics.watch_queue(engine.stats)
         metrics_port = None
         if settings.metrics.address:
             endpoint = MetricsEndpoint(metrics)
@@ -307,14 +310,14 @@ def _inventory_probe(bridges: Mapping[str, Provider]) -> Probe:
 async def _shutdown(
     settings: Settings,
     server: grpc.aio.Server,
-    scheduler: Scheduler,
+    scheduler: RequestScheduler,
     chat: ChatService,
     health_servicer: health.aio.HealthServicer,
 ) -> None:
     grace = settings.grpc.shutdown_grace_s
     log.info("shutting down: finishing running requests (grace %.0f s)", grace)
     await health_servicer.enter_graceful_shutdown()
-    scheduler.begin_shutdown("the service is shutting down; retry shortly")
+    await scheduler.begin_shutdown("the service is shutting down; retry shortly")
     drained = await scheduler.drain(grace)
     if not drained:
         stopped = chat.interrupt_running("the service shut down before this request finished")

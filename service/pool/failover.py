@@ -16,8 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from service.errors import ServiceUnavailable, UpstreamLost
 from service.providers.base import Provider
-from service.scheduler import Ticket
-from service.scheduler.interface import RequestScheduler
+from service.scheduler.interface import Admission, Grant, RequestScheduler
 
 log = logging.getLogger(__name__)
 
@@ -42,57 +41,60 @@ class HostPool:
         self._retry_after_s = retry_after_s
         self._max_attempts = max_attempts
 
-    def bridge(self, ticket: Ticket) -> Provider:
-        return self._bridges[ticket.backend]
+    def bridge(self, grant: Grant) -> Provider:
+        return self._bridges[grant.backend]
 
     async def run(
         self,
-        ticket: Ticket,
+        admission: Admission,
+        grant: Grant,
         call: Callable[[Provider], Awaitable[None]],
         *,
         sent: Callable[[], bool],
         deadline: float,
-    ) -> None:
-        """Run ``call`` on the ticket's host; on a host failure run it again elsewhere.
+    ) -> Grant:
+        """Run ``call`` on the grant's host; on a host failure run it again elsewhere.
 
         ``sent`` says whether the client has seen any of the answer yet. ``deadline``
-        (event-loop time) bounds the waits for another host.
+        (event-loop time) bounds the waits for another host. Returns the grant the
+        call finally ran under (a new one after a move).
         """
         loop = asyncio.get_running_loop()
         while True:
-            host = ticket.backend
+            host = grant.backend
             attempt = asyncio.ensure_future(call(self._bridges[host]))
-            ticket.on_host_lost = _canceller(attempt)
+            lost = asyncio.ensure_future(grant.signal.host_lost())
             try:
-                await attempt
-                return
-            except UpstreamLost as exc:
-                if exc.refused:
-                    self._scheduler.report_host(self._provider, host, up=False, error=exc.message)
-                if sent() or len(ticket.tried) + 1 >= self._max_attempts:
-                    if exc.retry_after_s is None:
-                        exc.retry_after_s = self._retry_after_s
-                    raise
-                log.info("request %s: %s; trying another host", ticket.request_id, exc.message)
+                await asyncio.wait({attempt, lost}, return_when=asyncio.FIRST_COMPLETED)
             except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if not ticket.host_lost or (current is not None and current.cancelling()):
-                    raise  # cancelled from outside: the owner, the client or the shutdown
+                attempt.cancel()
+                lost.cancel()
+                await asyncio.gather(attempt, lost, return_exceptions=True)
+                raise
+            lost.cancel()
+            if attempt.done():
+                try:
+                    attempt.result()
+                    return grant
+                except UpstreamLost as exc:
+                    if exc.refused:
+                        await self._scheduler.report_host(
+                            self._provider, host, up=False, error=exc.message
+                        )
+                    if sent() or len(grant.tried) + 1 >= self._max_attempts:
+                        if exc.retry_after_s is None:
+                            exc.retry_after_s = self._retry_after_s
+                        raise
+                    log.info("request %s: %s; trying another host", grant.request_id, exc.message)
+            else:  # the host went down under the call
+                attempt.cancel()
+                await asyncio.gather(attempt, return_exceptions=True)
                 if sent():
                     raise ServiceUnavailable(
                         f"the {self._provider} host {host} went down while this answer was "
                         "streaming; retry the request",
                         retry_after_s=self._retry_after_s,
-                    ) from None
-                log.info("request %s: host %s went down; trying another", ticket.request_id, host)
-            finally:
-                ticket.on_host_lost = None
-            self._scheduler.put_back(ticket)
-            await self._scheduler.acquire(ticket, max(deadline - loop.time(), 0.0))
-
-
-def _canceller(task: asyncio.Future[None]) -> Callable[[], None]:
-    def cancel() -> None:
-        task.cancel()
-
-    return cancel
+                    )
+                log.info("request %s: host %s went down; trying another", grant.request_id, host)
+            await self._scheduler.put_back(grant)
+            grant = await self._scheduler.acquire(admission, max(deadline - loop.time(), 0.0))

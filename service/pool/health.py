@@ -66,15 +66,17 @@ class HealthMonitor:
         try:
             inventory = await self._probe(name, learn)
         except AgentError as exc:
-            self._failed(name, exc.message, refused=isinstance(exc, UpstreamLost) and exc.refused)
+            await self._failed(
+                name, exc.message, refused=isinstance(exc, UpstreamLost) and exc.refused
+            )
             return
         except Exception as exc:  # a probe must never stop the health checks
             log.exception("health probe of %s failed unexpectedly", name)
-            self._failed(name, f"probe failed: {exc!r}", refused=False)
+            await self._failed(name, f"probe failed: {exc!r}", refused=False)
             return
         was_up = self._up(name)
         self._failures[name] = 0
-        self._scheduler.report_host(
+        await self._scheduler.report_host(
             self._provider,
             name,
             up=True,
@@ -84,11 +86,11 @@ class HealthMonitor:
         if not was_up:
             log.warning("%s host %s is up again", self._provider, name)
 
-    def _failed(self, name: str, error: str, *, refused: bool) -> None:
+    async def _failed(self, name: str, error: str, *, refused: bool) -> None:
         failures = self._failures[name] = self._failures.get(name, 0) + 1
         down = refused or failures >= self._unhealthy_after
         was_up = self._up(name)
-        self._scheduler.report_host(self._provider, name, up=not down and was_up, error=error)
+        await self._scheduler.report_host(self._provider, name, up=not down and was_up, error=error)
         if down and was_up:
             log.warning("%s host %s is down: %s", self._provider, name, error)
 

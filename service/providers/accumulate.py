@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable
+import contextlib
+from collections.abc import AsyncGenerator, Iterable
 
 from service.content import Usage
 from service.providers.base import AssistantTurn, ProviderEvent, Stop, TextDelta, ToolCall
@@ -40,9 +41,13 @@ def fold(events: Iterable[ProviderEvent]) -> AssistantTurn:
     return turn
 
 
-async def afold(events: AsyncIterable[ProviderEvent]) -> AssistantTurn:
-    """``fold`` over a stream, e.g. ``await afold(provider.stream(request))``."""
+async def afold(events: AsyncGenerator[ProviderEvent, None]) -> AssistantTurn:
+    """``fold`` over a stream, e.g. ``await afold(provider.stream(request))``.
+
+    The stream is closed before this returns or raises, never left to a finalizer.
+    """
     turn = AssistantTurn()
-    async for event in events:
-        accumulate(turn, event)
+    async with contextlib.aclosing(events) as stream:
+        async for event in stream:
+            accumulate(turn, event)
     return turn

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import anthropic
@@ -171,7 +171,7 @@ class AnthropicBridge:
             Reason.PROVIDER_NOT_CONFIGURED,
         )
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         if not self._api_key:
             raise self._missing_key()
         model = request.model or self.model

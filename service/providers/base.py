@@ -6,7 +6,7 @@ vendor-specific crosses this module's types.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -110,7 +110,7 @@ class Provider(Protocol):
     name: str
     model: str
 
-    def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]: ...
+    def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]: ...
 
     async def probe(self) -> ProviderHealth: ...
 

@@ -172,7 +172,7 @@ class OllamaBridge:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def stream(self, request: CompletionRequest) -> AsyncIterator[ProviderEvent]:
+    async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         model = request.model or self.model
         payload = chat_payload(request, model, self._keep_alive)
         loop = asyncio.get_running_loop()

@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -74,7 +75,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
 
         def begin() -> None:
             principal: Principal = self._auth.authenticate(metadata.get(_AUTHORIZATION))
-            enter_call(Call(method, principal, request_id_from(metadata.get(_REQUEST_ID))))
+            # The one place a request id is minted in the service: every call has one,
+            # and a chat turn without its own runs under it.
+            request_id = request_id_from(metadata.get(_REQUEST_ID)) or uuid.uuid4().hex
+            enter_call(Call(method, principal, request_id))
 
         async def around(context: Context, run: Callable[[], Awaitable[Any]]) -> Any:
             started = time.perf_counter()

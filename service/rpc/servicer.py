@@ -44,8 +44,8 @@ def _turn(request: pb.ChatRequest | pb.ChatStreamRequest, user_id: str) -> TurnI
         priority=request.priority if request.HasField("priority") else 5,
         provider=request.provider,
         model=request.model,
-        # A turn without its own id runs under the call's x-request-id, when the caller
-        # (the gateway, or any client) sent one: one id from the edge to the provider call.
+        # A turn without its own id runs under the call's request id: the caller's
+        # x-request-id, or the one the interceptor minted. One id from the edge on.
         request_id=request.request_id or current_call().request_id,
     )
 
@@ -91,10 +91,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         call.user_id = self._auth.user_for(call.principal, requested)
         return call.principal, call.user_id
 
-    def _owner(self, principal: Principal, user_id: str, request_id: str) -> str:
+    async def _owner(self, principal: Principal, user_id: str, request_id: str) -> str:
         """The user whose request to look up: an admin reaches any user's waiting or running one."""
         if principal.admin:
-            for info in self._scheduler.requests(None):
+            for info in await self._scheduler.requests(None):
                 if info.request_id == request_id:
                     return info.user_id
         return user_id
@@ -135,7 +135,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         principal, user_id = self._caller(context, request.user_id)
         totals = await self._store.usage_totals(user_id)
         report = await self._limits.report(user_id)
-        stats = self._scheduler.stats()
+        stats = await self._scheduler.stats()
         reachable = {name: h.reachable for name, h in health.items()}
         details = {name: h.detail for name, h in health.items()}
         for name, lane in stats.providers.items():
@@ -181,8 +181,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """A request's state and position (owner or admin only)."""
         principal, user_id = self._caller(context, request.user_id)
         _require(request.request_id, "request_id")
-        user_id = self._owner(principal, user_id, request.request_id)
-        return convert.queue_status(self._scheduler.status(request.request_id, user_id))
+        user_id = await self._owner(principal, user_id, request.request_id)
+        return convert.queue_status(await self._scheduler.status(request.request_id, user_id))
 
     @unary_errors
     async def CancelRequest(
@@ -191,9 +191,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Cancel a queued or running request (owner or admin only)."""
         principal, user_id = self._caller(context, request.user_id)
         _require(request.request_id, "request_id")
-        user_id = self._owner(principal, user_id, request.request_id)
-        before = self._scheduler.status(request.request_id, user_id)
-        after = self._scheduler.cancel(request.request_id, user_id)
+        user_id = await self._owner(principal, user_id, request.request_id)
+        before = await self._scheduler.status(request.request_id, user_id)
+        after = await self._scheduler.cancel(request.request_id, user_id)
         return pb.CancelRequestResponse(
             request_id=after.request_id,
             state=convert.request_state(after),
@@ -206,7 +206,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> pb.ListRequestsResponse:
         """Requests waiting or running: the caller's, or everyone's for an admin."""
         principal, user_id = self._caller(context, request.user_id)
-        found = self._scheduler.requests(None if principal.admin else user_id)
+        found = await self._scheduler.requests(None if principal.admin else user_id)
         return pb.ListRequestsResponse(
             requests=[convert.request_summary(info) for info in found],
             all_users=principal.admin,

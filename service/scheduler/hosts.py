@@ -78,6 +78,33 @@ class Host:
         return self.up and len(self.running) < self.slots
 
 
+@dataclass(frozen=True, slots=True)
+class HostView:
+    """One host as callers outside the scheduler see it: a snapshot, not the live record."""
+
+    name: str
+    slots: int
+    up: bool
+    running: int
+    models: frozenset[str] | None
+    loaded: frozenset[str]
+    last_error: str
+    since: float
+
+
+def view(host: Host) -> HostView:
+    return HostView(
+        name=host.name,
+        slots=host.slots,
+        up=host.up,
+        running=len(host.running),
+        models=host.models,
+        loaded=host.loaded,
+        last_error=host.last_error,
+        since=host.since,
+    )
+
+
 def choose_host(
     free: Sequence[Host], model: str, *, previous: str | None = None, avoid: Iterable[str] = ()
 ) -> Host | None:

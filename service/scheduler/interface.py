@@ -1,61 +1,185 @@
-"""The scheduler as the rest of the service sees it: one narrow interface.
+"""The scheduler as the rest of the service sees it: one async port, records and signals.
 
 Everything that owns or inspects accepted requests (the chat turn, the RPC
 handlers, the stream registry, the host pool's health checks and failover,
-shutdown, metrics) goes through these operations and nothing else, so the
-in-process ``Scheduler`` can be replaced by one whose state lives in a shared
-engine (PostgreSQL or Redis) for several service replicas (DESIGN §9) without
-touching its callers. ``tests/scheduler/test_interface.py`` holds the
-in-process scheduler to it.
+shutdown, metrics) goes through ``RequestScheduler`` and nothing else. Two
+adapters fill it and pass one contract suite (``tests/scheduler/contract``):
+
+- ``service.scheduler.memory.MemoryScheduler``: the in-process engine (the
+  embedded default);
+- ``service.scheduler.postgres.PostgresScheduler``: the queue kept in
+  PostgreSQL, shared by several service replicas (DESIGN §9).
+
+Callers hold frozen records (``Admission``, ``Grant``, ``RequestInfo``) and
+one signal per granted request (``LeaseSignal``), never another layer's
+mutable objects. A request's life::
+
+    admission = await scheduler.submit(spec)          # refused: an AgentError
+    grant = await scheduler.acquire(admission, timeout=...)   # a slot, under a lease
+    ... run the model call; stop it when grant.signal fires ...
+    await scheduler.release(grant)                    # the slot goes to the next request
+    ... store the turn ...                            # the conversation is still held
+    await scheduler.finish(admission.request_id, "completed")  # its conversation is free
+
+``finish`` also releases a slot still held, and ends a request that never got
+one, so a ``finally`` needs only that call.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
+from service.errors import AgentError
 from service.scheduler.estimates import QueueStats
-from service.scheduler.hosts import Host
-from service.scheduler.registry import Outcome, RequestInfo, Ticket
+from service.scheduler.hosts import HostView
+from service.scheduler.registry import Outcome, RequestInfo
+
+NO_SLOT = ""  # the provider of a request that needs no slot: it only waits for its conversation
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSpec:
+    """What a caller asks the scheduler to admit.
+
+    ``provider`` NO_SLOT: the request needs no provider slot (a slash command)
+    and only waits for the earlier turns of its conversation.
+    """
+
+    request_id: str
+    user_id: str
+    provider: str
+    priority: int = 5
+    conversation_id: str | None = None
+    model: str = ""
+    max_active: int = 0  # the user's cap on waiting + running requests (0: none)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """An accepted request, as ``submit`` hands it back."""
+
+    request_id: str
+    user_id: str
+    provider: str
+    model: str
+    priority: int
+    conversation_id: str | None
+    enqueued_at: float  # wall clock
+
+
+StopKind = Literal["cancelled", "fenced", "shutdown"]
+
+
+class LeaseSignal:
+    """Tells the holder of a grant to stop, or that its host went down under it.
+
+    The scheduler fires it; the holder only waits on it. ``stopped`` fires once
+    (its owner cancelled it, the lease was taken away, the service is stopping)
+    and carries the error the request ends with; ``host_lost`` fires when the
+    host of the slot went down, and is re-armed when the request is put back.
+    """
+
+    __slots__ = ("_host", "_stop", "error", "kind")
+
+    def __init__(self) -> None:
+        self._stop = asyncio.Event()
+        self._host = asyncio.Event()
+        self.kind: StopKind | None = None
+        self.error: AgentError | None = None
+
+    @property
+    def is_stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def is_host_lost(self) -> bool:
+        return self._host.is_set()
+
+    async def stopped(self) -> StopKind:
+        await self._stop.wait()
+        assert self.kind is not None
+        return self.kind
+
+    async def host_lost(self) -> None:
+        await self._host.wait()
+
+    # scheduler side
+
+    def stop(self, kind: StopKind, error: AgentError | None = None) -> None:
+        if self.kind is None:
+            self.kind, self.error = kind, error
+            self._stop.set()
+
+    def lose_host(self) -> None:
+        self._host.set()
+
+    def rearm(self) -> None:
+        """After a put-back the request waits again: a lost host is no longer news."""
+        self._host = asyncio.Event()
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A slot held under a lease: which host, which epoch, and the signal to stop."""
+
+    request_id: str
+    user_id: str
+    provider: str
+    backend: str  # the host ("" on a provider without a pool, or NO_SLOT)
+    epoch: int  # fencing token: a newer grant of the same slot has a larger one
+    waited_s: float  # seconds between submit and this grant
+    tried: tuple[str, ...] = ()  # hosts it ran on before (put back after a failure)
+    signal: LeaseSignal = field(default_factory=LeaseSignal, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a waiting request stands: requests ahead of it and the estimated wait."""
+
+    ahead: int
+    estimated_wait_s: float
 
 
 class RequestScheduler(Protocol):
-    """Admission, dispatch, lifecycle and reporting of every accepted request."""
+    """Admission, dispatch, leases, the request directory and reporting."""
 
-    # admission and dispatch
-    def submit(
+    # admission and leases
+    async def submit(self, spec: RequestSpec) -> Admission: ...
+
+    async def acquire(self, admission: Admission, timeout: float | None = None) -> Grant: ...  # noqa: ASYNC109
+
+    def positions(
+        self, admission: Admission, min_interval_s: float = 0.2
+    ) -> AsyncIterator[Position]: ...
+
+    async def release(self, grant: Grant) -> None: ...
+
+    async def put_back(self, grant: Grant) -> None: ...
+
+    async def finish(
         self,
-        *,
+        request_id: str,
         user_id: str,
-        provider: str,
-        priority: int = 5,
-        request_id: str | None = None,
-        conversation_id: str | None = None,
-        model: str = "",
-        max_active: int = 0,
-    ) -> Ticket: ...
+        outcome: Outcome,
+        error: AgentError | None = None,
+    ) -> None: ...
 
-    async def acquire(self, ticket: Ticket, timeout: float | None = None) -> None: ...  # noqa: ASYNC109
+    # the request directory (owners and operators)
+    async def cancel(
+        self, request_id: str, user_id: str, error: AgentError | None = None
+    ) -> RequestInfo: ...
 
-    def finish(self, ticket: Ticket, outcome: Outcome) -> None: ...
+    async def find(self, request_id: str, user_id: str) -> RequestInfo | None: ...
 
-    def put_back(self, ticket: Ticket) -> None: ...
+    async def status(self, request_id: str, user_id: str) -> RequestInfo: ...
 
-    # owners and operators
-    def cancel(self, request_id: str, user_id: str) -> RequestInfo: ...
-
-    def find(self, request_id: str, user_id: str) -> Ticket | None: ...
-
-    def status(self, request_id: str, user_id: str) -> RequestInfo: ...
-
-    def requests(self, user_id: str | None = None) -> list[RequestInfo]: ...
-
-    def watch_position(
-        self, ticket: Ticket, min_interval_s: float = 0.2
-    ) -> AsyncIterator[tuple[int, float]]: ...
+    async def requests(self, user_id: str | None = None) -> list[RequestInfo]: ...
 
     # hosts of a pool
-    def report_host(
+    async def report_host(
         self,
         provider: str,
         name: str,
@@ -66,11 +190,11 @@ class RequestScheduler(Protocol):
         models: Iterable[str] | None = None,
     ) -> None: ...
 
-    def hosts(self, provider: str) -> Sequence[Host]: ...
+    def hosts(self, provider: str) -> Sequence[HostView]: ...
 
     # the service as a whole
-    def stats(self) -> QueueStats: ...
+    async def stats(self) -> QueueStats: ...
 
-    def begin_shutdown(self, message: str = "service is shutting down") -> None: ...
+    async def begin_shutdown(self, message: str = "service is shutting down") -> None: ...
 
     async def drain(self, timeout: float) -> bool: ...  # noqa: ASYNC109

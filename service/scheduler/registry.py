@@ -36,6 +36,7 @@ class Ticket:
         "_state",
         "_waiter",
         "backend",
+        "closed",
         "conversation_id",
         "enqueued_at",
         "enqueued_mono",
@@ -85,6 +86,7 @@ class Ticket:
         self.finished_mono: float | None = None
         self.finished_at: float | None = None
         self.holds_slot = False
+        self.closed = False  # finish() has run
         # The host its slot is on ("" on a provider without a pool); the hosts it has
         # run on before (it was put back after one went down); whether its host has
         # gone down under it, and what the worker asked to be called then.
@@ -176,16 +178,11 @@ class Ticket:
 
     def _failure(self) -> AgentError | None:
         """A fresh copy of the error that ended this request, to raise to its waiter."""
-        err = self._error
-        if err is None:
-            return None
-        return type(err)(
-            err.message,
-            code=err.code,
-            retry_after_s=err.retry_after_s,
-            reason=err.reason,
-            metadata=err.metadata,
-        )
+        return None if self._error is None else self._error.copy()
+
+    def failure(self) -> AgentError | None:
+        """The error this request ended with (a fresh copy), or None."""
+        return self._failure()
 
 
 def _run_callback(cb: Callable[[], None], request_id: str) -> None:
@@ -212,6 +209,8 @@ class RequestInfo:
     finished_at: float | None
     model: str = ""
     backend: str = ""  # the host it runs or ran on, when its provider has a pool
+    conversation_id: str | None = None
+    error: AgentError | None = None  # what it failed or was cancelled with (raise a copy)
 
 
 class Registry:

@@ -328,6 +328,7 @@ class Scheduler:
         ticket._wake()
         lane.changed.fire()
         self._leave_conversation(ticket, now)
+        self._idle.fire()
 
     def _leave_conversation(self, ticket: Ticket, now: float) -> None:
         """Drop an ended turn from its conversation; the next turn may now be eligible."""
@@ -343,8 +344,26 @@ class Scheduler:
 
     # -- ending --------------------------------------------------------------------
 
-    def finish(self, ticket: Ticket, outcome: Outcome) -> None:
-        """End a request: release its slot (to the next waiter) and record its service time.
+    def release_slot(self, ticket: Ticket) -> None:
+        """The model call is over: its slot goes to the next request at once.
+
+        The request itself goes on (its turn is being stored) and still holds its
+        conversation: the next turn of that conversation waits for ``finish``.
+        """
+        if not ticket.holds_slot:
+            return
+        now = self._clock()
+        lane = self._lanes[ticket.provider]
+        lane.release(ticket)
+        ticket.holds_slot = False
+        if ticket.state != "cancelled" and ticket.started_mono is not None:
+            # Cut-short requests would drag the estimate down, so only full runs count.
+            lane.service_time.add(now - ticket.started_mono)
+        self._dispatch(lane, now)
+        self._idle.fire()
+
+    def finish(self, ticket: Ticket, outcome: Outcome, error: AgentError | None = None) -> None:
+        """End a request: release a slot it still holds, free its conversation, record it.
 
         Idempotent. A request its owner already cancelled stays cancelled whatever
         ``outcome`` says. Finishing a request that is still queued removes it.
@@ -355,24 +374,25 @@ class Scheduler:
             self._leave_queue(
                 ticket,
                 outcome,
-                RequestCancelled(f"request {ticket.request_id} ended before it got a slot"),
+                error
+                or RequestCancelled(f"request {ticket.request_id} ended before it got a slot"),
             )
             return
-        if not ticket.holds_slot:
+        if ticket.closed:
             return
+        ticket.closed = True
+        if outcome != "completed" and ticket.holds_slot:
+            # Cut short: its time says nothing about a full run.
+            self._lanes[ticket.provider].release(ticket)
+            ticket.holds_slot = False
+        self.release_slot(ticket)
         now = self._clock()
-        lane = self._lanes[ticket.provider]
-        lane.release(ticket)
-        ticket.holds_slot = False
         if ticket.state == "running":
-            ticket._end(outcome, now, self._wall_clock(), None)
+            ticket._end(outcome, now, self._wall_clock(), error)
             self._registry.ended(ticket, now)
-        if ticket.state != "cancelled" and ticket.started_mono is not None:
-            # Cut-short requests would drag the estimate down, so only full runs count.
-            lane.service_time.add(now - ticket.started_mono)
         _bump(self._active_by_user, ticket.user_id, -1)
         self._leave_conversation(ticket, now)
-        self._dispatch(lane, now)
+        self._dispatch(self._lanes[ticket.provider], now)
         self._idle.fire()
 
     def put_back(self, ticket: Ticket) -> None:
@@ -459,7 +479,7 @@ class Scheduler:
         """The hosts of a provider (read-only use: health checks, status)."""
         return tuple(self._lanes[provider].hosts)
 
-    def cancel(self, request_id: str, user_id: str) -> RequestInfo:
+    def cancel(self, request_id: str, user_id: str, error: AgentError | None = None) -> RequestInfo:
         """Cancel the caller's request: a waiting one leaves the queue, a running one is aborted.
 
         Raises NotFound for an unknown, expired or someone else's request. A request
@@ -468,18 +488,12 @@ class Scheduler:
         now = self._clock()
         self._registry.prune(now)
         ticket = self._registry.lookup(request_id, user_id, now)
+        reason = error or RequestCancelled(f"request {request_id} was cancelled")
         if ticket.state == "queued":
-            self._leave_queue(
-                ticket, "cancelled", RequestCancelled(f"request {request_id} was cancelled")
-            )
+            self._leave_queue(ticket, "cancelled", reason)
         elif ticket.state == "running":
             # The slot stays taken until the worker has closed the upstream and calls finish.
-            ticket._end(
-                "cancelled",
-                now,
-                self._wall_clock(),
-                RequestCancelled(f"request {request_id} was cancelled"),
-            )
+            ticket._end("cancelled", now, self._wall_clock(), reason)
             self._registry.ended(ticket, now)
         return self._info(ticket, now)
 
@@ -493,10 +507,13 @@ class Scheduler:
         self._idle.fire()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
-        """Wait until no request holds a slot (True), or ``timeout`` seconds (False)."""
+        """Wait until no admitted request is left (True), or ``timeout`` seconds (False).
+
+        A turn whose model call is over still counts until it is stored and finished.
+        """
         try:
             async with asyncio.timeout(timeout):
-                while self._running_total():
+                while self._active_by_user:
                     await self._idle.wait()
         except TimeoutError:
             return False
@@ -588,6 +605,8 @@ class Scheduler:
             finished_at=ticket.finished_at,
             model=ticket.model,
             backend=ticket.backend,
+            conversation_id=ticket.conversation_id,
+            error=ticket._error,
         )
 
 

@@ -160,12 +160,20 @@ class ConversationStore(ABC):
 
     @abstractmethod
     async def append_messages(
-        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+        self,
+        user_id: str,
+        conversation_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        create: bool = False,
     ) -> list[StoredMessage]:
         """Store the messages in one transaction, count their usage, return them as stored.
 
-        An empty title is set from the first user text. Raises NotFound (and
-        writes nothing) when the conversation is missing or not the user's,
+        ``create``: the conversation ``conversation_id`` (an id from
+        ``new_conversation_id``) is created in the same transaction if it does
+        not exist yet, so a turn's new conversation never exists without its
+        first messages. An empty title is set from the first user text. Raises
+        NotFound (and writes nothing) when the conversation is missing or not the user's,
         InvalidRequest (and writes nothing) for an empty or malformed batch.
         """
 

@@ -237,7 +237,12 @@ class PostgresStore(ConversationStore):
             raise not_found(conversation_id)
 
     async def append_messages(
-        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+        self,
+        user_id: str,
+        conversation_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        create: bool = False,
     ) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         check_batch(messages)
@@ -245,6 +250,16 @@ class PostgresStore(ConversationStore):
         estimates = [estimate_message(m.role, m.content) for m in messages]
         now = utc_now()
         async with self._db().acquire() as conn, conn.transaction():
+            if create:
+                await conn.execute(
+                    "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
+                    " message_count, activity)"
+                    " VALUES ($1, $2, '', $3, $3, 0, nextval('conversation_activity'))"
+                    " ON CONFLICT (id) DO NOTHING",
+                    conversation_id,
+                    user_id,
+                    now,
+                )
             # Updating the conversation first locks its row, so concurrent
             # appends and clears of one conversation take turns.
             touched = await conn.fetchval(

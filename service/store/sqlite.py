@@ -156,7 +156,12 @@ class SqliteStore(ConversationStore):
         return await self._run(ops.messages_page, user_id, conversation_id, after, limit)
 
     async def append_messages(
-        self, user_id: str, conversation_id: str, messages: Sequence[NewMessage]
+        self,
+        user_id: str,
+        conversation_id: str,
+        messages: Sequence[NewMessage],
+        *,
+        create: bool = False,
     ) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         check_batch(messages)
@@ -165,7 +170,14 @@ class SqliteStore(ConversationStore):
         estimates = [estimate_message(m.role, m.content) for m in messages]
         batch = tuple(messages)
         return await self._run(
-            ops.append_messages, user_id, conversation_id, batch, contents, estimates, utc_now()
+            ops.append_messages,
+            user_id,
+            conversation_id,
+            batch,
+            contents,
+            estimates,
+            utc_now(),
+            create,
         )
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:

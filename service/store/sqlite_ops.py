@@ -251,10 +251,22 @@ def append_messages(
     contents: Sequence[str],
     estimates: Sequence[int],
     now: datetime,
+    create: bool = False,
 ) -> list[StoredMessage]:
-    """Insert the batch (its encoded blocks and token estimates) and count its usage."""
+    """Insert the batch (its encoded blocks and token estimates) and count its usage.
+
+    ``create``: make the conversation first, in the same transaction, if it is new.
+    """
     stamp = now.isoformat()
     with immediate(conn):
+        if create:
+            conn.execute(
+                "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
+                " message_count, activity) VALUES (?, ?, '', ?, ?, 0,"
+                " (SELECT COALESCE(MAX(activity), 0) + 1 FROM conversations WHERE user_id = ?))"
+                " ON CONFLICT (id) DO NOTHING",
+                (conversation_id, user_id, stamp, stamp, user_id),
+            )
         touched = conn.execute(
             "UPDATE conversations SET updated_at = ?, activity ="
             " (SELECT MAX(activity) + 1 FROM conversations WHERE user_id = ?),"

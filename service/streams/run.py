@@ -7,6 +7,10 @@ re-attaches gets every later event exactly once. The log keeps at most
 ``max_events`` events: past that the oldest go, and a follower that was
 further behind sees a gap in the numbers (the ``done`` still carries the
 whole answer).
+
+A follower that is reading live and falls so far behind that an event it has
+not read yet is dropped is cut (``fell_behind``): its reader stops with
+``StreamOverrun``. The turn never waits for a reader.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal, Protocol
 
-from service.errors import AgentError
+from service.errors import AgentError, Code
 from service.events import ChatEvent, Queued, Started, ToolCalled, ToolReturned, TurnResult
 from service.providers.base import TextDelta
 
@@ -42,6 +46,23 @@ def event_size(event: ChatEvent) -> int:
     return _EVENT_BYTES
 
 
+class StreamOverrun(AgentError):
+    """A reader fell so far behind its request's events that unread ones were dropped."""
+
+    code = Code.ABORTED
+
+
+class Follower:
+    """One live reader of a run: the next number it wants, and its task (to cut it)."""
+
+    __slots__ = ("cut", "next_seq", "task")
+
+    def __init__(self, next_seq: int, task: asyncio.Task[object] | None) -> None:
+        self.next_seq = next_seq
+        self.task = task
+        self.cut = False
+
+
 class Ledger(Protocol):
     """What a run reports to the registry that accounts for it."""
 
@@ -56,6 +77,7 @@ class TurnRun:
     __slots__ = (
         "_events",
         "_first",
+        "_followers",
         "_ledger",
         "_max_events",
         "_next",
@@ -97,6 +119,7 @@ class TurnRun:
         # The run itself, its key and its registry slot weigh about four events.
         self.size = 4 * _EVENT_BYTES + len(message)
         self.watchers = 0  # followers attached now (continue: none → maybe abandoned)
+        self._followers: list[Follower] = []
 
     def __repr__(self) -> str:
         return f"TurnRun({self.request_id!r}, user={self.user_id!r}, last={self.last_seq})"
@@ -130,6 +153,7 @@ class TurnRun:
             grow -= event_size(self._events[0])
             del self._events[0]
             self._first += 1
+            self._cut_laggards()
         self.size += grow
         self._ledger.grew(self, grow)
         if self._waiters:
@@ -163,7 +187,17 @@ class TurnRun:
             del self._events[0]
             self._first += 1
         self.size -= freed
+        if freed:
+            self._cut_laggards()
         return freed
+
+    def _cut_laggards(self) -> None:
+        """Cut every live reader whose next event has just been dropped."""
+        for follower in self._followers:
+            if follower.next_seq < self._first and not follower.cut:
+                follower.cut = True
+                if follower.task is not None:
+                    follower.task.cancel()
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -173,11 +207,30 @@ class TurnRun:
 
     # --- reading (followers) -----------------------------------------------------
 
-    async def follow(self, after: int) -> AsyncIterator[tuple[int, ChatEvent]]:
+    def add_follower(self, after: int) -> Follower:
+        """Register the current task as a live reader of the events after ``after``."""
+        follower = Follower(max(after + 1, self._first), asyncio.current_task())
+        self._followers.append(follower)
+        return follower
+
+    def remove_follower(self, follower: Follower) -> None:
+        with contextlib.suppress(ValueError):
+            self._followers.remove(follower)
+
+    def overrun(self) -> StreamOverrun:
+        return StreamOverrun(
+            f"the client read request {self.request_id}'s events too slowly: more than "
+            f"{self._max_events} were waiting for it, so its stream was cut"
+        )
+
+    async def follow(
+        self, after: int, follower: Follower | None = None
+    ) -> AsyncIterator[tuple[int, ChatEvent]]:
         """(seq, event) for every event numbered above ``after``, live, up to the end.
 
         Always ends with the ``done`` event (sent again to a follower that had
-        seen it already) or by raising the run's error.
+        seen it already) or by raising the run's error. ``follower`` (from
+        ``add_follower``) records how far the reader got, so it can be cut.
         """
         seen = after
         sent_result = False
@@ -188,6 +241,8 @@ class TurnRun:
                 batch = self._events[index:]  # a copy: the log may move while we yield
                 for offset, event in enumerate(batch):
                     sent_result = sent_result or event is self.result
+                    if follower is not None:
+                        follower.next_seq = start + offset + 1
                     yield start + offset, event
                 seen = start + len(batch) - 1
                 continue
@@ -196,7 +251,7 @@ class TurnRun:
                     yield self.last_seq, self.result
                 return
             if self.error is not None:
-                raise copy_error(self.error)
+                raise self.error.copy()
             await self._changed()
 
     async def wait_ended(self) -> TurnResult:
@@ -206,7 +261,7 @@ class TurnRun:
         if self.result is not None:
             return self.result
         assert self.error is not None
-        raise copy_error(self.error)
+        raise self.error.copy()
 
     async def _changed(self) -> None:
         waiter = asyncio.get_running_loop().create_future()
@@ -217,8 +272,3 @@ class TurnRun:
             if waiter.cancelled():  # the follower went away; a woken waiter is gone already
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-
-
-def copy_error(error: AgentError) -> AgentError:
-    """A fresh exception with the same status, so every follower raises its own."""
-    return AgentError(error.message, code=error.code, retry_after_s=error.retry_after_s)

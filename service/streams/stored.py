@@ -11,7 +11,7 @@ from __future__ import annotations
 from service.content import TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.errors import AgentError, Code, NotFound, RequestCancelled
 from service.events import ToolRecord, TurnResult
-from service.scheduler import COMMANDS, Ticket
+from service.scheduler import COMMANDS, RequestInfo
 from service.store.base import ConversationStore, StoredMessage
 
 
@@ -25,7 +25,7 @@ def conflict(request_id: str) -> AgentError:
 
 
 async def settled_answer(
-    store: ConversationStore, ticket: Ticket, message: str | None
+    store: ConversationStore, ticket: RequestInfo, message: str | None
 ) -> TurnResult:
     """The stored answer of the ticket's request, or its outcome raised.
 
@@ -46,12 +46,14 @@ async def settled_answer(
         )
     if ticket.state == "cancelled":
         raise RequestCancelled(f"request {ticket.request_id} was cancelled")
+    if ticket.state == "failed" and ticket.error is not None:
+        raise ticket.error.copy()  # with its code, reason and retry hint
     if ticket.state == "failed":
         raise AgentError(
             f"request {ticket.request_id} failed; send the message again with a new request_id",
             code=Code.ABORTED,
         )
-    if ticket.provider == COMMANDS or ticket.conversation_id is None:
+    if ticket.provider in (COMMANDS, "") or ticket.conversation_id is None:
         raise AgentError(
             f"the answer to command request {ticket.request_id} is no longer kept",
             code=Code.ABORTED,
@@ -65,7 +67,7 @@ async def settled_answer(
     return rebuild(ticket, rows)
 
 
-async def _rows(store: ConversationStore, ticket: Ticket) -> list[StoredMessage]:
+async def _rows(store: ConversationStore, ticket: RequestInfo) -> list[StoredMessage]:
     if ticket.conversation_id is None:
         return []
     try:
@@ -75,7 +77,7 @@ async def _rows(store: ConversationStore, ticket: Ticket) -> list[StoredMessage]
     return [m for m in messages if m.request_id == ticket.request_id]
 
 
-def rebuild(ticket: Ticket, rows: list[StoredMessage]) -> TurnResult:
+def rebuild(ticket: RequestInfo, rows: list[StoredMessage]) -> TurnResult:
     """The TurnResult of a stored turn (the stop reason is not stored: empty)."""
     text: list[str] = []
     calls: dict[str, ToolUseBlock] = {}

@@ -1,16 +1,19 @@
-"""Chat turns as re-attachable streams: the disconnect policy, re-attach and idempotent retries.
+"""Chat turns as re-attachable streams: one owner task per turn, readers that never block it.
 
 Every chat request gets a run (``service.streams.run``) under its user and
 request id before it reaches the chat service, so a second request with the
 same id finds it and attaches instead of starting another model call.
 
-- ``cancel`` (the default): the turn runs in the caller's task, exactly as
-  without runs; the caller going away cancels it. Its events still go to the
-  run, so retries and watchers can follow it while it lasts.
-- ``continue``: the turn runs in a task owned by this object; callers only
-  follow the run, and their going away leaves the turn running. A request
-  still waiting for a slot when its last follower has been gone for
-  ``resume_window_s`` is cancelled, so abandoned requests do not hold the queue.
+The turn always runs in a task of its own and only publishes into its run;
+each caller reads the run at its own pace and is the one writer of its own
+call. A reader that falls too far behind is cut (``StreamOverrun``); no
+reader can hold the turn, and so its provider slot, back.
+
+- ``cancel`` (the default): when the last reader goes away (the client left,
+  or it was cut) the turn is cancelled, in whatever phase it is.
+- ``continue``: the turn goes on without readers. A request still waiting
+  for a slot when its last reader has been gone for ``resume_window_s`` is
+  cancelled, so abandoned requests do not hold the queue.
 
 A request id that is still known to the scheduler but whose run has expired
 is answered from the store (``service.streams.stored``).
@@ -19,13 +22,11 @@ is answered from the store (``service.streams.stored``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
-from service.chat import ChatService
+from service.chat import AdmittedTurn, ChatService
 from service.config import StreamSection
 from service.errors import AgentError, Code, NotFound, RequestCancelled
 from service.events import ChatEvent, TurnInput, TurnResult
@@ -41,12 +42,8 @@ Write = Callable[[int, ChatEvent], Awaitable[None]]
 """Receives (seq, event); seq 0 marks a done rebuilt from the store."""
 
 
-async def _ignore(_seq: int, _event: ChatEvent) -> None:
-    """A ``Write`` for callers that want only the result."""
-
-
 class StreamingTurns:
-    """Runs, re-attaches and retries chat turns; the owner of every turn run."""
+    """Runs, re-attaches and retries chat turns; the owner of every turn run and its task."""
 
     def __init__(
         self,
@@ -68,7 +65,7 @@ class StreamingTurns:
             max_bytes=settings.buffer_max_bytes,
             clock=clock,
         )
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[TurnRun, asyncio.Task[None]] = {}
         self._abandon_timers: dict[TurnRun, asyncio.TimerHandle] = {}
 
     # --- entry points ---------------------------------------------------------
@@ -76,35 +73,25 @@ class StreamingTurns:
     async def stream(self, turn: TurnInput, policy: Policy | None, write: Write) -> None:
         """Run the turn (or attach to the one with its id): every event to ``write``.
 
-        The last write is the TurnResult; a failure is raised instead.
+        The last write is the TurnResult; a failure is raised instead. ``write``
+        is the only writer of the caller's stream.
         """
         claimed = await self._claim(turn, policy or self._default)
         if isinstance(claimed, TurnResult):
             await write(0, claimed)
             return
-        run, turn, fresh = claimed
-        if fresh and run.policy == "cancel":
-            await self._run_here(run, turn, write)
-            return
-        if fresh:
-            self._spawn(run, turn)
-        await self.follow(run, 0, write)
+        await self.follow(claimed, 0, write)
 
     async def answer(self, turn: TurnInput, policy: Policy | None) -> TurnResult:
         """Run the turn (or attach to the one with its id) and return its answer."""
         claimed = await self._claim(turn, policy or self._default)
         if isinstance(claimed, TurnResult):
             return claimed
-        run, turn, fresh = claimed
-        if fresh and run.policy == "cancel":
-            return await self._run_here(run, turn, _ignore)
-        if fresh:
-            self._spawn(run, turn)
-        self._attach(run)
+        self._attach(claimed)
         try:
-            return await run.wait_ended()
+            return await claimed.wait_ended()
         finally:
-            self._detach(run)
+            self._detach(claimed)
 
     async def watch(
         self,
@@ -123,71 +110,61 @@ class StreamingTurns:
             await found()
             await self.follow(run, after, write)
             return
-        ticket = self._scheduler.find(request_id, user_id)
-        if ticket is None:
+        info = await self._scheduler.find(request_id, user_id)
+        if info is None:
             raise NotFound(f"no request with id {request_id!r}")
         await found()
-        await write(0, await settled_answer(self._store, ticket, None))
+        await write(0, await settled_answer(self._store, info, None))
 
     async def close(self) -> None:
-        """Stop the turns still running in tasks of their own (at shutdown, after the drain)."""
+        """Stop the turns still running (at shutdown, after the drain)."""
         for timer in self._abandon_timers.values():
             timer.cancel()
         self._abandon_timers.clear()
-        tasks = list(self._tasks)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- claiming an id -------------------------------------------------------
 
-    async def _claim(
-        self, turn: TurnInput, policy: Policy
-    ) -> tuple[TurnRun, TurnInput, bool] | TurnResult:
-        """The run for this request (new: fresh=True), or the stored answer of an old one."""
-        if turn.request_id:
-            run = self.runs.get(turn.user_id, turn.request_id)
-            if run is not None:
-                if run.message != turn.message:
-                    raise conflict(turn.request_id)
-                return run, turn, False
-            ticket = self._scheduler.find(turn.request_id, turn.user_id)
-            if ticket is not None:
-                return await settled_answer(self._store, ticket, turn.message)
-        else:
-            turn = dataclasses.replace(turn, request_id=uuid.uuid4().hex)
-        # Nothing awaited since the look-up: a concurrent retry finds this run.
+    async def _claim(self, turn: TurnInput, policy: Policy) -> TurnRun | TurnResult:
+        """The run of this request (started now if new), or the stored answer of an old one."""
+        if not turn.request_id:
+            raise ValueError("a turn's request_id is minted at the edge")  # a wiring bug
+        run = self.runs.get(turn.user_id, turn.request_id)
+        if run is None:
+            info = await self._scheduler.find(turn.request_id, turn.user_id)
+            if info is not None:
+                return await settled_answer(self._store, info, turn.message)
+            run = self.runs.get(turn.user_id, turn.request_id)  # a concurrent retry's
+        if run is not None:
+            if run.message != turn.message:
+                raise conflict(turn.request_id)
+            return run
+        # Nothing awaited since the last look-up: a concurrent retry finds this run.
         run = self.runs.open(turn.user_id, turn.request_id, turn.message, policy)
-        return run, turn, True
+        try:
+            admitted = await self._chat.admit(turn)
+        except BaseException as exc:
+            # Refused before it was accepted (validation, limits, caps, unknown
+            # conversation): the id was never taken, so a corrected request may use it.
+            self._failed(run, exc)
+            self.runs.forget(run)
+            raise
+        task = asyncio.create_task(self._drive(run, admitted), name=f"run-{run.request_id}")
+        self._tasks[run] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run, None))
+        return run
 
     # --- running ----------------------------------------------------------------
 
-    async def _run_here(self, run: TurnRun, turn: TurnInput, write: Write) -> TurnResult:
-        """The ``cancel`` policy: the turn runs in the caller's task, as it always did."""
-
-        async def send(event: ChatEvent) -> None:
-            await write(run.publish(event), event)
-
+    async def _drive(self, run: TurnRun, admitted: AdmittedTurn) -> None:
         try:
-            result = await self._chat.run_turn(turn, send)
-        except BaseException as exc:
+            result = await self._chat.run(admitted, run.send)
+        except BaseException as exc:  # the readers get it; nobody awaits this task
             self._failed(run, exc)
-            raise
-        await write(run.finish(result), result)
-        return result
-
-    def _spawn(self, run: TurnRun, turn: TurnInput) -> None:
-        """The ``continue`` policy: the turn runs in a task of the service's own."""
-        task = asyncio.create_task(self._drive(run, turn), name=f"run-{run.request_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _drive(self, run: TurnRun, turn: TurnInput) -> None:
-        try:
-            result = await self._chat.run_turn(turn, run.send)
-        except BaseException as exc:  # the followers get it; nobody awaits this task
-            self._failed(run, exc)
-            if not isinstance(exc, Exception):
+            if not isinstance(exc, Exception | asyncio.CancelledError):
                 raise
             return
         run.finish(result)
@@ -203,20 +180,26 @@ class StreamingTurns:
                 "internal error in the agent service; see its log", code=Code.INTERNAL
             )
         run.fail(error)
-        if run.last_seq == 0:
-            # Refused before it was accepted (validation, caps, unknown conversation): the
-            # id was never taken, so a corrected request may use it.
-            self.runs.forget(run)
 
     # --- following ----------------------------------------------------------------
 
     async def follow(self, run: TurnRun, after: int, write: Write) -> None:
-        """Every event of ``run`` after ``after`` to ``write``, live, up to its end."""
+        """Every event of ``run`` after ``after`` to ``write``, live, up to its end.
+
+        Raises the run's StreamOverrun if this reader fell too far behind.
+        """
         self._attach(run)
+        follower = run.add_follower(after)
         try:
-            async for seq, event in run.follow(after):
+            async for seq, event in run.follow(after, follower):
                 await write(seq, event)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if follower.cut and task is not None and task.uncancel() == 0:
+                raise run.overrun() from None
+            raise
         finally:
+            run.remove_follower(follower)
             self._detach(run)
 
     def _attach(self, run: TurnRun) -> None:
@@ -227,20 +210,36 @@ class StreamingTurns:
 
     def _detach(self, run: TurnRun) -> None:
         run.watchers -= 1
-        if run.watchers == 0 and run.policy == "continue" and not run.ended:
-            loop = asyncio.get_running_loop()
-            self._abandon_timers[run] = loop.call_later(self._window_s, self._abandon, run)
+        if run.watchers or run.ended:
+            return
+        if run.policy == "cancel":
+            # Its last reader has gone: nobody will see the answer, so stop the turn.
+            task = self._tasks.get(run)
+            if task is not None:
+                task.cancel()
+            return
+        loop = asyncio.get_running_loop()
+        self._abandon_timers[run] = loop.call_later(self._window_s, self._abandon, run)
 
     def _abandon(self, run: TurnRun) -> None:
         """Nobody came back for a waiting request: cancel it so it leaves the queue."""
         self._abandon_timers.pop(run, None)
         if run.watchers or run.ended:
             return
-        ticket = self._scheduler.find(run.request_id, run.user_id)
-        if ticket is not None and ticket.state == "queued":
+        task = asyncio.ensure_future(self._abandon_if_waiting(run))
+        task.add_done_callback(_log_failure)
+
+    async def _abandon_if_waiting(self, run: TurnRun) -> None:
+        info = await self._scheduler.find(run.request_id, run.user_id)
+        if info is not None and info.state == "queued" and not run.watchers:
             log.info(
                 "request %s: client gone for %.0f s while waiting; cancelled",
                 run.request_id,
                 self._window_s,
             )
-            self._scheduler.cancel(run.request_id, run.user_id)
+            await self._scheduler.cancel(run.request_id, run.user_id)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("abandoning a request failed", exc_info=task.exception())
