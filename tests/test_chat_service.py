@@ -22,6 +22,7 @@ from service.profiles import ProfileDirectory
 from service.providers.base import TextDelta
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
@@ -41,7 +42,7 @@ async def parts(
         providers={"ollama": bridge},
         default_provider="ollama",
         store=store,
-        scheduler=scheduler,
+        scheduler=MemoryScheduler(scheduler),
         profiles=ProfileDirectory(None),
         agent=AgentLoop(default_registry(), max_rounds=2),
     )

@@ -27,6 +27,7 @@ from service.providers.anthropic import AnthropicBridge
 from service.providers.base import Provider
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
 from service.store import open_store
 from service.tools import default_registry
 from tests.fakes.anthropic import FakeAnthropic
@@ -74,7 +75,7 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             providers={vendor: bridge},
             default_provider=vendor,
             store=store,
-            scheduler=Scheduler(slots={vendor: 1}),
+            scheduler=MemoryScheduler(Scheduler(slots={vendor: 1})),
             profiles=ProfileDirectory(None),
             agent=AgentLoop(default_registry(), max_rounds=1),
         )
@@ -92,10 +93,10 @@ async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig:
         events.append(event)
 
     with pytest.raises(AgentError):
-        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST), record)
+        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST, request_id="h1"), record)
     started = events[0]
     assert isinstance(started, Started)
-    turn = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
+    turn = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h3")
     await rig.chat.run_turn(turn)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
 
@@ -110,7 +111,7 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
         seen.append(event)
 
     async def first_turn() -> None:
-        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST), record)
+        await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST, request_id="h2"), record)
 
     task = asyncio.create_task(first_turn())
     assert await rig.fake.wait_for_in_flight(1)  # the model is working on it, no output yet
@@ -119,6 +120,6 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
     await rig.chat.wait_persisted()
     started = seen[0]
     assert isinstance(started, Started)
-    again = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id)
+    again = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h4")
     await rig.chat.run_turn(again)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"

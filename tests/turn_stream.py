@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import uuid
 
 from service.chat import ChatService
 from service.events import ChatEvent, TurnInput
@@ -22,7 +24,8 @@ class TurnStream:
 
     def __init__(self, chat: ChatService, turn: TurnInput) -> None:
         self._chat = chat
-        self._turn = turn
+        # The RPC edge mints a request id for every turn; tests that do not care get one here.
+        self._turn = turn if turn.request_id else dataclasses.replace(turn, request_id=uuid.uuid4().hex)
         self._events: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
         self._task: asyncio.Task[None] | None = None
 

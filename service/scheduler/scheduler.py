@@ -322,6 +322,7 @@ class Scheduler:
         lane = self._lanes[ticket.provider]
         lane.queue.remove(ticket)
         self._caps.leave(ticket.user_id)
+        ticket.closed = True
         _bump(self._active_by_user, ticket.user_id, -1)
         ticket._end(outcome, now, self._wall_clock(), error)
         self._registry.ended(ticket, now)

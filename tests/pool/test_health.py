@@ -6,6 +6,7 @@ from service.errors import ProviderError, UpstreamLost
 from service.pool import HealthMonitor
 from service.providers.base import HostInventory
 from service.scheduler import Host, Scheduler
+from service.scheduler.memory import MemoryScheduler
 
 
 class ScriptedProbe:
@@ -29,7 +30,7 @@ def setup(unhealthy_after: int = 2) -> tuple[Scheduler, ScriptedProbe, HealthMon
     )
     probe = ScriptedProbe()
     monitor = HealthMonitor(
-        scheduler,
+        MemoryScheduler(scheduler),
         provider="ollama",
         probe=probe,
         interval_s=5.0,

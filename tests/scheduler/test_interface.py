@@ -1,29 +1,41 @@
-"""The in-process scheduler provides the whole narrow interface its callers use.
+"""Every adapter of the scheduler port offers each operation with the port's parameters.
 
-mypy checks the structural fit where the service hands a ``Scheduler`` to
-code typed with ``RequestScheduler`` (service/server.py); this test checks
-that every operation of the interface exists with the same parameters, so an
-operation added to one side only is caught here too.
+mypy checks the structural fit where the service hands an adapter to code
+typed with ``RequestScheduler`` (service/server.py); this test also catches an
+operation added to one side only, and a sync method where the port is async.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from service.scheduler import Scheduler
+import pytest
+
 from service.scheduler.interface import RequestScheduler
+from service.scheduler.memory import MemoryScheduler
+
+ADAPTERS: list[type] = [MemoryScheduler]
 
 
-def test_the_scheduler_has_every_operation_with_the_same_parameters() -> None:
-    ops = [
+def _ops() -> list[str]:
+    return [
         name
         for name, member in vars(RequestScheduler).items()
         if callable(member) and not name.startswith("_")
     ]
-    assert len(ops) >= 14
-    for name in ops:
-        wanted = inspect.signature(getattr(RequestScheduler, name)).parameters
-        have = inspect.signature(getattr(Scheduler, name)).parameters
-        assert [(p.name, p.kind, p.default) for p in have.values()] == [
-            (p.name, p.kind, p.default) for p in wanted.values()
+
+
+def test_the_port_names_its_operations() -> None:
+    assert {"submit", "acquire", "release", "finish", "cancel", "status", "stats"} <= set(_ops())
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.__name__)
+def test_each_adapter_has_every_operation_with_the_same_parameters_and_kind(adapter: type) -> None:
+    for name in _ops():
+        wanted = getattr(RequestScheduler, name)
+        have = getattr(adapter, name)
+        assert [(p.name, p.kind, p.default) for p in inspect.signature(have).parameters.values()] == [
+            (p.name, p.kind, p.default) for p in inspect.signature(wanted).parameters.values()
         ], name
+        assert inspect.iscoroutinefunction(have) == inspect.iscoroutinefunction(wanted), name
+        assert inspect.isasyncgenfunction(have) == (name == "positions"), name

@@ -16,6 +16,7 @@ from service.profiles import ProfileDirectory
 from service.providers.base import TextDelta
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.streams import StreamingTurns
 from service.tools import default_registry
@@ -31,16 +32,17 @@ async def parts(
 ) -> AsyncIterator[tuple[StreamingTurns, Scheduler]]:
     bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
     scheduler = Scheduler(slots={"ollama": 1})
+    port = MemoryScheduler(scheduler)
     chat = ChatService(
         Settings(),
         providers={"ollama": bridge},
         default_provider="ollama",
         store=store,
-        scheduler=scheduler,
+        scheduler=port,
         profiles=ProfileDirectory(None),
         agent=AgentLoop(default_registry(), max_rounds=2),
     )
-    streams = StreamingTurns(chat, scheduler, store, StreamSection(resume_window_s=WINDOW_S))
+    streams = StreamingTurns(chat, port, store, StreamSection(resume_window_s=WINDOW_S))
     yield streams, scheduler
     await streams.close()
     await bridge.aclose()
