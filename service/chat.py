@@ -33,6 +33,7 @@ from service.errors import (
     AgentError,
     DeadlineExceeded,
     InvalidRequest,
+    NotFound,
     RequestCancelled,
     ServiceUnavailable,
 )
@@ -67,7 +68,8 @@ class AdmittedTurn:
     admission: Admission
     model: str
     conversation_id: str | None  # None: a command outside any conversation
-    fresh: bool  # this turn creates its conversation (stored with its first messages)
+    fresh: bool  # a new conversation: no history to read
+    create: bool = False  # the turn's store write creates the conversation if it is missing
 
     @property
     def request_id(self) -> str:
@@ -137,7 +139,7 @@ class ChatService:
         provider = self._provider_for(turn)
         model = turn.model or provider.model
         try:
-            conversation_id, fresh = await self._conversation_for(turn)
+            conversation_id, fresh, create = await self._conversation_for(turn)
             admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
             admission = await self._scheduler.submit(
                 RequestSpec(
@@ -153,7 +155,7 @@ class ChatService:
         except AgentError as exc:
             self._metrics.refused(provider.name, exc)
             raise
-        return AdmittedTurn(turn, admission, model, conversation_id, fresh)
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create)
 
     async def run(self, admitted: AdmittedTurn, send: Send = discard) -> TurnResult:
         """Carry out an admitted turn; its events go to ``send``, errors are raised."""
@@ -234,19 +236,45 @@ class ChatService:
             )
         return provider
 
-    async def _conversation_for(self, turn: TurnInput) -> tuple[str, bool]:
-        """The id of the conversation the turn continues, and whether the turn creates it.
+    async def _conversation_for(self, turn: TurnInput) -> tuple[str, bool, bool]:
+        """The conversation the turn continues: its id, whether it has no history, and
+        whether the turn's store write must create it.
 
-        Reads only: a new conversation is created with the turn's first messages.
+        Reads only: a new conversation is created with its first turn's messages. Until
+        then it exists as the conversation of that turn in the scheduler, so a turn sent
+        meanwhile (by id, or as the user's current conversation) joins it.
         """
         if turn.conversation_id:
-            found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
-            return found.id, False
+            try:
+                found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            except NotFound:
+                if turn.conversation_id not in await self._unstored(turn.user_id):
+                    raise
+                return turn.conversation_id, False, True
+            return found.id, False, False
         if not turn.new_conversation:
+            unstored = await self._unstored(turn.user_id)
+            if unstored:
+                return unstored[-1], False, True  # the newest one is the current one
             current = await self._store.current_conversation(turn.user_id)
             if current is not None:
-                return current.id, False
-        return new_conversation_id(), True
+                return current.id, False, False
+        return new_conversation_id(), True, True
+
+    async def _unstored(self, user_id: str) -> list[str]:
+        """Conversations of the user's active turns not in the store yet, oldest first."""
+        active = await self._scheduler.requests(user_id)
+        ids: dict[str, float] = {}
+        for info in active:
+            if info.conversation_id and info.conversation_id not in ids:
+                ids[info.conversation_id] = info.enqueued_at or 0.0
+        out = []
+        for conversation_id, _ in sorted(ids.items(), key=lambda item: item[1]):
+            try:
+                await self._store.get_conversation(user_id, conversation_id)
+            except NotFound:
+                out.append(conversation_id)
+        return out
 
     async def _admit_command(self, turn: TurnInput) -> AdmittedTurn:
         conversation_id: str | None = None
@@ -265,7 +293,7 @@ class ChatService:
                 conversation_id=conversation_id,
             )
         )
-        return AdmittedTurn(turn, admission, "", conversation_id, False)
+        return AdmittedTurn(turn, admission, "", conversation_id, False, False)
 
     async def _command(self, admitted: AdmittedTurn, send: Send) -> TurnResult:
         """Answer a slash command once the earlier turns of its conversation are done."""
@@ -465,7 +493,7 @@ class ChatService:
         ]
         task = asyncio.create_task(
             self._store.append_messages(
-                admitted.turn.user_id, admitted.conversation_id, rows, create=admitted.fresh
+                admitted.turn.user_id, admitted.conversation_id, rows, create=admitted.create
             )
         )
         self._persisting.add(task)

@@ -541,6 +541,8 @@ class Scheduler:
         """
         now = self._clock()
         found: list[RequestInfo] = []
+        if user_id is not None and user_id not in self._active_by_user:
+            return found  # the common case on every turn: nothing of this user's is active
         for lane in self._lanes.values():
             running = sorted(lane.running, key=lambda t: t.seq)
             waiting = sorted(lane.queue, key=lambda t: lane.queue.position(t, now))
