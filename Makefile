@@ -35,7 +35,7 @@ proto-bundle: $(VENV_STAMP)
 	$(PY) scripts/generate.py --bundle $(PROTO_BUNDLE)
 
 lint: setup
-	$(VENV)/bin/ruff check service gateway tests scripts
+	$(VENV)/bin/ruff check agentconf service gateway tests scripts
 	$(VENV)/bin/mypy
 	$(PY) scripts/generate.py --check
 	$(BUF) lint
