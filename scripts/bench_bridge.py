@@ -45,7 +45,7 @@ async def one_round(bridge: OllamaBridge, calls: int, concurrency: int) -> float
 
 
 async def run(url: str, calls: int, rounds: int, concurrency: int) -> None:
-    bridge = OllamaBridge(url=url, model="llama3.2", max_connections=max(8, concurrency))
+    bridge = OllamaBridge(url=url, model="llama3.2", max_connections=max(8, concurrency + 4))
     try:
         await one_round(bridge, min(calls, 200), concurrency)  # warm: connections, caches
         results = []
