@@ -11,8 +11,8 @@ import tempfile
 import uvicorn
 import yaml
 
+from agentconf.files import ConfigError
 from gateway.config import load_gateway_settings
-from gateway.config_file import ConfigError
 from gateway.http_protocol import PROTOCOL_PATH
 from gateway.logs import log_config
 

@@ -29,6 +29,7 @@ from service.agent import AgentLoop, Transcript, TurnStatus
 from service.commands import Commands
 from service.config import Settings
 from service.content import Message, TextBlock, Usage
+from service.context import note_request_id
 from service.errors import (
     AgentError,
     DeadlineExceeded,
@@ -45,7 +46,6 @@ from service.pool import HostPool
 from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
-from service.rpc.calls import note_request_id
 from service.scheduler import Outcome, check_request
 from service.scheduler.interface import NO_SLOT, Admission, Grant, RequestScheduler, RequestSpec
 from service.store.base import ConversationStore, NewMessage

@@ -5,7 +5,7 @@ the handler:
 
 - the bearer token is checked (UNAUTHENTICATED otherwise), and the call's
   method, caller and request id (``x-request-id``) are set in the contextvar
-  of ``service.rpc.calls``; handlers only resolve which user a trusted caller
+  of ``service.context``; handlers only resolve which user a trusted caller
   acts as;
 - a server span continues the caller's trace (``traceparent``), when tracing is on;
 - the call is counted and timed (``agent_grpc_server_*``) and gets one access
@@ -27,9 +27,9 @@ from typing import Any, cast
 import grpc
 
 from service.auth import Authenticator, Principal
+from service.context import Call, enter_call, find_call, request_id_from
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
-from service.rpc.calls import Call, enter_call, find_call, request_id_from
 from service.rpc.errors import Context, abort
 
 _AUTHORIZATION = "authorization"

@@ -9,12 +9,12 @@ from agent.v1 import agent_pb2_grpc
 
 from service.auth import Authenticator, Principal
 from service.chat import ChatService
+from service.context import current_call
 from service.errors import InvalidRequest
 from service.events import TurnInput
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.rpc import convert, streaming
-from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
 from service.scheduler.interface import RequestScheduler
 from service.status import ProviderProbes
