@@ -95,9 +95,7 @@ class Authenticator:
             self._install(load_users(users_file))
         else:
             self._install(parse_users(dict(user_tokens or {}), "user_tokens"))
-        self.open = (
-            self._shared is None and not self._users and users_file is None and jwt is None
-        )
+        self.open = self._shared is None and not self._users and users_file is None and jwt is None
         if self.open:
             log.warning(
                 "NO AUTH TOKEN CONFIGURED: the service is OPEN, any caller may act as any user. "

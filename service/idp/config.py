@@ -8,10 +8,13 @@ whatever the file or environment says.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import NoDecode
 
 # Every JWS algorithm whose verification key is public (RFC 7518, RFC 8037).
 ASYMMETRIC_ALGORITHMS = (
@@ -46,18 +49,22 @@ class JwtSection(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     issuer: str = ""
-    audience: list[str] = Field(default_factory=list)
+    # NoDecode: the environment may give one plain value (AGENT_AUTH__JWT__AUDIENCE=my-app),
+    # which is not JSON; the validators below accept that, a JSON list, or a comma list.
+    audience: Annotated[list[str], NoDecode] = Field(default_factory=list)
     jwks_url: str = ""
     jwks_file: Path | None = None
-    algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
+    algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ALGORITHMS)
+    )
     leeway_s: float = Field(30.0, ge=0, le=600)
     user_claim: str = Field("sub", min_length=1)
     tier_claim: str = ""
     admin_claim: str = ""
-    admin_values: list[str] = Field(default_factory=list)
+    admin_values: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # An unknown kid re-fetches the key set at most this often (a flood of made-up kids
     # must not become a flood of fetches); the set is also re-fetched when older than max_age_s.
-    min_refresh_interval_s: float = Field(60.0, gt=0)
+    min_refresh_interval_s: float = Field(30.0, gt=0)
     max_age_s: float = Field(3600.0, gt=0)
     fetch_timeout_s: float = Field(5.0, gt=0, le=60)
     # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB).
@@ -70,12 +77,18 @@ class JwtSection(BaseModel):
     @field_validator("audience", "admin_values", mode="before")
     @classmethod
     def _one_or_many(cls, value: object) -> object:
-        return [value] if isinstance(value, str) else value
+        if isinstance(value, str):
+            # One value; a JSON list from the environment. No comma splitting: an
+            # audience is often a URL, and a group name may hold a comma.
+            return json.loads(value) if value.lstrip().startswith("[") else [value]
+        return value
 
     @field_validator("algorithms", mode="before")
     @classmethod
     def _algorithm_list(cls, value: object) -> object:
-        if isinstance(value, str):  # AGENT_AUTH__JWT__ALGORITHMS=RS256,ES256
+        if isinstance(value, str):  # RS256,ES256 or ["RS256", "ES256"]
+            if value.lstrip().startswith("["):
+                return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 

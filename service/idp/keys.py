@@ -177,4 +177,3 @@ class KeySet:
     async def aclose(self) -> None:
         if self._owns_client:
             await self._client.aclose()
-

@@ -110,9 +110,7 @@ class JwtVerifier:
         algorithm = header.get("alg")
         if algorithm not in self._allowed:
             shown = repr(algorithm)[:24]
-            raise invalid(
-                f"algorithm {shown} is not allowed (allowed: {', '.join(self._allowed)})"
-            )
+            raise invalid(f"algorithm {shown} is not allowed (allowed: {', '.join(self._allowed)})")
         kid = header.get("kid", "")
         if not isinstance(kid, str):
             raise invalid("the kid header is not a string")
