@@ -67,8 +67,9 @@ class JwtSection(BaseModel):
     min_refresh_interval_s: float = Field(30.0, gt=0)
     max_age_s: float = Field(3600.0, gt=0)
     fetch_timeout_s: float = Field(5.0, gt=0, le=60)
-    # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB).
-    max_token_bytes: int = Field(16384, ge=1024, le=65536)
+    # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB);
+    # gRPC itself refuses metadata past 8 KiB, so a larger limit could never be reached.
+    max_token_bytes: int = Field(8192, ge=1024, le=8192)
 
     @property
     def enabled(self) -> bool:

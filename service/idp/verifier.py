@@ -150,7 +150,11 @@ class JwtVerifier:
                 f"({self._keys.last_error or 'no answer yet'})",
                 retry_after_s=self._section.min_refresh_interval_s,
             )
-        raise invalid("unknown signing key (kid), also after refreshing the issuer's key set")
+        every = self._section.min_refresh_interval_s
+        raise invalid(
+            "unknown signing key (kid): the issuer's key set has no such key "
+            f"(it is re-fetched for an unknown kid at most every {every:g} s)"
+        )
 
     def _identity(self, claims: Mapping[str, Any]) -> JwtIdentity:
         name = self._section.user_claim
