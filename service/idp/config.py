@@ -67,6 +67,9 @@ class JwtSection(BaseModel):
     min_refresh_interval_s: float = Field(30.0, gt=0)
     max_age_s: float = Field(3600.0, gt=0)
     fetch_timeout_s: float = Field(5.0, gt=0, le=60)
+    # A verified token is remembered this long (never past its exp): an app's next
+    # requests with the same token skip the signature check. 0 turns this off.
+    cache_ttl_s: float = Field(60.0, ge=0, le=600)
     # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB);
     # gRPC itself refuses metadata past 8 KiB, so a larger limit could never be reached.
     max_token_bytes: int = Field(8192, ge=1024, le=8192)

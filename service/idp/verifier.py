@@ -9,8 +9,13 @@ itself never appears in a message or a log line.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
-from collections.abc import Collection, Mapping
+import re
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +23,16 @@ import jwt
 from jwt import exceptions as jwt_errors
 
 from service.errors import InvalidRequest, Reason, ServiceUnavailable, Unauthenticated
+from service.idp.cache import VerifiedTokens
 from service.idp.config import JwtSection
 from service.idp.keys import KeySet
 from service.profiles import validate_user_id
 
 log = logging.getLogger(__name__)
+
+# A compact JWS: header.payload.signature, base64url without padding. Checked with one
+# C-level match; PyJWT's own per-character check runs only in the one strict parse.
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +63,13 @@ class JwtVerifier:
         keys: KeySet,
         *,
         known_tiers: Collection[str] | None = None,
+        cache_size: int = 10_000,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        self._verified: VerifiedTokens[JwtIdentity] = VerifiedTokens(
+            size=cache_size, ttl_s=section.cache_ttl_s, wall_clock=wall_clock
+        )
+        self.full_verifications = 0  # tokens verified in full (not from the cache)
         self._section = section
         self._keys = keys
         self._allowed = tuple(section.algorithms)
@@ -103,10 +119,11 @@ class JwtVerifier:
         limit = self._section.max_token_bytes
         if len(token) > limit:
             raise invalid(f"the token is {len(token)} bytes long, more than the {limit} allowed")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt_errors.PyJWTError:
-            raise invalid("malformed token (its header is not base64url JSON)") from None
+        digest = self._verified.digest(token)
+        known = self._verified.get(digest)
+        if known is not None:
+            return known
+        header = _header(token)
         algorithm = header.get("alg")
         if algorithm not in self._allowed:
             shown = repr(algorithm)[:24]
@@ -129,7 +146,11 @@ class JwtVerifier:
             )
         except jwt_errors.PyJWTError as exc:
             raise invalid(_reason(exc, self._section.leeway_s)) from None
-        return self._identity(claims)
+        identity = self._identity(claims)
+        self.full_verifications += 1
+        # exp is present and numeric: PyJWT required and checked it.
+        self._verified.put(digest, identity, float(claims["exp"]) + self._section.leeway_s)
+        return identity
 
     async def _key(self, kid: str, algorithm: str) -> jwt.PyJWK:
         for attempt in (1, 2):
@@ -189,6 +210,20 @@ class JwtVerifier:
             return value is True  # a boolean claim such as "is_admin": true
         values = value if isinstance(value, list) else [value]
         return any(isinstance(v, str) and v in wanted for v in values)
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The JOSE header, read to pick the key; PyJWT parses the whole token again strictly."""
+    if not _COMPACT.fullmatch(token):
+        raise invalid("malformed token (not three base64url parts)")
+    head = token[: token.index(".")]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    except (ValueError, binascii.Error):
+        raise invalid("malformed token (its header is not base64url JSON)") from None
+    if not isinstance(header, dict):
+        raise invalid("malformed token (its header is not a JSON object)")
+    return header
 
 
 def claim(claims: Mapping[str, Any], name: str) -> Any:

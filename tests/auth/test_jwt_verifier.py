@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,10 @@ INTERVAL_S = 30.0
 
 
 class Clock:
-    """Monotonic seconds that move only when a test says so."""
+    """Seconds that move only when a test says so (monotonic, or wall-clock from ``start``)."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
 
     def __call__(self) -> float:
         return self.now
@@ -41,6 +42,8 @@ class Setup:
     clock: Clock
     auth: Authenticator
     keys: KeySet
+    verifier: JwtVerifier
+    wall: Clock
 
     async def identify(self, token: str) -> Principal:
         return await self.auth.identify(f"Bearer {token}")
@@ -55,11 +58,12 @@ async def make(issuer: FakeIssuer, *, start: bool = True, **extra: Any) -> Setup
         max_age_s=section.max_age_s,
         clock=clock,
     )
-    verifier = JwtVerifier(section, keys, known_tiers={"free", "pro"})
+    wall = Clock(time.time())
+    verifier = JwtVerifier(section, keys, known_tiers={"free", "pro"}, wall_clock=wall)
     auth = Authenticator(jwt=verifier, shared_token="shared-secret")
     if start:
         await auth.start()
-    return Setup(issuer, clock, auth, keys)
+    return Setup(issuer, clock, auth, keys, verifier, wall)
 
 
 @pytest.fixture
@@ -201,3 +205,31 @@ async def test_opaque_tokens_still_work_beside_jwts(setup: Setup) -> None:
     with pytest.raises(Unauthenticated) as caught:
         await setup.auth.identify(None)
     assert caught.value.reason is None  # no token presented: the bare challenge
+
+
+async def test_a_repeated_token_is_verified_once_and_kept_only_briefly(setup: Setup) -> None:
+    token = setup.issuer.token("alice", lifetime_s=300)
+    for _ in range(5):
+        assert (await setup.identify(token)).user_id == "alice"
+    assert setup.verifier.full_verifications == 1
+    setup.wall.now += 60  # the cache's 60 s are over: verified in full again
+    await setup.identify(token)
+    assert setup.verifier.full_verifications == 2
+    # A token that expires sooner is kept only until its exp plus the leeway (30 s).
+    setup.wall.now = time.time()
+    short = setup.issuer.token("bob", lifetime_s=10)  # exp: the whole second + 10
+    await setup.identify(short)
+    setup.wall.now += 39
+    await setup.identify(short)
+    assert setup.verifier.full_verifications == 3
+    setup.wall.now += 2
+    await setup.identify(short)
+    assert setup.verifier.full_verifications == 4
+
+
+async def test_a_refused_token_is_never_cached(setup: Setup) -> None:
+    token = setup.issuer.token("alice", aud="another-api")
+    for _ in range(2):
+        with pytest.raises(Unauthenticated, match="wrong audience"):
+            await setup.identify(token)
+    assert setup.verifier.full_verifications == 0
