@@ -12,6 +12,7 @@ already held: an identity provider that is down does not lock users out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -83,7 +84,7 @@ class KeySet:
         self._parsed: dict[tuple[str, str], PyJWK] = {}
         self._fetched_at: float | None = None  # last success
         self._attempted_at: float | None = None  # last attempt, successful or not
-        self._in_flight: asyncio.Future[None] | None = None
+        self._in_flight: asyncio.Task[None] | None = None
         self.fetches = 0  # attempts, for the log and tests
         self.last_error = ""
 
@@ -125,22 +126,21 @@ class KeySet:
     async def refresh(self) -> bool:
         """Fetch the set unless one was tried within the interval; True if a fetch ran now.
 
-        Concurrent callers share the fetch in flight. Failures are logged and
-        kept in ``last_error``; the keys held stay in use.
+        Concurrent callers share the fetch in flight; it runs as its own task, so
+        a caller that is cancelled (its client went away) does not cancel it for
+        the others. Failures are logged and kept in ``last_error``; the keys held
+        stay in use.
         """
-        if self._in_flight is not None:
-            await asyncio.shield(self._in_flight)
+        flight = self._in_flight
+        if flight is not None and not flight.done():
+            await asyncio.shield(flight)
             return False
         now = self._clock()
         if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
             return False
         self._attempted_at = now
-        self._in_flight = asyncio.get_running_loop().create_future()
-        try:
-            await self._fetch()
-        finally:
-            self._in_flight.set_result(None)
-            self._in_flight = None
+        self._in_flight = flight = asyncio.get_running_loop().create_task(self._fetch())
+        await asyncio.shield(flight)
         return True
 
     async def _fetch(self) -> None:
@@ -175,5 +175,10 @@ class KeySet:
             raise KeySetError("the response is not JSON") from None
 
     async def aclose(self) -> None:
+        flight = self._in_flight
+        if flight is not None and not flight.done():
+            flight.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flight
         if self._owns_client:
             await self._client.aclose()

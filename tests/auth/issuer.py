@@ -8,6 +8,7 @@ receives are recorded, which is how tests count key-set fetches.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -60,12 +61,16 @@ def ed_key(kid: str) -> SigningKey:
 
 
 class FakeIssuer(LoopbackServer):
-    """Serves the public half of ``keys`` at ``JWKS_PATH``; ``down`` answers 503 instead."""
+    """Serves the public half of ``keys`` at ``JWKS_PATH``; ``down`` answers 503 instead.
+
+    ``hold`` keeps JWKS answers back until the test sets it (a slow issuer).
+    """
 
     def __init__(self, keys: list[SigningKey] | None = None) -> None:
         super().__init__()
         self.keys = keys if keys is not None else [rsa_key("rsa-1"), ec_key("ec-1")]
         self.down = False
+        self.hold: threading.Event | None = None  # set: answer JWKS requests only once it is set
 
     @property
     def issuer(self) -> str:
@@ -84,10 +89,20 @@ class FakeIssuer(LoopbackServer):
     async def handle(self, exchange: Exchange) -> None:
         if exchange.request.path != JWKS_PATH:
             exchange.respond(404, b"not found", "text/plain")
+        elif self.hold is not None and not await self._released(exchange, self.hold):
+            return
         elif self.down:
             exchange.respond(503, b"down for maintenance", "text/plain")
         else:
             exchange.respond_json(200, self.jwks())
+
+    @staticmethod
+    async def _released(exchange: Exchange, hold: threading.Event) -> bool:
+        """Wait for ``hold``; False if the client left first."""
+        while not hold.is_set():
+            if not await exchange.pause(0.005):
+                return False
+        return True
 
     def key(self, kid: str) -> SigningKey:
         return next(k for k in self.keys if k.kid == kid)

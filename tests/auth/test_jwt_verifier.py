@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -233,3 +234,24 @@ async def test_a_refused_token_is_never_cached(setup: Setup) -> None:
         with pytest.raises(Unauthenticated, match="wrong audience"):
             await setup.identify(token)
     assert setup.verifier.full_verifications == 0
+
+
+async def test_a_slow_key_fetch_blocks_no_one_and_survives_its_callers_cancellation(
+    setup: Setup,
+) -> None:
+    issuer = setup.issuer
+    issuer.hold = threading.Event()
+    new = rsa_key("rsa-2")
+    issuer.keys = [*issuer.keys, new]  # rotated in; the service has not seen it yet
+    setup.clock.now += INTERVAL_S
+    first = asyncio.create_task(setup.identify(issuer.token("carol", key=new)))
+    assert await issuer.wait_until(lambda: len(issuer.requests) == 2)  # the fetch is held
+    # Meanwhile a token on a cached key is verified at once: the loop is not blocked.
+    assert (await setup.identify(issuer.token("alice"))).user_id == "alice"
+    second = asyncio.create_task(setup.identify(issuer.token("dave", key=new)))
+    await asyncio.sleep(0)
+    first.cancel()  # the caller that started the fetch goes away
+    issuer.hold.set()
+    assert (await second).user_id == "dave"  # the shared fetch finished all the same
+    assert first.cancelled()
+    assert issuer.fetches() == 2
