@@ -1,8 +1,9 @@
 """The issuer's signing keys: fetched with an async client, cached, refreshed sparingly.
 
 A verification never waits on the network while the key it needs is cached.
-The set is fetched at start, again when it is older than ``max_age_s``, and
-when a token names a ``kid`` the set lacks (how a key rotation shows). All of
+The set is fetched at start, again (in the background) when it is older than
+``max_age_s``, and when a token names a ``kid`` the set lacks (how a key
+rotation shows; that token waits for the fetch). All of
 these go through one gate: at most one fetch per ``min_refresh_interval_s``,
 and one fetch in flight that concurrent callers share, so a flood of made-up
 ``kid``s costs at most one fetch per interval. A failed fetch keeps the keys
@@ -135,13 +136,32 @@ class KeySet:
         if flight is not None and not flight.done():
             await asyncio.shield(flight)
             return False
-        now = self._clock()
-        if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
+        flight = self._start()
+        if flight is None:
             return False
-        self._attempted_at = now
-        self._in_flight = flight = asyncio.get_running_loop().create_task(self._fetch())
         await asyncio.shield(flight)
         return True
+
+    def refresh_soon(self) -> None:
+        """Start a refresh (within the same limits) without waiting for it: for a stale set,
+        whose keys still serve, so a slow or hung issuer delays no request."""
+        flight = self._in_flight
+        if flight is None or flight.done():
+            self._start()
+
+    async def idle(self) -> None:
+        """Wait until no fetch is in flight."""
+        flight = self._in_flight
+        if flight is not None:
+            await asyncio.shield(flight)
+
+    def _start(self) -> asyncio.Task[None] | None:
+        now = self._clock()
+        if self._attempted_at is not None and now - self._attempted_at < self._min_interval:
+            return None
+        self._attempted_at = now
+        self._in_flight = asyncio.get_running_loop().create_task(self._fetch())
+        return self._in_flight
 
     async def _fetch(self) -> None:
         self.fetches += 1

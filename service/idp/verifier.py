@@ -112,9 +112,8 @@ class JwtVerifier:
     async def verify(self, token: str) -> JwtIdentity:
         """The identity of a valid token; Unauthenticated naming the failed check otherwise.
 
-        Waits on the network only to refresh the key set (an unknown kid, or a
-        set older than ``max_age_s``); ServiceUnavailable when no key set was
-        ever loaded.
+        Waits on the network only for a key-set refresh that an unknown kid
+        needs; ServiceUnavailable when no key set was ever loaded.
         """
         limit = self._section.max_token_bytes
         if len(token) > limit:
@@ -132,7 +131,7 @@ class JwtVerifier:
         if not isinstance(kid, str):
             raise invalid("the kid header is not a string")
         if self._keys.stale:
-            await self._keys.refresh()
+            self._keys.refresh_soon()  # the held keys serve meanwhile
         key = await self._key(kid, algorithm)
         try:
             claims = jwt.decode(

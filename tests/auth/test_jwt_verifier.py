@@ -139,11 +139,26 @@ async def test_an_issuer_that_is_down_leaves_the_cached_keys_working(setup: Setu
     issuer.down = True
     setup.clock.now += 3600 + 1  # the set is stale: a refresh is tried, and fails
     assert (await setup.identify(issuer.token("alice"))).user_id == "alice"
+    await setup.keys.idle()
     assert issuer.fetches() == 2
     assert "503" in setup.keys.last_error
     # The keys held still serve, and nothing is fetched again within the interval.
     assert (await setup.identify(issuer.token("bob", key=issuer.key("ec-1")))).user_id == "bob"
+    await setup.keys.idle()
     assert issuer.fetches() == 2
+
+
+async def test_a_hung_issuer_delays_no_request_on_a_stale_key_set(setup: Setup) -> None:
+    issuer = setup.issuer
+    issuer.hold = threading.Event()  # the issuer accepts the fetch and never answers
+    setup.clock.now += 3600 + 1
+    for user in ("alice", "bob", "carol"):
+        assert (await setup.identify(issuer.token(user))).user_id == user
+    assert await issuer.wait_until(lambda: len(issuer.requests) == 2)  # the fetch is held
+    issuer.keys = [rsa_key("rsa-9")]  # what the issuer will answer once it does
+    issuer.hold.set()
+    await setup.keys.idle()
+    assert setup.keys.key("rsa-9", "RS256") is not None  # the refreshed set is in use
 
 
 async def test_no_key_ever_fetched_is_a_503_until_the_issuer_answers(
