@@ -291,4 +291,5 @@ def status(r: pb.GetStatusResponse) -> dict[str, Any]:
         "user_limits": _limits(r.user_limits),
         "user_budget": _budget(r.user_budget),
         "caller_admin": r.caller_admin,
+        "identity_source": r.identity_source,
     }

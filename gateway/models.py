@@ -262,6 +262,9 @@ class StatusResponse(BaseModel):
     active_users: int
     user_id: str
     user_usage: UsageBody
+    identity_source: Literal["jwt", "user_token", "shared_token", "open"] = Field(
+        description="How the caller was identified (the caller's tier is user_limits.tier)"
+    )
 
 
 class TextBlockBody(BaseModel):

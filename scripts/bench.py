@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 from bench_floor import FloorClients  # noqa: E402
+from bench_jwt import jwt_figures, jwt_report  # noqa: E402
 from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
 from bench_report import report, verdicts  # noqa: E402
 from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan  # noqa: E402
@@ -248,7 +249,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench.json")
+    parser.add_argument("--jwt-only", action="store_true", help="only the JWT figure (seconds)")
     args = parser.parse_args()
+    jwt = jwt_figures()  # in process, before the stack starts, so it is not competing
+    if args.jwt_only:
+        print("\n".join(jwt_report(jwt)))
+        return 0
     plan = QUICK if args.quick else Plan()
     # 1,000 streams need ~1,000 sockets in every process; the children inherit this.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -283,6 +289,8 @@ def main() -> int:
             proc.wait(10)
     meta["seconds"] = time.perf_counter() - started
     report(meta, results)
+    print("\n".join(jwt_report(jwt)))
+    results["jwt"] = jwt
     meta["verdicts"] = [
         {"target": t, "measured": m, "baseline": b, "met": ok} for t, m, b, ok in verdicts(results)
     ]

@@ -30,6 +30,8 @@ from agentconf.sections import (
     Section,
     SseSection,
 )
+from service.idp.config import JwtSection
+from service.idp.keys import KeySetError, read_jwks_file
 from service.limits.config import LimitsSection
 
 
@@ -152,6 +154,7 @@ class AuthSection(Section):
     shared_token: str = ""  # IOS_APITOKEN
     default_user: str = "default"
     reload_interval_s: float = Field(1.0, gt=0)  # how often the tokens file is checked
+    jwt: JwtSection = Field(default_factory=JwtSection)  # an identity provider's tokens
 
 
 class McpServerSection(BaseModel):
@@ -340,3 +343,11 @@ def _check_consistency(
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():
         raise ConfigError(f"auth.tokens_file: no such file: {tokens}")
+    jwks_file = settings.auth.jwt.jwks_file
+    if jwks_file is not None:
+        # An offline key set is read here, so --check-config catches a bad one;
+        # a jwks_url is never fetched by a check (the issuer may be down for a while).
+        try:
+            read_jwks_file(jwks_file)
+        except KeySetError as exc:
+            raise ConfigError(f"auth.jwt.jwks_file: {exc}") from None

@@ -71,6 +71,8 @@ class Reason(StrEnum):
     # The provider answered something that is not its protocol (bad JSON, unknown status).
     PROVIDER_INVALID_RESPONSE = "PROVIDER_INVALID_RESPONSE"
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    # A bearer token was presented but failed a check (RFC 6750 error="invalid_token").
+    INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 - a reason's name, not a secret
 
 
 class AgentError(Exception):

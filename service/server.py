@@ -23,6 +23,7 @@ from service.agent import AgentLoop
 from service.auth import Authenticator
 from service.chat import ChatService
 from service.config import Settings
+from service.idp import JwtVerifier
 from service.limits import Limits
 from service.listen import add_port, check_address_free
 from service.observability.metrics import MetricsEndpoint, ServiceMetrics
@@ -154,13 +155,19 @@ async def running_service(
         for provider in {id(p): p for p in [*ollama_hosts.values(), *providers.values()]}.values():
             stack.push_async_callback(provider.aclose)
 
+        jwt = settings.auth.jwt
         auth = Authenticator(
             shared_token=settings.auth.shared_token,
             users_file=settings.auth.tokens_file,
             default_user=settings.auth.default_user,
             known_tiers=settings.limits.tiers,
             reload_interval_s=settings.auth.reload_interval_s,
+            jwt=JwtVerifier.from_section(jwt, known_tiers=settings.limits.tiers)
+            if jwt.enabled
+            else None,
         )
+        stack.push_async_callback(auth.aclose)
+        await auth.start()  # fetches the JWT key set; an unreachable issuer only warns
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         engine = Scheduler(
             slots={"anthropic": settings.anthropic.max_concurrency},

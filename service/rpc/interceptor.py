@@ -73,8 +73,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         short = method.rsplit("/", 1)[-1]
         tracing, metrics = self._tracing, self._metrics
 
-        def begin() -> None:
-            principal: Principal = self._auth.authenticate(metadata.get(_AUTHORIZATION))
+        async def begin() -> None:
+            # Awaited: a JWT whose key is not cached yet waits for the key-set fetch
+            # without blocking the loop; every other token is checked synchronously.
+            principal: Principal = await self._auth.identify(metadata.get(_AUTHORIZATION))
             # The one place a request id is minted in the service: every call has one,
             # and a chat turn without its own runs under it.
             request_id = request_id_from(metadata.get(_REQUEST_ID)) or uuid.uuid4().hex
@@ -86,7 +88,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             try:
                 with tracing.rpc(method, metadata):
                     try:
-                        begin()
+                        await begin()
                     except Exception as exc:
                         await abort(context, exc)
                     result = await run()

@@ -172,6 +172,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             user_limits=convert.user_limits(report.limits),
             user_budget=convert.token_budget(report),
             caller_admin=principal.admin,
+            identity_source=principal.mode,
         )
 
     @unary_errors

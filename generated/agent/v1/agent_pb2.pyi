@@ -322,7 +322,7 @@ class QueueStats(_message.Message):
     def __init__(self, waiting: _Optional[int] = ..., running: _Optional[int] = ..., max_pending: _Optional[int] = ..., max_pending_per_user: _Optional[int] = ..., providers: _Optional[_Iterable[_Union[ProviderQueueStats, _Mapping]]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers", "user_limits", "user_budget", "caller_admin")
+    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers", "user_limits", "user_budget", "caller_admin", "identity_source")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +336,7 @@ class GetStatusResponse(_message.Message):
     USER_LIMITS_FIELD_NUMBER: _ClassVar[int]
     USER_BUDGET_FIELD_NUMBER: _ClassVar[int]
     CALLER_ADMIN_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     status: str
     provider: str
     model: str
@@ -349,7 +350,8 @@ class GetStatusResponse(_message.Message):
     user_limits: UserLimits
     user_budget: TokenBudget
     caller_admin: bool
-    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ..., user_limits: _Optional[_Union[UserLimits, _Mapping]] = ..., user_budget: _Optional[_Union[TokenBudget, _Mapping]] = ..., caller_admin: _Optional[bool] = ...) -> None: ...
+    identity_source: str
+    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ..., user_limits: _Optional[_Union[UserLimits, _Mapping]] = ..., user_budget: _Optional[_Union[TokenBudget, _Mapping]] = ..., caller_admin: _Optional[bool] = ..., identity_source: _Optional[str] = ...) -> None: ...
 
 class McpServerStatus(_message.Message):
     __slots__ = ("name", "transport", "state", "tools", "last_error", "restarts")
