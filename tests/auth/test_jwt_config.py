@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import ValidationError
-from service.config_file import ConfigError
 
+from agentconf.files import ConfigError
 from service.config import load_settings
 from service.idp import JwtSection, JwtVerifier, KeySet
 from tests.auth.issuer import AUDIENCE, FakeIssuer, ec_key, rsa_key
