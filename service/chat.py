@@ -320,6 +320,8 @@ class ChatService:
 
     async def _acquire(self, admission: Admission, wait_s: float, send: Send) -> Grant:
         """Wait for the request's grant while its position is published as it moves."""
+        if admission.granted:  # free at submit: nothing to wait for, no position to tell
+            return await self._scheduler.acquire(admission, max(wait_s, 0.0))
 
         async def report_positions() -> None:
             async for position in self._scheduler.positions(admission):
@@ -422,25 +424,18 @@ class ChatService:
         )
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
-        stop = asyncio.ensure_future(grant.signal.stopped())
+        undo = grant.signal.on_stop(worker.cancel)
         try:
-            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return None, await worker  # its error, if it failed
         except asyncio.CancelledError:
-            worker.cancel()
-            stop.cancel()
-            await asyncio.gather(worker, stop, return_exceptions=True)
-            raise
-        stop.cancel()
-        if not worker.done():
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-            error = grant.signal.error or RequestCancelled(
-                f"request {grant.request_id} was cancelled"
-            )
-            return error, grant
-        if worker.cancelled():  # the shutdown's interrupt_running
-            return RequestCancelled(f"request {grant.request_id} was cancelled"), grant
-        return None, worker.result()  # raises its error, if it failed
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the turn itself is being cancelled (its caller left)
+            # The worker alone was stopped: by the grant's signal, or by the shutdown.
+            error = grant.signal.error if grant.signal.is_stopped else None
+            return error or RequestCancelled(f"request {grant.request_id} was cancelled"), grant
+        finally:
+            undo()
 
     async def _work(
         self,
@@ -525,9 +520,14 @@ class _first_error:
 async def _settle(step: Awaitable[None]) -> None:
     """Run a scheduler bookkeeping step to its end even if the caller is being cancelled.
 
-    A turn's ``finally`` must give its slot and conversation back: a second
-    cancellation while that call is in flight must not cut it short.
+    A turn's ``finally`` must give its slot and conversation back: when the turn is
+    being cancelled, the step runs shielded so a second cancellation cannot cut it
+    short. Otherwise it is awaited directly (no extra task on every turn).
     """
+    current = asyncio.current_task()
+    if current is None or not current.cancelling():
+        await step
+        return
     task = asyncio.ensure_future(step)
     try:
         await asyncio.shield(task)

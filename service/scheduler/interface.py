@@ -28,7 +28,7 @@ one, so a ``finally`` needs only that call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -68,6 +68,7 @@ class Admission:
     priority: int
     conversation_id: str | None
     enqueued_at: float  # wall clock
+    granted: bool = False  # a slot (or its conversation's turn) was free at submit: no wait
 
 
 StopKind = Literal["cancelled", "fenced", "shutdown"]
@@ -82,13 +83,27 @@ class LeaseSignal:
     host of the slot went down, and is re-armed when the request is put back.
     """
 
-    __slots__ = ("_host", "_stop", "error", "kind")
+    __slots__ = ("_callbacks", "_host", "_stop", "error", "kind")
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
         self._host = asyncio.Event()
+        self._callbacks: list[Callable[[], object]] = []
         self.kind: StopKind | None = None
         self.error: AgentError | None = None
+
+    def on_stop(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` when the stop signal fires (at once if it has); returns an undo."""
+        if self.is_stopped:
+            callback()
+            return _nothing
+        self._callbacks.append(callback)
+
+        def undo() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return undo
 
     @property
     def is_stopped(self) -> bool:
@@ -112,6 +127,9 @@ class LeaseSignal:
         if self.kind is None:
             self.kind, self.error = kind, error
             self._stop.set()
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
 
     def lose_host(self) -> None:
         self._host.set()
@@ -119,6 +137,10 @@ class LeaseSignal:
     def rearm(self) -> None:
         """After a put-back the request waits again: a lost host is no longer news."""
         self._host = asyncio.Event()
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,6 +58,7 @@ class MemoryScheduler:
             priority=ticket.priority,
             conversation_id=ticket.conversation_id,
             enqueued_at=ticket.enqueued_at,
+            granted=ticket.state == "running",
         )
 
     async def acquire(self, admission: Admission, timeout: float | None = None) -> Grant:  # noqa: ASYNC109
