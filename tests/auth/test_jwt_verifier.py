@@ -61,7 +61,9 @@ async def make(issuer: FakeIssuer, *, start: bool = True, **extra: Any) -> Setup
     )
     wall = Clock(time.time())
     verifier = JwtVerifier(section, keys, known_tiers={"free", "pro"}, wall_clock=wall)
-    auth = Authenticator(jwt=verifier, shared_token="shared-secret")
+    auth = Authenticator(
+        jwt=verifier, shared_token="shared-secret", user_tokens={"ursula": "ursula-token"}
+    )
     if start:
         await auth.start()
     return Setup(issuer, clock, auth, keys, verifier, wall)
@@ -213,8 +215,9 @@ async def test_tier_and_admin_come_from_claims(issuer: FakeIssuer) -> None:
         await s.auth.aclose()
 
 
-async def test_opaque_tokens_still_work_beside_jwts(setup: Setup) -> None:
+async def test_per_user_and_shared_tokens_still_work_beside_jwts(setup: Setup) -> None:
     assert (await setup.identify("shared-secret")).mode == "shared_token"
+    assert await setup.identify("ursula-token") == Principal("user_token", "ursula")
     with pytest.raises(Unauthenticated) as caught:
         await setup.identify("not-a-jwt")
     assert caught.value.message == "invalid API token"
