@@ -1,8 +1,9 @@
 """``/health/live`` and ``/health/ready``: the probes of an orchestrator or load balancer.
 
 Live is the gateway process itself. Ready is what traffic needs: the gateway
-is not draining, the service reports SERVING over ``grpc.health.v1`` and its
-default provider is reachable (GetStatus says ``ok``). GetStatus asks for a
+is not draining, the service reports SERVING over ``grpc.health.v1``, its
+store answers (GetStatus reads it: a database outage is "store unavailable")
+and its default provider is reachable (GetStatus says ``ok``). GetStatus asks for a
 caller: the probe's own ``Authorization`` is passed on; a service that refuses
 it (auth on, a probe without a token) leaves the answer to gRPC health alone.
 The answer is kept for a second, so frequent probes cost one check.
@@ -22,12 +23,15 @@ from grpc_health.v1 import health_pb2
 
 from gateway import models
 from gateway.drain import Drain, shutting_down
+from gateway.errors import from_rpc_error
 
 router = APIRouter()
 
 CACHE_S = 1.0
 _CHECK_TIMEOUT_S = 2.0
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+# ErrorInfo reason of a database outage (service/errors.py Reason.STORE_UNAVAILABLE).
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 @dataclass(slots=True)
@@ -63,6 +67,9 @@ async def _check(request: Request) -> tuple[dict[str, Any], int]:
     except grpc.aio.AioRpcError as exc:
         if exc.code() in _AUTH_CODES:
             return {"status": "ok", "service": "serving", "provider": "unchecked"}, 200
+        if from_rpc_error(exc).reason == STORE_UNAVAILABLE:
+            body, status_code = _unready("store unavailable: the service cannot reach its database")
+            return {**body, "reason": STORE_UNAVAILABLE}, status_code
         return _unready(f"the agent service's status failed: {exc.details() or exc.code().name}")
     if status.status != "ok":
         return _unready(f"the default provider {status.provider} is unreachable")
