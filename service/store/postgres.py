@@ -96,6 +96,11 @@ class PostgresStore(ConversationStore):
         self.outage = outage or StoreOutage()
         self._runner = PoolRunner(self._db, self.outage, write_retry_s=write_retry_s)
 
+    @property
+    def write_retry_s(self) -> float:
+        """How long a turn's append waits out an outage before giving up (StoreUnavailable)."""
+        return self._runner.write_retry_s
+
     async def open(self) -> None:
         async with self._opening:
             if self._pool is None:
@@ -107,7 +112,11 @@ class PostgresStore(ConversationStore):
             settings["search_path"] = self.schema
         pool = await asyncpg.create_pool(
             self._dsn,
-            min_size=self._min_size,
+            # Opened warm, but no connection floor: asyncpg would restore it in the
+            # background through an outage, logging a traceback every second.
+            # Connections are made when an operation needs one.
+            init_size=self._min_size,
+            min_size=0,
             max_size=self._max_size,
             server_settings=settings,
             timeout=_CONNECT_TIMEOUT_S,
