@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from service.errors import StoreUnavailable
 from service.store.base import (
     Conversation,
     ConversationStore,
@@ -365,13 +366,14 @@ class PostgresStore(ConversationStore):
         )
 
     async def ping(self) -> bool:
-        pool = self._pool
-        if pool is None:
+        if self._pool is None:
             return False
         try:
             async with asyncio.timeout(_PING_TIMEOUT_S):
-                await pool.fetchval("SELECT 1")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # Through the runner: a ping notices (and logs) an outage and its end
+                # even when no request touches the store.
+                await self._fetchval("SELECT 1")
+        except (StoreUnavailable, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True
 
