@@ -44,6 +44,9 @@ _GONE: tuple[type[BaseException], ...] = (
     pgerr.CrashShutdownError,  # 57P02
     pgerr.CannotConnectNowError,  # 57P03: the server is starting up or shutting down
     pgerr.TooManyConnectionsError,  # 53300: full for now
+    # The server's FATAL notice of a terminated session arrived while the connection
+    # sat idle: the protocol is stuck ("another operation is in progress") until closed.
+    asyncpg.InternalClientError,
 )
 # Attempts of a read when an established connection broke (a killed connection, a restart).
 READ_ATTEMPTS = 3
@@ -52,24 +55,49 @@ _FIRST_PAUSE_S = 0.1
 _MAX_PAUSE_S = 1.0
 
 
-def connection_failure(exc: BaseException, conn: Any = None) -> bool:
+def connection_failure(exc: BaseException, closed: bool = False) -> bool:
     """True when ``exc`` means the database or the connection is gone.
 
-    A closed ``conn`` settles it whatever the error's class (asyncpg reports a
-    connection it already knows is closed as a plain InterfaceError).
+    ``closed`` (the connection was found closed when ``exc`` was raised)
+    settles it whatever the error's class: asyncpg reports a connection it
+    already knows is closed as a plain InterfaceError.
     """
-    if isinstance(exc, _GONE):
+    return isinstance(exc, _GONE) or (closed and isinstance(exc, asyncpg.InterfaceError))
+
+
+def not_sent(exc: BaseException, closed: bool) -> bool:
+    """True when the statement (or COMMIT) certainly never reached the server.
+
+    asyncpg checks the connection before sending anything: a connection found
+    closed (killed while idle in the pool, or under an earlier statement of
+    the transaction, which the server then rolled back) fails with
+    InterfaceError. A failure while a statement was on the wire is
+    ConnectionDoesNotExistError instead: it may have run.
+    """
+    return closed and isinstance(exc, asyncpg.InterfaceError)
+
+
+def _closed(conn: Any) -> bool:
+    """Whether a pooled connection is closed; asked before it goes back to the pool.
+
+    asyncpg hands a connection that closed under its user back to the pool at
+    once and detaches the user's proxy, which then answers every call with
+    InterfaceError: that too means closed.
+    """
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:
         return True
-    return conn is not None and isinstance(exc, asyncpg.InterfaceError) and conn.is_closed()
 
 
-def not_sent(exc: BaseException, conn: Any) -> bool:
-    """True when the statement certainly never reached the server, so any statement may be rerun.
+class _Broken(Exception):
+    """An attempt failed because the connection or the server is gone."""
 
-    asyncpg checks the connection before sending: a connection found closed
-    (killed while idle in the pool) fails with InterfaceError and sends nothing.
-    """
-    return conn is None or (isinstance(exc, asyncpg.InterfaceError) and conn.is_closed())
+    def __init__(self, cause: Exception, *, acquired: bool, closed: bool) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.acquired = acquired  # False: no connection could be had (the server is down)
+        self.closed = closed
 
 
 class StoreOutage:
@@ -152,17 +180,15 @@ class PoolRunner:
     async def run(self, op: Operation[T], retry: Retry = Retry.SAFE) -> T:
         """``op(conn)`` on a pooled connection, rerun after a broken one as ``retry`` allows."""
         for attempt in range(1, READ_ATTEMPTS + 1):
-            conn: Any = None
             try:
-                async with self._pool().acquire() as conn:
-                    result = await op(conn)
-            except Exception as exc:
-                if not connection_failure(exc, conn):
-                    raise
+                result = await self._once(op)
+            except _Broken as broken:
                 # A server that refuses new connections is down: no point asking again now.
-                again = conn is not None and (retry is Retry.SAFE or not_sent(exc, conn))
-                if not again or attempt == READ_ATTEMPTS:
-                    raise self.outage.failed(exc) from exc
+                rerun = broken.acquired and (
+                    retry is Retry.SAFE or not_sent(broken.cause, broken.closed)
+                )
+                if not rerun or attempt == READ_ATTEMPTS:
+                    raise self.outage.failed(broken.cause) from broken.cause
                 await self._replace_connections()
                 continue
             self.outage.answered()
@@ -179,25 +205,48 @@ class PoolRunner:
         give_up = self._clock() + self.write_retry_s
         pause = _FIRST_PAUSE_S
         op = first
+        fresh_tried = False
         while True:
-            conn: Any = None
             try:
-                async with self._pool().acquire() as conn:
-                    result = await op(conn)
-            except Exception as exc:
-                if not connection_failure(exc, conn):
-                    raise
-                error = self.outage.failed(exc)
-                if self._clock() + pause > give_up:
-                    raise error from exc
-                if conn is not None:
+                result = await self._once(op)
+            except _Broken as broken:
+                op = again
+                if broken.acquired:
+                    # A killed connection is no outage: new ones, the first time at once.
                     await self._replace_connections()
+                    if not fresh_tried:
+                        fresh_tried = True
+                        continue
+                if self._clock() + pause > give_up:
+                    raise self.outage.failed(broken.cause) from broken.cause
+                if not broken.acquired:  # the server refuses connections: that is an outage
+                    self.outage.failed(broken.cause)
                 await self._sleep(pause)
                 pause = min(pause * 2, _MAX_PAUSE_S)
-                op = again
                 continue
             self.outage.answered()
             return result
+
+    async def _once(self, op: Operation[T]) -> T:
+        """One attempt; a connection failure becomes ``_Broken``, anything else passes."""
+        acquired = closed = done = False
+        result: Any = None
+        try:
+            async with self._pool().acquire() as conn:
+                acquired = True
+                try:
+                    result = await op(conn)
+                    done = True
+                except Exception:
+                    closed = _closed(conn)
+                    raise
+        except Exception as exc:
+            if not connection_failure(exc, closed):
+                raise
+            if done:  # the work is complete; only handing the connection back failed
+                return result  # type: ignore[no-any-return]
+            raise _Broken(exc, acquired=acquired, closed=closed) from exc
+        return result  # type: ignore[no-any-return]
 
     async def _replace_connections(self) -> None:
         """A broken connection usually means its idle siblings died too (a restart): renew all."""

@@ -188,3 +188,46 @@ def test_database_outage_is_503_on_every_route_and_nothing_acknowledged_is_lost(
     assert log.count(OUTAGE_LINE) == 1, log
     assert log.count(BACK_LINE) == 1, log
     assert "Traceback" not in log, log
+
+
+def test_connections_killed_by_the_server_are_replaced_without_an_error(
+    stack: Stack, cluster: PrivateCluster
+) -> None:
+    who = f"k-{uuid.uuid4().hex[:8]}"
+    statuses: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def traffic(kind: str) -> None:
+        with httpx.Client(base_url=stack.url, timeout=30) as http:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                if kind == "read":
+                    r = http.get("/api/conversations", params={"user_id": who})
+                else:
+                    r = http.post("/api/chat", json={"message": f"turn {n}", "user_id": who})
+                statuses.append((kind, r.status_code))
+
+    assert stack.service is not None
+    service = stack.service
+    outages_before = service.log().count(OUTAGE_LINE)
+    tracebacks_before = service.log().count("Traceback")
+    workers = [threading.Thread(target=traffic, args=(k,)) for k in ("read", "read", "chat")]
+    for worker in workers:
+        worker.start()
+    try:
+        for _ in range(3):  # kill every session of the service while requests are in flight
+            _wait_for(lambda: len(statuses) >= 5, "some traffic")
+            statuses_before = len(statuses)
+            assert cluster.terminate_sessions("agent-service") >= 1
+            _wait_for(lambda: len(statuses) >= statuses_before + 5, "traffic after the kill")
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(60)
+    failed = [s for s in statuses if s[1] != 200]
+    assert not failed, failed
+    assert len(statuses) >= 15
+    log = service.log()
+    assert log.count(OUTAGE_LINE) == outages_before, log  # a killed connection is no outage
+    assert log.count("Traceback") == tracebacks_before, log

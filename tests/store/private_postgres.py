@@ -126,20 +126,24 @@ class PrivateCluster:
         return result.stdout.strip()
 
     def terminate_sessions(self, application_name: str) -> int:
-        """``pg_terminate_backend`` every session of the application; waits until they are gone."""
-        killed = self.psql(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        """``pg_terminate_backend`` every session of the application; waits until they are gone.
+
+        The application may connect again at once: only the sessions killed are waited for.
+        """
+        pids = self.psql(
+            "SELECT string_agg(pid::text, ',') FROM pg_stat_activity"
             f" WHERE application_name = '{application_name}'"
         )
+        if not pids:
+            return 0
+        self.psql(f"SELECT pg_terminate_backend(pid) FROM unnest(ARRAY[{pids}]) AS pid")
         deadline = time.monotonic() + 10
-        alive = (
-            f"SELECT count(*) FROM pg_stat_activity WHERE application_name = '{application_name}'"
-        )
+        alive = f"SELECT count(*) FROM pg_stat_activity WHERE pid IN ({pids})"
         while self.psql(alive) != "0":
             if time.monotonic() > deadline:
-                raise TimeoutError(f"sessions of {application_name} still alive")
+                raise TimeoutError(f"sessions {pids} of {application_name} still alive")
             time.sleep(0.02)
-        return int(killed)
+        return len(pids.split(","))
 
 
 @contextlib.contextmanager

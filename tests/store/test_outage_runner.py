@@ -172,6 +172,18 @@ async def test_an_append_after_a_broken_first_attempt_runs_its_careful_variant()
     again = _failing(0, _found_closed)
     assert await runner.run_until(first, again) == "answer"
     assert len(first.calls) == 1 and len(again.calls) == 1
+    assert clock.now == 100.0  # a killed connection is replaced at once, without waiting
+    assert runner.outage.down_since is None and runner.outage.refused == 0  # and is no outage
+
+
+async def test_an_append_keeps_trying_through_repeatedly_killed_connections() -> None:
+    pool, clock = _Pool(), _Clock()
+    runner = _runner(pool, clock, write_retry_s=30.0)
+    first = _failing(99, _killed_mid_statement)
+    again = _failing(4, _killed_mid_statement)
+    assert await runner.run_until(first, again) == "answer"
+    assert len(again.calls) == 5 and pool.expired == 5
+    assert runner.outage.refused == 0
 
 
 def test_an_outage_is_logged_once_and_its_end_once(caplog: pytest.LogCaptureFixture) -> None:
