@@ -37,6 +37,7 @@ from service.errors import (
     NotFound,
     RequestCancelled,
     ServiceUnavailable,
+    StoreUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
 from service.limits import Limits
@@ -495,6 +496,8 @@ class ChatService:
         task.add_done_callback(self._persisting.discard)
         try:
             await asyncio.shield(task)
+        except StoreUnavailable:
+            raise  # not stored (the store retried for a while): the caller must get the 503
         except AgentError:
             log.exception("could not store turn %s", transcript.request_id)
 

@@ -40,6 +40,7 @@ from service.scheduler.interface import RequestScheduler
 from service.scheduler.memory import MemoryScheduler
 from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store
+from service.store.watch import StoreWatch, publish_to
 from service.streams import StreamingTurns
 from service.tools import default_registry
 from service.tools.mcp_registry import McpTools
@@ -269,6 +270,9 @@ async def running_service(
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # The store's own health entry (readiness reports a database outage from it).
+        store_watch = StoreWatch(store, publish_to(health_servicer)).run()
+        stack.push_async_callback(_stop, asyncio.create_task(store_watch, name="store-health"))
         log.info(
             "agent service listening on %s (provider %s, model %s)",
             settings.grpc.address,

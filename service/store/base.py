@@ -3,7 +3,9 @@
 Both backends (SQLite, PostgreSQL) implement ``ConversationStore`` with the
 same semantics; ``tests/store`` is the one contract suite run against both.
 Every read or write names the acting user: a conversation owned by someone
-else is reported exactly like a missing one (``NotFound``).
+else is reported exactly like a missing one (``NotFound``). A backend that
+cannot reach its database raises ``service.errors.StoreUnavailable`` (503 with
+a retry hint), not its driver's connection errors.
 """
 
 from __future__ import annotations
