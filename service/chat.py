@@ -88,6 +88,7 @@ class ChatService:
             system_prompt=settings.api.system_prompt,
             max_tokens=settings.api.max_tokens,
             history_budget_tokens=settings.api.history_budget_tokens,
+            history_watermark=settings.api.history_watermark,
         )
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[None]] = set()
@@ -256,10 +257,8 @@ class ChatService:
         send: Send,
     ) -> TurnResult:
         # A conversation created by this very turn has no history to read. The
-        # store reads only the newest messages that can fit the budget (so a
-        # turn's cost does not grow with the conversation); fit_history cuts exactly.
-        budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
-        stored = [] if fresh else await recent(turn.user_id, conversation.id, budget)
+        # whole history is read: the window is cut in steps replayed from its start.
+        stored = [] if fresh else await self._store.messages(turn.user_id, conversation.id)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         request = build_request(
