@@ -30,6 +30,7 @@ from service.store.postgres_rows import (
 )
 from service.store.rows import (
     MAX_PAGE_SIZE,
+    batch_cache_usage,
     batch_usage,
     check_batch,
     check_ids,
@@ -264,13 +265,17 @@ class PostgresStore(ConversationStore):
             # One statement for the whole batch, in order.
             rows = await conn.fetch(
                 "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
+                " input_tokens, output_tokens, request_id, created_at, estimated_tokens,"
+                " cache_creation_tokens, cache_read_tokens)"
                 " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
-                " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens"
+                " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens,"
+                " t.cache_creation_tokens, t.cache_read_tokens"
                 " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-                " $8::bigint[], $9::bigint[], $10::text[], $11::integer[])"
+                " $8::bigint[], $9::bigint[], $10::text[], $11::integer[], $12::bigint[],"
+                " $13::bigint[])"
                 " WITH ORDINALITY AS t(role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, estimated_tokens, n)"
+                " input_tokens, output_tokens, request_id, estimated_tokens,"
+                " cache_creation_tokens, cache_read_tokens, n)"
                 " ORDER BY t.n RETURNING id",
                 conversation_id,
                 now,
@@ -283,25 +288,38 @@ class PostgresStore(ConversationStore):
                 [m.output_tokens for m in messages],
                 [m.request_id for m in messages],
                 estimates,
+                [m.cache_creation_input_tokens for m in messages],
+                [m.cache_read_input_tokens for m in messages],
             )
-            totals = batch_usage(messages)
-            if any(totals):
+            totals, cached = batch_usage(messages), batch_cache_usage(messages)
+            if any(totals) or any(cached):
                 await conn.execute(
-                    "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
+                    "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns,"
+                    " cache_creation_tokens, cache_read_tokens)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
                     " input_tokens = u.input_tokens + excluded.input_tokens,"
                     " output_tokens = u.output_tokens + excluded.output_tokens,"
-                    " turns = u.turns + excluded.turns",
+                    " turns = u.turns + excluded.turns,"
+                    " cache_creation_tokens = u.cache_creation_tokens"
+                    " + excluded.cache_creation_tokens,"
+                    " cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens",
                     user_id,
                     *totals,
+                    *cached,
                 )
-            if totals[0] + totals[1]:
+            if totals[0] + totals[1] or any(cached):
                 await conn.execute(
-                    "INSERT INTO token_spend AS s (user_id, day, tokens) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (user_id, day) DO UPDATE SET tokens = s.tokens + excluded.tokens",
+                    "INSERT INTO token_spend AS s"
+                    " (user_id, day, tokens, cache_creation_tokens, cache_read_tokens)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, day) DO UPDATE SET"
+                    " tokens = s.tokens + excluded.tokens,"
+                    " cache_creation_tokens = s.cache_creation_tokens"
+                    " + excluded.cache_creation_tokens,"
+                    " cache_read_tokens = s.cache_read_tokens + excluded.cache_read_tokens",
                     user_id,
                     now.date(),
                     totals[0] + totals[1],
+                    *cached,
                 )
         # Identity values follow the insertion order; RETURNING's order is unspecified.
         ids = sorted(row["id"] for row in rows)
@@ -333,24 +351,28 @@ class PostgresStore(ConversationStore):
     async def usage_totals(self, user_id: str) -> UsageTotals:
         check_user_id(user_id)
         row = await self._db().fetchrow(
-            "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = $1",
+            "SELECT input_tokens, output_tokens, turns, cache_creation_tokens, cache_read_tokens"
+            " FROM user_usage WHERE user_id = $1",
             user_id,
         )
         if row is None:
             return UsageTotals(0, 0, 0)
-        return UsageTotals(row["input_tokens"], row["output_tokens"], row["turns"])
+        return UsageTotals(*(int(value) for value in row.values()))
 
     async def token_spend(self, user_id: str, day: date) -> TokenSpend:
         check_user_id(user_id)
         row = await self._db().fetchrow(
-            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0) AS day_tokens,"
-            " COALESCE(SUM(tokens), 0) AS month_tokens"
+            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(tokens), 0),"
+            " COALESCE(SUM(cache_creation_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_read_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_creation_tokens), 0), COALESCE(SUM(cache_read_tokens), 0)"
             " FROM token_spend WHERE user_id = $1 AND day BETWEEN $3 AND $2",
             user_id,
             day,
             day.replace(day=1),
         )
-        return TokenSpend(int(row["day_tokens"]), int(row["month_tokens"]))
+        return TokenSpend(*(int(value) for value in row.values()))
 
     async def count_users(self) -> int:
         return int(await self._db().fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))

@@ -10,7 +10,8 @@ from service.store.window import estimate_message
 
 MESSAGE_COLUMNS = (
     "m.id, m.role, m.content, m.status, m.provider, m.model,"
-    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
+    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens,"
+    " m.cache_creation_tokens, m.cache_read_tokens"
 )
 # Rows in the first batch of a history read; later ones are sized by RecentWindow.
 RECENT_BATCH = 128
@@ -57,4 +58,6 @@ def row_message(conversation_id: str, row: Any) -> StoredMessage:
         created_at=row["created_at"],
         # NULL: stored before migration 3, estimated now.
         estimated_tokens=estimate_message(row["role"], blocks) if estimate is None else estimate,
+        cache_creation_input_tokens=row["cache_creation_tokens"],
+        cache_read_input_tokens=row["cache_read_tokens"],
     )
