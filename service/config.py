@@ -94,6 +94,9 @@ class AnthropicSection(BaseModel):
     model: str = "claude-sonnet-5-5"
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(2, ge=0)
+    # cache_control breakpoints on the system prompt and the end of the history:
+    # later turns read that prefix from the prompt cache (0.1x the input price).
+    prompt_caching: bool = True
 
 
 class OllamaBackend(BaseModel):

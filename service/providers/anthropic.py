@@ -25,6 +25,8 @@ import anthropic
 import httpx2
 from anthropic.lib.streaming import AsyncMessageStream, ParsedMessageStreamEvent
 from anthropic.types import (
+    CacheControlEphemeralParam,
+    MessageDeltaUsage,
     MessageParam,
     MetadataParam,
     TextBlockParam,
@@ -119,6 +121,52 @@ def tool_params(request: CompletionRequest) -> list[ToolParam]:
     ]
 
 
+def _updated(usage: Usage, delta: MessageDeltaUsage) -> Usage:
+    """``message_delta``'s usage is cumulative; a field it leaves out (None) stays as it was."""
+    return Usage(
+        usage.input_tokens if delta.input_tokens is None else delta.input_tokens,
+        delta.output_tokens,
+        usage.cache_creation_input_tokens
+        if delta.cache_creation_input_tokens is None
+        else delta.cache_creation_input_tokens,
+        usage.cache_read_input_tokens
+        if delta.cache_read_input_tokens is None
+        else delta.cache_read_input_tokens,
+    )
+
+
+_EPHEMERAL: CacheControlEphemeralParam = {"type": "ephemeral"}
+
+
+def cache_breakpoints(
+    system: list[TextBlockParam], tools: list[ToolParam], messages: list[MessageParam]
+) -> None:
+    """Mark (in place) where the prompt cache should end: at most three of the four allowed.
+
+    1. After the stable head: the system prompt, or the last tool when there is
+       none (the cached prefix runs tools, then system, then messages). It is
+       what still hits right after the history window was cut.
+    2. The last block of the last message: the next call of this conversation
+       (the next tool round, the next turn) starts with this whole prompt and
+       reads it from the cache.
+    3. The last block of the user message before the newest one: where the
+       previous turn's call put breakpoint 2. The API looks back only about 20
+       blocks from a breakpoint for a hit, so a turn that added more blocks
+       than that would otherwise miss what its predecessor wrote.
+    Explicit breakpoints, not the request-level automatic one: that one marks
+    only the last block, so after a cut even the system prompt would be re-written.
+    """
+    if system:
+        system[-1]["cache_control"] = _EPHEMERAL
+    elif tools:
+        tools[-1]["cache_control"] = _EPHEMERAL
+    marked = messages[-1:] + [m for m in messages[:-1] if m["role"] == "user"][-1:]
+    for message in marked:
+        content = message["content"]
+        if isinstance(content, list) and content:
+            content[-1]["cache_control"] = _EPHEMERAL
+
+
 class AnthropicBridge:
     """Streams Messages API completions through one long-lived AsyncAnthropic client."""
 
@@ -136,8 +184,10 @@ class AnthropicBridge:
         idle_timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         probe_timeout_s: float = 5.0,
+        prompt_caching: bool = True,
     ) -> None:
         self.model = model
+        self._prompt_caching = prompt_caching
         self.url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key or ""
         self._max_retries = max_retries
@@ -175,14 +225,21 @@ class AnthropicBridge:
         if not self._api_key:
             raise self._missing_key()
         model = request.model or self.model
+        messages, tools = message_params(request), tool_params(request)
+        system: list[TextBlockParam] = (
+            [{"type": "text", "text": request.system}] if request.system else []
+        )
+        if self._prompt_caching:
+            cache_breakpoints(system, tools, messages)
 
         def open_stream() -> anthropic.AsyncMessageStreamManager[Any]:
             return self._client.messages.stream(
                 model=model,
                 max_tokens=request.max_tokens,
-                messages=message_params(request),
-                system=request.system or anthropic.omit,
-                tools=tool_params(request) or anthropic.omit,
+                messages=messages,
+                # A plain string when nothing is marked: the shape the API documents first.
+                system=(system if self._prompt_caching else request.system) or anthropic.omit,
+                tools=tools or anthropic.omit,
                 metadata=(
                     MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit
                 ),
@@ -245,7 +302,7 @@ class AnthropicBridge:
     async def _events(
         self, stream: AsyncMessageStream[Any], model: str, first_deadline: float
     ) -> AsyncGenerator[ProviderEvent, None]:
-        input_tokens = output_tokens = 0
+        usage = Usage()
         stop_reason: str | None = None
         first = True
         while True:
@@ -254,8 +311,13 @@ class AnthropicBridge:
             if event is None:
                 raise stream_broken(self._upstream, model, "no message_stop event")
             if event.type == "message_start":
-                input_tokens = event.message.usage.input_tokens
-                output_tokens = event.message.usage.output_tokens
+                start = event.message.usage
+                usage = Usage(
+                    start.input_tokens,
+                    start.output_tokens,
+                    start.cache_creation_input_tokens or 0,
+                    start.cache_read_input_tokens or 0,
+                )
             elif event.type == "content_block_delta":
                 if event.delta.type == "text_delta" and event.delta.text:
                     yield TextDelta(event.delta.text)
@@ -267,12 +329,10 @@ class AnthropicBridge:
                     yield ToolCall(id=block.id, name=block.name, arguments=dict(block.input))
             elif event.type == "message_delta":
                 stop_reason = event.delta.stop_reason
-                output_tokens = event.usage.output_tokens
-                if event.usage.input_tokens is not None:
-                    input_tokens = event.usage.input_tokens
+                usage = _updated(usage, event.usage)
             elif event.type == "message_stop":
                 await self._drain(stream)
-                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+                yield usage
                 yield Stop(_STOP_REASONS.get(stop_reason or "", "other"))
                 return
 
