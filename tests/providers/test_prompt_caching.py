@@ -177,3 +177,24 @@ async def test_fake_ollama_evaluates_only_what_its_slot_has_not_seen(
     # Role markers count as a token each: 5, then the 4 new ones, then 2 (only the
     # leading <user> is shared), then 8 (the slot now holds the other prompt).
     assert counts == [5, 4, 2, 8]
+
+
+async def test_the_setting_reaches_the_bridge(fake_anthropic: FakeAnthropic) -> None:
+    from service.config import Settings
+    from service.server import build_providers
+
+    for caching in (True, False):
+        settings = Settings(
+            api={"provider": "anthropic"},
+            anthropic={
+                "api_key": ANTHROPIC_KEY,
+                "base_url": fake_anthropic.url,
+                "prompt_caching": caching,
+            },
+        )
+        bridge = build_providers(settings)["anthropic"]
+        try:
+            await collect(bridge, CompletionRequest(messages=conversation(0), system="s"))
+        finally:
+            await bridge.aclose()
+        assert ("cache_control" in str(fake_anthropic.chats[-1].json)) is caching
