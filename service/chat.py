@@ -33,6 +33,7 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
+from service.history_reader import HistoryReader
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
@@ -79,6 +80,7 @@ class ChatService:
         self._providers = providers
         self._default = default_provider
         self._store = store
+        self._history = HistoryReader(store)
         self._scheduler = scheduler
         self._profiles = profiles
         self._agent = agent
@@ -257,13 +259,14 @@ class ChatService:
         send: Send,
     ) -> TurnResult:
         # A conversation created by this very turn has no history to read. The
-        # whole history is read: the window is cut in steps replayed from its start.
-        stored = [] if fresh else await self._store.messages(turn.user_id, conversation.id)
+        # window is cut in steps: read from where the last one started (HistoryReader).
+        stored = [] if fresh else await self._history.read(turn.user_id, conversation.id)
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
+        history = [Message(m.role, m.content) for m in stored]
         request = build_request(
             self._rules,
-            history=[Message(m.role, m.content) for m in stored],
+            history=history,
             estimates=[m.estimated_tokens for m in stored],
             message=user_message,
             profile=profile,
@@ -271,6 +274,7 @@ class ChatService:
             model=model,
             user_id=turn.user_id,
         )
+        self._history.remember(conversation.id, stored, history, request.messages)
         transcript = Transcript(provider.name, model, ticket.request_id)
         status: TurnStatus = "cancelled"
         try:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.content import Message
-from service.history import merge_consecutive, stepped_window
+from service.history import estimate_tokens, merge_consecutive, stepped_window
 from service.profiles import Profile
 from service.providers.base import CompletionRequest
 
@@ -57,14 +57,22 @@ def build_request(
     """The model request of a turn: history and the new message, fitted to the budget.
 
     ``history`` is the stored conversation, oldest first (it may hold two user
-    turns in a row after a failed turn; they are merged here). It should be the
-    whole conversation: the window is cut in steps replayed from its start, so a
-    history that begins elsewhere gives a window cut at other places.
+    turns in a row after a failed turn; they are merged here). The window is cut
+    in steps replayed from the history's first message, so ``history`` is the
+    whole conversation or begins where an earlier window of it began (see
+    ``HistoryReader``); anywhere else it gives a window cut at other places.
+    ``estimates`` are the stored estimates of ``history``, one each.
     """
     messages = merge_consecutive([*history, message])
+    # Stored estimates of the messages merging left as they were (the same objects).
+    known = {id(m): e for m, e in zip(history, estimates or (), strict=estimates is not None)}
+
+    def estimate(m: Message) -> int:
+        return known.get(id(m)) or estimate_tokens(m)
+
     return CompletionRequest(
         messages=stepped_window(
-            messages, rules.history_budget_tokens, rules.history_watermark_tokens
+            messages, rules.history_budget_tokens, rules.history_watermark_tokens, estimate
         ),
         system=system_prompt(rules.system_prompt, profile),
         max_tokens=rules.max_tokens if max_tokens is None else max_tokens,
