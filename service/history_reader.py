@@ -73,6 +73,3 @@ class HistoryReader:
                 break
         while len(self._starts) > self._remembered:
             self._starts.popitem(last=False)
-
-    def forget(self, conversation_id: str) -> None:
-        self._starts.pop(conversation_id, None)
