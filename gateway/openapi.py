@@ -78,7 +78,8 @@ _SSE_EXAMPLE = (
     'event: tool_result\ndata: {"id":"t_1","name":"calculator","result":"391","is_error":false}\n\n'
     'event: message\ndata: {"text":"391."}\n\n'
     'event: done\ndata: {"response":"17*23 is 391.","conversation_id":"c_1","request_id":"r_1",'
-    '"usage":{"input_tokens":52,"output_tokens":9},"provider":"ollama","model":"llama3.2",'
+    '"usage":{"input_tokens":52,"output_tokens":9,"cache_creation_input_tokens":0,'
+    '"cache_read_input_tokens":0},"provider":"ollama","model":"llama3.2",'
     '"stop_reason":"end_turn","tool_calls":[]}\n\n'
 )
 

@@ -40,6 +40,7 @@ from service.errors import (
     StoreUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
+from service.history_reader import HistoryReader
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
@@ -106,6 +107,7 @@ class ChatService:
         self._providers = providers
         self._default = default_provider
         self._store = store
+        self._history = HistoryReader(store)
         self._scheduler = scheduler
         self._profiles = profiles
         self._agent = agent
@@ -115,6 +117,7 @@ class ChatService:
             system_prompt=settings.api.system_prompt,
             max_tokens=settings.api.max_tokens,
             history_budget_tokens=settings.api.history_budget_tokens,
+            history_watermark=settings.api.history_watermark,
         )
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[Grant]] = set()
@@ -348,18 +351,19 @@ class ChatService:
     ) -> TurnResult:
         turn, model = admitted.turn, admitted.model
         assert admitted.conversation_id is not None
-        # A conversation this very turn creates has no history to read. The store
-        # reads only the newest messages that can fit the budget (so a turn's cost
-        # does not grow with the conversation); fit_history cuts exactly.
-        budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
+        # A conversation this very turn creates has no history to read. The window
+        # is cut in steps: read from where the last one started (HistoryReader).
         stored = (
-            [] if admitted.fresh else await recent(turn.user_id, admitted.conversation_id, budget)
+            []
+            if admitted.fresh
+            else await self._history.read(turn.user_id, admitted.conversation_id)
         )
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
+        history = [Message(m.role, m.content) for m in stored]
         request = build_request(
             self._rules,
-            history=[Message(m.role, m.content) for m in stored],
+            history=history,
             estimates=[m.estimated_tokens for m in stored],
             message=user_message,
             profile=profile,
@@ -367,6 +371,7 @@ class ChatService:
             model=model,
             user_id=turn.user_id,
         )
+        self._history.remember(admitted.conversation_id, stored, history, request.messages)
         transcript = Transcript(provider.name, model, turn.request_id)
         status: TurnStatus = "cancelled"
         try:

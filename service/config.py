@@ -43,6 +43,9 @@ class ApiSection(Section):
     max_tokens: int = Field(1024, ge=1)
     max_tool_rounds: int = Field(5, ge=0)
     history_budget_tokens: int = Field(8000, ge=100)
+    # When the history outgrows the budget it is cut down to this share of it, then
+    # grows again: the prompt's prefix stays the same between cuts (provider caches).
+    history_watermark: float = Field(0.7, gt=0.0, le=1.0)
     max_message_chars: int = Field(100_000, ge=1)
     allow_overrides: bool = True  # may a request pick another provider/model?
 
@@ -55,6 +58,9 @@ class AnthropicSection(Section):
     model: str = "claude-sonnet-5-5"
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(2, ge=0)
+    # cache_control breakpoints on the system prompt and the end of the history:
+    # later turns read that prefix from the prompt cache (0.1x the input price).
+    prompt_caching: bool = True
 
 
 class OllamaBackend(BaseModel):

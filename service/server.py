@@ -126,6 +126,7 @@ def build_providers(
             anthropic_base_url=settings.anthropic.base_url or None,
             anthropic_model=settings.anthropic.model,
             anthropic_max_retries=settings.anthropic.max_retries,
+            anthropic_prompt_caching=settings.anthropic.prompt_caching,
             first_byte_timeout_s=timeouts.first_byte_timeout_s,
             idle_timeout_s=timeouts.idle_timeout_s,
         )

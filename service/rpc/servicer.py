@@ -166,7 +166,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             version=self._version,
             user_id=user_id,
             user_usage=pb.Usage(
-                input_tokens=totals.input_tokens, output_tokens=totals.output_tokens
+                input_tokens=totals.input_tokens,
+                output_tokens=totals.output_tokens,
+                cache_creation_input_tokens=totals.cache_creation_input_tokens,
+                cache_read_input_tokens=totals.cache_read_input_tokens,
             ),
             mcp_servers=[convert.mcp_server(s) for s in self._mcp.status()] if self._mcp else [],
             user_limits=convert.user_limits(report.limits),

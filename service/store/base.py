@@ -52,6 +52,8 @@ class StoredMessage:
     created_at: datetime
     # history.estimate_tokens of (role, content), computed once when stored.
     estimated_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ class NewMessage:
     input_tokens: int = 0
     output_tokens: int = 0
     request_id: str = ""
+    cache_creation_input_tokens: int = 0  # see content.Usage
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +79,24 @@ class UsageTotals:
     input_tokens: int
     output_tokens: int
     turns: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenSpend:
-    """Tokens (input + output) a user spent in one UTC day and in that day's month so far."""
+    """Tokens a user spent in one UTC day and in that day's month so far.
+
+    ``*_tokens`` count input + output; prompt-cache writes and reads are kept
+    apart, so ``limits`` can weigh them as the provider bills them.
+    """
 
     day_tokens: int
     month_tokens: int
+    day_cache_creation: int = 0
+    day_cache_read: int = 0
+    month_cache_creation: int = 0
+    month_cache_read: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +204,9 @@ class ConversationStore(ABC):
     async def token_spend(self, user_id: str, day: date) -> TokenSpend:
         """Spend on the UTC ``day`` and in its month up to that day.
 
-        ``append_messages`` adds each batch's input + output tokens to the UTC day
-        it is stored on, in the same transaction. ``clear_conversation`` and
-        ``delete_conversation`` leave spend as it is.
+        ``append_messages`` adds each batch's input + output tokens (and its cache
+        writes and reads) to the UTC day it is stored on, in the same transaction.
+        ``clear_conversation`` and ``delete_conversation`` leave spend as it is.
         """
 
     @abstractmethod

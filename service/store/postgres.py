@@ -323,24 +323,28 @@ class PostgresStore(ConversationStore):
     async def usage_totals(self, user_id: str) -> UsageTotals:
         check_user_id(user_id)
         row = await self._fetchrow(
-            "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = $1",
+            "SELECT input_tokens, output_tokens, turns, cache_creation_tokens, cache_read_tokens"
+            " FROM user_usage WHERE user_id = $1",
             user_id,
         )
         if row is None:
             return UsageTotals(0, 0, 0)
-        return UsageTotals(row["input_tokens"], row["output_tokens"], row["turns"])
+        return UsageTotals(*(int(value) for value in row.values()))
 
     async def token_spend(self, user_id: str, day: date) -> TokenSpend:
         check_user_id(user_id)
         row = await self._fetchrow(
-            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0) AS day_tokens,"
-            " COALESCE(SUM(tokens), 0) AS month_tokens"
+            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(tokens), 0),"
+            " COALESCE(SUM(cache_creation_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_read_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_creation_tokens), 0), COALESCE(SUM(cache_read_tokens), 0)"
             " FROM token_spend WHERE user_id = $1 AND day BETWEEN $3 AND $2",
             user_id,
             day,
             day.replace(day=1),
         )
-        return TokenSpend(int(row["day_tokens"]), int(row["month_tokens"]))
+        return TokenSpend(*(int(value) for value in row.values()))
 
     async def count_users(self) -> int:
         return int(await self._fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))

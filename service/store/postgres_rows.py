@@ -8,6 +8,7 @@ from typing import Any
 
 from service.store.base import Conversation, NewMessage, StoredMessage
 from service.store.rows import (
+    batch_cache_usage,
     batch_usage,
     decode_content,
     encode_content,
@@ -19,7 +20,8 @@ from service.store.window import estimate_message
 
 MESSAGE_COLUMNS = (
     "m.id, m.role, m.content, m.status, m.provider, m.model,"
-    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
+    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens,"
+    " m.cache_creation_tokens, m.cache_read_tokens"
 )
 # Rows in the first batch of a history read; later ones are sized by RecentWindow.
 RECENT_BATCH = 128
@@ -71,6 +73,8 @@ def row_message(conversation_id: str, row: Any) -> StoredMessage:
         created_at=row["created_at"],
         # NULL: stored before migration 3, estimated now.
         estimated_tokens=estimate_message(row["role"], blocks) if estimate is None else estimate,
+        cache_creation_input_tokens=row["cache_creation_tokens"],
+        cache_read_input_tokens=row["cache_read_tokens"],
     )
 
 
@@ -125,13 +129,17 @@ async def insert_batch(conn: Any, batch: Batch) -> list[StoredMessage]:
     # One statement for the whole batch, in order.
     rows = await conn.fetch(
         "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
-        " input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
+        " input_tokens, output_tokens, request_id, created_at, estimated_tokens,"
+        " cache_creation_tokens, cache_read_tokens)"
         " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
-        " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens"
+        " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens,"
+        " t.cache_creation_tokens, t.cache_read_tokens"
         " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-        " $8::bigint[], $9::bigint[], $10::text[], $11::integer[])"
+        " $8::bigint[], $9::bigint[], $10::text[], $11::integer[], $12::bigint[],"
+        " $13::bigint[])"
         " WITH ORDINALITY AS t(role, content, status, provider, model,"
-        " input_tokens, output_tokens, request_id, estimated_tokens, n)"
+        " input_tokens, output_tokens, request_id, estimated_tokens,"
+        " cache_creation_tokens, cache_read_tokens, n)"
         " ORDER BY t.n RETURNING id",
         conversation_id,
         now,
@@ -144,25 +152,38 @@ async def insert_batch(conn: Any, batch: Batch) -> list[StoredMessage]:
         [m.output_tokens for m in messages],
         [m.request_id for m in messages],
         estimates,
+        [m.cache_creation_input_tokens for m in messages],
+        [m.cache_read_input_tokens for m in messages],
     )
-    totals = batch_usage(messages)
-    if any(totals):
+    totals, cached = batch_usage(messages), batch_cache_usage(messages)
+    if any(totals) or any(cached):
         await conn.execute(
-            "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
+            "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns,"
+            " cache_creation_tokens, cache_read_tokens)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE SET"
             " input_tokens = u.input_tokens + excluded.input_tokens,"
             " output_tokens = u.output_tokens + excluded.output_tokens,"
-            " turns = u.turns + excluded.turns",
+            " turns = u.turns + excluded.turns,"
+            " cache_creation_tokens = u.cache_creation_tokens"
+            " + excluded.cache_creation_tokens,"
+            " cache_read_tokens = u.cache_read_tokens + excluded.cache_read_tokens",
             user_id,
             *totals,
+            *cached,
         )
-    if totals[0] + totals[1]:
+    if totals[0] + totals[1] or any(cached):
         await conn.execute(
-            "INSERT INTO token_spend AS s (user_id, day, tokens) VALUES ($1, $2, $3)"
-            " ON CONFLICT (user_id, day) DO UPDATE SET tokens = s.tokens + excluded.tokens",
+            "INSERT INTO token_spend AS s"
+            " (user_id, day, tokens, cache_creation_tokens, cache_read_tokens)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, day) DO UPDATE SET"
+            " tokens = s.tokens + excluded.tokens,"
+            " cache_creation_tokens = s.cache_creation_tokens"
+            " + excluded.cache_creation_tokens,"
+            " cache_read_tokens = s.cache_read_tokens + excluded.cache_read_tokens",
             user_id,
             now.date(),
             totals[0] + totals[1],
+            *cached,
         )
     # Identity values follow the insertion order; RETURNING's order is unspecified.
     ids = sorted(row["id"] for row in rows)

@@ -134,6 +134,8 @@ async def test_ndjson_parses_the_same_however_the_bytes_arrive(
     fake_ollama: FakeOllama, bridge: OllamaBridge, framing: dict[str, object]
 ) -> None:
     script = {
+        # Scripted: the same prompt twice would otherwise hit the slot's cache the second time.
+        "input_tokens": 3,
         "chunks": ("Hé", "llo ", "wörld", " ✓"),
         "tool_calls": (ScriptedToolCall("t", {"k": "v"}, id="c1"),),
     }
