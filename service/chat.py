@@ -20,6 +20,7 @@ lease or the shutdown stops it at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -49,7 +50,14 @@ from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import Outcome, check_request
-from service.scheduler.interface import NO_SLOT, Admission, Grant, RequestScheduler, RequestSpec
+from service.scheduler.interface import (
+    NO_SLOT,
+    Admission,
+    Adopted,
+    Grant,
+    RequestScheduler,
+    RequestSpec,
+)
 from service.store.base import ConversationStore, NewMessage
 from service.store.rows import new_conversation_id
 
@@ -154,12 +162,30 @@ class ChatService:
                     conversation_id=conversation_id,
                     model=model,
                     max_active=admitted.max_active,
+                    payload=_payload(turn, conversation_id, fresh, create),
                 )
             )
         except AgentError as exc:
             self._metrics.refused(provider.name, exc)
             raise
         return AdmittedTurn(turn, admission, model, conversation_id, fresh, create)
+
+    def resume(self, adopted: Adopted) -> AdmittedTurn:
+        """An admitted turn taken over from a replica that went away before it started.
+
+        Its limits were checked when it was first admitted; ``run`` carries it out here.
+        """
+        data = json.loads(adopted.payload)
+        turn = TurnInput(**data["turn"])
+        admission = adopted.admission
+        return AdmittedTurn(
+            turn,
+            admission,
+            admission.model,
+            data["conversation_id"],
+            bool(data["fresh"]),
+            bool(data["create"]),
+        )
 
     async def run(self, admitted: AdmittedTurn, send: Send = discard) -> TurnResult:
         """Carry out an admitted turn; its events go to ``send``, errors are raised."""
@@ -523,6 +549,23 @@ class _first_error:
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             raise first from None
+
+
+def _payload(turn: TurnInput, conversation_id: str, fresh: bool, create: bool) -> str:
+    """What another replica needs to run this turn (``ChatService.resume``), as JSON."""
+    fields = {
+        "user_id": turn.user_id,
+        "message": turn.message,
+        "conversation_id": turn.conversation_id,
+        "new_conversation": turn.new_conversation,
+        "priority": turn.priority,
+        "provider": turn.provider,
+        "model": turn.model,
+        "request_id": turn.request_id,
+    }
+    return json.dumps(
+        {"turn": fields, "conversation_id": conversation_id, "fresh": fresh, "create": create}
+    )
 
 
 async def _settle(step: Awaitable[None]) -> None:

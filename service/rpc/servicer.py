@@ -16,6 +16,7 @@ from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.rpc import convert, streaming
 from service.rpc.errors import Context, abort, unary_errors
+from service.rpc.forward import ReplicaForwarder
 from service.scheduler.interface import RequestScheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
@@ -67,7 +68,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         default_model: str,
         mcp: McpTools | None = None,
         metrics: ServiceMetrics | None = None,
+        forwarder: ReplicaForwarder | None = None,
     ) -> None:
+        self._forwarder = forwarder
         self._metrics = metrics or ServiceMetrics()
         self._auth = auth
         self._limits = limits
@@ -124,7 +127,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             user_id = self._user(context, request.user_id)
         except Exception as exc:
             await abort(context, exc)
-        await streaming.watch(self._streams, request, user_id, context)
+        await streaming.watch(self._streams, request, user_id, context, self._forwarder)
 
     @unary_errors
     async def GetStatus(

@@ -55,6 +55,9 @@ class RequestSpec:
     conversation_id: str | None = None
     model: str = ""
     max_active: int = 0  # the user's cap on waiting + running requests (0: none)
+    # What another replica needs to run the request if this one goes away before it
+    # starts (the turn's input, as JSON); kept with the request by a shared engine.
+    payload: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +161,14 @@ class Grant:
 
 
 @dataclass(frozen=True, slots=True)
+class Adopted:
+    """A waiting request this replica took over from one that went away, with its payload."""
+
+    admission: Admission
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
 class Position:
     """Where a waiting request stands: requests ahead of it and the estimated wait."""
 
@@ -199,6 +210,11 @@ class RequestScheduler(Protocol):
     async def status(self, request_id: str, user_id: str) -> RequestInfo: ...
 
     async def requests(self, user_id: str | None = None) -> list[RequestInfo]: ...
+
+    # requests of replicas that went away (a shared engine only; in-process: none)
+    async def adopt(self, limit: int = 50) -> list[Adopted]: ...
+
+    async def replica_address(self, replica: str) -> str | None: ...
 
     # hosts of a pool
     async def report_host(

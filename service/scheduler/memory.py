@@ -16,6 +16,7 @@ from service.scheduler.hosts import HostView, view
 from service.scheduler.interface import (
     NO_SLOT,
     Admission,
+    Adopted,
     Grant,
     LeaseSignal,
     Position,
@@ -128,6 +129,14 @@ class MemoryScheduler:
 
     async def requests(self, user_id: str | None = None) -> list[RequestInfo]:
         return self.engine.requests(user_id)
+
+    # -- replicas: one process has no other replica to take over from ------------------
+
+    async def adopt(self, limit: int = 50) -> list[Adopted]:
+        return []
+
+    async def replica_address(self, replica: str) -> str | None:
+        return None
 
     # -- hosts -------------------------------------------------------------------------
 
