@@ -11,6 +11,7 @@ from service.events import TurnInput
 from service.profiles import ProfileDirectory
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
@@ -26,7 +27,7 @@ async def test_a_long_conversation_keeps_its_prompt_prefix_between_cuts(
         providers={"ollama": bridge},
         default_provider="ollama",
         store=store,
-        scheduler=Scheduler(slots={"ollama": 1}),
+        scheduler=MemoryScheduler(Scheduler(slots={"ollama": 1})),
         profiles=ProfileDirectory(None),
         agent=AgentLoop(default_registry(), max_rounds=1),
     )
@@ -38,6 +39,7 @@ async def test_a_long_conversation_keeps_its_prompt_prefix_between_cuts(
                 message=f"question {number} " + "words " * 12,
                 conversation_id=conversation,
                 new_conversation=not conversation,
+                request_id=f"turn-{number}",
             )
             conversation = (await chat.run_turn(turn)).conversation_id
     finally:
