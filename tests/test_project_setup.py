@@ -63,6 +63,19 @@ def test_make_setup_prepares_buf_modules() -> None:
     assert "scripts/generate.py --deps" in result.stdout
 
 
+def test_make_lint_checks_the_layers() -> None:
+    result = subprocess.run(
+        ["make", "--dry-run", "--always-make", "lint"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "lint-imports" in result.stdout
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert {c["id"] for c in contracts["contracts"]} >= {"gateway-not-service", "service-floors"}
+
+
 def test_proto_bundle_compiles_on_its_own(tmp_path: Path) -> None:
     bundle = tmp_path / "bundle"
     dry = subprocess.run(
