@@ -13,12 +13,12 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import aiohttp
 
-from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
+from service.content import Usage
 from service.errors import AgentError, ProviderError
 from service.providers.base import (
     CompletionRequest,
@@ -26,7 +26,6 @@ from service.providers.base import (
     ProviderEvent,
     ProviderHealth,
     Stop,
-    StopReason,
     TextDelta,
     ToolCall,
 )
@@ -41,82 +40,13 @@ from service.providers.errors import (
     next_in_time,
     stream_broken,
 )
+from service.providers.ollama_wire import canonical, chat_payload, model_names, stop_reason
 
 log = logging.getLogger(__name__)
 
 # After the done line only the end of the body is left; reading it keeps the
 # connection reusable, but never wait long for it.
 _DRAIN_S = 1.0
-
-
-def chat_messages(request: CompletionRequest) -> list[dict[str, Any]]:
-    """Our messages in Ollama's format: a leading system message, tool results as role "tool"."""
-    out: list[dict[str, Any]] = []
-    if request.system:
-        out.append({"role": "system", "content": request.system})
-    tool_names: dict[str, str] = {}
-    for message in request.messages:
-        out.extend(_translate(message, tool_names))
-    return out
-
-
-def _translate(message: Message, tool_names: dict[str, str]) -> list[dict[str, Any]]:
-    # Ollama takes one string per message: separate texts stay separate paragraphs.
-    text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock) and b.text)
-    if message.role == "assistant":
-        uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
-        entry: dict[str, Any] = {"role": "assistant", "content": text}
-        if uses:
-            tool_names.update((u.id, u.name) for u in uses)
-            entry["tool_calls"] = [
-                {"function": {"name": u.name, "arguments": u.input}} for u in uses
-            ]
-        return [entry]
-    out: list[dict[str, Any]] = []
-    for block in message.content:
-        if isinstance(block, ToolResultBlock):
-            # Ollama pairs a result with its call by tool name, and has no error flag.
-            content = f"error: {block.content}" if block.is_error else block.content
-            name = block.name or tool_names.get(block.tool_use_id, "")
-            out.append({"role": "tool", "content": content, "tool_name": name})
-    if text or not out:
-        out.append({"role": "user", "content": text})
-    return out
-
-
-def chat_payload(
-    request: CompletionRequest, model: str, keep_alive: str | None = None
-) -> dict[str, Any]:
-    """The /api/chat body; ``stream`` is always explicit (omitted would also mean true)."""
-    payload: dict[str, Any] = {
-        "model": model,
-        "messages": chat_messages(request),
-        "stream": True,
-        "options": {"num_predict": request.max_tokens},
-    }
-    if request.tools:
-        payload["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in request.tools
-        ]
-    if keep_alive is not None:
-        payload["keep_alive"] = keep_alive
-    return payload
-
-
-def _stop_reason(done_reason: object, called_tools: bool) -> StopReason:
-    if done_reason in (None, "", "stop"):
-        return "tool_use" if called_tools else "end_turn"
-    if done_reason == "length":
-        return "max_tokens"
-    return "other"
 
 
 class OllamaBridge:
@@ -231,7 +161,7 @@ class OllamaBridge:
                         input_tokens=int(chunk.get("prompt_eval_count") or 0),
                         output_tokens=int(chunk.get("eval_count") or 0),
                     )
-                    yield Stop(_stop_reason(chunk.get("done_reason"), called_tools))
+                    yield Stop(stop_reason(chunk.get("done_reason"), called_tools))
                     return
         finally:
             aclose = getattr(lines, "aclose", None)
@@ -326,7 +256,7 @@ class OllamaBridge:
         try:
             async with asyncio.timeout(self._probe_timeout_s):
                 version = str((await self._get_json("/api/version")).get("version", ""))
-                names = _model_names((await self._get_json("/api/tags")).get("models") or [])
+                names = model_names((await self._get_json("/api/tags")).get("models") or [])
         except aiohttp.ClientResponseError as exc:
             return ProviderHealth(
                 reachable=False, detail=f"Ollama at {self.url} answered HTTP {exc.status}"
@@ -344,7 +274,7 @@ class OllamaBridge:
             return ProviderHealth(
                 reachable=False, detail=connect_failure(self._upstream, exc).message
             )
-        available = _canonical(self.model) in names
+        available = canonical(self.model) in names
         detail = (
             f"Ollama {version} at {self.url}, model '{self.model}' installed"
             if available
@@ -366,10 +296,10 @@ class OllamaBridge:
             async with asyncio.timeout(self._probe_timeout_s):
                 # Older servers lack /api/ps: then nothing is known to be loaded.
                 ps = await self._get_json("/api/ps", missing_ok=True)
-                loaded = _model_names(ps.get("models") or [])
+                loaded = model_names(ps.get("models") or [])
                 names: set[str] | None = None
                 if installed:
-                    names = _model_names((await self._get_json("/api/tags")).get("models") or [])
+                    names = model_names((await self._get_json("/api/tags")).get("models") or [])
         except aiohttp.ClientResponseError as exc:
             raise ProviderError(f"Ollama at {self.url} answered HTTP {exc.status}") from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
@@ -407,17 +337,3 @@ async def _lines(body: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
             yield line.decode("utf-8", "replace")
     if pending:
         yield pending.decode("utf-8", "replace")
-
-
-def _canonical(name: str) -> str:
-    return name if ":" in name else f"{name}:latest"
-
-
-def _model_names(models: Sequence[Any]) -> set[str]:
-    names: set[str] = set()
-    for entry in models:
-        if isinstance(entry, dict):
-            for key in ("name", "model"):
-                if entry.get(key):
-                    names.add(_canonical(str(entry[key])))
-    return names
