@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from agentconf.files import (
+    ENV_DELIMITER,
+    ENV_PREFIX,
     ConfigError,
     ConfigFile,
     KeyPath,
@@ -26,9 +28,43 @@ from agentconf.files import (
 
 DEFAULT_CONFIG_FILE = Path("config/config.yaml")
 
-S = TypeVar("S", bound=BaseSettings)
-# Sources between the environment and the file (e.g. the service's legacy names).
-MoreSources = Callable[[type[BaseSettings]], Sequence[PydanticBaseSettingsSource]]
+
+class AgentSettings(BaseSettings):
+    """Settings of one process: ``AGENT_<SECTION>__<KEY>`` variables over the config file.
+
+    Built directly (as tests do), it reads the arguments and the environment;
+    ``load`` adds the config file, checked strictly.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_DELIMITER, extra="ignore"
+    )
+    # The config file's sections for this process; set on the subclass ``load`` makes.
+    file_data: ClassVar[Mapping[str, Any]] = {}
+
+    @classmethod
+    def more_sources(cls, settings_cls: type[BaseSettings]) -> Sequence[PydanticBaseSettingsSource]:
+        """Sources between the environment and the file (the service's legacy names)."""
+        return ()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            *cls.more_sources(settings_cls),
+            MappingSource(settings_cls, cls.file_data),
+        )
+
+
+S = TypeVar("S", bound=AgentSettings)
 
 
 def config_file_path(explicit: str | None = None) -> Path | None:
@@ -48,10 +84,9 @@ def load(
     config_file: str | None,
     *,
     tolerated: Tolerated,
-    more_sources: MoreSources = lambda _cls: (),
     also: Mapping[KeyPath, str] | None = None,
 ) -> tuple[S, ConfigFile | None]:
-    """``model`` from defaults < the file < ``more_sources`` < the environment, and the file.
+    """``model`` from defaults < the file < the environment, and the file it read.
 
     Raises ConfigError, one line naming the key and where it was set, for an
     unreadable file, an unknown key or variable (``tolerated`` names what the
@@ -65,25 +100,8 @@ def load(
     check_env_names(model, env, tolerated)
     # The other process's sections are its to validate.
     data = {k: v for k, v in (file.data if file else {}).items() if k in model.model_fields}
-
-    def sources(
-        cls: type[BaseSettings],
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            *more_sources(settings_cls),
-            MappingSource(settings_cls, data),
-        )
-
     # A subclass per call: pydantic-settings takes its sources from the class.
-    namespace: dict[str, Any] = {"settings_customise_sources": classmethod(sources)}
-    reading = cast(type[S], type(model.__name__, (model,), namespace))
+    reading = cast(type[S], type(model.__name__, (model,), {"file_data": data}))
     try:
         return reading(), file
     except ValidationError as exc:

@@ -9,10 +9,9 @@ are ConfigError.
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentconf.files import ConfigError
-from agentconf.loading import load
+from agentconf.loading import AgentSettings, load
 from agentconf.sections import (
     SERVICE_SECTIONS,
     ApiServerSection,
@@ -24,28 +23,13 @@ from agentconf.sections import (
 __all__ = ["ConfigError", "GatewaySettings", "load_gateway_settings"]
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(AgentSettings):
     """Everything the gateway reads from configuration."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="AGENT_", env_nested_delimiter="__", extra="ignore"
-    )
 
     api_server: ApiServerSection = Field(default_factory=ApiServerSection)
     grpc: GrpcSection = Field(default_factory=GrpcSection)
     sse: SseSection = Field(default_factory=SseSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return init_settings, env_settings
 
 
 def load_gateway_settings(config_file: str | None = None) -> GatewaySettings:

@@ -8,21 +8,16 @@ the original spec's names ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    YamlConfigSettingsSource,
-)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from agentconf.files import ConfigError, ConfigFile, env_name
-from agentconf.loading import load
+from agentconf.loading import AgentSettings, load
 from agentconf.sections import (
     ApiServerSection,
     GrpcSection,
@@ -262,12 +257,8 @@ class _LegacyEnvSource(PydanticBaseSettingsSource):
         return found
 
 
-class Settings(BaseSettings):
+class Settings(AgentSettings):
     """Everything the service reads from configuration."""
-
-    model_config = SettingsConfigDict(
-        env_prefix="AGENT_", env_nested_delimiter="__", extra="ignore", yaml_file=None
-    )
 
     api: ApiSection = Field(default_factory=ApiSection)
     api_server: ApiServerSection = Field(default_factory=ApiServerSection)
@@ -288,20 +279,8 @@ class Settings(BaseSettings):
     sse: SseSection = Field(default_factory=SseSection)
 
     @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (
-            init_settings,
-            env_settings,
-            _LegacyEnvSource(settings_cls),
-            YamlConfigSettingsSource(settings_cls),
-        )
+    def more_sources(cls, settings_cls: type[BaseSettings]) -> Sequence[PydanticBaseSettingsSource]:
+        return (_LegacyEnvSource(settings_cls),)
 
     @property
     def provider(self) -> Literal["anthropic", "ollama"]:
@@ -327,7 +306,6 @@ def load_settings(config_file: str | None = None) -> Settings:
         Settings,
         config_file,
         tolerated={},
-        more_sources=lambda cls: (_LegacyEnvSource(cls),),
         also=_LEGACY_NAMES,
     )
     _check_consistency(settings, file, os.environ)

@@ -17,7 +17,6 @@ from agentconf.files import ConfigError
 from service.config import Settings, load_settings
 from service.listen import ListenError
 from service.observability.logs import configure_logging
-from service.server import running_service
 
 EXIT_CONFIG = 2
 EXIT_LISTEN = 1
@@ -26,6 +25,10 @@ _MASK = "***"
 
 async def serve(settings: Settings) -> None:
     """Run until a signal arrives, then shut down gracefully."""
+    # Imported here: the gRPC stack takes ~1 s to import, which a configuration
+    # mistake or --check-config should not wait for.
+    from service.server import running_service
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

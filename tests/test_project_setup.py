@@ -51,16 +51,26 @@ def test_every_imported_package_is_declared(package: str) -> None:
         assert providers & declared, f"{package} imports {module!r}, provided by {providers}"
 
 
-def test_make_setup_prepares_buf_modules() -> None:
-    # --always-make: the recipes setup runs on a fresh clone, whatever exists here.
+def planned_recipes(target: str) -> str:
+    """What ``make target`` would run; --always-make: as on a fresh clone, whatever exists here."""
     result = subprocess.run(
-        ["make", "--dry-run", "--always-make", "setup"],
+        ["make", "--dry-run", "--always-make", target],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert "scripts/generate.py --deps" in result.stdout
+    return result.stdout
+
+
+def test_make_setup_prepares_buf_modules() -> None:
+    assert "scripts/generate.py --deps" in planned_recipes("setup")
+
+
+def test_make_lint_checks_the_layers() -> None:
+    assert "lint-imports" in planned_recipes("lint")
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    assert {c["id"] for c in contracts["contracts"]} >= {"gateway-not-service", "service-floors"}
 
 
 def test_proto_bundle_compiles_on_its_own(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""OllamaBridge: the Provider over Ollama's /api/chat (NDJSON streaming, httpx2).
+"""OllamaBridge: the Provider over Ollama's /api/chat (NDJSON streaming, aiohttp).
 
 No retries here: Ollama is local and a failed call is reported at once, so
 the scheduler decides (the 503 "server busy" carries a retry hint).
@@ -13,12 +13,12 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-import httpx2
+import aiohttp
 
-from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
+from service.content import Usage
 from service.errors import AgentError, ProviderError
 from service.providers.base import (
     CompletionRequest,
@@ -26,7 +26,6 @@ from service.providers.base import (
     ProviderEvent,
     ProviderHealth,
     Stop,
-    StopReason,
     TextDelta,
     ToolCall,
 )
@@ -41,82 +40,13 @@ from service.providers.errors import (
     next_in_time,
     stream_broken,
 )
+from service.providers.ollama_wire import canonical, chat_payload, model_names, stop_reason
 
 log = logging.getLogger(__name__)
 
 # After the done line only the end of the body is left; reading it keeps the
 # connection reusable, but never wait long for it.
 _DRAIN_S = 1.0
-
-
-def chat_messages(request: CompletionRequest) -> list[dict[str, Any]]:
-    """Our messages in Ollama's format: a leading system message, tool results as role "tool"."""
-    out: list[dict[str, Any]] = []
-    if request.system:
-        out.append({"role": "system", "content": request.system})
-    tool_names: dict[str, str] = {}
-    for message in request.messages:
-        out.extend(_translate(message, tool_names))
-    return out
-
-
-def _translate(message: Message, tool_names: dict[str, str]) -> list[dict[str, Any]]:
-    # Ollama takes one string per message: separate texts stay separate paragraphs.
-    text = "\n\n".join(b.text for b in message.content if isinstance(b, TextBlock) and b.text)
-    if message.role == "assistant":
-        uses = [b for b in message.content if isinstance(b, ToolUseBlock)]
-        entry: dict[str, Any] = {"role": "assistant", "content": text}
-        if uses:
-            tool_names.update((u.id, u.name) for u in uses)
-            entry["tool_calls"] = [
-                {"function": {"name": u.name, "arguments": u.input}} for u in uses
-            ]
-        return [entry]
-    out: list[dict[str, Any]] = []
-    for block in message.content:
-        if isinstance(block, ToolResultBlock):
-            # Ollama pairs a result with its call by tool name, and has no error flag.
-            content = f"error: {block.content}" if block.is_error else block.content
-            name = block.name or tool_names.get(block.tool_use_id, "")
-            out.append({"role": "tool", "content": content, "tool_name": name})
-    if text or not out:
-        out.append({"role": "user", "content": text})
-    return out
-
-
-def chat_payload(
-    request: CompletionRequest, model: str, keep_alive: str | None = None
-) -> dict[str, Any]:
-    """The /api/chat body; ``stream`` is always explicit (omitted would also mean true)."""
-    payload: dict[str, Any] = {
-        "model": model,
-        "messages": chat_messages(request),
-        "stream": True,
-        "options": {"num_predict": request.max_tokens},
-    }
-    if request.tools:
-        payload["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in request.tools
-        ]
-    if keep_alive is not None:
-        payload["keep_alive"] = keep_alive
-    return payload
-
-
-def _stop_reason(done_reason: object, called_tools: bool) -> StopReason:
-    if done_reason in (None, "", "stop"):
-        return "tool_use" if called_tools else "end_turn"
-    if done_reason == "length":
-        return "max_tokens"
-    return "other"
 
 
 class OllamaBridge:
@@ -148,26 +78,36 @@ class OllamaBridge:
             key_hint="check the credentials of whatever proxy sits in front of Ollama",
             model_hint="run `ollama pull {model}` on that host, or configure a model it has",
         )
-        # Our own timers enforce the deadlines; httpx's read timeout is only a backstop.
+        # Our own timers enforce the deadlines (the first-byte one also bounds the wait
+        # for a free connection); aiohttp's read timeout is only a backstop.
         backstop = max(first_byte_timeout_s, idle_timeout_s) + 5.0
-        # Sized to the requests the scheduler lets through (plus probes), so every
-        # admitted request gets a connection and idle ones are kept for reuse.
-        # httpx2, the Anthropic SDK's client, rather than httpx 0.28: httpcore 1.0's pool
-        # hands one idle connection to several waiting requests and retries the losers,
-        # which cost ~10x the CPU per call at 32 concurrent calls (scripts/bench_bridge.py).
-        limits = httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout_s, sock_read=backstop
         )
-        # trust_env=False: a proxy from the environment must not intercept a local server.
-        self._client = httpx2.AsyncClient(
-            base_url=self.url,
-            timeout=httpx2.Timeout(backstop, connect=connect_timeout_s),
-            transport=httpx2.AsyncHTTPTransport(limits=limits),
-            trust_env=False,
-        )
+        self._max_connections = max_connections
+        self._chat_url = f"{self.url}/api/chat"
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        # aiohttp rather than httpx: httpcore's pool walks every connection on every
+        # request, which at the 1,000 streams of `make bench` cost ~10x the CPU per
+        # call and let connects time out (scripts/bench_bridge.py --concurrency 1000).
+        # Made on first use, in the running loop, which the session belongs to.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                # Sized to the requests the scheduler lets through (plus probes), so every
+                # admitted request gets a connection and idle ones are kept for reuse.
+                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0),
+                timeout=self._timeout,
+                # A proxy from the environment must not intercept a local server.
+                trust_env=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def stream(self, request: CompletionRequest) -> AsyncGenerator[ProviderEvent, None]:
         model = request.model or self.model
@@ -176,22 +116,23 @@ class OllamaBridge:
         first_deadline = loop.time() + self._first_byte_timeout_s
         try:
             async with asyncio.timeout_at(first_deadline):
-                response = await self._client.send(
-                    self._client.build_request("POST", "/api/chat", json=payload), stream=True
-                )
+                response = await self._http().post(self._chat_url, json=payload)
+        except aiohttp.ClientError as exc:  # before TimeoutError: a connect timeout is both
+            raise self._transport_error(exc, model, started=False) from exc
         except TimeoutError:
             raise first_byte_timeout(self._upstream, model, self._first_byte_timeout_s) from None
-        except httpx2.HTTPError as exc:
-            raise self._transport_error(exc, model, started=False) from exc
         try:
-            if response.status_code != 200:
+            if response.status != 200:
                 raise await self._status_error(response, model)
-            events = self._events(response.aiter_lines(), model, first_deadline)
+            events = self._events(_lines(response.content), model, first_deadline)
             async with contextlib.aclosing(events):
                 async for event in events:
                     yield event
         finally:
-            await response.aclose()
+            if response.content.at_eof():
+                response.release()  # read to the end: the connection is kept for reuse
+            else:
+                response.close()  # closing the socket is what stops Ollama's generation
 
     async def _events(
         self, lines: AsyncIterator[str], model: str, first_deadline: float
@@ -220,7 +161,7 @@ class OllamaBridge:
                         input_tokens=int(chunk.get("prompt_eval_count") or 0),
                         output_tokens=int(chunk.get("eval_count") or 0),
                     )
-                    yield Stop(_stop_reason(chunk.get("done_reason"), called_tools))
+                    yield Stop(stop_reason(chunk.get("done_reason"), called_tools))
                     return
         finally:
             aclose = getattr(lines, "aclose", None)
@@ -240,7 +181,7 @@ class OllamaBridge:
                 first_byte_timeout_s=self._first_byte_timeout_s,
                 idle_timeout_s=self._idle_timeout_s,
             )
-        except httpx2.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise self._transport_error(exc, model, started=True) from exc
 
     def _parse(self, line: str, model: str) -> dict[str, Any]:
@@ -277,14 +218,14 @@ class OllamaBridge:
             async with asyncio.timeout(min(_DRAIN_S, self._idle_timeout_s)):
                 async for _ in lines:
                     pass
-        except (TimeoutError, httpx2.HTTPError):
+        except (TimeoutError, aiohttp.ClientError):
             log.debug("Ollama at %s did not end the body after the done line", self.url)
 
-    async def _status_error(self, response: httpx2.Response, model: str) -> AgentError:
+    async def _status_error(self, response: aiohttp.ClientResponse, model: str) -> AgentError:
         try:
             async with asyncio.timeout(self._idle_timeout_s):
-                raw = await response.aread()
-        except (TimeoutError, httpx2.HTTPError):
+                raw = await response.read()
+        except (TimeoutError, aiohttp.ClientError):
             raw = b""
         detail = raw.decode("utf-8", "replace").strip()
         try:
@@ -294,13 +235,15 @@ class OllamaBridge:
         except ValueError:
             pass
         return from_status(
-            self._upstream, response.status_code, detail, model=model, headers=response.headers
+            self._upstream, response.status, detail, model=model, headers=response.headers
         )
 
-    def _transport_error(self, exc: httpx2.HTTPError, model: str, *, started: bool) -> AgentError:
-        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
+    def _transport_error(
+        self, exc: aiohttp.ClientError, model: str, *, started: bool
+    ) -> AgentError:
+        if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
             return connect_failure(self._upstream, exc)
-        if isinstance(exc, httpx2.TimeoutException):
+        if isinstance(exc, TimeoutError):  # a read that outlasted the backstop
             if started:
                 return idle_timeout(self._upstream, model, self._idle_timeout_s)
             return first_byte_timeout(self._upstream, model, self._first_byte_timeout_s)
@@ -312,26 +255,26 @@ class OllamaBridge:
         """Version and installed models; never raises."""
         try:
             async with asyncio.timeout(self._probe_timeout_s):
-                version_response = await self._client.get("/api/version")
-                version_response.raise_for_status()
-                version = str(version_response.json().get("version", ""))
-                tags_response = await self._client.get("/api/tags")
-                tags_response.raise_for_status()
-                names = _model_names(tags_response.json().get("models") or [])
+                version = str((await self._get_json("/api/version")).get("version", ""))
+                names = model_names((await self._get_json("/api/tags")).get("models") or [])
+        except aiohttp.ClientResponseError as exc:
+            return ProviderHealth(
+                reachable=False, detail=f"Ollama at {self.url} answered HTTP {exc.status}"
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            return ProviderHealth(
+                reachable=False, detail=connect_failure(self._upstream, exc).message
+            )
         except TimeoutError:
             return ProviderHealth(
                 reachable=False,
                 detail=f"Ollama at {self.url} did not answer within {self._probe_timeout_s:g} s",
             )
-        except httpx2.HTTPStatusError as exc:
+        except (aiohttp.ClientError, ValueError, AttributeError) as exc:
             return ProviderHealth(
-                reachable=False,
-                detail=f"Ollama at {self.url} answered HTTP {exc.response.status_code}",
+                reachable=False, detail=connect_failure(self._upstream, exc).message
             )
-        except (httpx2.HTTPError, ValueError, AttributeError) as exc:
-            reason = connect_failure(self._upstream, exc).message
-            return ProviderHealth(reachable=False, detail=reason)
-        available = _canonical(self.model) in names
+        available = canonical(self.model) in names
         detail = (
             f"Ollama {version} at {self.url}, model '{self.model}' installed"
             if available
@@ -351,25 +294,21 @@ class OllamaBridge:
         """
         try:
             async with asyncio.timeout(self._probe_timeout_s):
-                ps = await self._client.get("/api/ps")
-                loaded: set[str] = set()
-                if ps.status_code != 404:  # older servers lack /api/ps: nothing known loaded
-                    ps.raise_for_status()
-                    loaded = _model_names(ps.json().get("models") or [])
+                # Older servers lack /api/ps: then nothing is known to be loaded.
+                ps = await self._get_json("/api/ps", missing_ok=True)
+                loaded = model_names(ps.get("models") or [])
                 names: set[str] | None = None
                 if installed:
-                    tags = await self._client.get("/api/tags")
-                    tags.raise_for_status()
-                    names = _model_names(tags.json().get("models") or [])
+                    names = model_names((await self._get_json("/api/tags")).get("models") or [])
+        except aiohttp.ClientResponseError as exc:
+            raise ProviderError(f"Ollama at {self.url} answered HTTP {exc.status}") from None
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise connect_failure(self._upstream, exc) from None
         except TimeoutError:
             raise ProviderError(
                 f"Ollama at {self.url} did not answer within {self._probe_timeout_s:g} s"
             ) from None
-        except httpx2.HTTPStatusError as exc:
-            raise ProviderError(
-                f"Ollama at {self.url} answered HTTP {exc.response.status_code}"
-            ) from None
-        except httpx2.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise connect_failure(self._upstream, exc) from None
         except (ValueError, AttributeError) as exc:
             raise ProviderError(f"Ollama at {self.url} sent an unreadable answer: {exc}") from None
@@ -377,16 +316,24 @@ class OllamaBridge:
             loaded=frozenset(loaded), installed=None if names is None else frozenset(names)
         )
 
+    async def _get_json(self, path: str, *, missing_ok: bool = False) -> dict[str, Any]:
+        """A GET's JSON object; ClientResponseError for an error status ({} for 404 if allowed)."""
+        async with self._http().get(f"{self.url}{path}") as response:
+            if missing_ok and response.status == 404:
+                return {}
+            response.raise_for_status()
+            body = await response.json(content_type=None)  # any type: older servers vary
+        if not isinstance(body, dict):
+            raise ValueError(f"not a JSON object: {body!r:.200}")
+        return body
 
-def _canonical(name: str) -> str:
-    return name if ":" in name else f"{name}:latest"
 
-
-def _model_names(models: Sequence[Any]) -> set[str]:
-    names: set[str] = set()
-    for entry in models:
-        if isinstance(entry, dict):
-            for key in ("name", "model"):
-                if entry.get(key):
-                    names.add(_canonical(str(entry[key])))
-    return names
+async def _lines(body: aiohttp.StreamReader) -> AsyncGenerator[str, None]:
+    """The body's lines as they arrive, however its bytes are split into chunks."""
+    pending = b""
+    async for chunk in body.iter_any():
+        *whole, pending = (pending + chunk).split(b"\n")
+        for line in whole:
+            yield line.decode("utf-8", "replace")
+    if pending:
+        yield pending.decode("utf-8", "replace")

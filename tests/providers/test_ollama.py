@@ -315,3 +315,16 @@ async def test_a_chat_is_never_sent_twice_when_a_reused_connection_drops() -> No
         await bridge.aclose()
         server.close()
         await server.wait_closed()
+
+
+async def test_calls_past_the_connection_limit_wait_for_a_connection() -> None:
+    with FakeOllama() as fake:
+        fake.responder = lambda request: Reply.text("x", "y", chunk_delay_s=0.05)
+        bridge = OllamaBridge(url=fake.url, model=OLLAMA_MODEL, max_connections=2)
+        try:
+            turns = await asyncio.gather(*(collect(bridge, ask(f"n{i}")) for i in range(5)))
+        finally:
+            await bridge.aclose()
+        assert [fold(t).text for t in turns] == ["xy"] * 5
+        assert fake.max_in_flight <= 2
+        assert fake.connections_opened <= 2
