@@ -21,6 +21,8 @@ revoked token stops working without a restart.
 
 from __future__ import annotations
 
+import asyncio
+
 import hmac
 import logging
 import os
@@ -90,6 +92,7 @@ class Authenticator:
         self._signature: tuple[int, ...] | None = None
         self._users: dict[str, UserEntry] = {}
         self._by_digest: dict[bytes, UserEntry] = {}
+        self._revoked: list[Callable[[frozenset[str]], None]] = []
         if users_file is not None:
             self._signature = _signature(users_file)
             self._install(load_users(users_file))
@@ -194,8 +197,34 @@ class Authenticator:
             log.error("users file %s not reloaded, keeping the previous one: %s", self._file, exc)
             return
         self._signature = signature
+        before = self._users
         self._install(entries)
         log.info("users file %s reloaded: %d user(s)", self._file, len(entries))
+        revoked = frozenset(
+            user
+            for user, entry in before.items()
+            if user not in entries or entries[user].digest != entry.digest
+        )
+        if revoked:
+            log.info("users file: the token of %d user(s) was revoked or changed", len(revoked))
+            for listener in self._revoked:
+                listener(revoked)
+
+    def on_revoked(self, listener: Callable[[frozenset[str]], None]) -> None:
+        """Call ``listener`` with the users whose token a reload revoked, removed or replaced."""
+        self._revoked.append(listener)
+
+    async def watch_file(self) -> None:
+        """Look for changes of the users file every ``reload_interval_s``, calls or none.
+
+        Without it a change is noticed at the next call; with it a revoked token's
+        waiting requests are cancelled even when nobody calls.
+        """
+        if self._file is None:
+            return
+        while True:
+            await asyncio.sleep(self._reload_interval_s)
+            self._reload_if_changed()
 
     def _install(self, entries: dict[str, UserEntry]) -> None:
         self._users = entries
