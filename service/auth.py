@@ -77,6 +77,7 @@ class Authenticator:
         if users_file is not None:
             self._signature = _signature(users_file)
             self._install(load_users(users_file))
+            self._warn_if_empty()
         else:
             self._install(parse_users(dict(user_tokens or {}), "user_tokens"))
         self.open = self._shared is None and not self._users and users_file is None
@@ -136,6 +137,11 @@ class Authenticator:
         self._signature = signature
         self._install(entries)
         log.info("users file %s reloaded: %d user(s)", self._file, len(entries))
+        self._warn_if_empty()
+
+    def _warn_if_empty(self) -> None:
+        if not self._users:
+            log.warning("users file %s lists no users: nobody can sign in", self._file)
 
     def _install(self, entries: dict[str, UserEntry]) -> None:
         self._users = entries

@@ -34,7 +34,9 @@ from service.config_file import (
     env_name,
     read_config_file,
 )
+from service.errors import AgentError
 from service.limits.config import LimitsSection
+from service.userfile import load_users
 
 DEFAULT_CONFIG_FILE = Path("config/config.yaml")
 # uvicorn's names (the gateway uses the same key); "trace" is uvicorn's, below debug.
@@ -421,3 +423,8 @@ def _check_consistency(
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():
         raise ConfigError(f"auth.tokens_file: no such file: {tokens}")
+    if tokens is not None:
+        try:  # at start an invalid users file is a configuration error; a reload keeps the last
+            load_users(tokens)
+        except (OSError, ValueError, AgentError) as exc:
+            raise ConfigError(f"auth.tokens_file: {exc}") from None
