@@ -33,7 +33,8 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
-from service.limits import Limits
+from service.history import estimate_tokens
+from service.limits import Admission, Limits
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
@@ -104,8 +105,9 @@ class ChatService:
             return await self._command(turn, request_id, send)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
+        admission: Admission | None = None
         try:
-            admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
+            admission = await self._limits.admit(turn.user_id, self._reservation(turn))
             conversation, fresh = await self._conversation_for(turn)
             ticket = self._scheduler.submit(
                 user_id=turn.user_id,
@@ -114,16 +116,20 @@ class ChatService:
                 request_id=request_id,
                 conversation_id=conversation.id,
                 model=model,
-                max_active=admitted.max_active,
+                max_active=admission.limits.max_active,
             )
-        except AgentError as exc:
-            self._metrics.refused(provider.name, exc)
+        except BaseException as exc:
+            if admission is not None:  # refused after admission: it spends nothing
+                await admission.refund()
+            if isinstance(exc, AgentError):
+                self._metrics.refused(provider.name, exc)
             raise
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.api_server.request_timeout
         timer = self._metrics.timed(provider.name, send)
         send = timer.send
         outcome: Outcome = "failed"
+        result: TurnResult | None = None
         try:
             if not ticket.holds_slot:  # a free slot is granted at submit: no waiting
                 with self._tracing.span("queue wait", provider=provider.name):
@@ -141,6 +147,13 @@ class ChatService:
         finally:
             self._scheduler.finish(ticket, outcome)
             timer.done()
+            await admission.settle(result.usage if result is not None else Usage())
+
+    def _reservation(self, turn: TurnInput) -> int:
+        """Tokens a turn reserves against the budgets: its input at most, plus its output cap."""
+        message = estimate_tokens(Message("user", [TextBlock(turn.message)]))
+        output = self._limits.of(turn.user_id).cap_output(self._rules.max_tokens)
+        return message + self._rules.history_budget_tokens + output
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.
