@@ -131,6 +131,10 @@ class OllamaSection(BaseModel):
     backends: list[OllamaBackend] = Field(default_factory=list)
     health_interval_s: float = Field(5.0, gt=0)
     unhealthy_after: int = Field(2, ge=1)  # failed probes in a row that mark a host down
+    # Chats failed in a row (the host's fault) that take a host out, and the least time it
+    # then stays out before a passing health check lets it back in on trial.
+    breaker_failures: int = Field(3, ge=1)
+    breaker_open_s: float = Field(30.0, ge=0)
 
     @field_validator("backends")
     @classmethod

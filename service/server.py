@@ -27,7 +27,7 @@ from service.limits import Limits
 from service.listen import add_port, check_address_free
 from service.observability.metrics import MetricsEndpoint, ServiceMetrics
 from service.observability.tracing import Tracing, tracing_from_environment
-from service.pool import HealthMonitor, HostPool, Probe
+from service.pool import CircuitBreaker, HealthMonitor, HostPool, Probe
 from service.profiles import ProfileDirectory
 from service.providers.base import HostInventory, Provider
 from service.providers.factory import build_provider
@@ -169,6 +169,12 @@ async def running_service(
             aging_interval_s=settings.queue.aging_interval_s,
             retention_s=settings.queue.retention_s,
         )
+        breaker = CircuitBreaker(
+            scheduler,
+            "ollama",
+            trip_after=settings.ollama.breaker_failures,
+            open_s=settings.ollama.breaker_open_s,
+        )
         tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
         mcp = McpTools(
             tools,
@@ -197,6 +203,7 @@ async def running_service(
                     "ollama",
                     ollama_hosts,
                     retry_after_s=max(1.0, settings.ollama.health_interval_s),
+                    breaker=breaker,
                 )
             },
             metrics=metrics,
@@ -209,6 +216,7 @@ async def running_service(
             interval_s=settings.ollama.health_interval_s,
             unhealthy_after=settings.ollama.unhealthy_after,
             learn_models=[h.url for h in settings.ollama.hosts() if not h.models],
+            breaker=breaker,
         )
         # A first round before serving, so admission knows the models the hosts have.
         await monitor.check()

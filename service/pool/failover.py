@@ -14,7 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from service.errors import ServiceUnavailable, UpstreamLost
+from service.errors import ProviderError, ServiceUnavailable, UpstreamLost
+from service.pool.breaker import CircuitBreaker, counts_against_host
 from service.providers.base import Provider
 from service.scheduler import Ticket
 from service.scheduler.interface import RequestScheduler
@@ -33,6 +34,7 @@ class HostPool:
         *,
         retry_after_s: float,
         max_attempts: int = 3,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not bridges:
             raise ValueError("a pool needs at least one host")
@@ -41,6 +43,7 @@ class HostPool:
         self._bridges = dict(bridges)
         self._retry_after_s = retry_after_s
         self._max_attempts = max_attempts
+        self._breaker = breaker
 
     def bridge(self, ticket: Ticket) -> Provider:
         return self._bridges[ticket.backend]
@@ -65,13 +68,24 @@ class HostPool:
             ticket.on_host_lost = _canceller(attempt)
             try:
                 await attempt
+                if self._breaker is not None:
+                    self._breaker.succeeded(host)
                 return
             except UpstreamLost as exc:
+                if self._breaker is not None:
+                    self._breaker.failed(host, exc)
                 if exc.refused:
                     self._scheduler.report_host(self._provider, host, up=False, error=exc.message)
                 if sent() or len(ticket.tried) + 1 >= self._max_attempts:
                     if exc.retry_after_s is None:
                         exc.retry_after_s = self._retry_after_s
+                    raise
+                log.info("request %s: %s; trying another host", ticket.request_id, exc.message)
+            except ProviderError as exc:
+                if self._breaker is not None:
+                    self._breaker.failed(host, exc)
+                # A host that failed before any output: tried once more, on another host.
+                if sent() or ticket.tried or not counts_against_host(exc):
                     raise
                 log.info("request %s: %s; trying another host", ticket.request_id, exc.message)
             except asyncio.CancelledError:
