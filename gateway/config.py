@@ -68,6 +68,10 @@ class ApiServerSection(BaseModel):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     # After SIGTERM: how long open streams may run before they get an `unavailable` event.
     shutdown_grace_s: float = Field(25.0, ge=0)
+    # A client must send its request head within header_timeout_s (of connecting or of
+    # the previous response) and its body within body_timeout_s of the head: else 408.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("log_level")
     @classmethod

@@ -68,6 +68,10 @@ class ApiServerSection(BaseModel):
     # Larger request bodies get 413; the gRPC request-size limits follow it.
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     shutdown_grace_s: float = Field(25.0, ge=0)  # the gateway's drain on SIGTERM
+    # A client must send its request head within header_timeout_s (of connecting or of
+    # the previous response) and its body within body_timeout_s of the head: else 408.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -83,6 +87,11 @@ class GrpcSection(BaseModel):
 
     address: str = "127.0.0.1:50051"
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # A connection that has not finished the HTTP/2 handshake (its preface and first
+    # SETTINGS) in this time is closed, and one with no call for idle_timeout_s is sent
+    # GOAWAY (a client reconnects when it next calls); running calls are never touched.
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    idle_timeout_s: float = Field(300.0, gt=0)
 
 
 class AnthropicSection(BaseModel):

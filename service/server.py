@@ -63,7 +63,14 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", _MAX_REPLY_BYTES),
         # A second service on a used port must fail, not share it (see service/listen.py).
         ("grpc.so_reuseport", 0),
+        # Connections that never complete the handshake, or that sit idle, are shed.
+        ("grpc.server_handshake_timeout_ms", _ms(settings.grpc.handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", _ms(settings.grpc.idle_timeout_s)),
     ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(slots=True)
