@@ -26,12 +26,14 @@ from typing import Any, Literal
 import anyio
 import httpx2
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client, types
+from mcp import ClientSession, MCPError, types
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 from mcp.types import CONNECTION_CLOSED
 
 from service.config import McpServerSection
+from service.tools.mcp_content import clip
+from service.tools.mcp_stdio import bounded_stdio
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +143,9 @@ class McpConnection:
                     "(it exited?); it is being restarted, try again later"
                 ) from exc
             self._check_alive(session)
+            # The server's error text is as untrusted as its results: cut the same way.
             raise McpUnavailable(
-                f"MCP server {self.name!r} failed the call: {exc.message}"
+                clip(f"MCP server {self.name!r} failed the call: {exc.message}")
             ) from exc
         except (
             OSError,
@@ -152,7 +155,7 @@ class McpConnection:
         ) as exc:
             self._check_alive(session)
             raise McpUnavailable(
-                f"MCP server {self.name!r} failed the call: {_describe(exc)}"
+                clip(f"MCP server {self.name!r} failed the call: {_describe(exc)}")
             ) from exc
 
     def _check_alive(self, session: ClientSession) -> None:
@@ -244,8 +247,13 @@ class McpConnection:
     def _transport(self) -> AbstractAsyncContextManager[Streams]:
         config = self.config
         if config.transport == "stdio":
-            params = StdioServerParameters(command=config.command, args=config.args, env=config.env)
-            return stdio_client(params)
+            return bounded_stdio(
+                config.name,
+                config.command,
+                config.args,
+                config.env,
+                max_message_bytes=config.max_message_bytes,
+            )
         return _http_transport(config.url, config.headers)
 
     async def _pump(
