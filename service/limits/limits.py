@@ -133,11 +133,16 @@ class Limits:
         if not (limits.tokens_per_day or limits.tokens_per_month):
             return
         hold = self._reservations.hold(user_id)
+        released = False
         try:
             async with hold.lock:
                 hold.reserved -= admission.reserved
                 hold.turns -= 1
+                released = True
         finally:
+            if not released:  # cancelled while waiting for the lock: never leak a reservation
+                hold.reserved -= admission.reserved
+                hold.turns -= 1
             self._reservations.done_with(user_id, hold)
 
     async def report(self, user_id: str) -> LimitsReport:

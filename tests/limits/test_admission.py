@@ -138,3 +138,22 @@ async def test_without_budgets_only_the_rate_is_held_and_given_back() -> None:
     await limits.admit("bob")
     with pytest.raises(LimitReached):
         await limits.admit("bob")
+
+
+async def test_a_settle_cancelled_while_it_waits_still_drops_the_reservation() -> None:
+    spend = Spend()
+    limits = limits_of(LimitsSection(tokens_per_day=30), spend)
+    first = await limits.admit("alice", 10)
+    spend.gate = asyncio.Event()
+    spend.reading.clear()
+    reading = asyncio.create_task(limits.admit("alice", 5))  # holds the user's lock
+    await spend.reading.wait()
+    settling = asyncio.create_task(first.settle(Usage(1, 1)))
+    await asyncio.sleep(0)  # it waits for the lock
+    settling.cancel()  # say the turn's task is cancelled a second time
+    with pytest.raises(asyncio.CancelledError):
+        await settling
+    spend.gate.set()
+    second = await reading
+    await second.settle(Usage(1, 1))
+    assert limits.reserved("alice") == 0
