@@ -143,7 +143,7 @@ class OllamaSection(BaseModel):
     # Chats failed in a row (the host's fault) that take a host out, and the least time it
     # then stays out before a passing health check lets it back in on trial.
     breaker_failures: int = Field(3, ge=1)
-    breaker_open_s: float = Field(30.0, ge=0)
+    breaker_open_s: float = Field(10.0, ge=0)
 
     @field_validator("backends")
     @classmethod

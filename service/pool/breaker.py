@@ -106,6 +106,17 @@ class CircuitBreaker:
         else:
             self._report(host, up=None, error=error)
 
+    def retry_elsewhere(self, host: str, model: str, exc: BaseException) -> bool:
+        """Whether a call that failed on ``host`` with ``exc`` may run once on another host.
+
+        Only a failure that is the host's fault, and only when another host that
+        is up serves ``model`` (a lone host would just fail it a second time).
+        """
+        return counts_against_host(exc) and any(
+            h.up and h.name != host and h.serves(model)
+            for h in self._scheduler.hosts(self._provider)
+        )
+
     def health_check_passed(self, host: str) -> bool:
         """A health check of ``host`` passed: may it be marked up?
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 
 from service.errors import ProviderError, ServiceUnavailable, UpstreamLost
-from service.pool.breaker import CircuitBreaker, counts_against_host
+from service.pool.breaker import CircuitBreaker
 from service.providers.base import Provider
 from service.scheduler import Ticket
 from service.scheduler.interface import RequestScheduler
@@ -85,7 +85,10 @@ class HostPool:
                 if self._breaker is not None:
                     self._breaker.failed(host, exc)
                 # A host that failed before any output: tried once more, on another host.
-                if sent() or ticket.tried or not counts_against_host(exc):
+                retry = self._breaker is not None and self._breaker.retry_elsewhere(
+                    host, ticket.model, exc
+                )
+                if sent() or ticket.tried or not retry:
                     raise
                 log.info("request %s: %s; trying another host", ticket.request_id, exc.message)
             except asyncio.CancelledError:

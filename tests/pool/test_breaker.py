@@ -174,3 +174,25 @@ async def test_affinity_never_sends_a_turn_to_a_host_that_is_out() -> None:
     )
     assert follow_up.holds_slot and follow_up.backend == "b"
     scheduler.finish(follow_up, "completed")
+
+
+async def test_a_lone_host_or_a_model_no_other_host_serves_is_not_asked_twice() -> None:
+    scheduler = Scheduler(
+        slots={}, hosts={"ollama": [Host("a", 1), Host("b", 1, models=frozenset({"other"}))]}
+    )
+    breaker = CircuitBreaker(scheduler, "ollama", trip_after=5, open_s=0.0, clock=Clock())
+    bridges: dict[str, Any] = {"a": Named("a"), "b": Named("b")}
+    pool = HostPool(scheduler, "ollama", bridges, retry_after_s=1.0, breaker=breaker)
+    ran: list[str] = []
+
+    async def failing(bridge: Any) -> None:
+        ran.append(bridge.name)
+        raise HTTP_500
+
+    loop = asyncio.get_running_loop()
+    ticket = scheduler.submit(user_id="u", provider="ollama", request_id="r-1", model="m")
+    assert ticket.backend == "a"  # b does not serve m
+    with pytest.raises(ProviderError):
+        await pool.run(ticket, failing, sent=lambda: False, deadline=loop.time() + 5)
+    assert ran == ["a"]
+    scheduler.finish(ticket, "failed")
