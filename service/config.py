@@ -222,8 +222,8 @@ class McpServerSection(BaseModel):
     allowed_tools: list[str] | None = None  # the server's tool names to offer; None: all
     timeout_s: float | None = Field(None, gt=0)  # per call; None: tools.timeout_s
     connect_timeout_s: float = Field(30.0, gt=0)  # start (or restart) plus listing the tools
-    # stdio: a message (one line) longer than this is dropped as it arrives and its call
-    # ends with an error, so one huge tool result cannot fill memory or hold the CPU.
+    # A message (a stdio line, an HTTP JSON body or SSE event) longer than this is dropped
+    # and its call ends with an error, so one huge tool result cannot fill memory or CPU.
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")

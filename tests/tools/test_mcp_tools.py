@@ -48,10 +48,10 @@ def free_port() -> int:
 class HttpMcpServer:
     """The test tools over streamable HTTP, served by uvicorn in this event loop."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, json_response: bool = False) -> None:
         self.port = port
         self.headers: list[dict[str, str]] = []  # of every HTTP request received
-        mcp_app = build_server().streamable_http_app(host="127.0.0.1")
+        mcp_app = build_server().streamable_http_app(host="127.0.0.1", json_response=json_response)
 
         async def app(scope: dict, receive: object, send: object) -> None:
             if scope["type"] == "http":
@@ -341,3 +341,25 @@ async def test_stderr_is_logged_line_limited_and_rate_limited(
     assert 1 <= len(shouted) <= 120  # the rate: 120 lines a minute
     assert all(len(s) < 1200 for s in said)  # each cut to 1000 characters
     assert any("line(s) not logged" in s for s in said)
+
+
+@pytest.mark.parametrize("json_response", [False, True], ids=["sse", "json"])
+async def test_an_oversized_http_answer_ends_the_call_with_an_error(
+    fake: FakeOllama,
+    bridge: OllamaBridge,
+    make_mcp: Callable[..., Awaitable[tuple]],
+    json_response: bool,
+) -> None:
+    async with HttpMcpServer(free_port(), json_response=json_response) as server:
+        _mcp, tools = await make_mcp(
+            McpServerSection(
+                name="web", transport="http", url=server.url, max_message_bytes=200_000
+            )
+        )
+        fake.push(Reply.tool("web__big", {"size": 5_000_000}), Reply.text("Too big."))
+        events, transcript = await turn(bridge, tools)
+        result = result_of(events)
+        assert result.is_error and "200000" in result.result, result.result
+        assert len(result.result) < 1000 and transcript.text == "Too big."
+        fake.push(Reply.tool("web__echo", {"text": "still here"}), Reply.text("ok"))
+        assert result_of((await turn(bridge, tools))[0]).result.endswith(": still here")
