@@ -50,6 +50,10 @@ class ApiServerSection(Section):
     # After SIGTERM: how long the gateway's open streams may run before they get
     # an `unavailable` event.
     shutdown_grace_s: float = Field(25.0, ge=0)
+    # A client must send its request head within header_timeout_s (of connecting or of
+    # the previous response) and its body within body_timeout_s of the head: else 408.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
 
     @field_validator("log_level")
     @classmethod
@@ -66,6 +70,11 @@ class GrpcSection(Section):
     address: str = "127.0.0.1:50051"
     # The service's drain on SIGTERM.
     shutdown_grace_s: float = Field(30.0, ge=0)
+    # A connection that has not finished the HTTP/2 handshake (its preface and first
+    # SETTINGS) in this time is closed, and one with no call for idle_timeout_s is sent
+    # GOAWAY (a client reconnects when it next calls); running calls are never touched.
+    handshake_timeout_s: float = Field(10.0, gt=0)
+    idle_timeout_s: float = Field(300.0, gt=0)
 
 
 class SseSection(Section):

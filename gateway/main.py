@@ -13,7 +13,7 @@ import yaml
 
 from agentconf.files import ConfigError
 from gateway.config import load_gateway_settings
-from gateway.http_protocol import PROTOCOL_PATH
+from gateway.http_protocol import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, PROTOCOL_PATH
 from gateway.logs import log_config
 from gateway.upstream_target import TargetError, dial_target
 
@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> None:
     if not os.environ.get(MULTIPROC_ENV):
         private_dir = tempfile.mkdtemp(prefix="agent-gateway-metrics-")
         os.environ[MULTIPROC_ENV] = private_dir
+    # The workers' HTTP protocol reads its timeouts from the environment they inherit.
+    os.environ[HEADER_TIMEOUT_ENV] = str(server.header_timeout_s)
+    os.environ[BODY_TIMEOUT_ENV] = str(server.body_timeout_s)
     try:
         uvicorn.run(
             "gateway.app:app_from_environment",

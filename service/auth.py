@@ -22,7 +22,6 @@ revoked token stops working without a restart.
 from __future__ import annotations
 
 import asyncio
-
 import hmac
 import logging
 import os
@@ -96,6 +95,7 @@ class Authenticator:
         if users_file is not None:
             self._signature = _signature(users_file)
             self._install(load_users(users_file))
+            self._warn_if_empty()
         else:
             self._install(parse_users(dict(user_tokens or {}), "user_tokens"))
         self.open = self._shared is None and not self._users and users_file is None and jwt is None
@@ -200,6 +200,7 @@ class Authenticator:
         before = self._users
         self._install(entries)
         log.info("users file %s reloaded: %d user(s)", self._file, len(entries))
+        self._warn_if_empty()
         revoked = frozenset(
             user
             for user, entry in before.items()
@@ -225,6 +226,10 @@ class Authenticator:
         while True:
             await asyncio.sleep(self._reload_interval_s)
             self._reload_if_changed()
+
+    def _warn_if_empty(self) -> None:
+        if not self._users:
+            log.warning("users file %s lists no users: nobody can sign in", self._file)
 
     def _install(self, entries: dict[str, UserEntry]) -> None:
         self._users = entries

@@ -41,7 +41,9 @@ from service.errors import (
     StoreUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
+from service.history import estimate_tokens
 from service.history_reader import HistoryReader
+from service.limits import Admission as Budget
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
@@ -80,6 +82,9 @@ class AdmittedTurn:
     conversation_id: str | None  # None: a command outside any conversation
     fresh: bool  # a new conversation: no history to read
     create: bool = False  # the turn's store write creates the conversation if it is missing
+    # The limits' reservation of this turn's tokens (this process's; None when adopted
+    # from another replica, whose reservation went with it).
+    budget: Budget | None = None
 
     @property
     def request_id(self) -> str:
@@ -150,9 +155,11 @@ class ChatService:
             return await self._admit_command(turn)
         provider = self._provider_for(turn)
         model = turn.model or provider.model
+        budget: Budget | None = None
         try:
             conversation_id, fresh, create = await self._conversation_for(turn)
-            admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
+            # LimitReached (rate or budget); the turn's estimate is reserved until it ends.
+            budget = await self._limits.admit(turn.user_id, self._reservation(turn))
             admission = await self._scheduler.submit(
                 RequestSpec(
                     request_id=turn.request_id,
@@ -161,14 +168,17 @@ class ChatService:
                     priority=turn.priority,
                     conversation_id=conversation_id,
                     model=model,
-                    max_active=admitted.max_active,
+                    max_active=budget.limits.max_active,
                     payload=_payload(turn, conversation_id, fresh, create),
                 )
             )
-        except AgentError as exc:
-            self._metrics.refused(provider.name, exc)
+        except BaseException as exc:
+            if budget is not None:  # refused after the limits let it in: it spends nothing
+                await budget.refund()
+            if isinstance(exc, AgentError):
+                self._metrics.refused(provider.name, exc)
             raise
-        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create)
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create, budget)
 
     def resume(self, adopted: Adopted) -> AdmittedTurn:
         """An admitted turn taken over from a replica that went away before it started.
@@ -199,6 +209,7 @@ class ChatService:
         send = timer.send
         outcome: Outcome = "failed"
         error: AgentError | None = None
+        result: TurnResult | None = None
         try:
             with self._tracing.span("queue wait", provider=provider.name):
                 grant = await self._acquire(admission, deadline - loop.time(), send)
@@ -220,6 +231,14 @@ class ChatService:
             finish = self._scheduler.finish(turn.request_id, turn.user_id, outcome, error)
             await _settle(finish)
             timer.done()
+            if admitted.budget is not None:  # the store has the real spend now
+                await admitted.budget.settle(result.usage if result is not None else Usage())
+
+    def _reservation(self, turn: TurnInput) -> int:
+        """Tokens a turn reserves against the budgets: its input at most, plus its output cap."""
+        message = estimate_tokens(Message("user", [TextBlock(turn.message)]))
+        output = self._limits.of(turn.user_id).cap_output(self._rules.max_tokens)
+        return message + self._rules.history_budget_tokens + output
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.

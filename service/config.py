@@ -25,9 +25,11 @@ from agentconf.sections import (
     Section,
     SseSection,
 )
+from service.errors import AgentError
 from service.idp.config import JwtSection
 from service.idp.keys import KeySetError, read_jwks_file
 from service.limits.config import LimitsSection
+from service.userfile import load_users
 
 
 class ApiSection(Section):
@@ -94,6 +96,10 @@ class OllamaSection(Section):
     backends: list[OllamaBackend] = Field(default_factory=list)
     health_interval_s: float = Field(5.0, gt=0)
     unhealthy_after: int = Field(2, ge=1)  # failed probes in a row that mark a host down
+    # Chats failed in a row (the host's fault) that take a host out, and the least time it
+    # then stays out before a passing health check lets it back in on trial.
+    breaker_failures: int = Field(3, ge=1)
+    breaker_open_s: float = Field(10.0, ge=0)
 
     @field_validator("backends")
     @classmethod
@@ -175,6 +181,9 @@ class McpServerSection(BaseModel):
     allowed_tools: list[str] | None = None  # the server's tool names to offer; None: all
     timeout_s: float | None = Field(None, gt=0)  # per call; None: tools.timeout_s
     connect_timeout_s: float = Field(30.0, gt=0)  # start (or restart) plus listing the tools
+    # A message (a stdio line, an HTTP JSON body or SSE event) longer than this is dropped
+    # and its call ends with an error, so one huge tool result cannot fill memory or CPU.
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _check(self) -> McpServerSection:
@@ -335,3 +344,8 @@ def _check_consistency(
             read_jwks_file(jwks_file)
         except KeySetError as exc:
             raise ConfigError(f"auth.jwt.jwks_file: {exc}") from None
+    if tokens is not None:
+        try:  # at start an invalid users file is a configuration error; a reload keeps the last
+            load_users(tokens)
+        except (OSError, ValueError, AgentError) as exc:
+            raise ConfigError(f"auth.tokens_file: {exc}") from None

@@ -28,7 +28,7 @@ from service.limits import Limits
 from service.listen import add_port, check_address_free
 from service.observability.metrics import MetricsEndpoint, ServiceMetrics
 from service.observability.tracing import Tracing, tracing_from_environment
-from service.pool import HealthMonitor, HostPool, Probe
+from service.pool import CircuitBreaker, HealthMonitor, HostPool, Probe
 from service.profiles import ProfileDirectory
 from service.providers.base import HostInventory, Provider
 from service.providers.factory import build_provider
@@ -67,7 +67,14 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", _MAX_REPLY_BYTES),
         # A second service on a used port must fail, not share it (see service/listen.py).
         ("grpc.so_reuseport", 0),
+        # Connections that never complete the handshake, or that sit idle, are shed.
+        ("grpc.server_handshake_timeout_ms", _ms(settings.grpc.handshake_timeout_s)),
+        ("grpc.max_connection_idle_ms", _ms(settings.grpc.idle_timeout_s)),
     ]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
 
 
 @dataclass(slots=True)
@@ -181,6 +188,12 @@ async def running_service(
             retention_s=settings.queue.retention_s,
         )
         scheduler = MemoryScheduler(engine)
+        breaker = CircuitBreaker(
+            scheduler,
+            "ollama",
+            trip_after=settings.ollama.breaker_failures,
+            open_s=settings.ollama.breaker_open_s,
+        )
         tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
         mcp = McpTools(
             tools,
@@ -209,6 +222,7 @@ async def running_service(
                     "ollama",
                     ollama_hosts,
                     retry_after_s=max(1.0, settings.ollama.health_interval_s),
+                    breaker=breaker,
                 )
             },
             metrics=metrics,
@@ -221,6 +235,7 @@ async def running_service(
             interval_s=settings.ollama.health_interval_s,
             unhealthy_after=settings.ollama.unhealthy_after,
             learn_models=[h.url for h in settings.ollama.hosts() if not h.models],
+            breaker=breaker,
         )
         # A first round before serving, so admission knows the models the hosts have.
         await monitor.check()

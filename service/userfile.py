@@ -59,19 +59,50 @@ class UserEntry:
 
 
 def parse_users(data: Any, source: str) -> dict[str, UserEntry]:
-    """Entries from the file's parsed YAML; ValueError (InvalidRequest for ids) when malformed."""
+    """Entries from the file's parsed YAML; ValueError (InvalidRequest for ids) when malformed.
+
+    Two users with the same token are refused: the token would sign in as only one of them.
+    """
     data = data or {}
     if isinstance(data, dict) and isinstance(data.get("tokens"), dict):
         data = data["tokens"]
     if not isinstance(data, dict):
         raise ValueError(f"{source}: expected a mapping of user_id to token or {{token, tier}}")
+    return _checked([(user_id, value, 0) for user_id, value in data.items()], source)
+
+
+def _checked(items: list[tuple[Any, Any, int]], source: str) -> dict[str, UserEntry]:
+    """Entries of ``(user_id, value, line)``; line 0 when unknown. Duplicates are errors."""
     entries: dict[str, UserEntry] = {}
-    for user_id, value in data.items():
+    lines: dict[str, int] = {}
+    by_digest: dict[bytes, str] = {}
+    problems: list[str] = []
+    for user_id, value, line in items:
         if not isinstance(user_id, str):
-            raise ValueError(f"{source}: user ids must be strings, got {user_id!r}")
+            raise ValueError(f"{source}{_at(line)}: user ids must be strings, got {user_id!r}")
         validate_user_id(user_id)
-        entries[user_id] = _entry(user_id, value, source)
+        entry = _entry(user_id, value, source)
+        if user_id in entries:
+            problems.append(f"user {user_id!r} is listed twice{_lines(lines[user_id], line)}")
+            continue
+        other = by_digest.get(entry.digest)
+        if other is not None:
+            problems.append(
+                f"users {other!r} and {user_id!r} have the same token{_lines(lines[other], line)}"
+            )
+            continue
+        entries[user_id], lines[user_id], by_digest[entry.digest] = entry, line, user_id
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
     return entries
+
+
+def _at(line: int) -> str:
+    return f" line {line}" if line else ""
+
+
+def _lines(first: int, second: int) -> str:
+    return f" (lines {first} and {second})" if first and second else ""
 
 
 def _entry(user_id: str, value: Any, source: str) -> UserEntry:
@@ -100,12 +131,56 @@ def _entry(user_id: str, value: Any, source: str) -> UserEntry:
 
 
 def load_users(path: Path) -> dict[str, UserEntry]:
-    """Read and check the users file; ValueError when it is not valid YAML."""
+    """Read and check the users file; ValueError (naming the lines) when it is not valid.
+
+    The YAML is read as nodes rather than loaded: loading keeps only the last of
+    two equal keys, and a user listed twice must be an error that names both lines.
+    """
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        root = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        items = _items(root)
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
-    return parse_users(data, str(path))
+        raise ValueError(f"{path}: not valid YAML: {_one_line(exc)}") from None
+    if items is None:
+        raise ValueError(f"{path}: expected a mapping of user_id to token or {{token, tier}}")
+    return _checked(items, str(path))
+
+
+def _items(root: yaml.Node | None) -> list[tuple[Any, Any, int]] | None:
+    """``(user_id, value, line)`` of each entry, in file order; None when not a mapping."""
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for key, value in root.value:
+        if _scalar(key) == "tokens" and isinstance(value, yaml.MappingNode):
+            root = value  # the whole mapping may sit under a ``tokens:`` key
+            break
+    loader = yaml.SafeLoader("")
+    try:
+        return [
+            (
+                loader.construct_object(key, deep=True),
+                loader.construct_object(value, deep=True),
+                key.start_mark.line + 1,
+            )
+            for key, value in root.value
+        ]
+    finally:
+        loader.dispose()
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line (its text spans several, with a caret drawing)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(exc).split())
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _scalar(node: yaml.Node) -> Any:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
 
 
 def dump_users(entries: Mapping[str, UserEntry]) -> str:

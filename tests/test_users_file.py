@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 import stat
 from pathlib import Path
 
@@ -175,3 +177,78 @@ def test_cli_without_a_file_says_how_to_name_one(
         service_main(["users", "list"])
     assert ended.value.code == 2
     assert "auth.tokens_file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            f"alice: tok-a\nbob: tok-b\nmallory: '{digest('tok-a')}'\n",
+            "users 'alice' and 'mallory' have the same token (lines 1 and 3)",
+        ),
+        (
+            "tokens:\n  alice: tok-a\n  bob: tok-b\n  alice: tok-c\n",
+            "'alice' is listed twice (lines 2 and 4)",
+        ),
+    ],
+)
+def test_duplicate_tokens_and_users_make_the_file_invalid(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        load_users(path)
+
+
+def test_a_reload_with_a_duplicate_token_keeps_the_last_good_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("alice: tok-a\n")
+    clock = Clock()
+    auth = Authenticator(users_file=path, reload_interval_s=1.0, clock=clock)
+    path.write_text("alice: tok-a\nmallory: tok-a\n")  # mallory copies alice's token
+    clock.now = 1.0
+    with caplog.at_level(logging.INFO, logger="service.auth"):
+        assert auth.authenticate("Bearer tok-a").user_id == "alice"
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1
+    assert "'alice' and 'mallory' have the same token (lines 1 and 2)" in errors[0].getMessage()
+    assert not [r for r in caplog.records if r.levelno == logging.INFO]  # no "reloaded" line
+
+
+def test_an_empty_users_file_warns_that_nobody_can_sign_in(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "users.yaml"
+    path.write_text("alice: tok-a\n")
+    clock = Clock()
+    auth = Authenticator(users_file=path, reload_interval_s=1.0, clock=clock)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    write_users(path, {})
+    clock.now = 1.0
+    with caplog.at_level(logging.INFO, logger="service.auth"), pytest.raises(Unauthenticated):
+        auth.authenticate("Bearer tok-a")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("nobody can sign in" in w for w in warnings)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="service.auth"):
+        Authenticator(users_file=path)
+    assert "nobody can sign in" in caplog.text
+
+
+def test_an_invalid_users_file_at_start_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AGENT_AUTH__TOKENS_FILE", raising=False)
+    path = tmp_path / "users.yaml"
+    path.write_text("alice: tok-a\nalice: tok-b\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"auth:\n  tokens_file: {path}\napi:\n  provider: ollama\n")
+    with pytest.raises(SystemExit) as ended:
+        service_main(["--config", str(config), "--check-config"])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert "auth.tokens_file" in err and "'alice' is listed twice (lines 1 and 2)" in err

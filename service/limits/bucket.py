@@ -37,6 +37,12 @@ class RequestRate:
             return None
         return (1.0 - bucket.tokens) / per_second
 
+    def give_back(self, user_id: str, rate_per_minute: int) -> None:
+        """Return one request taken by ``take`` (it was refused later, so it does not count)."""
+        bucket = self._buckets.get(user_id)
+        if bucket is not None and bucket.rate_per_minute == rate_per_minute:
+            bucket.tokens = min(float(rate_per_minute), bucket.tokens + 1.0)
+
     def prune(self, now: float) -> None:
         """Forget buckets that have refilled completely: they behave like new ones."""
         full = [

@@ -1,4 +1,4 @@
-"""The admission check of a model turn: token budgets, then the request rate."""
+"""The admission check of a model turn: token budgets (with reservations), then the rate."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from datetime import date, datetime
 from typing import Protocol
 
 from service.errors import LimitReached
+from service.limits.admission import Admission, Reservations
 from service.limits.bucket import RequestRate
 from service.limits.config import LimitsSection, ResolvedLimits
 from service.limits.windows import UtcWindows
 from service.store.base import TokenSpend
 
 _PRUNE_EVERY_S = 60.0
+# The retry hint when running turns' reservations, not spend, fill a budget.
+_RUNNING_TURNS_RETRY_S = 5.0
 
 
 class SpendReader(Protocol):
@@ -60,6 +63,7 @@ class Limits:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rate = RequestRate()
+        self._reservations = Reservations()
         self._resolved: dict[str, ResolvedLimits] = {}
         self._pruned_at = clock()
 
@@ -71,32 +75,75 @@ class Limits:
             found = self._resolved[tier] = self._section.resolve(tier)
         return found
 
-    async def admit(self, user_id: str) -> ResolvedLimits:
+    async def admit(self, user_id: str, estimate: int = 0) -> Admission:
         """Let one model turn of ``user_id`` in, or raise LimitReached naming the limit.
 
-        Budgets are checked against what is already spent: a turn admitted within
-        budget runs to its end even if it goes over.
+        ``estimate`` (the turn's input estimate plus its output cap) is reserved
+        against the budgets until the admission is settled or refunded. A turn
+        is admitted while spend plus the reservations of running turns is under
+        budget, and then runs to its end even if it goes over: concurrent turns
+        overshoot by at most one turn's estimate.
         """
         limits = self.of(user_id)
-        if limits.tokens_per_day or limits.tokens_per_month:
-            windows = UtcWindows.at(self._wall_clock())
-            spend = self._billed(await self._spend.token_spend(user_id, windows.day))
-            _check_budgets(user_id, limits, spend, windows)
-        if limits.requests_per_minute:
-            now = self._clock()
-            if now - self._pruned_at >= _PRUNE_EVERY_S:
-                self._rate.prune(now)
-                self._pruned_at = now
-            wait = self._rate.take(user_id, limits.requests_per_minute, now)
-            if wait is not None:
-                raise LimitReached(
-                    f"request rate limit reached for {_who(user_id, limits)}: "
-                    f"requests_per_minute={limits.requests_per_minute}; "
-                    f"the next request fits in {wait:.1f} s",
-                    retry_after_s=_hint(wait),
-                    limit="requests_per_minute",
-                )
-        return limits
+        if not (limits.tokens_per_day or limits.tokens_per_month):
+            self._take_request(user_id, limits)
+            return Admission(user_id, limits, 0, self._end)
+        hold = self._reservations.hold(user_id)
+        try:
+            # Under the user's lock, a turn that settles cannot drop its reservation
+            # between this read of the store and the check: its spend would be missed.
+            async with hold.lock:
+                windows = UtcWindows.at(self._wall_clock())
+                spend = self._billed(await self._spend.token_spend(user_id, windows.day))
+                _check_budgets(user_id, limits, spend, hold.reserved, hold.turns, windows)
+                self._take_request(user_id, limits)
+                reserved = max(0, estimate)
+                hold.reserved += reserved
+                hold.turns += 1
+        finally:
+            self._reservations.done_with(user_id, hold)
+        return Admission(user_id, limits, reserved, self._end)
+
+    def reserved(self, user_id: str) -> int:
+        """Tokens reserved by the running turns of ``user_id`` in this process."""
+        return self._reservations.reserved(user_id)[0]
+
+    def _take_request(self, user_id: str, limits: ResolvedLimits) -> None:
+        if not limits.requests_per_minute:
+            return
+        now = self._clock()
+        if now - self._pruned_at >= _PRUNE_EVERY_S:
+            self._rate.prune(now)
+            self._pruned_at = now
+        wait = self._rate.take(user_id, limits.requests_per_minute, now)
+        if wait is not None:
+            raise LimitReached(
+                f"request rate limit reached for {_who(user_id, limits)}: "
+                f"requests_per_minute={limits.requests_per_minute}; "
+                f"the next request fits in {wait:.1f} s",
+                retry_after_s=_hint(wait),
+                limit="requests_per_minute",
+            )
+
+    async def _end(self, admission: Admission, refund: bool) -> None:
+        """Settle or refund ``admission`` (called once, by the admission itself)."""
+        user_id, limits = admission.user_id, admission.limits
+        if refund and limits.requests_per_minute:
+            self._rate.give_back(user_id, limits.requests_per_minute)
+        if not (limits.tokens_per_day or limits.tokens_per_month):
+            return
+        hold = self._reservations.hold(user_id)
+        released = False
+        try:
+            async with hold.lock:
+                hold.reserved -= admission.reserved
+                hold.turns -= 1
+                released = True
+        finally:
+            if not released:  # cancelled while waiting for the lock: never leak a reservation
+                hold.reserved -= admission.reserved
+                hold.turns -= 1
+            self._reservations.done_with(user_id, hold)
 
     async def report(self, user_id: str) -> LimitsReport:
         """What ``user_id`` may use and has spent in the current UTC day and month."""
@@ -124,24 +171,34 @@ class Limits:
 
 
 def _check_budgets(
-    user_id: str, limits: ResolvedLimits, spend: TokenSpend, windows: UtcWindows
+    user_id: str,
+    limits: ResolvedLimits,
+    spend: TokenSpend,
+    reserved: int,
+    running: int,
+    windows: UtcWindows,
 ) -> None:
     # The month first: when both are used up, retrying at midnight would fail again.
-    if limits.tokens_per_month and spend.month_tokens >= limits.tokens_per_month:
+    checks = (
+        ("tokens_per_month", "monthly", "this month", spend.month_tokens, windows.month_ends_at),
+        ("tokens_per_day", "daily", "today", spend.day_tokens, windows.day_ends_at),
+    )
+    for name, adjective, period, spent, resets_at in checks:
+        budget = getattr(limits, name)
+        if not budget or spent + reserved < budget:
+            continue
+        if spent >= budget:  # used up: nothing fits before the window resets
+            wait = (resets_at - windows.now).total_seconds()
+            held = ""
+        else:  # running turns hold the rest; they may settle for less than they reserved
+            wait = _RUNNING_TURNS_RETRY_S
+            held = f" and {reserved} reserved by {running} running turn(s)"
         raise LimitReached(
-            f"monthly token budget used up for {_who(user_id, limits)}: "
-            f"{spend.month_tokens} of tokens_per_month={limits.tokens_per_month} spent this "
-            f"month (UTC); it resets at {windows.month_ends_at:%Y-%m-%d %H:%M} UTC",
-            retry_after_s=_hint(windows.seconds_to_month_end()),
-            limit="tokens_per_month",
-        )
-    if limits.tokens_per_day and spend.day_tokens >= limits.tokens_per_day:
-        raise LimitReached(
-            f"daily token budget used up for {_who(user_id, limits)}: "
-            f"{spend.day_tokens} of tokens_per_day={limits.tokens_per_day} spent today (UTC); "
-            f"it resets at {windows.day_ends_at:%Y-%m-%d %H:%M} UTC",
-            retry_after_s=_hint(windows.seconds_to_day_end()),
-            limit="tokens_per_day",
+            f"{adjective} token budget used up for {_who(user_id, limits)}: "
+            f"{spent} of {name}={budget} spent {period} (UTC){held}; "
+            f"it resets at {resets_at:%Y-%m-%d %H:%M} UTC",
+            retry_after_s=_hint(wait),
+            limit=name,
         )
 
 

@@ -7,7 +7,8 @@ ticket was given, moving it to another host when its own goes down before the
 turn has sent anything (``failover``).
 """
 
+from service.pool.breaker import CircuitBreaker
 from service.pool.failover import HostPool
 from service.pool.health import HealthMonitor, Probe
 
-__all__ = ["HealthMonitor", "HostPool", "Probe"]
+__all__ = ["CircuitBreaker", "HealthMonitor", "HostPool", "Probe"]

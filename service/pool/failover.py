@@ -14,7 +14,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from service.errors import ServiceUnavailable, UpstreamLost
+from service.errors import ProviderError, ServiceUnavailable, UpstreamLost
+from service.pool.breaker import CircuitBreaker
 from service.providers.base import Provider
 from service.scheduler.interface import Admission, Grant, RequestScheduler
 
@@ -32,6 +33,7 @@ class HostPool:
         *,
         retry_after_s: float,
         max_attempts: int = 3,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if not bridges:
             raise ValueError("a pool needs at least one host")
@@ -40,6 +42,7 @@ class HostPool:
         self._bridges = dict(bridges)
         self._retry_after_s = retry_after_s
         self._max_attempts = max_attempts
+        self._breaker = breaker
 
     def bridge(self, grant: Grant) -> Provider:
         return self._bridges[grant.backend]
@@ -75,8 +78,12 @@ class HostPool:
             if attempt.done():
                 try:
                     attempt.result()
+                    if self._breaker is not None:
+                        self._breaker.succeeded(host)
                     return grant
                 except UpstreamLost as exc:
+                    if self._breaker is not None:
+                        await self._breaker.failed(host, exc)
                     if exc.refused:
                         await self._scheduler.report_host(
                             self._provider, host, up=False, error=exc.message
@@ -84,6 +91,16 @@ class HostPool:
                     if sent() or len(grant.tried) + 1 >= self._max_attempts:
                         if exc.retry_after_s is None:
                             exc.retry_after_s = self._retry_after_s
+                        raise
+                    log.info("request %s: %s; trying another host", grant.request_id, exc.message)
+                except ProviderError as exc:
+                    if self._breaker is not None:
+                        await self._breaker.failed(host, exc)
+                    # A host that failed before any output: tried once more, on another host.
+                    retry = self._breaker is not None and self._breaker.retry_elsewhere(
+                        host, admission.model, exc
+                    )
+                    if sent() or grant.tried or not retry:
                         raise
                     log.info("request %s: %s; trying another host", grant.request_id, exc.message)
             else:  # the host went down under the call

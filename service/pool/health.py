@@ -1,7 +1,8 @@
 """Health checks of a provider's hosts: probe each one every interval, tell the scheduler.
 
 A host that fails ``unhealthy_after`` probes in a row, or refuses a connection,
-is marked down; one that passes a probe is marked up. Each probe also reads
+is marked down; one that passes a probe is marked up, unless the circuit
+breaker (``service.pool.breaker``) still holds it out for failing chats. Each probe also reads
 which models the host has loaded (and, for a host with no configured model
 list, which models it has installed), because the host choice prefers a host
 that has the model loaded and admission refuses a model no host serves.
@@ -18,6 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection
 
 from service.errors import AgentError, UpstreamLost
+from service.pool.breaker import CircuitBreaker
 from service.providers.base import HostInventory
 from service.scheduler.interface import RequestScheduler
 
@@ -39,6 +41,7 @@ class HealthMonitor:
         interval_s: float,
         unhealthy_after: int,
         learn_models: Collection[str] = (),
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         if interval_s <= 0 or unhealthy_after < 1:
             raise ValueError("interval_s must be positive and unhealthy_after at least 1")
@@ -49,6 +52,7 @@ class HealthMonitor:
         self._unhealthy_after = unhealthy_after
         self._learn = frozenset(learn_models)  # hosts whose model list comes from the host
         self._failures: dict[str, int] = {}
+        self._breaker = breaker  # chat failures: a host it holds out stays down
 
     async def run(self) -> None:
         """Probe every interval (the first round one interval from now), until cancelled."""
@@ -76,14 +80,15 @@ class HealthMonitor:
             return
         was_up = self._up(name)
         self._failures[name] = 0
+        up = self._breaker is None or self._breaker.health_check_passed(name)
         await self._scheduler.report_host(
             self._provider,
             name,
-            up=True,
+            up=up,
             loaded=inventory.loaded,
             models=inventory.installed if learn else None,
         )
-        if not was_up:
+        if up and not was_up:
             log.warning("%s host %s is up again", self._provider, name)
 
     async def _failed(self, name: str, error: str, *, refused: bool) -> None:

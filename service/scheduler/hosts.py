@@ -91,6 +91,9 @@ class HostView:
     last_error: str
     since: float
 
+    def serves(self, model: str) -> bool:
+        return self.models is None or not model or model in model_aliases(self.models)
+
 
 def view(host: Host) -> HostView:
     return HostView(

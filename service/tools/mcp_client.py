@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,12 +26,14 @@ from typing import Any, Literal
 import anyio
 import httpx2
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client, types
-from mcp.client.streamable_http import streamable_http_client
+from mcp import ClientSession, MCPError, types
 from mcp.shared.message import SessionMessage
 from mcp.types import CONNECTION_CLOSED
 
 from service.config import McpServerSection
+from service.tools.mcp_content import clip
+from service.tools.mcp_http import bounded_http
+from service.tools.mcp_stdio import bounded_stdio
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +137,17 @@ class McpConnection:
         try:
             return await session.call_tool(tool, arguments)
         except MCPError as exc:
-            if exc.code == CONNECTION_CLOSED:
+            # Over HTTP the SDK also reports a request whose answer stream failed
+            # (say an event over the size limit) this way: its own message says why.
+            if exc.code == CONNECTION_CLOSED and self.config.transport == "stdio":
                 raise McpUnavailable(
                     f"MCP server {self.name!r} closed the connection during the call "
                     "(it exited?); it is being restarted, try again later"
                 ) from exc
             self._check_alive(session)
+            # The server's error text is as untrusted as its results: cut the same way.
             raise McpUnavailable(
-                f"MCP server {self.name!r} failed the call: {exc.message}"
+                clip(f"MCP server {self.name!r} failed the call: {exc.message}")
             ) from exc
         except (
             OSError,
@@ -152,7 +157,7 @@ class McpConnection:
         ) as exc:
             self._check_alive(session)
             raise McpUnavailable(
-                f"MCP server {self.name!r} failed the call: {_describe(exc)}"
+                clip(f"MCP server {self.name!r} failed the call: {_describe(exc)}")
             ) from exc
 
     def _check_alive(self, session: ClientSession) -> None:
@@ -244,9 +249,14 @@ class McpConnection:
     def _transport(self) -> AbstractAsyncContextManager[Streams]:
         config = self.config
         if config.transport == "stdio":
-            params = StdioServerParameters(command=config.command, args=config.args, env=config.env)
-            return stdio_client(params)
-        return _http_transport(config.url, config.headers)
+            return bounded_stdio(
+                config.name,
+                config.command,
+                config.args,
+                config.env,
+                max_message_bytes=config.max_message_bytes,
+            )
+        return bounded_http(config.url, config.headers, max_message_bytes=config.max_message_bytes)
 
     async def _pump(
         self,
@@ -262,17 +272,6 @@ class McpConnection:
             pass
         finally:
             self._end("the server closed the connection (exited)")
-
-
-@contextlib.asynccontextmanager
-async def _http_transport(url: str, headers: dict[str, str]) -> AsyncIterator[Streams]:
-    # The SDK's own client settings (30 s to connect, 300 s to read a stream), plus our headers.
-    timeout = httpx2.Timeout(30.0, read=300.0)
-    async with (
-        httpx2.AsyncClient(headers=headers, timeout=timeout) as client,
-        streamable_http_client(url, http_client=client) as streams,
-    ):
-        yield streams[0], streams[1]
 
 
 async def _list_tools(session: ClientSession) -> list[types.Tool]:

@@ -46,11 +46,15 @@ def result_text(result: types.CallToolResult) -> str:
     parts = [_describe(block) for block in result.content]
     if not parts and result.structured_content is not None:
         parts.append(json.dumps(result.structured_content, ensure_ascii=False))
-    text = "\n".join(parts)
-    if len(text) > MAX_RESULT_CHARS:
-        cut = len(text) - MAX_RESULT_CHARS
-        text = f"{text[:MAX_RESULT_CHARS]}\n[... {cut} more characters not shown]"
-    return text
+    return clip("\n".join(parts))
+
+
+def clip(text: str) -> str:
+    """``text`` cut to MAX_RESULT_CHARS, saying how much was left out (results and errors)."""
+    if len(text) <= MAX_RESULT_CHARS:
+        return text
+    cut = len(text) - MAX_RESULT_CHARS
+    return f"{text[:MAX_RESULT_CHARS]}\n[... {cut} more characters not shown]"
 
 
 def _describe(block: object) -> str:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 
+from mcp import MCPError
 from mcp.server.mcpserver import Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
@@ -43,6 +45,21 @@ def build_server() -> MCPServer:
     @server.tool(description="Always fail with a message.")
     def fail(reason: str) -> str:
         raise ToolError(f"refused: {reason}")
+
+    @server.tool(description="A text of `size` characters.")
+    def big(size: int) -> str:
+        return "x" * size
+
+    @server.tool(description="Fail the call itself (a JSON-RPC error) with a long message.")
+    def huge_error(size: int) -> str:
+        raise MCPError(-32099, "e" * size)
+
+    @server.tool(description="Write `lines` lines of `width` characters to stderr.")
+    def shout(lines: int, width: int) -> str:
+        for n in range(lines):
+            sys.stderr.write(f"line {n} " + "s" * width + "\n")
+        sys.stderr.flush()
+        return "shouted"
 
     @server.tool(description="A picture and a caption.", structured_output=False)
     def picture() -> list[object]:

@@ -8,6 +8,7 @@ uvicorn in this process.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import sys
@@ -47,10 +48,10 @@ def free_port() -> int:
 class HttpMcpServer:
     """The test tools over streamable HTTP, served by uvicorn in this event loop."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, json_response: bool = False) -> None:
         self.port = port
         self.headers: list[dict[str, str]] = []  # of every HTTP request received
-        mcp_app = build_server().streamable_http_app(host="127.0.0.1")
+        mcp_app = build_server().streamable_http_app(host="127.0.0.1", json_response=json_response)
 
         async def app(scope: dict, receive: object, send: object) -> None:
             if scope["type"] == "http":
@@ -287,3 +288,78 @@ async def test_stop_ends_the_stdio_server(
     events, _ = await turn(bridge, tools)
     assert result_of(events).is_error
     assert not [e for e in events if isinstance(e, TextDelta) and "Traceback" in e.text]
+
+
+async def test_an_oversized_result_ends_the_call_with_an_error_and_the_server_stays(
+    fake: FakeOllama, bridge: OllamaBridge, make_mcp: Callable[..., Awaitable[tuple]]
+) -> None:
+    # The answer holds the text twice (as content and as structured content).
+    mcp, tools = await make_mcp(stdio_server(max_message_bytes=200_000))
+    fake.push(Reply.tool("t__big", {"size": 60_000}), Reply.text("ok"))  # under the limit
+    assert result_of((await turn(bridge, tools))[0]).result == "x" * 50_000 + (
+        "\n[... 10000 more characters not shown]"
+    )
+
+    fake.push(Reply.tool("t__big", {"size": 20_000_000}), Reply.text("Too big."))
+    events, transcript = await turn(bridge, tools)
+    result = result_of(events)
+    assert result.is_error and "max_message_bytes=200000" in result.result
+    assert len(result.result) < 1000 and transcript.text == "Too big."
+
+    fake.push(Reply.tool("t__echo", {"text": "still here"}), Reply.text("ok"))
+    assert result_of((await turn(bridge, tools))[0]).result.endswith(": still here")
+    assert mcp.status()[0].restarts == 0  # the same connection went on
+
+
+async def test_a_long_error_text_is_cut_like_a_result(
+    fake: FakeOllama, bridge: OllamaBridge, make_mcp: Callable[..., Awaitable[tuple]]
+) -> None:
+    _mcp, tools = await make_mcp(stdio_server())
+    fake.push(Reply.tool("t__huge_error", {"size": 1_000_000}), Reply.text("It failed."))
+    events, _ = await turn(bridge, tools)
+    result = result_of(events)
+    assert result.is_error and result.result.endswith(" more characters not shown]")
+    assert len(result.result) < 50_100
+    # What went back to the model is the cut text, not the megabyte.
+    assert len(fake.chats[-1].json["messages"][-1]["content"]) < 50_100
+
+
+async def test_stderr_is_logged_line_limited_and_rate_limited(
+    fake: FakeOllama,
+    bridge: OllamaBridge,
+    make_mcp: Callable[..., Awaitable[tuple]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mcp, tools = await make_mcp(stdio_server())
+    with caplog.at_level(logging.INFO, logger="service.tools.mcp_stdio"):
+        fake.push(Reply.tool("t__shout", {"lines": 2000, "width": 5000}), Reply.text("ok"))
+        assert result_of((await turn(bridge, tools))[0]).result == "shouted"
+        await mcp.stop()  # the stream ends: the count of lines left out is logged
+    said = [r.getMessage() for r in caplog.records if r.name == "service.tools.mcp_stdio"]
+    shouted = [s for s in said if "stderr: line " in s]
+    assert shouted[0].startswith("MCP server 't' stderr: line 0 ssss")
+    assert 1 <= len(shouted) <= 120  # the rate: 120 lines a minute
+    assert all(len(s) < 1200 for s in said)  # each cut to 1000 characters
+    assert any("line(s) not logged" in s for s in said)
+
+
+@pytest.mark.parametrize("json_response", [False, True], ids=["sse", "json"])
+async def test_an_oversized_http_answer_ends_the_call_with_an_error(
+    fake: FakeOllama,
+    bridge: OllamaBridge,
+    make_mcp: Callable[..., Awaitable[tuple]],
+    json_response: bool,
+) -> None:
+    async with HttpMcpServer(free_port(), json_response=json_response) as server:
+        _mcp, tools = await make_mcp(
+            McpServerSection(
+                name="web", transport="http", url=server.url, max_message_bytes=200_000
+            )
+        )
+        fake.push(Reply.tool("web__big", {"size": 5_000_000}), Reply.text("Too big."))
+        events, transcript = await turn(bridge, tools)
+        result = result_of(events)
+        assert result.is_error and "200000" in result.result, result.result
+        assert len(result.result) < 1000 and transcript.text == "Too big."
+        fake.push(Reply.tool("web__echo", {"text": "still here"}), Reply.text("ok"))
+        assert result_of((await turn(bridge, tools))[0]).result.endswith(": still here")

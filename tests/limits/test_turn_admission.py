@@ -1,0 +1,96 @@
+"""Admission through ChatService: refused requests do not spend the rate; running turns reserve."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from service.agent import AgentLoop
+from service.chat import ChatService
+from service.config import Settings
+from service.errors import LimitReached
+from service.events import Started, TurnInput, TurnResult
+from service.profiles import ProfileDirectory
+from service.providers.ollama import OllamaBridge
+from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
+from service.store import ConversationStore
+from service.tools import default_registry
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply
+from tests.turn_stream import stream
+
+Factory = Callable[[dict[str, Any]], ChatService]
+
+
+@pytest.fixture
+async def chat_with(fake: FakeOllama, store: ConversationStore) -> AsyncIterator[Factory]:
+    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
+
+    def build(limits: dict[str, Any]) -> ChatService:
+        return ChatService(
+            Settings(limits=limits, api={"max_tokens": 50, "history_budget_tokens": 100}),
+            providers={"ollama": bridge},
+            default_provider="ollama",
+            store=store,
+            scheduler=MemoryScheduler(Scheduler(slots={"ollama": 2})),
+            profiles=ProfileDirectory(None),
+            agent=AgentLoop(default_registry(), max_rounds=2),
+        )
+
+    yield build
+    await bridge.aclose()
+
+
+async def finish(events: AsyncIterator[object]) -> TurnResult:
+    last: object = None
+    async for event in events:
+        last = event
+    assert isinstance(last, TurnResult)
+    return last
+
+
+async def test_requests_refused_by_max_active_do_not_spend_the_rate(
+    chat_with: Factory, fake: FakeOllama
+) -> None:
+    chat = chat_with({"requests_per_minute": 2, "max_active": 1})
+    fake.push(Reply.text("one", " two", " three"), Reply.text("again"))
+    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
+    try:
+        assert isinstance(await anext(running), Started)  # it holds the one active slot
+        for n in (2, 3, 4):
+            with pytest.raises(LimitReached) as refused:
+                await chat.run_turn(TurnInput(user_id="u", message="hi", request_id=f"req-{n}"))
+            assert refused.value.limit == "max_active"  # not the rate: each was refunded
+        await finish(running)
+    finally:
+        await running.aclose()
+    result = await chat.run_turn(TurnInput(user_id="u", message="hi", request_id="req-5"))
+    assert result.response == "again"  # the second of two requests per minute
+
+
+async def test_a_running_turn_reserves_its_estimate_until_it_settles(
+    chat_with: Factory, fake: FakeOllama
+) -> None:
+    # A turn reserves its message (a few tokens), the history budget (100) and its
+    # output cap (50): over 150, so a second turn does not fit while the first runs.
+    chat = chat_with({"tokens_per_day": 150})
+    fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
+    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
+    try:
+        assert isinstance(await anext(running), Started)
+        with pytest.raises(LimitReached) as refused:
+            await chat.run_turn(
+                TurnInput(user_id="u", message="hi", new_conversation=True, request_id="second")
+            )
+        assert refused.value.limit == "tokens_per_day"
+        assert "reserved by 1 running turn(s)" in refused.value.message
+        await finish(running)  # settled at its real 15 tokens
+    finally:
+        await running.aclose()
+    result = await chat.run_turn(
+        TurnInput(user_id="u", message="hi", new_conversation=True, request_id="third")
+    )
+    assert result.response == "next"
