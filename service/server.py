@@ -33,6 +33,7 @@ from service.profiles import ProfileDirectory
 from service.providers.base import HostInventory, Provider
 from service.providers.factory import build_provider
 from service.providers.ollama import OllamaBridge
+from service.revocation import Revocations
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Host, Scheduler
@@ -241,6 +242,10 @@ async def running_service(
         await monitor.check()
         health_checks = asyncio.create_task(monitor.run(), name="ollama-health")
         stack.push_async_callback(_stop, health_checks)
+        # A revoked token's waiting requests are cancelled, even when nobody calls.
+        auth.on_revoked(Revocations(scheduler).revoked)
+        users_file = asyncio.create_task(auth.watch_file(), name="users-file")
+        stack.push_async_callback(_stop, users_file)
         streams = StreamingTurns(chat, scheduler, store, settings.stream)
         servicer = AgentServicer(
             auth=auth,

@@ -1,0 +1,104 @@
+"""A revoked token's waiting requests are cancelled (UNAUTHENTICATED); running ones finish.
+
+In process: a real users file reloaded by the Authenticator, the in-process
+scheduler behind its port, StreamingTurns and the Ollama bridge on the fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import pytest
+
+from service.agent import AgentLoop
+from service.auth import Authenticator
+from service.chat import ChatService
+from service.config import Settings, StreamSection
+from service.errors import Code, Unauthenticated
+from service.events import ChatEvent, TurnInput, TurnResult
+from service.profiles import ProfileDirectory
+from service.providers.ollama import OllamaBridge
+from service.revocation import Revocations
+from service.scheduler import Scheduler
+from service.scheduler.memory import MemoryScheduler
+from service.store import ConversationStore
+from service.streams import StreamingTurns
+from service.tools import default_registry
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply
+
+
+class Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_ones_finish(
+    tmp_path: Path, fake: FakeOllama, store: ConversationStore
+) -> None:
+    users = tmp_path / "users.yaml"
+    users.write_text("alice: alice-token\nbob: bob-token\n")
+    clock = Clock()
+    auth = Authenticator(users_file=users, reload_interval_s=1.0, clock=clock)
+    engine = Scheduler(slots={"ollama": 1})
+    port = MemoryScheduler(engine)
+    revocations = Revocations(port)
+    auth.on_revoked(revocations.revoked)
+    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
+    chat = ChatService(
+        Settings(),
+        providers={"ollama": bridge},
+        default_provider="ollama",
+        store=store,
+        scheduler=port,
+        profiles=ProfileDirectory(None),
+        agent=AgentLoop(default_registry(), max_rounds=1),
+    )
+    streams = StreamingTurns(chat, port, store, StreamSection())
+    gate = threading.Event()
+    fake.push(Reply.text("alice's", " answer", gate=gate, gate_after=1))
+
+    async def run(user: str, request_id: str) -> list[ChatEvent]:
+        got: list[ChatEvent] = []
+
+        async def write(_seq: int, event: ChatEvent) -> None:
+            got.append(event)
+
+        turn = TurnInput(user_id=user, message="hi", request_id=request_id, new_conversation=True)
+        await streams.stream(turn, None, write)
+        return got
+
+    try:
+        running = asyncio.create_task(run("alice", "running"))
+        async with asyncio.timeout(5):
+            while len(fake.chats) < 1:
+                await asyncio.sleep(0.01)
+        waiting = [asyncio.create_task(run("alice", f"wait-{i}")) for i in range(3)]
+        bobs = asyncio.create_task(run("bob", "bob-1"))
+        async with asyncio.timeout(5):
+            while engine.stats().total_waiting < 4:
+                await asyncio.sleep(0.01)
+
+        users.write_text("bob: bob-token\n")  # alice's token is revoked
+        clock.now = 2.0
+        assert auth.authenticate("Bearer bob-token").user_id == "bob"  # a call notices the change
+        await revocations.settle()
+
+        for task in waiting:
+            with pytest.raises(Unauthenticated) as refused:
+                await task
+            assert refused.value.code is Code.UNAUTHENTICATED
+            assert "revoked" in refused.value.message
+        gate.set()  # the running turn was authorised when it started: it finishes
+        done = await running
+        assert isinstance(done[-1], TurnResult) and done[-1].response == "alice's answer"
+        assert isinstance((await bobs)[-1], TurnResult)  # bob is untouched
+        assert len(fake.chats) == 2  # no model call for any revoked waiting request
+    finally:
+        gate.set()
+        await streams.close()
+        await bridge.aclose()
