@@ -82,14 +82,15 @@ async def live() -> Response:
     tags=["status"],
     operation_id="Ready",
     response_model=models.ProbeResponse,
-    responses={503: {"model": models.ErrorBody, "description": "Not ready for traffic"}},
+    responses={503: {"model": models.NotReadyResponse, "description": "Not ready for traffic"}},
 )
 async def ready(request: Request) -> Response:
     """200 when the service is SERVING and its default provider reachable (no auth)."""
     drain: Drain = request.app.state.drain
     if drain.draining:
         error = shutting_down()
-        return JSONResponse(error.body(), error.status, headers=error.headers())
+        body = {"status": "unavailable", **error.body()}
+        return JSONResponse(body, error.status, headers=error.headers())
     cached: Readiness = request.app.state.readiness
     now = time.monotonic()
     if cached.body is None or now - cached.at >= CACHE_S:

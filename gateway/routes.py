@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
 
-from gateway import convert, models, request_id
+from gateway import convert, models, request_id, status_models
 from gateway import openapi as docs
 from gateway.errors import GatewayError, from_rpc_error
 from gateway.sse import ChatEventStream, StreamStop
@@ -248,14 +248,14 @@ async def watch_request(
         metadata=_metadata(request),
         timeout=upstream.chat_timeout_s,
     )
-    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True)
+    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True, after=after_seq)
 
 
 @router.get(
     "/api/status",
     tags=["status"],
     operation_id="GetStatus",
-    response_model=models.StatusResponse,
+    response_model=status_models.StatusResponse,
     responses=docs.STATUS_ERRORS,
 )
 async def status(request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None) -> Response:
