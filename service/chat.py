@@ -38,7 +38,7 @@ from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
-from service.prompt import PromptRules, build_request
+from service.prompt import PromptRules, build_request, without_unanswered
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.rpc.calls import note_request_id
 from service.scheduler import COMMANDS, Outcome, Ticket, check_request
@@ -260,6 +260,7 @@ class ChatService:
         # turn's cost does not grow with the conversation); fit_history cuts exactly.
         budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
         stored = [] if fresh else await recent(turn.user_id, conversation.id, budget)
+        stored = without_unanswered(stored)  # a failed turn's question is not asked again
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         request = build_request(
