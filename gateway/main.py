@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -19,7 +21,33 @@ from gateway.logs import log_config
 # prometheus_client's multiprocess directory (gateway.metrics); read when the client is imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # also a port that is taken: both are the operator's to fix
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, in one line; None when it is free.
+
+    uvicorn's own failure is a log line without the address; this probe binds
+    the way uvicorn will (SO_REUSEADDR) and lets go at once.
+    """
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror} (set api_server.host)"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"cannot listen on {host}:{port}: address already in use "
+                    "(is another agent-gateway running? set api_server.port)"
+                )
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +76,10 @@ def main(argv: list[str] | None = None) -> None:
         print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
         return
     server = settings.api_server
+    taken = port_in_use(server.host, server.port)
+    if taken is not None:
+        print(f"agent-gateway: {taken}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     # Before any worker imports prometheus_client: each one writes its metrics there.
     private_dir = None
     if not os.environ.get(MULTIPROC_ENV):

@@ -1,13 +1,18 @@
 """``agent-service``: run the gRPC service until SIGTERM or SIGINT.
 
-Mistakes an operator makes at start (bad configuration, a taken port) end the
-process with one line on stderr: exit code 2 for configuration, 1 for the port.
+Mistakes an operator makes at start end the process with one line on stderr
+and exit code 2, never a traceback: bad configuration (including a store URL
+of a kind the service cannot use, which ``--check-config`` reports too), a
+taken gRPC or metrics port, a store that refuses the connection (a
+PostgreSQL role or database that does not exist, a wrong password, nothing
+listening).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import sys
 
@@ -15,12 +20,14 @@ import yaml
 
 from service.config import Settings, load_settings
 from service.config_file import ConfigError
-from service.listen import ListenError
+from service.listen import ListenError, check_address_free
 from service.observability.logs import configure_logging
 from service.server import running_service
+from service.store import open_store
 
 EXIT_CONFIG = 2
-EXIT_LISTEN = 1
+EXIT_LISTEN = 2  # a startup failure the operator fixes in the configuration, as above
+EXIT_STORE = 2
 _MASK = "***"
 
 
@@ -60,6 +67,33 @@ def _fail(message: str, code: int) -> None:
     raise SystemExit(code)
 
 
+def check_store_url(settings: Settings) -> None:
+    """ConfigError when store.url names no store the service has (no I/O: nothing is opened)."""
+    try:
+        open_store(settings.store.resolved_url())
+    except ValueError as exc:
+        raise ConfigError(f"store.url: {exc}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _startup_failure(settings: Settings, exc: BaseException) -> str | None:
+    """The line for a failure to start (a port, the store); None: a defect, left as it is."""
+    import asyncpg
+
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:  # lost a race to a port
+        return f"cannot listen: {_one_line(exc)}"
+    url = _mask_url(settings.store.resolved_url())
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"cannot open the store {url}: {_one_line(exc)}"
+    # The store is the one outside service the start connects to and waits for.
+    if isinstance(exc, OSError) and url.startswith(("postgresql:", "postgres:")):
+        return f"cannot open the store {url}: {_one_line(exc)}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["users"]:  # user management: a command of its own, no server
@@ -78,6 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(args_in)
     try:
         settings = load_settings(args.config)
+        check_store_url(settings)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}", EXIT_CONFIG)
         return
@@ -96,9 +131,17 @@ def main(argv: list[str] | None = None) -> None:
     else:
         run = uvloop.run
     try:
+        # Before anything starts, as for grpc.address: a taken port is one line, not a traceback.
+        if settings.metrics.address:
+            check_address_free(settings.metrics.address, "metrics.address, or empty to turn off")
         run(serve(settings))
     except ListenError as exc:
         _fail(str(exc), EXIT_LISTEN)
+    except Exception as exc:
+        line = _startup_failure(settings, exc)
+        if line is None:
+            raise
+        _fail(line, EXIT_STORE)
 
 
 if __name__ == "__main__":
