@@ -79,6 +79,8 @@ def test_proto_bundle_compiles_on_its_own(tmp_path: Path) -> None:
     assert (bundle / "google/api/annotations.proto").is_file()
     assert (bundle / "google/api/http.proto").is_file()
     assert (bundle / "agent/v1/agent.proto").is_file()
+    for name in ("status", "error_details", "code"):
+        assert (bundle / f"google/rpc/{name}.proto").is_file(), name
     wkt = Path(protoc.__file__).parent / "_proto"  # well-known types ship with every protoc
     out = tmp_path / "out"
     out.mkdir()
