@@ -20,13 +20,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2
 
-from gateway import models
+from gateway import models, request_id
 from gateway.drain import Drain, shutting_down
 
 router = APIRouter()
 
 CACHE_S = 1.0
 _CHECK_TIMEOUT_S = 2.0
+PROBE_HEADER = "x-agent-probe"  # service/rpc/interceptor.py PROBE
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
@@ -46,7 +47,13 @@ def _unready(detail: str) -> tuple[dict[str, Any], int]:
 async def _check(request: Request) -> tuple[dict[str, Any], int]:
     upstream = request.app.state.upstream
     auth = request.headers.get("authorization")
-    metadata = (("authorization", auth),) if auth else ()
+    # The probe's request id, and a mark that has the service log the call at debug.
+    metadata: list[tuple[str, str]] = [(PROBE_HEADER, "ready")]
+    info = request_id.current()
+    if info is not None:
+        metadata.append((request_id.HEADER, info.request_id))
+    if auth:
+        metadata.append(("authorization", auth))
     try:
         reply = await upstream.health.Check(
             health_pb2.HealthCheckRequest(), timeout=_CHECK_TIMEOUT_S
