@@ -57,7 +57,8 @@ SERVICE_KEYS: Tolerated = {
 class ApiServerSection(BaseModel):
     """Where and how the HTTP server runs."""
 
-    host: str = "0.0.0.0"
+    # Loopback unless told: an open-mode gateway must not reach the network by default.
+    host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1)
     log_level: str = "info"

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from pathlib import Path
 
 import uvicorn
 import yaml
@@ -22,6 +23,40 @@ from gateway.logs import log_config
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 EXIT_CONFIG = 2  # also a port that is taken: both are the operator's to fix
+# The private metrics folder: agent-gateway-metrics-<pid of agent-gateway>-<random>.
+METRICS_DIR_PREFIX = "agent-gateway-metrics-"
+
+
+def remove_stale_metrics_dirs(folder: Path) -> list[Path]:
+    """Remove the metrics folders of gateways that are gone; the ones removed.
+
+    A gateway killed with SIGKILL cannot remove its own folder. Each folder
+    names its gateway's pid, so one whose process is no longer alive can go.
+    Only the current user's are touched.
+    """
+    removed = []
+    for entry in folder.glob(f"{METRICS_DIR_PREFIX}*"):
+        pid_text = entry.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        try:
+            if not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+            if not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
 
 
 def port_in_use(host: str, port: int) -> str | None:
@@ -83,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     # Before any worker imports prometheus_client: each one writes its metrics there.
     private_dir = None
     if not os.environ.get(MULTIPROC_ENV):
-        private_dir = tempfile.mkdtemp(prefix="agent-gateway-metrics-")
+        remove_stale_metrics_dirs(Path(tempfile.gettempdir()))
+        private_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         os.environ[MULTIPROC_ENV] = private_dir
     try:
         uvicorn.run(

@@ -56,7 +56,7 @@ class ApiSection(BaseModel):
 class ApiServerSection(BaseModel):
     """The HTTP gateway's settings (the service reads request_timeout)."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # the gateway's listener (gateway/config.py): loopback by default
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1)
     log_level: str = "info"
