@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 import uvicorn
@@ -59,6 +60,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def version() -> str:
+    """The installed package's version ("unknown" when run from a bare checkout)."""
+    try:
+        return metadata.version("agent-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def port_in_use(host: str, port: int) -> str | None:
     """Why ``host:port`` cannot be listened on, in one line; None when it is free.
 
@@ -87,6 +96,7 @@ def port_in_use(host: str, port: int) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agent-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agent-gateway {version()}")
     parser.add_argument(
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )

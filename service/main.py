@@ -62,6 +62,16 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:{_MASK}@{host}"
 
 
+def version() -> str:
+    """The installed package's version ("unknown" when run from a bare checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("agent-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _fail(message: str, code: int) -> None:
     print(f"agent-service: {message}", file=sys.stderr)
     raise SystemExit(code)
@@ -101,6 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(users_cli.main(args_in[1:]))
     parser = argparse.ArgumentParser(prog="agent-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agent-service {version()}")
     parser.add_argument(
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )

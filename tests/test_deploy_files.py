@@ -363,3 +363,29 @@ def test_nothing_listens_beyond_loopback_by_default() -> None:
     assert GatewaySettings().api_server.host == "127.0.0.1"
     # The container listens on all its interfaces; what is published stays the runtime's.
     assert re.search(r"^ENV AGENT_API_SERVER__HOST=0\.0\.0\.0$", DOCKERFILE.read_text(), re.M)
+
+
+def test_the_image_installs_pinned_runtime_dependencies() -> None:
+    """deploy/constraints.txt pins the whole runtime closure, within pyproject's ranges."""
+    import importlib.util
+
+    from packaging.utils import canonicalize_name
+
+    assert "pip install -c constraints.txt ." in DOCKERFILE.read_text()
+    assert "COPY deploy/constraints.txt ./constraints.txt" in DOCKERFILE.read_text()
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[canonicalize_name(name)] = version
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "scripts" / "lock.py")
+    assert spec and spec.loader
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    roots = lock._project_requirements()
+    assert set(lock.closure(roots)) <= set(pins)  # nothing the service imports is unpinned
+    for req in roots:
+        name = canonicalize_name(req.name)
+        if req.marker is None or req.marker.evaluate():
+            assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name])

@@ -102,3 +102,24 @@ def test_demo_has_its_own_data_directory(monkeypatch: pytest.MonkeyPatch) -> Non
     demo = Settings().store.resolved_url()
     assert demo != default
     assert "demo" in demo
+
+
+def test_release_hygiene_license_changelog_and_versions() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert project["license"] == {"text": "MIT"}
+    assert "License :: OSI Approved :: MIT License" in project["classifiers"]
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## Unreleased" in changelog and f"## {project['version']}" in changelog
+    for module, name in (("service.main", "agent-service"), ("gateway.main", "agent-gateway")):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{name} {project['version']}"
