@@ -154,22 +154,14 @@ def _add_frame_schemas(schemas: dict[str, Any]) -> None:
     }
 
 
-def _request_schemas(paths: dict[str, Any]) -> set[str]:
-    names: set[str] = set()
-    for operations in paths.values():
-        for operation in operations.values():
-            for media in operation.get("requestBody", {}).get("content", {}).values():
-                ref = media.get("schema", {}).get("$ref", "")
-                names.add(ref.rsplit("/", 1)[-1])
-    return names
-
-
 def _defaults_in_words(schema: dict[str, Any]) -> None:
-    """Move each default of a request body into its description.
+    """Move each default of a body's fields into its description.
 
     Several generators (openapi-typescript among them) make a field with a
-    `default` required in the types they emit, so a client would have to send
-    `priority` and `new_conversation`; the service applies the defaults itself.
+    `default` required in the types they emit: a client would have to send
+    `priority` and `new_conversation` (the service applies the defaults
+    itself), and would count on response fields the gateway leaves out when
+    they are empty (`reason`, `retry_after_s`).
     """
     for prop in schema.get("properties", {}).values():
         if "default" in prop:
@@ -211,9 +203,9 @@ def install_openapi(app: FastAPI) -> None:
         schemas = components.setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
             schemas.pop(unused, None)
-        for name in _request_schemas(schema["paths"]):
-            _defaults_in_words(schemas[name])
         _add_frame_schemas(schemas)
+        for body in schemas.values():
+            _defaults_in_words(body)
         app.openapi_schema = schema
         return schema
 

@@ -68,9 +68,12 @@ def _module(name: str) -> Any:
     return importlib.import_module(f"{PACKAGE}.{name}")
 
 
-def _client(generated: ModuleType, stack: Stack) -> Any:
+@pytest.fixture
+def api(generated: ModuleType, stack: Stack) -> Iterator[Any]:
+    """The generated client (closed after the test: its httpx client holds a connection)."""
     # The stack runs in open mode: any bearer token is accepted.
-    return generated.AuthenticatedClient(base_url=stack.url, token="any", timeout=20.0)
+    with generated.AuthenticatedClient(base_url=stack.url, token="any", timeout=20.0) as client:
+        yield client
 
 
 def _no_unknown_fields(model: Any, where: str = "") -> None:
@@ -91,25 +94,23 @@ def user() -> str:
     return f"gen-{uuid.uuid4().hex[:8]}"
 
 
-def test_the_generated_client_chats(generated: ModuleType, stack: Stack) -> None:
+def test_the_generated_client_chats(api: Any) -> None:
     chat = _module("api.chat.chat")
     models = _module("models")
-    answer = chat.sync(
-        client=_client(generated, stack), body=models.ChatRequest(message="hi", user_id=user())
-    )
+    answer = chat.sync(client=api, body=models.ChatRequest(message="hi", user_id=user()))
     assert isinstance(answer, models.ChatResponse), answer
     assert answer.response == "echo: hi" and answer.provider == "ollama"
     _no_unknown_fields(answer)
 
 
 def test_the_generated_client_streams_with_the_event_models(
-    generated: ModuleType, stack: Stack, fake_ollama: FakeOllama
+    api: Any, fake_ollama: FakeOllama
 ) -> None:
     fake_ollama.push(Reply.tool("calculator", {"expression": "17*23"}), Reply.text("391"))
     chat_stream = _module("api.chat.chat_stream")
     models = _module("models")
     response = chat_stream.sync_detailed(
-        client=_client(generated, stack),
+        client=api,
         body=models.ChatRequest(message="what is 17*23?", user_id=user(), priority=2),
     )
     assert response.status_code == 200
@@ -143,10 +144,10 @@ def test_the_generated_client_streams_with_the_event_models(
         _no_unknown_fields(data, name)
 
 
-def test_the_generated_client_reads_the_whole_status(generated: ModuleType, stack: Stack) -> None:
+def test_the_generated_client_reads_the_whole_status(api: Any) -> None:
     get_status = _module("api.status.get_status")
     models = _module("models")
-    status = get_status.sync(client=_client(generated, stack), user_id=user())
+    status = get_status.sync(client=api, user_id=user())
     assert isinstance(status, models.StatusResponse), status
     assert status.provider == "ollama"
     assert isinstance(status.user_limits, models.UserLimitsBody)
