@@ -75,3 +75,15 @@ async def test_the_docs_table_is_what_both_processes_export(
     assert quoted - {"kind", "reason", "deadline_exceeded"} <= kinds and len(quoted & kinds) >= 3
     for reason in ("max_pending", "max_pending_per_user", "shutting_down"):
         assert f"`{reason}`" in docs["agent_queue_rejected_total"][2], reason
+
+
+async def test_a_provider_that_is_not_configured_exports_nothing(
+    service: RunningService, client: httpx.AsyncClient
+) -> None:
+    """No Anthropic key here: no anthropic slots, queue series or status row."""
+    status = (await client.get("/api/status", headers=AUTH)).json()
+    assert [p["provider"] for p in status["queue_stats"]["providers"]] == ["ollama"]
+    assert [p["name"] for p in status["providers"]] == ["ollama"]
+    async with httpx.AsyncClient() as plain:
+        text = (await plain.get(f"http://127.0.0.1:{service.metrics_port}/metrics")).text
+    assert 'provider="ollama"' in text and "anthropic" not in text
