@@ -38,7 +38,7 @@ class Section(BaseModel):
 class ApiServerSection(Section):
     """The HTTP gateway's server (the service reads request_timeout and max_body_bytes)."""
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback by default: an open gateway is not exposed by accident
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(2, ge=1)
     log_level: str = "info"

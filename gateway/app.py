@@ -141,7 +141,8 @@ def create_app(
             allow_credentials="*" not in settings.api_server.cors_origins,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID"],
+            # Browser code reads the request id, and when to retry a 429 or 503.
+            expose_headers=["X-Request-ID", "Retry-After"],
         )
     app.add_middleware(DrainMiddleware, drain=drain)
     app.include_router(router)

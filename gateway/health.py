@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2
 
-from gateway import models
+from gateway import models, request_id
 from gateway.drain import Drain, shutting_down
 from gateway.errors import from_rpc_error
 
@@ -30,6 +30,7 @@ router = APIRouter()
 
 CACHE_S = 1.0
 _CHECK_TIMEOUT_S = 2.0
+PROBE_HEADER = "x-agent-probe"  # service/rpc/interceptor.py PROBE
 _AUTH_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 # ErrorInfo reason of a database outage (service/errors.py Reason.STORE_UNAVAILABLE).
 STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
@@ -73,7 +74,13 @@ async def _store_serving(upstream: Any) -> bool:
 async def _check(request: Request) -> tuple[dict[str, Any], int]:
     upstream = request.app.state.upstream
     auth = request.headers.get("authorization")
-    metadata = (("authorization", auth),) if auth else ()
+    # The probe's request id, and a mark that has the service log the call at debug.
+    metadata: list[tuple[str, str]] = [(PROBE_HEADER, "ready")]
+    info = request_id.current()
+    if info is not None:
+        metadata.append((request_id.HEADER, info.request_id))
+    if auth:
+        metadata.append(("authorization", auth))
     try:
         reply = await upstream.health.Check(
             health_pb2.HealthCheckRequest(), timeout=_CHECK_TIMEOUT_S
@@ -113,14 +120,15 @@ async def live() -> Response:
     tags=["status"],
     operation_id="Ready",
     response_model=models.ProbeResponse,
-    responses={503: {"model": models.ErrorBody, "description": "Not ready for traffic"}},
+    responses={503: {"model": models.NotReadyResponse, "description": "Not ready for traffic"}},
 )
 async def ready(request: Request) -> Response:
     """200 when the service is SERVING and its default provider reachable (no auth)."""
     drain: Drain = request.app.state.drain
     if drain.draining:
         error = shutting_down()
-        return JSONResponse(error.body(), error.status, headers=error.headers())
+        body = {"status": "unavailable", **error.body()}
+        return JSONResponse(body, error.status, headers=error.headers())
     cached: Readiness = request.app.state.readiness
     now = time.monotonic()
     if cached.body is None or now - cached.at >= CACHE_S:

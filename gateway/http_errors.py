@@ -63,8 +63,23 @@ def field_errors(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     ]
 
 
+def _not_json(errors: Iterable[Mapping[str, Any]]) -> JSONResponse | None:
+    """400 when the body is not JSON at all: nothing to validate, as for a body not in UTF-8."""
+    for error in errors:
+        if error.get("type") == "json_invalid":
+            loc = list(error.get("loc", ()))
+            where = f" at character {loc[-1]}" if loc and isinstance(loc[-1], int) else ""
+            reason = safe_text((error.get("ctx") or {}).get("error", "")).strip()
+            detail = f"the body is not valid JSON{where}" + (f": {reason}" if reason else "")
+            return error_json(400, "invalid_argument", detail)
+    return None
+
+
 def validation_response(exc: RequestValidationError) -> JSONResponse:
-    """422 with a one-line summary and the list of invalid fields."""
+    """422 with a one-line summary and the list of invalid fields (400 for a body not JSON)."""
+    not_json = _not_json(exc.errors())
+    if not_json is not None:
+        return not_json
     errors = field_errors(exc.errors())
     summary = "; ".join(
         f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors

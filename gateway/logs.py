@@ -43,6 +43,8 @@ class JsonLineFormatter(JsonFormatter):
         log_data["level"] = record.levelname.lower()
         log_data["logger"] = record.name
         super().add_fields(log_data, record, message_dict)
+        # uvicorn puts an ANSI-coloured copy of its message on its records, for terminals.
+        log_data.pop("color_message", None)
 
 
 def log_config(fmt: str, level: str, *, include_content: bool = False) -> dict[str, Any]:

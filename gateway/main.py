@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
+from importlib import metadata
+from pathlib import Path
 
 import uvicorn
 import yaml
@@ -20,11 +24,80 @@ from gateway.upstream_target import TargetError, dial_target
 # prometheus_client's multiprocess directory (gateway.metrics); read when the client is imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-EXIT_CONFIG = 2
+EXIT_CONFIG = 2  # also a port that is taken: both are the operator's to fix
+# The private metrics folder: agent-gateway-metrics-<pid of agent-gateway>-<random>.
+METRICS_DIR_PREFIX = "agent-gateway-metrics-"
+
+
+def remove_stale_metrics_dirs(folder: Path) -> list[Path]:
+    """Remove the metrics folders of gateways that are gone; the ones removed.
+
+    A gateway killed with SIGKILL cannot remove its own folder. Each folder
+    names its gateway's pid, so one whose process is no longer alive can go.
+    Only the current user's are touched.
+    """
+    removed = []
+    for entry in folder.glob(f"{METRICS_DIR_PREFIX}*"):
+        pid_text = entry.name.removeprefix(METRICS_DIR_PREFIX).split("-", 1)[0]
+        try:
+            if not entry.is_dir() or entry.stat().st_uid != os.getuid():
+                continue
+            if not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return True
+
+
+def version() -> str:
+    """The installed package's version ("unknown" when run from a bare checkout)."""
+    try:
+        return metadata.version("agent-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def port_in_use(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, in one line; None when it is free.
+
+    uvicorn's own failure is a log line without the address; this probe binds
+    the way uvicorn will (SO_REUSEADDR) and lets go at once.
+    """
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}:{port}: {exc.strerror} (set api_server.host)"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"cannot listen on {host}:{port}: address already in use "
+                    "(is another agent-gateway running? set api_server.port)"
+                )
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="agent-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agent-gateway {version()}")
     parser.add_argument(
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )
@@ -50,10 +123,15 @@ def main(argv: list[str] | None = None) -> None:
         print(yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False), end="")
         return
     server = settings.api_server
+    taken = port_in_use(server.host, server.port)
+    if taken is not None:
+        print(f"agent-gateway: {taken}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
     # Before any worker imports prometheus_client: each one writes its metrics there.
     private_dir = None
     if not os.environ.get(MULTIPROC_ENV):
-        private_dir = tempfile.mkdtemp(prefix="agent-gateway-metrics-")
+        remove_stale_metrics_dirs(Path(tempfile.gettempdir()))
+        private_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
         os.environ[MULTIPROC_ENV] = private_dir
     # The workers' HTTP protocol reads its timeouts from the environment they inherit.
     os.environ[HEADER_TIMEOUT_ENV] = str(server.header_timeout_s)

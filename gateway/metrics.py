@@ -28,6 +28,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -42,6 +43,9 @@ class GatewayMetrics:
     """The metrics of one app; exposition in single- or multi-process mode."""
 
     def __init__(self, multiproc_dir: str | None = None) -> None:
+        # A *_created gauge beside every counter and histogram doubles the series for a
+        # figure Prometheus does not use (the library's switch is process-wide).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.multiproc_dir = multiproc_dir
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(

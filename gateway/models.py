@@ -93,8 +93,8 @@ class UsageBody(BaseModel):
 
     input_tokens: int
     output_tokens: int
-    cache_creation_input_tokens: int = 0
-    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
 
 
 class ToolCallBody(BaseModel):
@@ -194,6 +194,9 @@ class ErrorBody(BaseModel):
         description="gRPC code in lower case, or one of the gateway's own codes "
         "(payload_too_large, not_found, method_not_allowed)"
     )
+    reason: str | None = Field(
+        None, description="The service's ErrorInfo reason, when it gave one (e.g. PROVIDER_FAILED)"
+    )
     retry_after_s: float | None = Field(None, description="When to retry (429/503 only)")
     errors: list[FieldErrorBody] | None = Field(None, description="Each invalid field (422 only)")
 
@@ -208,6 +211,15 @@ class ProbeResponse(BaseModel):
     )
 
 
+class NotReadyResponse(BaseModel):
+    """Why the gateway is not ready for traffic (a 503 of /health/ready)."""
+
+    status: Literal["unavailable"]
+    detail: str
+    code: str = Field(description="`unavailable`")
+    retry_after_s: float | None = Field(None, description="When to probe again (draining)")
+
+
 class HealthResponse(BaseModel):
     """Health of the gateway and of the service behind it."""
 
@@ -215,58 +227,6 @@ class HealthResponse(BaseModel):
     service: str = Field(description="The service's gRPC health status, or 'unreachable'")
     detail: str | None = Field(None, description="Why the service is unreachable")
     code: str | None = Field(None, description="'unavailable' when status is not ok")
-
-
-class ProviderStatusBody(BaseModel):
-    """One provider's reachability."""
-
-    name: str
-    model: str
-    reachable: bool
-    detail: str
-    version: str
-    model_available: bool | None = Field(
-        description="Whether the model is installed; null: unknown"
-    )
-
-
-class ProviderQueueBody(BaseModel):
-    """One provider's slots and waiting requests."""
-
-    provider: str
-    slots: int
-    running: int
-    waiting: int
-    waiting_by_priority: dict[str, int]
-    avg_wait_s: float
-    avg_service_s: float
-
-
-class QueueStatsBody(BaseModel):
-    """Queue figures of the whole service."""
-
-    waiting: int
-    running: int
-    max_pending: int
-    max_pending_per_user: int
-    providers: list[ProviderQueueBody]
-
-
-class StatusResponse(BaseModel):
-    """Provider, model, reachability, queue figures, active users, the caller's usage."""
-
-    status: str
-    provider: str
-    model: str
-    version: str
-    providers: list[ProviderStatusBody]
-    queue_stats: QueueStatsBody
-    active_users: int
-    user_id: str
-    user_usage: UsageBody
-    identity_source: Literal["jwt", "user_token", "shared_token", "open"] = Field(
-        description="How the caller was identified (the caller's tier is user_limits.tier)"
-    )
 
 
 class TextBlockBody(BaseModel):

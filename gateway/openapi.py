@@ -1,4 +1,4 @@
-"""What the OpenAPI document says beyond the routes: errors per route, auth, the SSE body.
+"""What the OpenAPI document says beyond the routes: errors per route, auth, the SSE frames.
 
 Each route lists the errors it can really answer (a test and the schemathesis
 run hold the document to the behaviour); ``/api/*`` routes declare the
@@ -7,11 +7,14 @@ bearer scheme, which gives Swagger UI its Authorize button.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
 
+from gateway.events import EVENTS
 from gateway.models import ErrorBody
 
 BEARER_SCHEME = "bearer"
@@ -83,19 +86,6 @@ _SSE_EXAMPLE = (
     '"stop_reason":"end_turn","tool_calls":[]}\n\n'
 )
 
-# One event of the stream (its `data` is a JSON object, sent as one line of text).
-_SSE_EVENT = {
-    "type": "object",
-    "required": ["event", "data"],
-    "properties": {
-        "event": {
-            "type": "string",
-            "enum": ["queued", "start", "message", "tool_call", "tool_result", "done", "error"],
-        },
-        "data": {"type": "string", "contentMediaType": "application/json"},
-    },
-}
-
 STREAM_OK: dict[int | str, dict[str, Any]] = {
     200: {
         "description": (
@@ -104,13 +94,87 @@ STREAM_OK: dict[int | str, dict[str, Any]] = {
             "changes), `start` {request_id, conversation_id, provider, model}, "
             '`message` {"text": delta}, `tool_call` {id, name, arguments}, '
             "`tool_result` {id, name, result, is_error}, then exactly one `done` (the "
-            "/api/chat answer) or `error` {code, message, retry_after_s?}. Comment lines "
-            "(`: keep-alive`) keep an idle connection open. An error before the first "
-            "event is a plain HTTP error instead (see the other responses)."
+            "/api/chat answer) or `error` {code, message, status, reason?, retry_after_s?}. "
+            "Every frame has an `id:`, increasing, for Last-Event-ID; a re-attach at or past "
+            "the end gets the last event (`done` or `error`) again, numbered after the "
+            "Last-Event-ID sent. Comment lines (`: keep-alive`) keep an idle connection open. "
+            "An error before the first event is a plain HTTP error instead (see the other "
+            "responses)."
         ),
-        "content": {"text/event-stream": {"schema": _SSE_EVENT, "example": _SSE_EXAMPLE}},
+        "content": {
+            "text/event-stream": {
+                # OpenAPI 3.2's itemSchema: the schema of each event. No `schema`: in 3.2 it
+                # would describe the whole stream as an array of events.
+                "itemSchema": {"$ref": "#/components/schemas/StreamFrame"},
+                "example": _SSE_EXAMPLE,
+            }
+        },
     }
 }
+
+
+def _frame(event: str, model: str) -> dict[str, Any]:
+    """One SSE frame as OpenAPI 3.2 reads an event: its fields are strings."""
+    return {
+        "title": f"{event} frame",
+        "type": "object",
+        "required": ["id", "event", "data"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "pattern": "^[1-9][0-9]*$",
+                "description": "The event's number, for Last-Event-ID",
+            },
+            "event": {"type": "string", "const": event},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"$ref": f"#/components/schemas/{model}"},
+            },
+        },
+    }
+
+
+def _add_frame_schemas(schemas: dict[str, Any]) -> None:
+    """The SSE event models, one frame schema per event, and their union."""
+    _, top = models_json_schema(
+        [(model, "serialization") for model in EVENTS.values()],
+        ref_template="#/components/schemas/{model}",
+    )
+    for name, definition in top.get("$defs", {}).items():
+        schemas.setdefault(name, definition)
+    frames = {
+        event: f"{model.__name__.removesuffix('Event')}Frame" for event, model in EVENTS.items()
+    }
+    frames["done"] = "DoneFrame"  # its data is the ChatResponse
+    for event, model in EVENTS.items():
+        schemas[frames[event]] = _frame(event, model.__name__)
+    schemas["StreamFrame"] = {
+        "title": "StreamFrame",
+        "description": "One frame of an SSE route; `data` is JSON of the event's model.",
+        "oneOf": [{"$ref": f"#/components/schemas/{name}"} for name in frames.values()],
+        "discriminator": {
+            "propertyName": "event",
+            "mapping": {event: f"#/components/schemas/{name}" for event, name in frames.items()},
+        },
+    }
+
+
+def _defaults_in_words(schema: dict[str, Any]) -> None:
+    """Move each default of a body's fields into its description.
+
+    Several generators (openapi-typescript among them) make a field with a
+    `default` required in the types they emit: a client would have to send
+    `priority` and `new_conversation` (the service applies the defaults
+    itself), and would count on response fields the gateway leaves out when
+    they are empty (`reason`, `retry_after_s`).
+    """
+    for prop in schema.get("properties", {}).values():
+        if "default" in prop:
+            default = prop.pop("default")
+            if default is not None:
+                words = json.dumps(default)
+                prop["description"] = f"{prop.get('description', '')} (default {words})".strip()
 
 
 def install_openapi(app: FastAPI) -> None:
@@ -142,8 +206,12 @@ def install_openapi(app: FastAPI) -> None:
                 ok = responses.get("200", {}).get("content", {})
                 if "text/event-stream" in ok:  # the framework also lists its JSON default
                     ok.pop("application/json", None)
+        schemas = components.setdefault("schemas", {})
         for unused in ("HTTPValidationError", "ValidationError"):
-            components.get("schemas", {}).pop(unused, None)
+            schemas.pop(unused, None)
+        _add_frame_schemas(schemas)
+        for body in schemas.values():
+            _defaults_in_words(body)
         app.openapi_schema = schema
         return schema
 

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
 from starlette.exceptions import HTTPException
 
-from gateway import convert, models, request_id
+from gateway import convert, models, request_id, status_models
 from gateway import openapi as docs
 from gateway.errors import GatewayError, from_rpc_error
 from gateway.sse import ChatEventStream, StreamStop
@@ -96,7 +96,15 @@ def _whole_number(value: object) -> object:
     return value
 
 
-PageSize = Annotated[int, Query(ge=1, le=100), BeforeValidator(_whole_number)]
+# One rule for both paginated routes: digits only (422 otherwise); absent or 0 is
+# the default; the range is the service's to check (400), so the bounds here only
+# keep the value inside the proto's int32.
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+PageSize = Annotated[
+    int,
+    Query(ge=_INT32_MIN, le=_INT32_MAX, description="Conversations per page, 1..100; 0 means 20"),
+    BeforeValidator(_whole_number),
+]
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -259,14 +267,14 @@ async def watch_request(
         metadata=_metadata(request),
         timeout=upstream.chat_timeout_s,
     )
-    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True)
+    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True, after=after_seq)
 
 
 @router.get(
     "/api/status",
     tags=["status"],
     operation_id="GetStatus",
-    response_model=models.StatusResponse,
+    response_model=status_models.StatusResponse,
     responses=docs.STATUS_ERRORS,
 )
 async def status(request: Request, upstream: UpstreamDep, user_id: UserIdQuery = None) -> Response:
@@ -349,10 +357,14 @@ async def list_conversations(
     request: Request,
     upstream: UpstreamDep,
     user_id: UserIdQuery = None,
-    page_size: PageSize = 20,
+    page_size: PageSize = 0,
     page_token: Annotated[str, Query(max_length=512)] = "",
 ) -> Response:
-    """The caller's conversations, most recently active first."""
+    """The caller's conversations, most recently active first.
+
+    `page_size` is 1..100 (0 or absent: 20); pass the response's
+    `next_page_token` as `page_token` for the next page.
+    """
     reply = await upstream.stub.ListConversations(
         pb.ListConversationsRequest(
             user_id=user_id or "", page_size=page_size, page_token=page_token
@@ -368,11 +380,9 @@ async def list_conversations(
     )
 
 
-# Digits only; the range (1..500, 0 = default) is the service's to check, so
-# the bounds here only keep the value inside the proto's int32.
 MessagePageSize = Annotated[
     int,
-    Query(ge=-(2**31), le=2**31 - 1, description="Messages per page, 1..500; 0 means 100"),
+    Query(ge=_INT32_MIN, le=_INT32_MAX, description="Messages per page, 1..500; 0 means 100"),
     BeforeValidator(_whole_number),
 ]
 

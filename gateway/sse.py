@@ -6,7 +6,8 @@ right status and Retry-After, (2) end every stream with exactly one ``done``
 or ``error`` event, (3) cancel the gRPC call the moment the client goes away,
 in every phase, which needs its own watch on ``http.disconnect``,
 (4) send keep-alive comments only while the stream is idle, (5) number
-every event (``id: <seq>``) so a client can re-attach with ``Last-Event-ID``,
+every frame (``id: <seq>``, error frames too, ids only growing) so a client
+can re-attach with ``Last-Event-ID``,
 and (6) end with an ``error`` event, not a cut connection, when ``stop`` says
 so (the gateway drains).
 
@@ -44,16 +45,10 @@ _KEEPALIVE = b": keep-alive\n\n"
 _ATTACHED = ("agent-watch", "attached")
 
 
-def encode(event: str, data: dict[str, Any], seq: int = 0) -> bytes:
-    """One SSE frame; JSON never holds a raw newline, so one data line suffices.
-
-    ``seq`` 0 (a done rebuilt from the store, or a gateway error) has no id line,
-    which leaves the client's Last-Event-ID as it was.
-    """
+def encode(event: str, data: dict[str, Any], seq: int) -> bytes:
+    """One SSE frame; JSON never holds a raw newline, so one data line suffices."""
     payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    if seq:
-        return f"id: {seq}\nevent: {event}\ndata: {payload}\n\n".encode()
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return f"id: {seq}\nevent: {event}\ndata: {payload}\n\n".encode()
 
 
 def _same(message: Any) -> pb.ChatStreamResponse:
@@ -64,10 +59,6 @@ def _same(message: Any) -> pb.ChatStreamResponse:
 def _inner(message: Any) -> pb.ChatStreamResponse:
     event: pb.ChatStreamResponse = message.event
     return event
-
-
-def _error_frame(error: GatewayError) -> bytes:
-    return encode("error", error.event_data())
 
 
 class StreamStop(Protocol):
@@ -91,6 +82,7 @@ class ChatEventStream(Response):
         stop: StreamStop | None = None,
         *,
         watch: bool = False,
+        after: int = 0,
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self._call = call
@@ -101,6 +93,8 @@ class ChatEventStream(Response):
         self._last_write = 0.0
         self._finished = False
         self._client_gone = False
+        # Every frame is numbered, and numbers only grow: see _number.
+        self._last_seq = after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.create_task(self._watch_disconnect(receive))
@@ -184,7 +178,7 @@ class ChatEventStream(Response):
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
         if pump.cancelled() and stop.done() and not stop.cancelled():
-            await self._write(send, _error_frame(stop.result()), more=False)
+            await self._write(send, self._error_frame(stop.result()), more=False)
         else:
             pump.result()
 
@@ -197,12 +191,12 @@ class ChatEventStream(Response):
                 event = self._event(message)
                 name, data = convert.stream_event(event)
                 if name == "done":
-                    terminal = encode(name, data, event.seq)
+                    terminal = encode(name, data, self._number(event.seq))
                     break
-                await self._write(send, encode(name, data, event.seq))
+                await self._write(send, encode(name, data, self._number(event.seq)))
                 message = await self._call.read()
             if terminal is None:
-                terminal = _error_frame(
+                terminal = self._error_frame(
                     GatewayError(500, "internal", "the service ended the stream without an answer")
                 )
         except grpc.aio.AioRpcError as exc:
@@ -210,8 +204,22 @@ class ChatEventStream(Response):
             # (the request was cancelled by its owner): that one gets its error event.
             if exc.code() is grpc.StatusCode.CANCELLED and self._client_gone:
                 raise asyncio.CancelledError from exc  # we cancelled it: client gone
-            terminal = _error_frame(from_rpc_error(exc))
+            terminal = self._error_frame(from_rpc_error(exc))
         await self._write(send, terminal, more=False)
+
+    def _number(self, seq: int) -> int:
+        """The id of the next frame: the service's number when it runs ahead, else the next one.
+
+        The service numbers the events it buffers. A frame it did not number (an
+        error, a done rebuilt from the store: seq 0), or the last event sent again
+        to a client that re-attached at or past it, gets the number after the
+        last one this client knows, so ids never repeat or go back.
+        """
+        self._last_seq = seq if seq > self._last_seq else self._last_seq + 1
+        return self._last_seq
+
+    def _error_frame(self, error: GatewayError) -> bytes:
+        return encode("error", error.event_data(), self._number(0))
 
     async def _write(self, send: Send, frame: bytes, *, more: bool = True) -> None:
         if self._finished:

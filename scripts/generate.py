@@ -5,8 +5,11 @@ googleapis-common-protos package into build/protodeps (git-ignored), the
 second module buf.yaml lists, so buf needs no registry access.
 
 --deps: only that copy (`make setup`, so buf works on a fresh clone).
---bundle DIR: proto/ plus the google/api files in one folder, every .proto a
-consumer needs to generate its own client (`make proto-bundle`).
+--bundle DIR: proto/ plus the google/api files and the google/rpc error model
+(status, error_details, code) in one folder, every .proto a consumer needs to
+generate its own client and decode the errors' details, such as RetryInfo
+(`make proto-bundle`). Only the well-known types (google/protobuf/*) are left
+out: every protoc ships them.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import grpc_tools
 from google.api import annotations_pb2
+from google.rpc import status_pb2
 from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +38,18 @@ def copy_google_api(root: Path = DEPS) -> None:
         shutil.copyfile(source / name, target / name)
 
 
+# The error model of gRPC's status details: google.rpc.Status carries ErrorInfo/RetryInfo.
+RPC_PROTOS = ("status.proto", "error_details.proto", "code.proto")
+
+
+def copy_google_rpc(root: Path) -> None:
+    source = Path(status_pb2.__file__).parent
+    target = root / "google" / "rpc"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RPC_PROTOS:
+        shutil.copyfile(source / name, target / name)
+
+
 def same_tree(a: Path, b: Path) -> bool:
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(
@@ -47,6 +63,7 @@ def bundle(folder: Path) -> None:
         shutil.rmtree(folder)
     shutil.copytree(PROTO_ROOT, folder)
     copy_google_api(folder)
+    copy_google_rpc(folder)
     print(f"wrote every .proto a client needs into {folder}/")
 
 

@@ -49,7 +49,7 @@ from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
-from service.prompt import PromptRules, build_request
+from service.prompt import PromptRules, build_request, without_unanswered
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import Outcome, check_request
 from service.scheduler.interface import (
@@ -403,6 +403,7 @@ class ChatService:
             if admitted.fresh
             else await self._history.read(turn.user_id, admitted.conversation_id)
         )
+        stored = without_unanswered(stored)  # a failed turn's question is not asked again
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         history = [Message(m.role, m.content) for m in stored]

@@ -28,8 +28,11 @@ def _host_and_port(address: str) -> tuple[str, int] | None:
     return host, int(port_text)
 
 
-def check_address_free(address: str) -> None:
-    """Raise ListenError when something already listens on ``address`` (port 0 always passes)."""
+def check_address_free(address: str, setting: str = "grpc.address") -> None:
+    """Raise ListenError when something already listens on ``address`` (port 0 always passes).
+
+    ``setting`` names the key that chose the address, for the hint in the message.
+    """
     parsed = _host_and_port(address)
     if parsed is None or parsed[1] == 0:
         return
@@ -49,7 +52,7 @@ def check_address_free(address: str) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise ListenError(
                     f"cannot listen on {address}: address already in use "
-                    "(is another agent-service running? set grpc.address)"
+                    f"(is another agent-service running? set {setting})"
                 ) from None
             # Anything else (no IPv6 here, say) is gRPC's to judge: add_port reports it.
 

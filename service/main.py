@@ -1,13 +1,18 @@
 """``agent-service``: run the gRPC service until SIGTERM or SIGINT.
 
-Mistakes an operator makes at start (bad configuration, a taken port) end the
-process with one line on stderr: exit code 2 for configuration, 1 for the port.
+Mistakes an operator makes at start end the process with one line on stderr
+and exit code 2, never a traceback: bad configuration (including a store URL
+of a kind the service cannot use, which ``--check-config`` reports too), a
+taken gRPC or metrics port, a store that refuses the connection (a
+PostgreSQL role or database that does not exist, a wrong password, nothing
+listening).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import signal
 import sys
 
@@ -15,11 +20,13 @@ import yaml
 
 from agentconf.files import ConfigError
 from service.config import Settings, load_settings
-from service.listen import ListenError
+from service.listen import ListenError, check_address_free
 from service.observability.logs import configure_logging
+from service.store import open_store
 
 EXIT_CONFIG = 2
-EXIT_LISTEN = 1
+EXIT_LISTEN = 2  # a startup failure the operator fixes in the configuration, as above
+EXIT_STORE = 2
 _MASK = "***"
 
 
@@ -58,9 +65,46 @@ def _mask_url(url: str) -> str:
     return f"{scheme}://{user}:{_MASK}@{host}"
 
 
+def version() -> str:
+    """The installed package's version ("unknown" when run from a bare checkout)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("agent-service")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def _fail(message: str, code: int) -> None:
     print(f"agent-service: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def check_store_url(settings: Settings) -> None:
+    """ConfigError when store.url names no store the service has (no I/O: nothing is opened)."""
+    try:
+        open_store(settings.store.resolved_url())
+    except ValueError as exc:
+        raise ConfigError(f"store.url: {exc}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _startup_failure(settings: Settings, exc: BaseException) -> str | None:
+    """The line for a failure to start (a port, the store); None: a defect, left as it is."""
+    import asyncpg
+
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:  # lost a race to a port
+        return f"cannot listen: {_one_line(exc)}"
+    url = _mask_url(settings.store.resolved_url())
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return f"cannot open the store {url}: {_one_line(exc)}"
+    # The store is the one outside service the start connects to and waits for.
+    if isinstance(exc, OSError) and url.startswith(("postgresql:", "postgres:")):
+        return f"cannot open the store {url}: {_one_line(exc)}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
 
         raise SystemExit(users_cli.main(args_in[1:]))
     parser = argparse.ArgumentParser(prog="agent-service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"agent-service {version()}")
     parser.add_argument(
         "--config", help="config file (default: AGENT_CONFIG or config/config.yaml)"
     )
@@ -81,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(args_in)
     try:
         settings = load_settings(args.config)
+        check_store_url(settings)
     except ConfigError as exc:
         _fail(f"configuration error: {exc}", EXIT_CONFIG)
         return
@@ -99,9 +145,17 @@ def main(argv: list[str] | None = None) -> None:
     else:
         run = uvloop.run
     try:
+        # Before anything starts, as for grpc.address: a taken port is one line, not a traceback.
+        if settings.metrics.address:
+            check_address_free(settings.metrics.address, "metrics.address, or empty to turn off")
         run(serve(settings))
     except ListenError as exc:
         _fail(str(exc), EXIT_LISTEN)
+    except Exception as exc:
+        line = _startup_failure(settings, exc)
+        if line is None:
+            raise
+        _fail(line, EXIT_STORE)
 
 
 if __name__ == "__main__":

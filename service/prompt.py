@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from service.content import Message
 from service.history import estimate_tokens, merge_consecutive, stepped_window
@@ -79,3 +80,34 @@ def build_request(
         model=model,
         user_id=user_id,
     )
+
+
+class _StoredTurnPart(Protocol):
+    """What ``without_unanswered`` reads of a stored message."""
+
+    @property
+    def role(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def request_id(self) -> str: ...
+
+
+_M = TypeVar("_M", bound=_StoredTurnPart)
+
+
+def without_unanswered(stored: Sequence[_M]) -> list[_M]:
+    """The stored history less the questions whose turn produced no answer.
+
+    A turn that failed (or was cancelled) before the model said anything
+    leaves its user message in the conversation, marked so, with no reply.
+    Sent again it would be glued to the next question (two user turns in a
+    row are merged), so the model would answer both. It stays stored and
+    visible in GetConversation; only the model does not see it.
+    """
+    answered = {m.request_id for m in stored if m.role == "assistant" and m.request_id}
+    return [
+        m
+        for m in stored
+        if m.role != "user" or m.status == "complete" or (m.request_id and m.request_id in answered)
+    ]

@@ -180,7 +180,10 @@ async def running_service(
         await auth.start()  # fetches the JWT key set; an unreachable issuer only warns
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         engine = Scheduler(
-            slots={"anthropic": settings.anthropic.max_concurrency},
+            # A provider that is not configured has no lane: no slots, no series, no status row.
+            slots={"anthropic": settings.anthropic.max_concurrency}
+            if "anthropic" in providers
+            else {},
             hosts={"ollama": ollama_pool(settings)},
             down_retry_s=settings.ollama.health_interval_s,
             max_pending=settings.queue.max_pending,

@@ -3,6 +3,11 @@
 A new token is printed once, on standard output, and only its ``sha256:``
 digest is written. The service notices the changed file within a couple of
 seconds; no restart is needed.
+
+The first ``add`` creates the file (readable by its owner only), even when
+the configuration already names it in ``auth.tokens_file``. ``--config`` and
+``--file`` may come before or after the subcommand. A tier must be one of
+``limits.tiers`` of the configuration.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from service.config import load_settings
+from agentconf.files import ConfigError
+from service.config import Settings, load_settings
 from service.errors import AgentError
 from service.profiles import validate_user_id
 from service.userfile import SHA256_PREFIX, UserEntry, load_users, token_digest, write_users
@@ -20,22 +26,35 @@ from service.userfile import SHA256_PREFIX, UserEntry, load_users, token_digest,
 _TOKEN_BYTES = 32
 
 
+def _where(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--config", default=default, help="config file whose auth.tokens_file to edit"
+    )
+    parser.add_argument(
+        "--file", type=Path, default=default, help="the users file (overrides --config)"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="agent-service users", description="Manage the users file (auth.tokens_file)."
     )
-    parser.add_argument("--config", help="config file whose auth.tokens_file to edit")
-    parser.add_argument("--file", type=Path, help="the users file (overrides --config)")
+    _where(parser, None)
+    # The same options after the subcommand; SUPPRESS keeps a value given before it.
+    after = argparse.ArgumentParser(add_help=False)
+    _where(after, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    add = commands.add_parser("add", help="create a user with a new token (printed once)")
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, parents=[after])
+
+    add = command("add", "create a user with a new token (printed once)")
     add.add_argument("name")
     add.add_argument("--tier", default="", help="a tier of limits.tiers (default: none)")
     add.add_argument("--admin", action="store_true", help="may list and cancel every request")
-    rotate = commands.add_parser("rotate", help="give a user a new token; the old one stops")
-    rotate.add_argument("name")
-    revoke = commands.add_parser("revoke", help="remove a user; their token stops working")
-    revoke.add_argument("name")
-    commands.add_parser("list", help="users, tiers and roles (never tokens)")
+    command("rotate", "give a user a new token; the old one stops").add_argument("name")
+    command("revoke", "remove a user; their token stops working").add_argument("name")
+    command("list", "users, tiers and roles (never tokens)")
     return parser
 
 
@@ -64,7 +83,7 @@ def run(args: argparse.Namespace, path: Path, tiers: set[str] | None) -> str:
         if name in entries:
             raise UsersCommandError(f"user {name!r} already exists; use `users rotate {name}`")
         if args.tier and tiers is not None and args.tier not in tiers:
-            known = ", ".join(sorted(tiers)) or "none"
+            known = ", ".join(sorted(tiers)) or "none configured"
             raise UsersCommandError(f"tier {args.tier!r} is not in limits.tiers (known: {known})")
         validate_user_id(name)
         token, stored = _new_token()
@@ -84,14 +103,43 @@ def run(args: argparse.Namespace, path: Path, tiers: set[str] | None) -> str:
     return f"revoked {name}"
 
 
+_MISSING_FILE = "auth.tokens_file: no such file: "
+
+
+def _settings(config: str | None, command: str) -> tuple[Settings, Path | None]:
+    """The configuration, and a users file it names that ``add`` had to create first.
+
+    The service refuses to start on a tokens_file that does not exist; the
+    first ``add`` is how that file comes to exist, so it creates it (empty,
+    mode 0600) and reads the configuration again.
+    """
+    try:
+        return load_settings(config), None
+    except ConfigError as exc:
+        missing = str(exc).removeprefix(_MISSING_FILE)
+        if command != "add" or missing == str(exc):
+            raise
+    created = Path(missing)
+    write_users(created, {})
+    try:
+        return load_settings(config), created
+    except BaseException:
+        created.unlink(missing_ok=True)
+        raise
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    tiers: set[str] | None = None
-    path: Path | None = args.file
-    if path is None or args.config:
-        settings = load_settings(args.config)
-        tiers = set(settings.limits.tiers)
-        path = path or settings.auth.tokens_file
+    try:
+        settings, created = _settings(args.config, args.command)
+    except (ConfigError, OSError) as exc:
+        print(f"agent-service users: configuration error: {exc}", file=sys.stderr)
+        return 2
+    tiers = set(settings.limits.tiers)
+    path: Path | None = args.file or settings.auth.tokens_file
+    if created is not None and path != created:  # --file names another: that one is edited
+        created.unlink(missing_ok=True)
+        created = None
     if path is None:
         print(
             "agent-service users: no users file: set auth.tokens_file in the config or pass --file",
@@ -101,6 +149,8 @@ def main(argv: list[str]) -> int:
     try:
         output = run(args, path, tiers)
     except (UsersCommandError, ValueError, OSError, AgentError) as exc:
+        if created is not None:
+            created.unlink(missing_ok=True)  # nothing was added: leave things as they were
         print(f"agent-service users: {exc}", file=sys.stderr)
         return 1
     if args.command in ("add", "rotate"):

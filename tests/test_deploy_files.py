@@ -70,6 +70,12 @@ def with_defaults(text: str) -> str:
 def compose_problems(doc: dict[str, Any]) -> list[str]:
     services: dict[str, dict[str, Any]] = doc.get("services", {})
     problems = []
+    if "name" in doc:
+        problems.append("top-level name: docker-compose v1 refuses the file")
+    for name in ("service", "gateway"):
+        mounts = [str(v).split(":") for v in services.get(name, {}).get("volumes", [])]
+        if not any(m[0] in set(doc.get("volumes") or {}) and m[1] == "/app/config" for m in mounts):
+            problems.append(f"{name}: no volume on /app/config (config file, users file)")
     ollama = services.get("ollama", {})
     if not str(ollama.get("image", "")).startswith("ollama/ollama"):
         problems.append("no ollama service on the official ollama/ollama image")
@@ -113,6 +119,7 @@ def test_compose_file_has_the_properties() -> None:
 
 def test_compose_check_finds_the_old_file_s_faults() -> None:
     old = {
+        "name": "agent-service",
         "services": {
             "service": {"environment": {"AGENT_OLLAMA__URL": "http://host.docker.internal:11434"}},
             "gateway": {"ports": ["8000:8000"], "depends_on": ["service"]},
@@ -127,6 +134,9 @@ def test_compose_check_finds_the_old_file_s_faults() -> None:
         "gateway: depends_on without conditions",
         "gateway: publishes 8000:8000",
         "service: host.docker.internal without extra_hosts",
+        "top-level name",
+        "service: no volume on /app/config",
+        "gateway: no volume on /app/config",
     ):
         assert any(p.startswith(expected) for p in problems), (expected, problems)
 
@@ -342,3 +352,40 @@ def test_operations_doc_shows_the_alert_rules_as_shipped() -> None:
     blocks = re.findall(r"```yaml\n(.*?)```", OPERATIONS.read_text(), re.S)
     shown = [yaml.safe_load(b) for b in blocks]
     assert yaml.safe_load(ALERTS.read_text()) in shown
+
+
+def test_nothing_listens_beyond_loopback_by_default() -> None:
+    """The example config and the defaults keep an open-mode gateway off the network."""
+    example = yaml.safe_load((ROOT / "config" / "config.example.yaml").read_text())
+    assert example["api_server"]["host"] == "127.0.0.1"
+    from gateway.config import GatewaySettings
+
+    assert GatewaySettings().api_server.host == "127.0.0.1"
+    # The container listens on all its interfaces; what is published stays the runtime's.
+    assert re.search(r"^ENV AGENT_API_SERVER__HOST=0\.0\.0\.0$", DOCKERFILE.read_text(), re.M)
+
+
+def test_the_image_installs_pinned_runtime_dependencies() -> None:
+    """deploy/constraints.txt pins the whole runtime closure, within pyproject's ranges."""
+    import importlib.util
+
+    from packaging.utils import canonicalize_name
+
+    assert "pip install -c constraints.txt ." in DOCKERFILE.read_text()
+    assert "COPY deploy/constraints.txt ./constraints.txt" in DOCKERFILE.read_text()
+    pins = {}
+    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            assert version, f"not pinned: {line}"
+            pins[canonicalize_name(name)] = version
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "scripts" / "lock.py")
+    assert spec and spec.loader
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    roots = lock._project_requirements()
+    assert set(lock.closure(roots)) <= set(pins)  # nothing the service imports is unpinned
+    for req in roots:
+        name = canonicalize_name(req.name)
+        if req.marker is None or req.marker.evaluate():
+            assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name])

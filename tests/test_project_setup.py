@@ -89,6 +89,8 @@ def test_proto_bundle_compiles_on_its_own(tmp_path: Path) -> None:
     assert (bundle / "google/api/annotations.proto").is_file()
     assert (bundle / "google/api/http.proto").is_file()
     assert (bundle / "agent/v1/agent.proto").is_file()
+    for name in ("status", "error_details", "code"):
+        assert (bundle / f"google/rpc/{name}.proto").is_file(), name
     wkt = Path(protoc.__file__).parent / "_proto"  # well-known types ship with every protoc
     out = tmp_path / "out"
     out.mkdir()
@@ -110,3 +112,24 @@ def test_demo_has_its_own_data_directory(monkeypatch: pytest.MonkeyPatch) -> Non
     demo = Settings().store.resolved_url()
     assert demo != default
     assert "demo" in demo
+
+
+def test_release_hygiene_license_changelog_and_versions() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    assert project["license"] == {"text": "MIT"}
+    assert "License :: OSI Approved :: MIT License" in project["classifiers"]
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert "## Unreleased" in changelog and f"## {project['version']}" in changelog
+    for module, name in (("service.main", "agent-service"), ("gateway.main", "agent-gateway")):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"{name} {project['version']}"

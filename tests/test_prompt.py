@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from service.content import Message, TextBlock
 from service.profiles import Profile
-from service.prompt import PromptRules, build_request
+from service.prompt import PromptRules, build_request, without_unanswered
 
 RULES = PromptRules(system_prompt="Be brief.", max_tokens=321, history_budget_tokens=100)
 
@@ -77,3 +79,30 @@ def test_stored_estimates_give_the_same_request_as_estimating_again() -> None:
         **kwargs,  # type: ignore[arg-type]
     )
     assert known == plain and 1 < len(plain.messages) < len(history)
+
+
+@dataclass(frozen=True)
+class Row:
+    """The parts of a stored message without_unanswered reads."""
+
+    role: str
+    status: str
+    request_id: str
+
+
+def test_a_question_no_answer_followed_is_not_sent_again() -> None:
+    stored = [
+        Row("user", "complete", "r1"),
+        Row("assistant", "complete", "r1"),
+        Row("user", "failed", "r2"),  # the provider was busy: no answer
+        Row("user", "cancelled", "r3"),  # cancelled before a word
+        Row("user", "failed", "r4"),  # failed mid-answer: the part said stays
+        Row("assistant", "failed", "r4"),
+    ]
+    kept = without_unanswered(stored)
+    assert [(m.role, m.request_id) for m in kept] == [
+        ("user", "r1"),
+        ("assistant", "r1"),
+        ("user", "r4"),
+        ("assistant", "r4"),
+    ]

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -32,7 +33,9 @@ def test_json_lines_carry_the_calls_request_id_user_and_method(restore_logging: 
     enter_call(Call("/agent.v1.AgentService/Chat", Principal("open"), "rid-1", "alice"))
     logging.getLogger("service.test").info("something happened", extra={"code": "OK"})
     record = json.loads(stream.getvalue().splitlines()[-1])
-    assert record["message"] == "something happened" and record["level"] == "INFO"
+    assert record["message"] == "something happened" and record["level"] == "info"
+    stamp = datetime.fromisoformat(record["timestamp"])
+    assert stamp.utcoffset() == timedelta(0)  # ISO 8601, UTC, as the gateway writes it
     assert record["request_id"] == "rid-1" and record["user"] == "alice"
     assert record["method"] == "/agent.v1.AgentService/Chat" and record["code"] == "OK"
     assert record["logger"] == "service.test" and "timestamp" in record

@@ -48,9 +48,10 @@ def done(seq: int, answer: str) -> pb.ChatStreamResponse:
     return pb.ChatStreamResponse(done=pb.ChatResponse(response=answer, request_id="r1"), seq=seq)
 
 
-async def get(call: ScriptedCall, *, watch: bool = False) -> httpx.Response:
+async def get(call: ScriptedCall, *, watch: bool = False, after: int = 0) -> httpx.Response:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        await ChatEventStream(call, 15.0, watch=watch)(scope, receive, send)  # type: ignore[arg-type]
+        stream = ChatEventStream(call, 15.0, watch=watch, after=after)  # type: ignore[arg-type]
+        await stream(scope, receive, send)
 
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
@@ -72,10 +73,32 @@ async def test_every_frame_carries_its_seq_as_the_sse_id() -> None:
     assert "id: 1\nevent: message\n" in response.text
 
 
-async def test_a_done_rebuilt_from_the_store_has_no_id() -> None:
-    response = await get(ScriptedCall([done(0, "stored")]))
+ATTACHED = (("agent-watch", "attached"),)
+
+
+async def test_a_done_rebuilt_from_the_store_is_numbered_after_the_last_event_id() -> None:
+    call = ScriptedCall([pb.WatchRequestResponse(event=done(0, "stored"))], ATTACHED)
+    response = await get(call, watch=True, after=12)
     [only] = events(response)
-    assert (only.event, only.id, only.data["response"]) == ("done", None, "stored")
+    assert (only.event, only.id, only.data["response"]) == ("done", 13, "stored")
+
+
+async def test_an_error_event_has_the_next_id() -> None:
+    call = ScriptedCall([text(1, "a"), text(2, "b"), rpc_error(grpc.StatusCode.UNAVAILABLE, "x")])
+    response = await get(call)
+    assert [(e.id, e.event) for e in events(response)] == [
+        (1, "message"),
+        (2, "message"),
+        (3, "error"),
+    ]
+
+
+async def test_a_re_attach_past_the_end_gets_the_done_again_numbered_after_it() -> None:
+    # The service sends its last event again (numbered 7) to a client that says it saw 9.
+    call = ScriptedCall([pb.WatchRequestResponse(event=done(7, "all"))], ATTACHED)
+    response = await get(call, watch=True, after=9)
+    [only] = events(response)
+    assert (only.event, only.id) == ("done", 10)
 
 
 async def test_an_error_before_the_first_event_is_a_plain_http_error() -> None:
@@ -102,7 +125,7 @@ async def test_a_watch_of_a_found_request_reports_its_failure_as_an_error_event(
     response = await get(call, watch=True)
     assert response.status_code == 200
     got = events(response)
-    assert [(e.id, e.event) for e in got] == [(4, "message"), (None, "error")]
+    assert [(e.id, e.event) for e in got] == [(4, "message"), (5, "error")]
     assert got[-1].data == {
         "code": "cancelled",
         "message": "request r1 was cancelled",

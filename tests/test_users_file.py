@@ -101,8 +101,12 @@ def test_changes_are_picked_up_without_a_restart(tmp_path: Path) -> None:
 
 
 def users(path: Path, *args: str) -> int:
+    """The command on ``path``, with a configuration (beside it) that has the tier ``pro``."""
+    config = path.parent / "tiers.yaml"
+    if not config.exists():
+        config.write_text("limits:\n  tiers:\n    pro: {}\n")
     with pytest.raises(SystemExit) as ended:
-        service_main(["users", "--file", str(path), *args])
+        service_main(["users", "--config", str(config), "--file", str(path), *args])
     return int(ended.value.code or 0)
 
 
@@ -143,7 +147,8 @@ def test_cli_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         Authenticator(users_file=path).authenticate(f"Bearer {bob_token}")
     assert users(path, "revoke", "bob") == 1
     assert "no user 'bob'" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["users.yaml"]  # no temp files left
+    # No temp files left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiers.yaml", "users.yaml"]
 
 
 def test_cli_keeps_hand_written_entries_and_checks_tiers(
@@ -252,3 +257,62 @@ def test_an_invalid_users_file_at_start_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert "auth.tokens_file" in err and "'alice' is listed twice (lines 1 and 2)" in err
+
+
+def _config(tmp_path: Path, users_file: Path) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"auth:\n  tokens_file: {users_file}\nlimits:\n  tiers:\n    pro: {{}}\n    team: {{}}\n"
+    )
+    return config
+
+
+def _main(*args: str) -> int:
+    with pytest.raises(SystemExit) as ended:
+        service_main(["users", *args])
+    return int(ended.value.code or 0)
+
+
+def test_the_first_add_creates_the_configured_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"  # named by the configuration, not there yet
+    config = _config(tmp_path, path)
+    assert _main("--config", str(config), "add", "alice") == 0
+    token = capsys.readouterr().out.strip()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert Authenticator(users_file=path).authenticate(f"Bearer {token}").user_id == "alice"
+
+
+def test_options_may_follow_the_subcommand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"
+    config = _config(tmp_path, path)
+    assert _main("add", "alice", "--config", str(config), "--tier", "team") == 0
+    other = tmp_path / "other.yaml"
+    assert _main("--config", str(config), "add", "bob", "--file", str(other)) == 0
+    capsys.readouterr()
+    assert _main("list", "--config", str(config)) == 0
+    listing = capsys.readouterr().out
+    assert "alice" in listing and "team" in listing and "bob" not in listing
+    assert list(load_users(other)) == ["bob"]
+
+
+def test_an_unknown_tier_is_refused_with_the_tiers_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"
+    config = _config(tmp_path, path)
+    assert _main("add", "alice", "--tier", "gold", "--config", str(config)) == 1
+    assert "tier 'gold' is not in limits.tiers (known: pro, team)" in capsys.readouterr().err
+    assert not path.exists()
+
+
+def test_other_commands_on_a_missing_file_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _config(tmp_path, tmp_path / "users.yaml")
+    assert _main("list", "--config", str(config)) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "auth.tokens_file: no such file" in line

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -22,8 +23,7 @@ LogFormat = Literal["text", "json"]
 CONTENT_LOGGERS = ("anthropic", "httpx", "httpcore", "mcp")
 CHATTY_LOGGERS = ("httpx", "httpcore")
 _TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-_JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(user)s %(method)s"
-_RENAMES = {"asctime": "timestamp", "levelname": "level", "name": "logger"}
+_JSON_FIELDS = "%(message)s %(request_id)s %(user)s %(method)s"
 
 
 class CallFilter(logging.Filter):
@@ -32,7 +32,8 @@ class CallFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         call = find_call()
         if not hasattr(record, "request_id"):
-            record.request_id = call.request_id if call is not None else "-"
+            # "-" outside a call, and for a call that came without an id.
+            record.request_id = (call.request_id if call is not None else "") or "-"
         if not hasattr(record, "user"):
             record.user = call.user_id if call is not None else ""
         if not hasattr(record, "method"):
@@ -40,9 +41,25 @@ class CallFilter(logging.Filter):
         return True
 
 
+class JsonLineFormatter(JsonFormatter):
+    """One JSON object a line, the same fields as the gateway's (docs/operations.md, "Logs").
+
+    timestamp (ISO 8601, UTC), level (lower case), logger, message, then the
+    call's request_id, user and method and any extras.
+    """
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["timestamp"] = datetime.fromtimestamp(record.created, UTC).isoformat()
+        log_data["level"] = record.levelname.lower()
+        log_data["logger"] = record.name
+        super().add_fields(log_data, record, message_dict)
+
+
 def formatter(fmt: LogFormat) -> logging.Formatter:
     if fmt == "json":
-        return JsonFormatter(_JSON_FIELDS, rename_fields=_RENAMES)
+        return JsonLineFormatter(_JSON_FIELDS)
     return logging.Formatter(_TEXT)
 
 

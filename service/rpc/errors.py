@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.context import current_method
-from service.errors import ERROR_DOMAIN, AgentError, Code
+from service.errors import ERROR_DOMAIN, AgentError, Code, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,23 @@ async def abort(context: Context, error: BaseException) -> NoReturn:
         error = AgentError("internal error in the agent service; see its log", code=Code.INTERNAL)
     elif error.code is Code.INTERNAL:
         log.error("internal error: %s", error.message)
+    elif isinstance(error, ProviderError):
+        # The access line says only the code; an operator needs which provider, where, and why.
+        meta = error.metadata
+        log.warning(
+            "provider %s failed (%s) at %s, model %s: %s",
+            meta.get("provider", "?"),
+            error.reason.value if error.reason is not None else error.code.value,
+            meta.get("url", "?"),
+            meta.get("model") or "?",
+            error.message,
+            extra={
+                "reason": error.reason.value if error.reason is not None else "",
+                "provider": meta.get("provider", ""),
+                "url": meta.get("url", ""),
+                "model": meta.get("model", ""),
+            },
+        )
     await context.abort_with_status(to_grpc_status(error))
     raise AssertionError("abort_with_status returned")  # it always raises
 

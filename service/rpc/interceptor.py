@@ -34,6 +34,8 @@ from service.rpc.errors import Context, abort
 
 _AUTHORIZATION = "authorization"
 _REQUEST_ID = "x-request-id"
+# Set by the gateway's readiness probe: its calls are logged at debug, as its own lines are.
+PROBE = "x-agent-probe"
 
 access_log = logging.getLogger("service.access")
 
@@ -104,7 +106,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 elapsed = time.perf_counter() - started
                 metrics.grpc_handled.labels(short, code).inc()
                 metrics.grpc_seconds.labels(short).observe(elapsed)
-                _log_access(short, code, elapsed)
+                _log_access(short, code, elapsed, probe=PROBE in metadata)
 
         # grpc's stubs type handlers for the sync server; these are grpc.aio behaviours.
         codec: dict[str, Any] = {
@@ -143,10 +145,11 @@ def _code_of(context: Context, default: str) -> str:
     return default
 
 
-def _log_access(method: str, code: str, elapsed_s: float) -> None:
+def _log_access(method: str, code: str, elapsed_s: float, *, probe: bool = False) -> None:
     call = find_call()
     user = call.user_id if call is not None else ""
-    access_log.info(
+    access_log.log(
+        logging.DEBUG if probe else logging.INFO,
         "rpc %s %s %.2f ms user=%s",
         method,
         code,

@@ -11,6 +11,7 @@ from tests.e2e.queue_helpers import ReplyBook
 from tests.e2e.stack import ANTHROPIC_KEY, Stack, launch, provider_config
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
+from tests.openapi_check import CheckedTransport, gateway_check
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,9 @@ def stack(ollama_stack: Stack) -> Stack:
 
 @pytest.fixture
 def client(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
+    # Every answer of these tests is also held to the OpenAPI document.
+    transport = CheckedTransport(httpx.HTTPTransport(), gateway_check())
+    with httpx.Client(base_url=stack.url, timeout=20, transport=transport) as c:
         yield c
 
 

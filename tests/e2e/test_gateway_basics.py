@@ -84,12 +84,13 @@ def test_bad_input_is_422_with_a_readable_detail(
     assert field in payload["detail"]
 
 
-def test_malformed_json_is_422_not_500(client: httpx.Client) -> None:
+def test_malformed_json_is_400_not_500(client: httpx.Client) -> None:
     r = client.post(
         "/api/chat", content=b'{"message": "hi"', headers={"content-type": "application/json"}
     )
-    assert r.status_code == 422
+    assert r.status_code == 400
     assert r.json()["code"] == "invalid_argument"
+    assert r.json()["detail"].startswith("the body is not valid JSON at character 16")
 
 
 def test_a_model_no_host_serves_is_a_clear_400(client: httpx.Client) -> None:

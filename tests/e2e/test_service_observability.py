@@ -159,7 +159,7 @@ def test_a_request_id_is_on_the_service_log_lines_of_its_call(stack: Stack) -> N
     wait_until(lambda: access_line() is not None, "the access line of the call")
     record = access_line()
     assert record is not None
-    assert record["logger"] == "service.access" and record["level"] == "INFO"
+    assert record["logger"] == "service.access" and record["level"] == "info"
     assert record["rpc"] == "Chat" and record["code"] == "OK"
     assert isinstance(record["duration_ms"], float) and record["user"].startswith("logger-")  # type: ignore[union-attr]
     # Every JSON line of the log parses; none carries the message text at info level.

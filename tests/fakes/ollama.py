@@ -254,10 +254,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--delay", type=float, default=0.02, help="seconds between chunks")
     args = parser.parse_args(argv)
     fake = FakeOllama(models=None, chunk_delay_s=args.delay, host=args.host, port=args.port)
+    # The demo's markers (#tool, #slow, #busy, ...): see tests/fakes/demo.py.
+    from tests.fakes.demo import demo_reply
+
+    fake.responder = lambda request: demo_reply(request, chunk_delay_s=args.delay)
     with fake:
         print(
             f"DEMO fake Ollama backend on {fake.url}: not a real model, it echoes your messages."
-            " Ctrl-C to stop.",
+            " Markers: #tool #slow #busy #fail #unreachable (see the README). Ctrl-C to stop.",
             flush=True,
         )
         try:

@@ -78,7 +78,7 @@ def test_each_route_documents_its_real_errors(schema: dict[str, Any]) -> None:
     for name, op in _operations(schema).items():
         statuses = {int(s) for s in op["responses"] if not s.startswith("2")}
         assert statuses == ERRORS[name], name
-        for status in statuses - {503} if name == "Health" else statuses:
+        for status in statuses - {503} if name in ("Health", "Ready") else statuses:
             content = op["responses"][str(status)]["content"]["application/json"]
             assert content["schema"] == {"$ref": "#/components/schemas/ErrorBody"}, (name, status)
     headers = _operations(schema)["Chat"]["responses"]
@@ -122,4 +122,40 @@ def test_strict_integers_in_the_schema(schema: dict[str, Any]) -> None:
     assert priority["type"] == "integer"
     params = _operations(schema)["ListConversations"]["parameters"]
     page_size = next(p for p in params if p["name"] == "page_size")["schema"]
-    assert page_size["type"] == "integer" and page_size["minimum"] == 1
+    assert page_size["type"] == "integer" and "0 means 20" in page_size["description"]
+
+
+def test_request_fields_with_defaults_are_optional_and_carry_no_default(
+    schema: dict[str, Any],
+) -> None:
+    # openapi-typescript (defaultNonNullable) makes a field with a `default` required.
+    for name, body in schema["components"]["schemas"].items():
+        for field, prop in body.get("properties", {}).items():
+            assert "default" not in prop, (name, field)
+    error = schema["components"]["schemas"]["ErrorBody"]
+    assert error["required"] == ["detail", "code"]  # reason, retry_after_s, errors: optional
+    chat = schema["components"]["schemas"]["ChatRequest"]
+    assert chat["required"] == ["message"]
+    assert "(default 5)" in chat["properties"]["priority"]["description"]
+
+
+def test_each_sse_event_has_its_own_schema(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    union = schemas["StreamFrame"]
+    mapping = union["discriminator"]["mapping"]
+    events = ("queued", "start", "message", "tool_call", "tool_result", "done", "error")
+    assert set(mapping) == set(events)
+    assert [ref["$ref"] for ref in union["oneOf"]] == list(mapping.values())
+    for event, ref in mapping.items():
+        frame = schemas[ref.rsplit("/", 1)[-1]]
+        assert frame["required"] == ["id", "event", "data"]
+        assert frame["properties"]["event"]["const"] == event
+        data = frame["properties"]["data"]["contentSchema"]["$ref"].rsplit("/", 1)[-1]
+        assert schemas[data]["properties"], event
+    assert mapping["done"].endswith("/DoneFrame")
+    done = schemas["DoneFrame"]["properties"]["data"]["contentSchema"]
+    assert done == {"$ref": "#/components/schemas/ChatResponse"}
+    for name in ("ChatStream", "WatchRequest"):
+        media = _operations(schema)[name]["responses"]["200"]["content"]["text/event-stream"]
+        assert media["itemSchema"] == {"$ref": "#/components/schemas/StreamFrame"}
+        assert "schema" not in media  # in OpenAPI 3.2 it would describe the whole stream

@@ -94,10 +94,10 @@ async def test_a_stream_open_past_the_grace_ends_with_an_unavailable_event(
         app.state.drain.begin(finished.set)
         await asyncio.wait_for(stream.task, 10)
         await asyncio.wait_for(finished.wait(), 10)
-    frames = [f for f in stream.text.split("\n\n") if f.startswith("event:")]
+    frames = [f for f in stream.text.split("\n\n") if f.startswith("id:")]
     last = frames[-1].splitlines()
-    assert last[0] == "event: error"
-    data = json.loads(last[1].removeprefix("data: "))
+    assert last[0] == f"id: {len(frames)}" and last[1] == "event: error"
+    data = json.loads(last[2].removeprefix("data: "))
     assert data["code"] == "unavailable"
     assert data["retry_after_s"] == RETRY_AFTER_S
     assert stream.messages[-1] == {
