@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from gateway import convert, models, request_id, status_models
 from gateway import openapi as docs
 from gateway.errors import GatewayError, from_rpc_error
+from gateway.reattach import Reattach, reattacher
 from gateway.sse import ChatEventStream, StreamStop
 
 router = APIRouter()
@@ -27,6 +28,9 @@ _STATUS_TIMEOUT_S = 10.0
 # gRPC refuses metadata past 8 KiB (soft) / 16 KiB (hard) with RESOURCE_EXHAUSTED, which
 # would read as a 429; a token that large is refused here, as the invalid token it is.
 _MAX_AUTHORIZATION_BYTES = 8192 + len("Bearer ")
+# How long a stream cut by its replica keeps trying to re-attach through another: longer
+# than a replica's lease (scheduler.lease_s, 10 s by default) plus a take-over.
+REATTACH_S = 20.0
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")
 
 
@@ -49,6 +53,21 @@ class Upstream:
         self.keepalive_s = keepalive_s
         self.inject = inject  # the trace context into the metadata, when tracing is on
         self.stop = stop  # ends open streams when the gateway drains
+
+    def reattacher(
+        self, request_id: str, user_id: str, metadata: tuple[tuple[str, str], ...]
+    ) -> Reattach | None:
+        """How a stream of ``request_id`` cut by its replica is picked up again (None: no id)."""
+        if not request_id:
+            return None
+        return reattacher(
+            self.stub,
+            request_id,
+            user_id,
+            metadata,
+            give_up_after_s=REATTACH_S,
+            timeout_s=self.chat_timeout_s,
+        )
 
 
 # async: FastAPI runs a plain-def dependency in a worker thread, a thread hop per request.
@@ -214,12 +233,17 @@ async def chat_stream(
     `tool_result`, then exactly one `done` (the /api/chat answer) or `error`
     (code, message). Comment lines keep idle connections alive.
     """
+    fields = _chat_fields(body)
+    metadata = _metadata(request)
     call = upstream.stub.ChatStream(
-        pb.ChatStreamRequest(**_chat_fields(body)),
-        metadata=_metadata(request),
-        timeout=upstream.chat_timeout_s,
+        pb.ChatStreamRequest(**fields), metadata=metadata, timeout=upstream.chat_timeout_s
     )
-    return ChatEventStream(call, upstream.keepalive_s, stop=upstream.stop)
+    return ChatEventStream(
+        call,
+        upstream.keepalive_s,
+        stop=upstream.stop,
+        reattach=upstream.reattacher(fields["request_id"], fields["user_id"], metadata),
+    )
 
 
 def _after(last_event_id: str | None, after: int | None) -> int | GatewayError:
@@ -262,12 +286,20 @@ async def watch_request(
     after_seq = _after(last_event_id, after)
     if isinstance(after_seq, GatewayError):
         return error_response(after_seq)
+    metadata = _metadata(request)
     call = upstream.stub.WatchRequest(
         pb.WatchRequestRequest(request_id=request_id, after_seq=after_seq, user_id=user_id or ""),
-        metadata=_metadata(request),
+        metadata=metadata,
         timeout=upstream.chat_timeout_s,
     )
-    return ChatEventStream(call, upstream.keepalive_s, upstream.stop, watch=True, after=after_seq)
+    return ChatEventStream(
+        call,
+        upstream.keepalive_s,
+        upstream.stop,
+        watch=True,
+        after=after_seq,
+        reattach=upstream.reattacher(request_id, user_id or "", metadata),
+    )
 
 
 @router.get(

@@ -33,6 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway import convert
 from gateway.errors import GatewayError, from_rpc_error
+from gateway.reattach import Reattach, is_cut
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -83,6 +84,7 @@ class ChatEventStream(Response):
         *,
         watch: bool = False,
         after: int = 0,
+        reattach: Reattach | None = None,
     ) -> None:
         super().__init__(media_type="text/event-stream")
         self._call = call
@@ -95,6 +97,7 @@ class ChatEventStream(Response):
         self._client_gone = False
         # Every frame is numbered, and numbers only grow: see _number.
         self._last_seq = after
+        self._reattach = reattach  # picks a cut stream up again through another replica
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         watcher = asyncio.create_task(self._watch_disconnect(receive))
@@ -184,27 +187,38 @@ class ChatEventStream(Response):
 
     async def _pump(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         terminal: bytes | None = None
-        try:
-            if pending is not None:
-                message = await pending
-            while message is not grpc.aio.EOF:
-                event = self._event(message)
-                name, data = convert.stream_event(event)
-                if name == "done":
-                    terminal = encode(name, data, self._number(event.seq))
-                    break
-                await self._write(send, encode(name, data, self._number(event.seq)))
-                message = await self._call.read()
-            if terminal is None:
-                terminal = self._error_frame(
-                    GatewayError(500, "internal", "the service ended the stream without an answer")
-                )
-        except grpc.aio.AioRpcError as exc:
-            # call.cancelled() is also true when the service ended the call with CANCELLED
-            # (the request was cancelled by its owner): that one gets its error event.
-            if exc.code() is grpc.StatusCode.CANCELLED and self._client_gone:
-                raise asyncio.CancelledError from exc  # we cancelled it: client gone
-            terminal = self._error_frame(from_rpc_error(exc))
+        while terminal is None:
+            try:
+                if pending is not None:
+                    message = await pending
+                    pending = None
+                while message is not grpc.aio.EOF:
+                    event = self._event(message)
+                    name, data = convert.stream_event(event)
+                    if name == "done":
+                        terminal = encode(name, data, self._number(event.seq))
+                        break
+                    await self._write(send, encode(name, data, self._number(event.seq)))
+                    message = await self._call.read()
+                if terminal is None:
+                    terminal = self._error_frame(
+                        GatewayError(
+                            500, "internal", "the service ended the stream without an answer"
+                        )
+                    )
+            except grpc.aio.AioRpcError as exc:
+                # call.cancelled() is also true when the service ended the call with CANCELLED
+                # (the request was cancelled by its owner): that one gets its error event.
+                if exc.code() is grpc.StatusCode.CANCELLED and self._client_gone:
+                    raise asyncio.CancelledError from exc  # we cancelled it: client gone
+                moved = None
+                if self._reattach is not None and is_cut(exc):
+                    moved = await self._reattach(self._last_seq)
+                if moved is None:
+                    terminal = self._error_frame(from_rpc_error(exc))
+                else:  # the same request, followed through another replica
+                    self._call, self._event = moved, _inner
+                    pending = asyncio.ensure_future(moved.read())
         await self._write(send, terminal, more=False)
 
     def _number(self, seq: int) -> int:
