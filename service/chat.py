@@ -373,7 +373,8 @@ class ChatService:
             return await self._scheduler.acquire(admission, max(wait_s, 0.0))
 
         async def report_positions() -> None:
-            async for position in self._scheduler.positions(admission):
+            interval = self._settings.queue.position_interval_s
+            async for position in self._scheduler.positions(admission, interval):
                 await send(Queued(admission.request_id, position.ahead, position.estimated_wait_s))
 
         # Both tasks only publish into the request's buffer: neither writes to a client.

@@ -135,6 +135,8 @@ class Stack:
             "store": {"url": f"sqlite:///{self.workdir / 'agent.db'}"},
             "sse": {"keepalive_s": 15},
             "metrics": {"address": f"127.0.0.1:{self.metrics_port}"},
+            # Position updates as often as the queue tests look for them (the default is 1 s).
+            "queue": {"position_interval_s": 0.2},
         }
         path = self.workdir / "config.yaml"
         path.write_text(yaml.safe_dump(_merge(base, self.config)))
