@@ -92,9 +92,14 @@ class CircuitBreaker:
         if not counts_against_host(exc):
             self.succeeded(host)
             return
+        error = exc.message if isinstance(exc, AgentError) else repr(exc)
+        if len(self._scheduler.hosts(self._provider)) < 2:
+            # A lone host is never taken out: no other host could take its turns, and
+            # every request would be refused until a health check let it back.
+            await self._report(host, up=None, error=error)
+            return
         state = self._hosts.setdefault(host, _HostState())
         state.failures += 1
-        error = exc.message if isinstance(exc, AgentError) else repr(exc)
         if state.opened_at is not None:
             await self._report(host, up=False, error=error)
             return

@@ -219,3 +219,14 @@ async def test_a_lone_host_or_a_model_no_other_host_serves_is_not_asked_twice() 
         await pool.run(admission, grant, failing, sent=lambda: False, deadline=loop.time() + 5)
     assert ran == ["a"]
     await port.finish("r-1", "u", "failed")
+
+
+async def test_a_lone_host_is_never_taken_out_of_its_pool() -> None:
+    scheduler = Scheduler(slots={}, hosts={"ollama": [Host("a", 1)]})
+    breaker = CircuitBreaker(
+        MemoryScheduler(scheduler), "ollama", trip_after=1, open_s=30.0, clock=Clock()
+    )
+    for _ in range(5):
+        await breaker.failed("a", HTTP_500)
+    assert state(scheduler, "a") == (True, HTTP_500.message)  # the error shows, the host stays
+    assert not breaker.is_open("a")
