@@ -389,3 +389,26 @@ def test_the_image_installs_pinned_runtime_dependencies() -> None:
         name = canonicalize_name(req.name)
         if req.marker is None or req.marker.evaluate():
             assert req.specifier.contains(pins[name], prereleases=True), (name, pins[name])
+
+
+def _overlay(base: Any, extra: Any) -> Any:
+    """Compose's merge of a second file over the first, for the keys these files use."""
+    if isinstance(base, dict) and isinstance(extra, dict):
+        merged = dict(base)
+        for key, value in extra.items():
+            merged[key] = _overlay(base[key], value) if key in base else value
+        return merged
+    return extra
+
+
+def test_the_replicas_overlay_runs_two_replicas_on_postgres_behind_the_gateway() -> None:
+    overlay = yaml.safe_load(with_defaults((DEPLOY / "compose.replicas.yaml").read_text()))
+    doc = _overlay(load_compose(), overlay)
+    assert compose_problems(doc) == []
+    service, gateway = doc["services"]["service"], doc["services"]["gateway"]
+    assert service["deploy"]["replicas"] == 2
+    assert service["environment"]["AGENT_SCHEDULER__BACKEND"] == "postgres"
+    assert service["environment"]["AGENT_STORE__URL"].startswith("postgresql://")
+    assert service["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    assert gateway["environment"]["AGENT_GRPC__ADDRESS"] == "dns:///service:50051"
+    assert "healthcheck" in doc["services"]["postgres"]
