@@ -1,0 +1,303 @@
+"""The plumbing of one replica of the shared queue: connections, locks, wake-ups, leases.
+
+``PostgresScheduler`` (``service.scheduler.postgres``) is this core plus its
+parts: leases (``pg_requests``) and the request directory (``pg_directory``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service.errors import AgentError, NotFound, RequestCancelled, ServiceUnavailable
+from service.scheduler.estimates import QueueStats
+from service.scheduler.hosts import Host
+from service.scheduler.interface import LeaseSignal
+from service.scheduler.pg_admission import Rules
+from service.scheduler.pg_dispatch import Dispatched, dispatch, lock
+from service.scheduler.pg_estimates import estimate_wait, position
+from service.scheduler.pg_hosts import HostState, seed_hosts, topology
+from service.scheduler.pg_leases import Wakeups, renew
+from service.scheduler.pg_rows import row_error, row_info
+from service.scheduler.pg_schema import CHANNEL, create_schema
+from service.scheduler.registry import RequestInfo
+
+log = logging.getLogger(__name__)
+
+_SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+class Beacon:
+    """An event that is replaced when it fires: take ``current()`` before reading, then wait.
+
+    Taking the event before reading the rows means a change between the read
+    and the wait is never missed.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+async def wait_for(event: asyncio.Event, max_wait_s: float | None) -> None:
+    """Return when ``event`` is set or after ``max_wait_s`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max_wait_s):
+            await event.wait()
+
+
+@dataclass(slots=True)
+class Held:
+    """A grant this replica holds: the epoch its writes must match, and its signal."""
+
+    epoch: int
+    host: str
+    signal: LeaseSignal
+
+
+class SchedulerCore:
+    """The state and plumbing every part of ``PostgresScheduler`` shares (one per replica).
+
+    ``slots`` / ``hosts`` are the same configuration every replica gets (as
+    for the in-process ``Scheduler``); ``schema`` (tests) puts the tables in
+    their own schema. ``open()`` before use, ``close()`` after.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        slots: Mapping[str, int],
+        hosts: Mapping[str, Sequence[Host]] | None = None,
+        replica_id: str,
+        lease_s: float = 10.0,
+        max_pending: int = 100,
+        max_pending_per_user: int = 10,
+        aging_interval_s: float = 30.0,
+        retention_s: float = 600.0,
+        default_service_s: float = 10.0,
+        down_retry_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        schema: str | None = None,
+        poll_s: float = 1.0,
+        heartbeat_s: float | None = None,
+        pool_size: int = 10,
+    ) -> None:
+        if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"schema {schema!r} must be a lower-case identifier")
+        if not (0 < aging_interval_s < math.inf):
+            raise ValueError("aging_interval_s must be positive and finite")
+        if lease_s <= 0 or retention_s < 0 or max_pending < 0 or max_pending_per_user < 0:
+            raise ValueError("lease_s must be positive; caps and retention_s not negative")
+        if not replica_id:
+            raise ValueError("replica_id must not be empty")
+        self.replica_id = replica_id
+        self.lease_s = lease_s
+        self._pools = topology(slots, hosts)
+        self._rules = Rules(
+            max_pending=max_pending,
+            max_pending_per_user=max_pending_per_user,
+            aging_interval_s=aging_interval_s,
+            default_service_s=default_service_s,
+            down_retry_s=down_retry_s,
+        )
+        self._dsn = dsn
+        self._schema = schema
+        self._settings = {"application_name": "agent-service-scheduler"}
+        if schema:
+            self._settings["search_path"] = schema
+        self._retention_s = retention_s
+        self._clock = clock
+        self._heartbeat_s = heartbeat_s if heartbeat_s is not None else lease_s / 3
+        self._pool_size = pool_size
+        self._pool: Any = None
+        self._wakeups = Wakeups(dsn, self._settings, poll_s)
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._poll_s = poll_s
+        self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
+        self._held: dict[tuple[str, str], Held] = {}
+        self._signals: dict[tuple[str, str], LeaseSignal] = {}
+        self._hosts: dict[str, list[HostState]] = {}
+        self._running: dict[tuple[str, str], int] = {}
+        self._closing: str | None = None
+        self._last_stats: QueueStats | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create the tables if missing, register this replica, start listening."""
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+        )
+        try:
+            async with self._pool.acquire() as conn:
+                await create_schema(conn, self._schema)
+                await seed_hosts(conn, self._pools, self._clock())
+                await conn.executemany(
+                    "INSERT INTO sched_lanes (provider, avg_service_s) VALUES ($1, $2)"
+                    " ON CONFLICT (provider) DO NOTHING",
+                    [(p, self._rules.default_service_s) for p in self._pools],
+                )
+                await renew(conn, self.replica_id, self.lease_s, ())
+            await self._wakeups.start(self._on_wake)
+        except BaseException:
+            await self._pool.close()
+            raise
+        self._heartbeat = asyncio.create_task(self._beat(), name="sched-heartbeat")
+
+    async def close(self) -> None:
+        """Stop listening and heartbeating; rows this replica still holds expire and are rescued."""
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._wakeups.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            with contextlib.suppress(*UNREACHABLE):
+                await pool.execute(
+                    "UPDATE sched_replicas SET expires_at = now() WHERE replica_id = $1",
+                    self.replica_id,
+                )
+            await pool.close()
+
+    # -- shared plumbing ----------------------------------------------------------------
+
+    @asynccontextmanager
+    async def _locked(self) -> AsyncIterator[Any]:
+        """A transaction holding the dispatch lock."""
+        if self._pool is None:
+            raise ServiceUnavailable("the shared queue is not open", retry_after_s=1.0)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await lock(conn)
+            yield conn
+
+    async def _dispatch(self, conn: Any, *, notify: bool = True) -> Dispatched:
+        """Dispatch inside the caller's locked transaction; wake the other replicas."""
+        done = await dispatch(
+            conn,
+            self._pools,
+            lease_s=self.lease_s,
+            now=self._clock(),
+            retention_s=self._retention_s,
+            down_retry_s=self._rules.down_retry_s,
+        )
+        self._hosts, self._running = done.hosts, done.running
+        if notify or done.changed:
+            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+        return done
+
+    async def _on_wake(self) -> None:
+        """A notification or the poll: dispatch, then tell local holders what changed."""
+        async with self._locked() as conn:
+            await self._dispatch(conn, notify=False)
+        await self._check_held()
+        self._changed.fire()
+
+    async def _beat(self) -> None:
+        while True:
+            try:
+                async with self._pool.acquire() as conn:
+                    keys = [(u, r, h.epoch) for (u, r), h in self._held.items()]
+                    for key in await renew(conn, self.replica_id, self.lease_s, keys):
+                        self._fence(key)
+            except UNREACHABLE as exc:
+                log.warning("shared queue: lease renewal failed: %s", exc)
+            await asyncio.sleep(self._heartbeat_s)
+
+    def _fence(self, key: tuple[str, str]) -> None:
+        held = self._held.pop(key, None)
+        if held is not None:
+            held.signal.stop(
+                "fenced",
+                ServiceUnavailable(
+                    f"request {key[1]} lost its lease: this service replica was silent for "
+                    f"longer than scheduler.lease_s ({self.lease_s:g} s); retry the request",
+                    retry_after_s=1.0,
+                ),
+            )
+
+    async def _check_held(self) -> None:
+        """Deliver cancels from any replica, lost leases and lost hosts to local holders."""
+        if not self._held:
+            return
+        keys = list(self._held)
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT r.user_id, r.request_id, r.state, r.closed, r.lease_epoch, r.host,"
+                " r.error_kind, r.error_code, r.error_message, r.error_reason, r.retry_after_s"
+                " FROM sched_requests r JOIN unnest($1::text[], $2::text[]) AS k(u, q)"
+                " ON r.user_id = k.u AND r.request_id = k.q",
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+            )
+        found = {(r["user_id"], r["request_id"]): r for r in rows}
+        down = {h.name for hosts in self._hosts.values() for h in hosts if not h.up}
+        for key in keys:
+            held = self._held.get(key)
+            row = found.get(key)
+            if held is None:
+                continue
+            if row is None or row["closed"] or row["lease_epoch"] != held.epoch:
+                self._fence(key)
+            elif row["state"] == "cancelled":
+                held.signal.stop("cancelled", self._error_of(row, key[1]))
+            elif held.host and held.host in down and not held.signal.is_host_lost:
+                held.signal.lose_host()
+
+    def _error_of(self, row: Mapping[str, Any], request_id: str) -> AgentError:
+        return row_error(row) or RequestCancelled(f"request {request_id} was cancelled")
+
+    async def _find_row(self, request_id: str, user_id: str) -> Any:
+        row = await self._pool.fetchrow(
+            "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2",
+            user_id,
+            request_id,
+        )
+        if row is None or (
+            row["closed"]
+            and row["finished_at"] is not None
+            and row["finished_at"] + self._retention_s <= self._clock()
+        ):
+            return None
+        return row
+
+    async def _lookup(self, request_id: str, user_id: str) -> Any:
+        row = await self._find_row(request_id, user_id)
+        if row is None:
+            raise NotFound(f"no request with id {request_id!r}")
+        return row
+
+    async def _info(self, conn: Any, row: Mapping[str, Any]) -> RequestInfo:
+        if row["state"] != "queued":
+            return row_info(row)
+        hosts = self._hosts.get(row["provider"]) or []
+        at = await position(conn, row, hosts)
+        wait = await estimate_wait(
+            conn,
+            row["provider"],
+            row["model"],
+            at,
+            hosts,
+            self._clock(),
+            self._rules.default_service_s,
+        )
+        return row_info(row, at, wait)

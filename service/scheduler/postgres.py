@@ -1,0 +1,173 @@
+"""The PostgreSQL adapter of ``RequestScheduler``: one queue shared by several service replicas.
+
+Requests are rows of ``sched_requests`` (``service.scheduler.pg_schema``).
+The replica that accepts a request runs it; the shared queue decides when,
+by granting a numbered (host, slot) under a lease (DESIGN §9):
+
+- admission checks the caps and inserts the row with a static order key
+  (``service.scheduler.pg_admission`` documents the rule), under the same
+  advisory lock as dispatch, so limits hold across replicas exactly;
+- dispatch (``pg_dispatch``) hands free slots to eligible rows in order;
+  every replica runs it when woken by LISTEN/NOTIFY or its safety poll;
+- each grant carries a new epoch; a heartbeat renews this replica's leases
+  every ``lease_s / 3`` on the database's clock, and a renewal, release or
+  finish that finds its epoch gone fires the grant's signal ("fenced");
+- a silent replica's grants are ended failed with a retry hint by whichever
+  replica dispatches next (every granted row counts as started upstream),
+  and its waiting rows end failed too (only it holds their clients).
+
+Times in rows (``enqueued_at``, order keys, retention) come from ``clock``
+(the replica's wall clock, injectable for tests); lease expiry uses only the
+database's ``now()``. Differences from the in-process engine: the order rule
+is the static key above (the memory engine replays rotations), and a
+conversation's previous host is not preferred (that affinity is per process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+
+from service.errors import ServiceUnavailable
+from service.scheduler.estimates import QueueStats
+from service.scheduler.hosts import HostView
+from service.scheduler.interface import Admission, RequestSpec
+from service.scheduler.pg_admission import admit
+from service.scheduler.pg_core import UNREACHABLE, wait_for
+from service.scheduler.pg_directory import Directory
+from service.scheduler.pg_hosts import load_hosts, write_host
+from service.scheduler.pg_requests import Requests
+
+
+class PostgresScheduler(Requests, Directory):
+    """``RequestScheduler`` over PostgreSQL (asyncpg); one instance per service replica.
+
+    Built with the same ``slots`` / ``hosts`` configuration on every replica (as
+    the in-process ``Scheduler``) plus the database's DSN and this replica's id;
+    ``schema`` (tests) puts the tables in their own schema. ``open()`` before
+    use, ``close()`` after.
+    """
+
+    # -- hosts ------------------------------------------------------------------------------
+
+    async def report_host(
+        self,
+        provider: str,
+        name: str,
+        *,
+        up: bool,
+        error: str = "",
+        loaded: Iterable[str] | None = None,
+        models: Iterable[str] | None = None,
+    ) -> None:
+        if all(h.name != name for h in self._pools.get(provider, ())):
+            raise KeyError(f"{provider} has no host {name!r}")
+        async with self._locked() as conn:
+            changed = await write_host(
+                conn,
+                provider,
+                name,
+                up=up,
+                error=error,
+                loaded=loaded,
+                models=models,
+                now=self._clock(),
+            )
+            if changed:
+                await self._dispatch(conn)
+            else:
+                self._hosts = await load_hosts(conn, self._pools)
+        if changed and not up:
+            for held in self._held.values():
+                if held.host == name and not held.signal.is_host_lost:
+                    held.signal.lose_host()
+
+    def hosts(self, provider: str) -> Sequence[HostView]:
+        """The hosts as this replica last saw them (refreshed on every report and dispatch)."""
+        states = self._hosts.get(provider)
+        if states is None:
+            return tuple(
+                HostView(h.name, h.slots, h.up, 0, h.models, h.loaded, h.last_error, h.since)
+                for h in self._pools[provider]
+            )
+        return tuple(h.view(self._running.get((provider, h.name), 0)) for h in states)
+
+    # -- admission --------------------------------------------------------------------------
+
+    async def submit(self, spec: RequestSpec) -> Admission:
+        if self._closing is not None:
+            raise ServiceUnavailable(self._closing)
+        try:
+            async with self._locked() as conn:
+                row = await admit(
+                    conn,
+                    spec,
+                    pools=self._pools,
+                    rules=self._rules,
+                    owner=self.replica_id,
+                    now=self._clock(),
+                )
+                await self._dispatch(conn)
+        except UNREACHABLE as exc:
+            raise ServiceUnavailable(
+                f"the shared queue's database cannot be reached ({type(exc).__name__}); "
+                "retry shortly",
+                retry_after_s=2.0,
+            ) from exc
+        self._changed.fire()
+        return Admission(
+            request_id=row["request_id"],
+            user_id=row["user_id"],
+            provider=row["provider"],
+            model=row["model"],
+            priority=row["priority"],
+            conversation_id=row["conversation_id"],
+            enqueued_at=row["enqueued_at"],
+        )
+
+    # -- the service as a whole ------------------------------------------------------------
+
+    async def begin_shutdown(self, message: str = "service is shutting down") -> None:
+        """Stop admitting on this replica and end only its own waiting requests.
+
+        Other replicas' waiting requests are theirs: they go on being dispatched.
+        """
+        self._closing = message
+        async with self._locked() as conn:
+            await conn.execute(
+                "UPDATE sched_requests SET state = 'failed', closed = true, finished_at = $2,"
+                " error_kind = 'ServiceUnavailable', error_code = 'UNAVAILABLE',"
+                " error_message = $3 WHERE owner = $1 AND state = 'queued'",
+                self.replica_id,
+                self._clock(),
+                message,
+            )
+            await conn.execute(
+                "UPDATE sched_replicas SET accepting = false WHERE replica_id = $1",
+                self.replica_id,
+            )
+            await self._dispatch(conn)
+        self._changed.fire()
+
+    async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
+        """Wait until this replica has no open request (True), or ``timeout`` seconds (False)."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    event = self._changed.current()
+                    left = await self._pool.fetchval(
+                        "SELECT count(*) FROM sched_requests WHERE owner = $1 AND NOT closed",
+                        self.replica_id,
+                    )
+                    if not left:
+                        return True
+                    await wait_for(event, self._poll_s)
+        except TimeoutError:
+            return False
+
+    def cached_stats(self) -> QueueStats | None:
+        """The statistics of the last ``stats()`` call (for sync readers such as metrics)."""
+        return self._last_stats
+
+
+__all__ = ["PostgresScheduler"]
