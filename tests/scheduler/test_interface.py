@@ -35,8 +35,10 @@ def test_each_adapter_has_every_operation_with_the_same_parameters_and_kind(adap
     for name in _ops():
         wanted = getattr(RequestScheduler, name)
         have = getattr(adapter, name)
-        assert [(p.name, p.kind, p.default) for p in inspect.signature(have).parameters.values()] == [
-            (p.name, p.kind, p.default) for p in inspect.signature(wanted).parameters.values()
-        ], name
+        assert [
+            (p.name, p.kind, p.default) for p in inspect.signature(have).parameters.values()
+        ] == [(p.name, p.kind, p.default) for p in inspect.signature(wanted).parameters.values()], (
+            name
+        )
         assert inspect.iscoroutinefunction(have) == inspect.iscoroutinefunction(wanted), name
         assert inspect.isasyncgenfunction(have) == (name == "positions"), name

@@ -21,12 +21,14 @@ async def running(sched: RequestScheduler) -> list[str]:
     return [i.request_id for i in await sched.requests() if i.state == "running"]
 
 
-async def run_one_at_a_time(sched: RequestScheduler, first: Admission, users: dict[str, str]) -> list[str]:
+async def run_one_at_a_time(
+    sched: RequestScheduler, first: Admission, users: dict[str, str]
+) -> list[str]:
     """Finish the running request over and over; the ids in the order they got the slot."""
     started: list[str] = []
     current = first.request_id
     for _ in users:
-        await sched.finish(current, users[current] if current in users else first.user_id, "completed")
+        await sched.finish(current, users.get(current, first.user_id), "completed")
         (current,) = await running(sched)
         started.append(current)
     return started
