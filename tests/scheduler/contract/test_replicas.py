@@ -1,0 +1,133 @@
+"""What only the shared queue does: several replicas (instances) on one PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.errors import Code, RequestCancelled, ServiceUnavailable
+from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
+from tests.scheduler.contract.conftest import Backend, until
+
+pytestmark = pytest.mark.postgres
+
+
+async def submit(sched: RequestScheduler, user: str, rid: str, **kw: object) -> Admission:
+    return await sched.submit(RequestSpec(rid, user, "ollama", **kw))  # type: ignore[arg-type]
+
+
+async def state(sched: RequestScheduler, rid: str, user: str) -> str:
+    return (await sched.status(rid, user)).state
+
+
+async def test_two_replicas_share_one_queue_and_its_positions(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(a, "x", "blocker")
+    for i in range(6):
+        await submit(a if i % 2 else b, f"u{i}", f"r{i}")
+    for replica in (a, b):
+        assert [(await replica.status(f"r{i}", f"u{i}")).position for i in range(6)] == [
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+    assert [i.request_id for i in await b.requests(None)] == ["blocker"] + [
+        f"r{i}" for i in range(6)
+    ]
+    stats = await a.stats()
+    assert stats.total_waiting == 6 and stats.total_running == 1
+
+
+async def test_a_request_is_cancelled_through_another_replica(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    first = await submit(a, "alice", "held")
+    queued = await submit(a, "bob", "waiting")
+    grant = await a.acquire(first)
+    waiter = asyncio.create_task(a.acquire(queued))
+    await b.cancel("waiting", "bob")
+    with pytest.raises(RequestCancelled):
+        await waiter
+    await b.cancel("held", "alice")
+    assert await asyncio.wait_for(grant.signal.stopped(), 10) == "cancelled"
+    await a.finish("held", "alice", "completed")
+    assert await state(b, "held", "alice") == "cancelled"
+
+
+async def test_slots_are_never_oversubscribed_when_replicas_dispatch_together(
+    pg: Backend,
+) -> None:
+    settings = {"slots": {"ollama": 2}, "max_pending": 100, "max_pending_per_user": 100}
+    replicas = [await pg.replica(f"r{i}", **settings) for i in range(2)]  # type: ignore[arg-type]
+    holding = 0
+    most = 0
+    done: list[str] = []
+
+    async def turn(n: int) -> None:
+        nonlocal holding, most
+        sched = replicas[n % 2]
+        admission = await submit(sched, f"user{n % 10}", f"t{n}")
+        grant = await sched.acquire(admission)
+        holding += 1
+        most = max(most, holding)
+        # Hold the slot until another worker holds one too (or nothing is left waiting),
+        # so the two slots are both in use while everyone else dispatches.
+        await until(lambda: holding >= 2 or _none_waiting(sched))
+        holding -= 1
+        await sched.release(grant)
+        await sched.finish(admission.request_id, admission.user_id, "completed")
+        done.append(admission.request_id)
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(turn(n) for n in range(40)))
+    assert sorted(done) == sorted(f"t{n}" for n in range(40))
+    assert most == 2
+    rows = await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE state = 'completed'")
+    assert rows[0]["n"] == 40
+
+
+async def test_a_replica_silent_past_its_lease_is_fenced_and_cannot_clobber(pg: Backend) -> None:
+    # "a" renews its leases only once (a frozen replica); "b" dispatches and rescues.
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    mine = await submit(a, "alice", "frozen")
+    grant = await a.acquire(mine)
+    await submit(b, "bob", "next")
+    assert await asyncio.wait_for(grant.signal.stopped(), 10) == "fenced"
+    assert isinstance(grant.signal.error, ServiceUnavailable)
+    await until(lambda: _is(b, "next", "bob", "running"))
+    await a.release(grant)
+    await a.finish("frozen", "alice", "completed")
+    info = await b.status("frozen", "alice")
+    assert info.state == "failed" and info.error is not None
+    assert info.error.code is Code.UNAVAILABLE and info.error.retry_after_s
+    assert await state(b, "next", "bob") == "running"  # its slot was not taken back
+    rows = await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE slot IS NOT NULL")
+    assert rows[0]["n"] == 1
+
+
+async def test_a_dead_replicas_rows_are_rescued_by_another(pg: Backend) -> None:
+    # "a" neither renews nor dispatches after its start: it died holding a slot and a waiter.
+    dead = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600, poll_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(dead, "alice", "started")
+    await submit(dead, "carol", "waiting")
+    await submit(b, "bob", "survivor")
+    await until(lambda: _is(b, "started", "alice", "failed"))
+    info = await b.status("started", "alice")
+    assert info.error is not None and info.error.retry_after_s is not None  # never run twice
+    await until(lambda: _is(b, "waiting", "carol", "failed"))
+    await until(lambda: _is(b, "survivor", "bob", "running"))
+
+
+async def _none_waiting(sched: RequestScheduler) -> bool:
+    return (await sched.stats()).total_waiting == 0
+
+
+async def _is(sched: RequestScheduler, rid: str, user: str, wanted: str) -> bool:
+    return await state(sched, rid, user) == wanted
