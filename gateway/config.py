@@ -40,6 +40,7 @@ SERVICE_KEYS: Tolerated = {
             "ollama",
             "providers",
             "queue",
+            "scheduler",
             "store",
             "auth",
             "tools",

@@ -33,6 +33,17 @@ def open_store(url: str) -> ConversationStore:
     )
 
 
+def postgres_target(url: str) -> tuple[str, str | None] | None:
+    """(DSN, schema) of a PostgreSQL store URL; None for any other URL.
+
+    The shared scheduler keeps its tables (``sched_*``) in the store's database and schema.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
+        return None
+    return _split_schema(url)
+
+
 def _sqlite_path(url: str, rest: str) -> str:
     # sqlite:///x -> "x" (relative); sqlite:////x -> "/x" (absolute), as SQLAlchemy spells it.
     if not rest.startswith("/") or len(rest) < 2 or "?" in rest:

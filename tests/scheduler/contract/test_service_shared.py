@@ -1,0 +1,69 @@
+"""Two service instances with ``scheduler.backend: postgres`` share one Ollama slot."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import grpc
+import pytest
+from agent.v1 import agent_pb2 as pb
+from agent.v1 import agent_pb2_grpc
+
+from service.config import Settings
+from service.scheduler.postgres import PostgresScheduler
+from service.server import running_service
+from tests.fakes.ollama import FakeOllama
+from tests.fakes.script import Reply
+from tests.scheduler.contract.conftest import Backend
+
+pytestmark = pytest.mark.postgres
+
+
+def settings_for(url: str, fake: FakeOllama, replica: str) -> Settings:
+    return Settings(
+        grpc={"address": "127.0.0.1:0", "shutdown_grace_s": 10},
+        metrics={"address": ""},
+        store={"url": url},
+        scheduler={"backend": "postgres", "replica_id": replica},
+        api={"provider": "ollama"},
+        ollama={"url": fake.url, "parallel": 1},
+    )
+
+
+async def first_event(stream: AsyncIterator[pb.ChatStreamEvent]) -> pb.ChatStreamEvent:
+    return await anext(aiter(stream))
+
+
+async def test_two_service_replicas_share_the_slot_and_both_finish(pg: Backend) -> None:
+    url = f"{pg.url}{'&' if '?' in pg.url else '?'}schema={pg.schema}"
+    gate = threading.Event()
+    async with FakeOllama() as fake, AsyncExitStack() as stack:
+        fake.push(Reply(chunks=("held ", "slot"), gate=gate, gate_after=1))
+        fake.push(Reply(chunks=("second",)))
+        services = [
+            await stack.enter_async_context(running_service(settings_for(url, fake, name)))
+            for name in ("one", "two")
+        ]
+        assert all(isinstance(s.scheduler, PostgresScheduler) for s in services)
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(f"127.0.0.1:{s.port}"))
+            for s in services
+        ]
+        one, two = (agent_pb2_grpc.AgentServiceStub(c) for c in channels)
+        first = aiter(one.ChatStream(pb.ChatStreamRequest(message="hi", user_id="a")))
+        while (await anext(first)).WhichOneof("event") != "text_delta":
+            pass  # replica one holds the only slot
+        second = aiter(two.ChatStream(pb.ChatStreamRequest(message="hi", user_id="b")))
+        queued = await anext(second)
+        assert queued.WhichOneof("event") == "queued" and queued.queued.position == 0
+        gate.set()
+        assert [e.WhichOneof("event") async for e in first][-1] == "done"
+        kinds = [e.WhichOneof("event") async for e in second]
+        assert kinds[-1] == "done"
+        rows = await pg.sql("SELECT owner, state FROM sched_requests ORDER BY enqueued_at")
+        assert [(r["owner"], r["state"]) for r in rows] == [
+            ("one", "completed"),
+            ("two", "completed"),
+        ]
