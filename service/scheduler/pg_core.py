@@ -223,8 +223,9 @@ class SchedulerCore:
                 log.warning("shared queue: lease renewal failed: %s", exc)
             await asyncio.sleep(self._heartbeat_s)
 
-    def _fence(self, key: tuple[str, str]) -> None:
-        held = self._held.pop(key, None)
+    def _fence(self, key: tuple[str, str], held: Held | None = None) -> None:
+        """Tell the local holder its grant was taken away: stop the upstream call at once."""
+        held = held or self._held.pop(key, None)
         if held is not None:
             held.signal.stop(
                 "fenced",

@@ -74,8 +74,12 @@ class Wakeups:
 async def renew(
     conn: Any, replica_id: str, lease_s: float, held: Iterable[tuple[str, str, int]]
 ) -> set[tuple[str, str]]:
-    """Extend this replica's leases; the (user, request) keys whose epoch no longer matches."""
-    keys = list(held)
+    """Extend the leases of every open grant of this replica; the held keys that were lost.
+
+    Grants dispatched but not yet picked up by their waiter are renewed too
+    (they are this live replica's). A held grant whose row no longer has its
+    epoch, or is closed, was taken away: the caller fences it.
+    """
     await conn.execute(
         "INSERT INTO sched_replicas AS r (replica_id, expires_at)"
         " VALUES ($1, now() + make_interval(secs => $2))"
@@ -83,18 +87,12 @@ async def renew(
         replica_id,
         lease_s,
     )
-    if not keys:
-        return set()
     rows = await conn.fetch(
-        "UPDATE sched_requests r SET lease_expires_at = now() + make_interval(secs => $4)"
-        " FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(user_id, request_id, epoch)"
-        " WHERE r.user_id = k.user_id AND r.request_id = k.request_id"
-        "  AND r.lease_epoch = k.epoch AND NOT r.closed"
-        " RETURNING r.user_id, r.request_id",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
+        "UPDATE sched_requests SET lease_expires_at = now() + make_interval(secs => $2)"
+        " WHERE owner = $1 AND granted AND NOT closed"
+        " RETURNING user_id, request_id, lease_epoch",
+        replica_id,
         lease_s,
     )
-    alive = {(r["user_id"], r["request_id"]) for r in rows}
-    return {(k[0], k[1]) for k in keys} - alive
+    alive = {(r["user_id"], r["request_id"], r["lease_epoch"]) for r in rows}
+    return {(k[0], k[1]) for k in held if k not in alive}

@@ -238,7 +238,7 @@ class Requests(SchedulerCore):
                 )
                 await end_row(conn, key, outcome, now, error)
             elif held is not None and row["lease_epoch"] != held.epoch:
-                held.signal.stop("fenced", ServiceUnavailable("lease lost", retry_after_s=1.0))
+                self._fence(key, held)
                 return  # a newer grant is not ours to end
             else:
                 if outcome == "completed" and row["slot"] is not None and row["started_at"]:
