@@ -199,6 +199,7 @@ class SchedulerCore:
             now=self._clock(),
             retention_s=self._retention_s,
             down_retry_s=self._rules.down_retry_s,
+            aging_interval_s=self._rules.aging_interval_s,
         )
         self._hosts, self._running = done.hosts, done.running
         if notify or done.changed:

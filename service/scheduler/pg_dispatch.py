@@ -95,12 +95,15 @@ async def dispatch(
     now: float,
     retention_s: float,
     down_retry_s: float,
+    aging_interval_s: float,
 ) -> Dispatched:
     """Rescue, prune, then grant free slots in order. Call inside a transaction after ``lock``."""
     done = Dispatched(rescued=await rescue(conn, now))
     await conn.execute(
         "DELETE FROM sched_requests WHERE closed AND finished_at <= $1", now - retention_s
     )
+    # A user's virtual start an interval old no longer moves their next one (max(now, ...)).
+    await conn.execute("DELETE FROM sched_users WHERE vstart <= $1", now - aging_interval_s)
     done.hosts = await load_hosts(conn, pools)
     taken: dict[tuple[str, str], set[int]] = {}
     for r in await conn.fetch(

@@ -8,6 +8,7 @@ the grant's signal fires instead of the write clobbering anything.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -22,10 +23,12 @@ from service.errors import (
 from service.scheduler.admission import retry_hint
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
-from service.scheduler.pg_core import Held, SchedulerCore, wait_for
+from service.scheduler.pg_core import UNREACHABLE, Held, SchedulerCore, wait_for
 from service.scheduler.pg_dispatch import record_samples
 from service.scheduler.pg_rows import error_columns
 from service.scheduler.registry import OUTCOMES, Outcome
+
+log = logging.getLogger(__name__)
 
 _END = (
     "UPDATE sched_requests SET state = $3, closed = true, slot = NULL,"
@@ -53,7 +56,18 @@ class Requests(SchedulerCore):
         try:
             while True:
                 event = self._changed.current()
-                row = await self._find_row(admission.request_id, admission.user_id)
+                try:
+                    row = await self._find_row(admission.request_id, admission.user_id)
+                except UNREACHABLE as exc:
+                    # A database blip must not end accepted requests: wait and look again.
+                    log.warning("request %s: shared queue unreachable: %s", key[1], exc)
+                    if deadline is not None and loop.time() >= deadline:
+                        raise ServiceUnavailable(
+                            "the shared queue's database cannot be reached; retry shortly",
+                            retry_after_s=2.0,
+                        ) from exc
+                    await wait_for(event, self._poll_s)
+                    continue
                 if row is None:
                     raise NotFound(f"no request with id {admission.request_id!r}")
                 if row["state"] == "running" and row["granted"] and not row["closed"]:
