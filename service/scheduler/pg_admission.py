@@ -47,6 +47,7 @@ class Rules:
     aging_interval_s: float
     default_service_s: float
     down_retry_s: float
+    retention_s: float
 
 
 def check_model(provider: str, hosts: Sequence[HostState], model: str, down_retry_s: float) -> None:
@@ -89,6 +90,14 @@ async def admit(
         raise InvalidRequest(f"unknown provider {spec.provider!r}; configured: {known}")
     hosts = await load_hosts(conn, pools)
     check_model(spec.provider, hosts.get(spec.provider, ()), spec.model, rules.down_retry_s)
+    # An ended request past its retention frees its id even before the periodic prune.
+    await conn.execute(
+        "DELETE FROM sched_requests WHERE user_id = $1 AND request_id = $2"
+        " AND closed AND finished_at <= $3",
+        spec.user_id,
+        spec.request_id,
+        now - rules.retention_s,
+    )
     if await conn.fetchval(
         "SELECT 1 FROM sched_requests WHERE user_id = $1 AND request_id = $2",
         spec.user_id,

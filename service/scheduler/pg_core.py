@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+async def _keep_session(_conn: Any) -> None:
+    """The pool's reset on release: nothing to undo (see ``SchedulerCore.open``)."""
 
 
 class Beacon:
@@ -99,6 +103,7 @@ class SchedulerCore:
         poll_s: float = 1.0,
         heartbeat_s: float | None = None,
         pool_size: int = 10,
+        on_connect: Callable[[Any], Awaitable[None]] | None = None,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} must be a lower-case identifier")
@@ -117,6 +122,7 @@ class SchedulerCore:
             aging_interval_s=aging_interval_s,
             default_service_s=default_service_s,
             down_retry_s=down_retry_s,
+            retention_s=retention_s,
         )
         self._dsn = dsn
         self._schema = schema
@@ -127,11 +133,18 @@ class SchedulerCore:
         self._clock = clock
         self._heartbeat_s = heartbeat_s if heartbeat_s is not None else lease_s / 3
         self._pool_size = pool_size
+        self._on_connect = on_connect  # e.g. a query counter (scripts/bench_scheduler.py)
         self._pool: Any = None
         self._wakeups = Wakeups(dsn, self._settings, poll_s)
         self._heartbeat: asyncio.Task[None] | None = None
         self._poll_s = poll_s
+        self._housekept = -math.inf  # event-loop time of the last rescue and prune
         self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
+        # Each local acquire's key and the event set when its row leaves the queue; one
+        # query looks for all of them after a change (not one query per waiter).
+        self._waiters: dict[tuple[str, str], asyncio.Event] = {}
+        self._scan: asyncio.Task[None] | None = None
+        self._rescan = False
         self._held: dict[tuple[str, str], Held] = {}
         self._signals: dict[tuple[str, str], LeaseSignal] = {}
         self._hosts: dict[str, list[HostState]] = {}
@@ -144,7 +157,14 @@ class SchedulerCore:
     async def open(self) -> None:
         """Connect, create the tables if missing, register this replica, start listening."""
         self._pool = await asyncpg.create_pool(
-            self._dsn, min_size=1, max_size=self._pool_size, server_settings=self._settings
+            self._dsn,
+            min_size=1,
+            max_size=self._pool_size,
+            server_settings=self._settings,
+            init=self._on_connect,
+            # No session state to reset: locks are transaction-scoped, LISTEN has its own
+            # connection; asyncpg's default reset is one more round trip per use.
+            reset=_keep_session,
         )
         try:
             async with self._pool.acquire() as conn:
@@ -164,11 +184,12 @@ class SchedulerCore:
 
     async def close(self) -> None:
         """Stop listening and heartbeating; rows this replica still holds expire and are rescued."""
-        task, self._heartbeat = self._heartbeat, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._heartbeat, self._scan):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._heartbeat = self._scan = None
         await self._wakeups.close()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -190,7 +211,9 @@ class SchedulerCore:
             await lock(conn)
             yield conn
 
-    async def _dispatch(self, conn: Any, *, notify: bool = True) -> Dispatched:
+    async def _dispatch(
+        self, conn: Any, *, notify: bool = True, housekeeping: bool = False
+    ) -> Dispatched:
         """Dispatch inside the caller's locked transaction; wake the other replicas."""
         done = await dispatch(
             conn,
@@ -200,6 +223,7 @@ class SchedulerCore:
             retention_s=self._retention_s,
             down_retry_s=self._rules.down_retry_s,
             aging_interval_s=self._rules.aging_interval_s,
+            housekeeping=housekeeping,
         )
         self._hosts, self._running = done.hosts, done.running
         if notify or done.changed:
@@ -207,11 +231,53 @@ class SchedulerCore:
         return done
 
     async def _on_wake(self) -> None:
-        """A notification or the poll: dispatch, then tell local holders what changed."""
-        async with self._locked() as conn:
-            await self._dispatch(conn, notify=False)
+        """A notification or the poll: dispatch, then tell local holders what changed.
+
+        Rescue and pruning run at most once per poll interval; a round with
+        nothing waiting and no housekeeping due takes no lock at all.
+        """
+        now = asyncio.get_running_loop().time()
+        housekeeping = now - self._housekept >= self._poll_s
+        if housekeeping or await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM sched_requests WHERE state = 'queued')"
+        ):
+            async with self._locked() as conn:
+                await self._dispatch(conn, notify=False, housekeeping=housekeeping)
+            if housekeeping:
+                self._housekept = now
         await self._check_held()
+        self._announce()
+
+    def _announce(self) -> None:
+        """Something changed: wake the position watchers and look for the waiters' grants."""
         self._changed.fire()
+        if not self._waiters:
+            return
+        if self._scan is not None and not self._scan.done():
+            self._rescan = True  # the running scan looks once more when it is done
+            return
+        self._scan = asyncio.create_task(self._scan_waiters(), name="sched-waiters")
+
+    async def _scan_waiters(self) -> None:
+        while self._waiters:
+            self._rescan = False
+            keys = list(self._waiters)
+            try:
+                rows = await self._pool.fetch(
+                    "SELECT r.user_id, r.request_id FROM sched_requests r"
+                    " JOIN unnest($1::text[], $2::text[]) AS k(u, q)"
+                    " ON r.user_id = k.u AND r.request_id = k.q WHERE r.state <> 'queued'",
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                )
+            except UNREACHABLE:
+                return  # each waiter looks again itself at its safety poll
+            for row in rows:
+                event = self._waiters.get((row["user_id"], row["request_id"]))
+                if event is not None:
+                    event.set()
+            if not self._rescan:
+                return
 
     async def _beat(self) -> None:
         while True:

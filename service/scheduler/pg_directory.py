@@ -58,7 +58,7 @@ class Directory(SchedulerCore):
         held = self._held.get(key)
         if held is not None and info.state == "cancelled":
             held.signal.stop("cancelled", reason.copy())
-        self._changed.fire()
+        self._announce()
         return info
 
     async def find(self, request_id: str, user_id: str) -> RequestInfo | None:

@@ -96,14 +96,21 @@ async def dispatch(
     retention_s: float,
     down_retry_s: float,
     aging_interval_s: float,
+    housekeeping: bool = True,
 ) -> Dispatched:
-    """Rescue, prune, then grant free slots in order. Call inside a transaction after ``lock``."""
-    done = Dispatched(rescued=await rescue(conn, now))
-    await conn.execute(
-        "DELETE FROM sched_requests WHERE closed AND finished_at <= $1", now - retention_s
-    )
-    # A user's virtual start an interval old no longer moves their next one (max(now, ...)).
-    await conn.execute("DELETE FROM sched_users WHERE vstart <= $1", now - aging_interval_s)
+    """Grant free slots in order; first, with ``housekeeping``, rescue and prune.
+
+    Call inside a transaction after ``lock``. Housekeeping is a few statements
+    that only the periodic rounds need (leases expire on their own schedule).
+    """
+    done = Dispatched()
+    if housekeeping:
+        done.rescued = await rescue(conn, now)
+        await conn.execute(
+            "DELETE FROM sched_requests WHERE closed AND finished_at <= $1", now - retention_s
+        )
+        # A user's virtual start an interval old no longer moves their next one (max(now, ...)).
+        await conn.execute("DELETE FROM sched_users WHERE vstart <= $1", now - aging_interval_s)
     done.hosts = await load_hosts(conn, pools)
     taken: dict[tuple[str, str], set[int]] = {}
     for r in await conn.fetch(
@@ -111,20 +118,17 @@ async def dispatch(
     ):
         taken.setdefault((r["provider"], r["host"]), set()).add(r["slot"])
     done.running = {key: len(slots) for key, slots in taken.items()}
-    first_turn = {
-        r["conversation_id"]: r["first"]
-        for r in await conn.fetch(
-            "SELECT conversation_id, min(seq) AS first FROM sched_requests"
-            " WHERE NOT closed AND conversation_id IS NOT NULL GROUP BY conversation_id"
-        )
-    }
-    held = {
-        r["conversation_id"]
-        for r in await conn.fetch(
-            "SELECT conversation_id FROM sched_requests"
-            " WHERE granted AND NOT closed AND conversation_id IS NOT NULL"
-        )
-    }
+    # Per open conversation: its earliest open turn, and whether a turn holds it now.
+    first_turn: dict[str, int] = {}
+    held: set[str] = set()
+    for r in await conn.fetch(
+        "SELECT conversation_id, min(seq) AS first, bool_or(granted) AS held"
+        " FROM sched_requests WHERE NOT closed AND conversation_id IS NOT NULL"
+        " GROUP BY conversation_id"
+    ):
+        first_turn[r["conversation_id"]] = r["first"]
+        if r["held"]:
+            held.add(r["conversation_id"])
     queued = await conn.fetch(
         "SELECT user_id, request_id, provider, model, conversation_id, seq, tried, enqueued_at"
         " FROM sched_requests WHERE state = 'queued'"

@@ -53,9 +53,10 @@ class Requests(SchedulerCore):
         key = (admission.user_id, admission.request_id)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        event = self._waiters.setdefault(key, asyncio.Event())
         try:
             while True:
-                event = self._changed.current()
+                event.clear()  # before the read: a grant seen after it sets it again
                 try:
                     row = await self._find_row(admission.request_id, admission.user_id)
                 except UNREACHABLE as exc:
@@ -86,6 +87,9 @@ class Requests(SchedulerCore):
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(key))
             raise
+        finally:
+            if self._waiters.get(key) is event:
+                del self._waiters[key]
 
     def _grant(self, key: tuple[str, str], row: Mapping[str, Any]) -> Grant:
         signal = self._signals.setdefault(key, LeaseSignal())
@@ -119,7 +123,7 @@ class Requests(SchedulerCore):
             )
             await end_row(conn, key, "failed", self._clock(), error)
             await self._dispatch(conn)
-        self._changed.fire()
+        self._announce()
 
     async def _abandon(self, key: tuple[str, str]) -> None:
         """The waiting task was cancelled: the request ends as cancelled, its slot is freed."""
@@ -139,7 +143,7 @@ class Requests(SchedulerCore):
                     None,
                 )
                 await self._dispatch(conn)
-            self._changed.fire()
+            self._announce()
         elif row["granted"]:
             await self.finish(key[1], key[0], "cancelled")
 
@@ -184,7 +188,7 @@ class Requests(SchedulerCore):
                 sample = self._clock() - row["started_at"]
                 await record_samples(conn, row["provider"], "service", [sample])
             await self._dispatch(conn)
-        self._changed.fire()
+        self._announce()
 
     async def put_back(self, grant: Grant) -> None:
         key = (grant.user_id, grant.request_id)
@@ -223,7 +227,7 @@ class Requests(SchedulerCore):
                     now,
                 )
             await self._dispatch(conn)
-        self._changed.fire()
+        self._announce()
 
     async def finish(
         self,
@@ -267,4 +271,4 @@ class Requests(SchedulerCore):
                         *key,
                     )
             await self._dispatch(conn)
-        self._changed.fire()
+        self._announce()

@@ -114,7 +114,7 @@ class PostgresScheduler(Requests, Directory):
                 "retry shortly",
                 retry_after_s=2.0,
             ) from exc
-        self._changed.fire()
+        self._announce()
         return Admission(
             request_id=row["request_id"],
             user_id=row["user_id"],
@@ -147,7 +147,7 @@ class PostgresScheduler(Requests, Directory):
                 self.replica_id,
             )
             await self._dispatch(conn)
-        self._changed.fire()
+        self._announce()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
         """Wait until this replica has no open request (True), or ``timeout`` seconds (False)."""
