@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from service.errors import Code, RequestCancelled, ServiceUnavailable
+from service.scheduler.hosts import Host
 from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
 from tests.scheduler.contract.conftest import Backend, until
 
@@ -131,3 +132,19 @@ async def _none_waiting(sched: RequestScheduler) -> bool:
 
 async def _is(sched: RequestScheduler, rid: str, user: str, wanted: str) -> bool:
     return await state(sched, rid, user) == wanted
+
+
+async def test_a_host_reported_down_by_one_replica_gets_no_work_from_another(pg: Backend) -> None:
+    pool = {"ollama": [Host("http://h1", 1), Host("http://h2", 1)]}
+    a = await pg.replica("a", slots={}, hosts=pool)
+    b = await pg.replica("b", slots={}, hosts=pool)
+    await a.report_host("ollama", "http://h1", up=False, error="connection refused")
+    first = await submit(b, "alice", "one")
+    await submit(b, "bob", "two")
+    assert (await b.acquire(first)).backend == "http://h2"
+    assert await state(b, "two", "bob") == "queued"  # h1 has a free slot but is down
+    h1 = next(h for h in b.hosts("ollama") if h.name == "http://h1")
+    assert not h1.up and h1.last_error == "connection refused"
+    await a.report_host("ollama", "http://h1", up=True)
+    await until(lambda: _is(b, "two", "bob", "running"))
+    assert (await b.status("two", "bob")).backend == "http://h1"
