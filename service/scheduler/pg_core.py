@@ -24,7 +24,7 @@ from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import Host
 from service.scheduler.interface import LeaseSignal
 from service.scheduler.pg_admission import Rules
-from service.scheduler.pg_dispatch import Dispatched, dispatch, lock
+from service.scheduler.pg_dispatch import Dispatched, dispatch, forget_replica, lock
 from service.scheduler.pg_estimates import estimate_wait, position
 from service.scheduler.pg_hosts import HostState, seed_hosts, topology
 from service.scheduler.pg_leases import Wakeups, renew
@@ -175,7 +175,11 @@ class SchedulerCore:
                     " ON CONFLICT (provider) DO NOTHING",
                     [(p, self._rules.default_service_s) for p in self._pools],
                 )
-                await renew(conn, self.replica_id, self.lease_s, ())
+                async with conn.transaction():
+                    await lock(conn)
+                    await forget_replica(conn, self.replica_id, self._clock())
+                    await renew(conn, self.replica_id, self.lease_s, ())
+                    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
             await self._wakeups.start(self._on_wake)
         except BaseException:
             await self._pool.close()

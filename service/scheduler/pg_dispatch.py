@@ -26,7 +26,7 @@ _LOST = (
     "the service replica running this request stopped renewing its lease "
     "(it died or froze); retry the request"
 )
-_GONE = "the service replica holding this waiting request stopped answering; retry the request"
+_GONE = "the service replica holding this request stopped answering; retry the request"
 
 
 @dataclass
@@ -81,6 +81,33 @@ async def rescue(conn: Any, now: float) -> int:
     )
     await conn.execute("DELETE FROM sched_replicas WHERE expires_at < now() - interval '1 hour'")
     return _count(lost) + _count(gone)
+
+
+async def forget_replica(conn: Any, replica_id: str, now: float) -> int:
+    """End every open row of an earlier process that used this replica id.
+
+    A restarted replica cannot run what its predecessor accepted (the clients and
+    payloads died with it), and its heartbeat must not keep those rows alive.
+    """
+    status = await conn.execute(
+        "UPDATE sched_requests SET"
+        " state = CASE WHEN state IN ('queued', 'running') THEN 'failed' ELSE state END,"
+        " error_kind = CASE WHEN state IN ('queued', 'running') THEN 'ServiceUnavailable'"
+        "  ELSE error_kind END,"
+        " error_code = CASE WHEN state IN ('queued', 'running') THEN 'UNAVAILABLE'"
+        "  ELSE error_code END,"
+        " error_message = CASE WHEN state IN ('queued', 'running') THEN $3"
+        "  ELSE error_message END,"
+        " retry_after_s = CASE WHEN state IN ('queued', 'running') THEN $4"
+        "  ELSE retry_after_s END,"
+        " closed = true, slot = NULL, finished_at = COALESCE(finished_at, $2)"
+        " WHERE owner = $1 AND NOT closed",
+        replica_id,
+        now,
+        _GONE,
+        RESCUE_RETRY_S,
+    )
+    return _count(status)
 
 
 def _count(status: str) -> int:

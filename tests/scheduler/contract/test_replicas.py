@@ -148,3 +148,18 @@ async def test_a_host_reported_down_by_one_replica_gets_no_work_from_another(pg:
     await a.report_host("ollama", "http://h1", up=True)
     await until(lambda: _is(b, "two", "bob", "running"))
     assert (await b.status("two", "bob")).backend == "http://h1"
+
+
+async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_held(
+    pg: Backend,
+) -> None:
+    old = await pg.replica("same", slots={"ollama": 1})
+    await submit(old, "alice", "was-running")
+    await submit(old, "bob", "was-waiting")
+    new = await pg.replica("same", slots={"ollama": 1})  # the old process died unannounced
+    for rid, user in (("was-running", "alice"), ("was-waiting", "bob")):
+        info = await new.status(rid, user)
+        assert info.state == "failed" and info.error is not None
+        assert info.error.code is Code.UNAVAILABLE
+    await submit(new, "carol", "fresh")
+    assert await state(new, "fresh", "carol") == "running"  # the slot was freed
