@@ -163,3 +163,20 @@ async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_held(
         assert info.error.code is Code.UNAVAILABLE
     await submit(new, "carol", "fresh")
     assert await state(new, "fresh", "carol") == "running"  # the slot was freed
+
+
+async def test_a_replica_shutting_down_ends_only_its_own_waiting_requests(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(b, "x", "running-on-b")
+    await submit(a, "alice", "waiting-on-a")
+    await submit(b, "bob", "waiting-on-b")
+    await a.begin_shutdown("replica a is stopping")
+    assert await state(b, "waiting-on-a", "alice") == "failed"
+    assert await state(a, "waiting-on-b", "bob") == "queued"
+    with pytest.raises(ServiceUnavailable):
+        await submit(a, "carol", "refused")
+    await submit(b, "carol", "accepted-by-b")
+    assert await a.drain(5.0) is True  # a has nothing left open
+    await b.finish("running-on-b", "x", "completed")
+    assert await state(a, "waiting-on-b", "bob") == "running"
