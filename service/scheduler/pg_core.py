@@ -338,9 +338,16 @@ class SchedulerCore:
     def _error_of(self, row: Mapping[str, Any], request_id: str) -> AgentError:
         return row_error(row) or RequestCancelled(f"request {request_id} was cancelled")
 
-    async def _find_row(self, request_id: str, user_id: str) -> Any:
-        row = await self._pool.fetchrow(
-            "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2",
+    async def _find_row(self, request_id: str, user_id: str, conn: Any = None) -> Any:
+        """The caller's row (None: unknown, past retention, or another user's id).
+
+        Inside a locked transaction pass its ``conn``: a second connection taken
+        while holding the lock could wait forever on a pool the lock's waiters fill.
+        """
+        row = await (conn or self._pool).fetchrow(
+            "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2 FOR UPDATE"
+            if conn is not None
+            else "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2",
             user_id,
             request_id,
         )
@@ -352,8 +359,8 @@ class SchedulerCore:
             return None
         return row
 
-    async def _lookup(self, request_id: str, user_id: str) -> Any:
-        row = await self._find_row(request_id, user_id)
+    async def _lookup(self, request_id: str, user_id: str, conn: Any = None) -> Any:
+        row = await self._find_row(request_id, user_id, conn)
         if row is None:
             raise NotFound(f"no request with id {request_id!r}")
         return row

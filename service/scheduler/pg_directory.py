@@ -27,12 +27,8 @@ class Directory(SchedulerCore):
         key = (user_id, request_id)
         reason = error or RequestCancelled(f"request {request_id} was cancelled")
         async with self._locked() as conn:
-            await self._lookup(request_id, user_id)  # NotFound for unknown, expired, others'
-            row = await conn.fetchrow(
-                "SELECT state FROM sched_requests WHERE user_id = $1 AND request_id = $2"
-                " FOR UPDATE",
-                *key,
-            )
+            # NotFound for unknown, expired, others'
+            row = await self._lookup(request_id, user_id, conn)
             now = self._clock()
             if row["state"] == "queued":
                 await end_row(conn, key, "cancelled", now, reason)

@@ -180,3 +180,14 @@ async def test_a_replica_shutting_down_ends_only_its_own_waiting_requests(pg: Ba
     assert await a.drain(5.0) is True  # a has nothing left open
     await b.finish("running-on-b", "x", "completed")
     assert await state(a, "waiting-on-b", "bob") == "running"
+
+
+async def test_concurrent_cancels_on_a_small_pool_do_not_deadlock(pg: Backend) -> None:
+    # Each locked operation must use only its own connection: waiters on the lock fill the pool.
+    sched = await pg.replica("small", slots={"ollama": 1}, pool_size=2, max_pending_per_user=50)
+    await submit(sched, "x", "blocker")
+    for i in range(8):
+        await submit(sched, "alice", f"w{i}")
+    async with asyncio.timeout(20):
+        infos = await asyncio.gather(*(sched.cancel(f"w{i}", "alice") for i in range(8)))
+    assert {i.state for i in infos} == {"cancelled"}
