@@ -286,10 +286,15 @@ class SchedulerCore:
     async def _beat(self) -> None:
         while True:
             try:
-                async with self._pool.acquire() as conn:
+                # Under the dispatch lock like every other multi-row write, so two of them
+                # never lock the same rows in different orders.
+                async with self._locked() as conn:
                     keys = [(u, r, h.epoch) for (u, r), h in self._held.items()]
-                    for key in await renew(conn, self.replica_id, self.lease_s, keys):
-                        self._fence(key)
+                    lost = await renew(conn, self.replica_id, self.lease_s, keys)
+                for user_id, request_id, epoch in lost:
+                    held = self._held.get((user_id, request_id))
+                    if held is not None and held.epoch == epoch:  # not a newer grant since
+                        self._fence((user_id, request_id))
             except UNREACHABLE as exc:
                 log.warning("shared queue: lease renewal failed: %s", exc)
             await asyncio.sleep(self._heartbeat_s)
@@ -311,7 +316,8 @@ class SchedulerCore:
         """Deliver cancels from any replica, lost leases and lost hosts to local holders."""
         if not self._held:
             return
-        keys = list(self._held)
+        before = dict(self._held)  # a grant replaced during the read is not judged by it
+        keys = list(before)
         async with self._pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT r.user_id, r.request_id, r.state, r.closed, r.lease_epoch, r.host,"
@@ -326,7 +332,7 @@ class SchedulerCore:
         for key in keys:
             held = self._held.get(key)
             row = found.get(key)
-            if held is None:
+            if held is None or held is not before[key]:
                 continue
             if row is None or row["closed"] or row["lease_epoch"] != held.epoch:
                 self._fence(key)

@@ -73,8 +73,8 @@ class Wakeups:
 
 async def renew(
     conn: Any, replica_id: str, lease_s: float, held: Iterable[tuple[str, str, int]]
-) -> set[tuple[str, str]]:
-    """Extend the leases of every open grant of this replica; the held keys that were lost.
+) -> set[tuple[str, str, int]]:
+    """Extend the leases of every open grant of this replica; the held grants that were lost.
 
     Grants dispatched but not yet picked up by their waiter are renewed too
     (they are this live replica's). A held grant whose row no longer has its
@@ -95,4 +95,4 @@ async def renew(
         lease_s,
     )
     alive = {(r["user_id"], r["request_id"], r["lease_epoch"]) for r in rows}
-    return {(k[0], k[1]) for k in held if k not in alive}
+    return {k for k in held if k not in alive}
