@@ -9,12 +9,14 @@ import pytest
 from service.errors import (
     Code,
     DeadlineExceeded,
+    InvalidRequest,
     LimitReached,
     NotFound,
     QueueFull,
     RequestCancelled,
     ServiceUnavailable,
 )
+from service.scheduler.hosts import Host
 from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
 from tests.scheduler.contract.conftest import Backend, until
 
@@ -166,3 +168,21 @@ async def test_shutdown_refuses_new_work_and_ends_this_replicas_waiting_requests
     assert await sched.drain(0.05) is False  # "run" is still running
     await sched.finish("run", "alice", "completed")
     await until(lambda: sched.drain(0.05))
+
+
+async def test_when_every_host_of_a_model_is_down_its_requests_are_refused_or_failed(
+    backend: Backend,
+) -> None:
+    hosts = {"ollama": [Host("http://h1", 1, models=frozenset({"m"}))]}
+    sched = await backend.make(slots={}, hosts=hosts, down_retry_s=3.0)
+    with pytest.raises(InvalidRequest):
+        await submit(sched, "alice", "bad", model="other")
+    await submit(sched, "alice", "a", model="m")
+    waiting = await submit(sched, "bob", "b", model="m")
+    await sched.report_host("ollama", "http://h1", up=False, error="refused")
+    with pytest.raises(ServiceUnavailable):
+        await sched.acquire(waiting)
+    assert (await sched.status("b", "bob")).state == "failed"
+    with pytest.raises(ServiceUnavailable) as refused:
+        await submit(sched, "carol", "c", model="m")
+    assert refused.value.retry_after_s == 3.0
