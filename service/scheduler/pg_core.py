@@ -20,7 +20,6 @@ from typing import Any
 import asyncpg
 
 from service.errors import AgentError, NotFound, RequestCancelled, ServiceUnavailable
-from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import Host
 from service.scheduler.interface import LeaseSignal
 from service.scheduler.pg_admission import Rules
@@ -150,7 +149,6 @@ class SchedulerCore:
         self._hosts: dict[str, list[HostState]] = {}
         self._running: dict[tuple[str, str], int] = {}
         self._closing: str | None = None
-        self._last_stats: QueueStats | None = None
 
     # -- life cycle -------------------------------------------------------------------
 

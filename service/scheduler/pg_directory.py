@@ -147,5 +147,4 @@ class Directory(SchedulerCore):
             accepting=self._closing is None,
         )
         self._hosts = hosts
-        self._last_stats = stats
         return stats

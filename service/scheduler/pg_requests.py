@@ -175,12 +175,19 @@ class Requests(SchedulerCore):
         async with self._locked() as conn:
             row = await conn.fetchrow(
                 "UPDATE sched_requests SET slot = NULL WHERE user_id = $1 AND request_id = $2"
-                " AND lease_epoch = $3 AND NOT closed RETURNING state, started_at, provider, slot",
+                " AND lease_epoch = $3 AND NOT closed AND slot IS NOT NULL"
+                " RETURNING state, started_at, provider",
                 *key,
                 grant.epoch,
             )
-            if row is None:
-                if key in self._held:
+            if row is None:  # released already (nothing to do), or no longer ours (fenced)
+                ours = await conn.fetchval(
+                    "SELECT 1 FROM sched_requests WHERE user_id = $1 AND request_id = $2"
+                    " AND lease_epoch = $3 AND NOT closed",
+                    *key,
+                    grant.epoch,
+                )
+                if not ours and key in self._held:
                     self._fence(key)
                 return
             if row["state"] == "running" and row["started_at"] is not None:

@@ -29,7 +29,6 @@ import asyncio
 from collections.abc import Iterable, Sequence
 
 from service.errors import ServiceUnavailable
-from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import HostView
 from service.scheduler.interface import Admission, RequestSpec
 from service.scheduler.pg_admission import admit
@@ -164,10 +163,6 @@ class PostgresScheduler(Requests, Directory):
                     await wait_for(event, self._poll_s)
         except TimeoutError:
             return False
-
-    def cached_stats(self) -> QueueStats | None:
-        """The statistics of the last ``stats()`` call (for sync readers such as metrics)."""
-        return self._last_stats
 
 
 __all__ = ["PostgresScheduler"]

@@ -186,3 +186,15 @@ async def test_when_every_host_of_a_model_is_down_its_requests_are_refused_or_fa
     with pytest.raises(ServiceUnavailable) as refused:
         await submit(sched, "carol", "c", model="m")
     assert refused.value.retry_after_s == 3.0
+
+
+async def test_a_second_release_changes_nothing(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1}, default_service_s=10.0)
+    first = await submit(sched, "alice", "a")
+    grant = await sched.acquire(first)
+    backend.clock.advance(4.0)
+    await sched.release(grant)
+    backend.clock.advance(100.0)
+    await sched.release(grant)  # e.g. a retry path calling it again: no second sample
+    assert not grant.signal.is_stopped  # and it is still this holder's request
+    assert (await sched.stats()).providers["ollama"].avg_service_s == 4.0
