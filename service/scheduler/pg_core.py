@@ -14,7 +14,6 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -26,7 +25,7 @@ from service.scheduler.pg_admission import Rules
 from service.scheduler.pg_dispatch import Dispatched, dispatch, forget_replica, lock
 from service.scheduler.pg_estimates import estimate_wait, position
 from service.scheduler.pg_hosts import HostState, seed_hosts, topology
-from service.scheduler.pg_leases import Wakeups, renew
+from service.scheduler.pg_leases import Beacon, Held, Wakeups, renew
 from service.scheduler.pg_rows import row_error, row_info
 from service.scheduler.pg_schema import CHANNEL, create_schema
 from service.scheduler.registry import RequestInfo
@@ -39,40 +38,6 @@ UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 async def _keep_session(_conn: Any) -> None:
     """The pool's reset on release: nothing to undo (see ``SchedulerCore.open``)."""
-
-
-class Beacon:
-    """An event that is replaced when it fires: take ``current()`` before reading, then wait.
-
-    Taking the event before reading the rows means a change between the read
-    and the wait is never missed.
-    """
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def current(self) -> asyncio.Event:
-        return self._event
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-
-async def wait_for(event: asyncio.Event, max_wait_s: float | None) -> None:
-    """Return when ``event`` is set or after ``max_wait_s`` seconds."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(max_wait_s):
-            await event.wait()
-
-
-@dataclass(slots=True)
-class Held:
-    """A grant this replica holds: the epoch its writes must match, and its signal."""
-
-    epoch: int
-    host: str
-    signal: LeaseSignal
 
 
 class SchedulerCore:

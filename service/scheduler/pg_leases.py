@@ -6,6 +6,9 @@ a pulse the replica's waiters wait on. A notification only wakes: readers
 always re-read the rows, so a lost or merged notification costs latency, not
 correctness; the first pulse after LISTEN is set up is the re-check.
 
+``Held`` is a grant this replica holds; ``Beacon`` is how its waiters learn
+that something changed without missing a change between a read and a wait.
+
 ``renew`` extends the leases of this replica's grants on the database's clock
 and says which of them are gone (fenced): a grant's epoch no longer matches.
 """
@@ -16,14 +19,50 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
+from service.scheduler.interface import LeaseSignal
 from service.scheduler.lane import Pulse
 from service.scheduler.pg_schema import CHANNEL
 
 log = logging.getLogger(__name__)
+
+
+class Beacon:
+    """An event that is replaced when it fires: take ``current()`` before reading, then wait.
+
+    Taking the event before reading the rows means a change between the read
+    and the wait is never missed.
+    """
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def current(self) -> asyncio.Event:
+        return self._event
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+async def wait_for(event: asyncio.Event, max_wait_s: float | None) -> None:
+    """Return when ``event`` is set or after ``max_wait_s`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(max_wait_s):
+            await event.wait()
+
+
+@dataclass(slots=True)
+class Held:
+    """A grant this replica holds: the epoch its writes must match, and its signal."""
+
+    epoch: int
+    host: str
+    signal: LeaseSignal
 
 
 class Wakeups:

@@ -23,8 +23,9 @@ from service.errors import (
 from service.scheduler.admission import retry_hint
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
-from service.scheduler.pg_core import UNREACHABLE, Held, SchedulerCore, wait_for
+from service.scheduler.pg_core import UNREACHABLE, SchedulerCore
 from service.scheduler.pg_dispatch import record_samples
+from service.scheduler.pg_leases import Held, wait_for
 from service.scheduler.pg_rows import error_columns
 from service.scheduler.registry import OUTCOMES, Outcome
 

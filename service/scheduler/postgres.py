@@ -32,9 +32,10 @@ from service.errors import ServiceUnavailable
 from service.scheduler.hosts import HostView
 from service.scheduler.interface import Admission, RequestSpec
 from service.scheduler.pg_admission import admit
-from service.scheduler.pg_core import UNREACHABLE, wait_for
+from service.scheduler.pg_core import UNREACHABLE
 from service.scheduler.pg_directory import Directory
 from service.scheduler.pg_hosts import load_hosts, write_host
+from service.scheduler.pg_leases import wait_for
 from service.scheduler.pg_requests import Requests
 
 
