@@ -1,8 +1,9 @@
 """Builds the service from settings and runs it: the lifespan of every resource.
 
 Shutdown (uvicorn's shape): stop admitting, end waiting requests with
-UNAVAILABLE, give running ones ``grpc.shutdown_grace_s`` to finish, cancel
-what is left, store interrupted turns, then close providers and the store.
+UNAVAILABLE (with the shared queue, only this replica's), give running ones
+``grpc.shutdown_grace_s`` to finish, cancel what is left, store interrupted
+turns, then close the scheduler, providers and the store.
 """
 
 from __future__ import annotations
