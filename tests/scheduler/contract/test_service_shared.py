@@ -67,3 +67,36 @@ async def test_two_service_replicas_share_the_slot_and_both_finish(pg: Backend) 
             ("one", "completed"),
             ("two", "completed"),
         ]
+
+
+async def test_a_fenced_turn_ends_its_stream_with_an_error_and_is_not_stored_complete(
+    pg: Backend,
+) -> None:
+    url = f"{pg.url}{'&' if '?' in pg.url else '?'}schema={pg.schema}"
+    gate = threading.Event()
+    async with FakeOllama() as fake, AsyncExitStack() as stack:
+        fake.push(Reply(chunks=("partial ", "never"), gate=gate, gate_after=1))
+        service = await stack.enter_async_context(running_service(settings_for(url, fake, "one")))
+        channel = await stack.enter_async_context(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+        )
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        events = aiter(stub.ChatStream(pb.ChatStreamRequest(message="hi", user_id="a")))
+        while (await anext(events)).WhichOneof("event") != "text_delta":
+            pass
+        # What another replica's rescue does to a grant whose lease ran out.
+        await pg.sql(
+            "UPDATE sched_requests SET state = 'failed', closed = true, slot = NULL,"
+            " error_kind = 'ServiceUnavailable', error_code = 'UNAVAILABLE',"
+            " error_message = 'lease expired', finished_at = enqueued_at"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in events:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "lost its lease" in (ended.value.details() or "")
+        gate.set()
+        rows = await pg.sql("SELECT role, status FROM messages ORDER BY id")
+        assert rows and {r["status"] for r in rows} == {"failed"}
+        (request,) = await pg.sql("SELECT state FROM sched_requests")
+        assert request["state"] == "failed"  # the holder's finish did not clobber it
