@@ -35,8 +35,9 @@ proto-bundle: $(VENV_STAMP)
 	$(PY) scripts/generate.py --bundle $(PROTO_BUNDLE)
 
 lint: setup
-	$(VENV)/bin/ruff check service gateway tests scripts
+	$(VENV)/bin/ruff check agentconf service gateway tests scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(PY) scripts/generate.py --check
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
@@ -54,4 +55,4 @@ bench: $(VENV_STAMP)
 	$(PY) scripts/bench.py
 
 clean:
-	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -23,6 +23,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.openapi import install_openapi
 from gateway.request_id import RequestIdMiddleware
 from gateway.routes import Upstream, router, rpc_error_response
+from gateway.upstream_target import balancing_options, dial_target
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -84,8 +85,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        target, balanced = dial_target(settings.grpc.address)
         channel = grpc.aio.insecure_channel(
-            settings.grpc.address, options=channel_options(settings)
+            target, options=[*channel_options(settings), *balancing_options(balanced)]
         )
         app.state.upstream = Upstream(
             channel,

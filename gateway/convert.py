@@ -28,7 +28,12 @@ def _time(ts: Timestamp) -> str:
 
 
 def usage(u: pb.Usage) -> dict[str, int]:
-    return {"input_tokens": u.input_tokens, "output_tokens": u.output_tokens}
+    return {
+        "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens,
+        "cache_creation_input_tokens": u.cache_creation_input_tokens,
+        "cache_read_input_tokens": u.cache_read_input_tokens,
+    }
 
 
 def chat_response(r: pb.ChatResponse) -> dict[str, Any]:
@@ -291,4 +296,5 @@ def status(r: pb.GetStatusResponse) -> dict[str, Any]:
         "user_limits": _limits(r.user_limits),
         "user_budget": _budget(r.user_budget),
         "caller_admin": r.caller_admin,
+        "identity_source": r.identity_source,
     }

@@ -89,7 +89,10 @@ class GatewayError:
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
         if self.status == 401:
-            headers["WWW-Authenticate"] = "Bearer"  # RFC 9110: a 401 names its scheme
+            # RFC 9110: a 401 names its scheme; RFC 6750 adds the error when a token was
+            # presented and failed a check (no token at all gets the bare challenge).
+            invalid = self.reason == "INVALID_TOKEN"
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"' if invalid else "Bearer"
         if self.retry_after_s is not None:
             headers["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
         return headers

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException
 # HTTP statuses the framework raises itself, and the code each gets.
 FRAMEWORK_CODES: dict[int, str] = {
     400: "invalid_argument",
+    401: "unauthenticated",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",

@@ -11,10 +11,11 @@ import tempfile
 import uvicorn
 import yaml
 
+from agentconf.files import ConfigError
 from gateway.config import load_gateway_settings
-from gateway.config_file import ConfigError
 from gateway.http_protocol import PROTOCOL_PATH
 from gateway.logs import log_config
+from gateway.upstream_target import TargetError, dial_target
 
 # prometheus_client's multiprocess directory (gateway.metrics); read when the client is imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Checked here, once, so a mistake is one line and not a traceback per worker.
         settings = load_gateway_settings()
-    except ConfigError as exc:
+        dial_target(settings.grpc.address)
+    except (ConfigError, TargetError) as exc:
         print(f"agent-gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     if args.check_config:

@@ -89,10 +89,12 @@ class RequestRef(BaseModel):
 
 
 class UsageBody(BaseModel):
-    """Token counts."""
+    """Token counts; ``input_tokens`` leaves out the input written to or read from the cache."""
 
     input_tokens: int
     output_tokens: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 class ToolCallBody(BaseModel):
@@ -262,6 +264,9 @@ class StatusResponse(BaseModel):
     active_users: int
     user_id: str
     user_usage: UsageBody
+    identity_source: Literal["jwt", "user_token", "shared_token", "open"] = Field(
+        description="How the caller was identified (the caller's tier is user_limits.tier)"
+    )
 
 
 class TextBlockBody(BaseModel):

@@ -18,7 +18,7 @@ BEARER_SCHEME = "bearer"
 
 _DESCRIPTIONS: dict[int, str] = {
     400: "Invalid argument (e.g. a message over api.max_message_chars), or an unparsable body",
-    401: "No token, or an unknown one",
+    401: "No token, or one that is unknown or failed a check (an expired or invalid JWT)",
     403: "The token may not act as the user named",
     404: "No such conversation or request for this user",
     409: "The client-chosen request_id is already in use",
@@ -35,7 +35,12 @@ _RETRY_AFTER = {
     "Retry-After": {"description": "Seconds to wait before retrying", "schema": {"type": "integer"}}
 }
 _HEADERS: dict[int, dict[str, Any]] = {
-    401: {"WWW-Authenticate": {"description": "Always `Bearer`", "schema": {"type": "string"}}},
+    401: {
+        "WWW-Authenticate": {
+            "description": '`Bearer`; `Bearer error="invalid_token"` when a token was sent',
+            "schema": {"type": "string"},
+        }
+    },
     429: _RETRY_AFTER,
     503: _RETRY_AFTER,
 }
@@ -73,7 +78,8 @@ _SSE_EXAMPLE = (
     'event: tool_result\ndata: {"id":"t_1","name":"calculator","result":"391","is_error":false}\n\n'
     'event: message\ndata: {"text":"391."}\n\n'
     'event: done\ndata: {"response":"17*23 is 391.","conversation_id":"c_1","request_id":"r_1",'
-    '"usage":{"input_tokens":52,"output_tokens":9},"provider":"ollama","model":"llama3.2",'
+    '"usage":{"input_tokens":52,"output_tokens":9,"cache_creation_input_tokens":0,'
+    '"cache_read_input_tokens":0},"provider":"ollama","model":"llama3.2",'
     '"stop_reason":"end_turn","tool_calls":[]}\n\n'
 )
 

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import BeforeValidator
+from starlette.exceptions import HTTPException
 
 from gateway import convert, models, request_id
 from gateway import openapi as docs
@@ -23,6 +24,9 @@ from gateway.sse import ChatEventStream, StreamStop
 router = APIRouter()
 
 _STATUS_TIMEOUT_S = 10.0
+# gRPC refuses metadata past 8 KiB (soft) / 16 KiB (hard) with RESOURCE_EXHAUSTED, which
+# would read as a 429; a token that large is refused here, as the invalid token it is.
+_MAX_AUTHORIZATION_BYTES = 8192 + len("Bearer ")
 _WHOLE_NUMBER = re.compile(r"-?[0-9]{1,10}")
 
 
@@ -60,6 +64,13 @@ def _metadata(request: Request) -> tuple[tuple[str, str], ...]:
     """The caller's token, the request id, and the trace context when tracing is on."""
     pairs: list[tuple[str, str]] = []
     auth = request.headers.get("authorization")
+    if auth and len(auth) > _MAX_AUTHORIZATION_BYTES:
+        raise HTTPException(
+            401,
+            f"invalid token: the Authorization header is {len(auth)} bytes long, "
+            f"more than the {_MAX_AUTHORIZATION_BYTES} allowed",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     if auth:
         pairs.append(("authorization", auth))
     info = request_id.current()

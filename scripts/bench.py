@@ -8,7 +8,8 @@ because this machine is noisy. It only prints; it asserts nothing.
 
 Chat turns use ``new_conversation: true`` so every turn reads and writes a
 fresh conversation in the store instead of a history that grows with the run.
-Raw figures go to build/bench.json.
+Raw figures go to build/bench.json. Then the cache-warm conversation
+scenario (scripts/bench_cache.py; ``--cache-only`` runs just that one).
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import bench_cache  # noqa: E402
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 from bench_floor import FloorClients  # noqa: E402
+from bench_jwt import jwt_figures, jwt_report  # noqa: E402
 from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
 from bench_report import report, verdicts  # noqa: E402
 from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan  # noqa: E402
@@ -248,7 +251,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
     parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench.json")
+    parser.add_argument("--jwt-only", action="store_true", help="only the JWT figure (seconds)")
+    parser.add_argument(
+        "--cache-only", action="store_true", help="only the cache-warm conversation (~15 s)"
+    )
     args = parser.parse_args()
+    if args.cache_only:
+        bench_cache.report(asyncio.run(bench_cache.measure()))
+        return 0
+    jwt = jwt_figures()  # in process, before the stack starts, so it is not competing
+    if args.jwt_only:
+        print("\n".join(jwt_report(jwt)))
+        return 0
     plan = QUICK if args.quick else Plan()
     # 1,000 streams need ~1,000 sockets in every process; the children inherit this.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -281,8 +295,13 @@ def main() -> int:
         for proc in (backend, *floor[0]):
             proc.terminate()
             proc.wait(10)
+    step("cache-warm conversation, on each provider")
+    results["cache_warm"] = asyncio.run(bench_cache.measure())
     meta["seconds"] = time.perf_counter() - started
     report(meta, results)
+    bench_cache.report(results["cache_warm"])
+    print("\n".join(jwt_report(jwt)))
+    results["jwt"] = jwt
     meta["verdicts"] = [
         {"target": t, "measured": m, "baseline": b, "met": ok} for t, m, b, ok in verdicts(results)
     ]

@@ -54,9 +54,10 @@ class Transcript:
 
     @property
     def usage(self) -> Usage:
-        total_in = sum(r.usage.input_tokens for r in self.rounds) + self.live.usage.input_tokens
-        total_out = sum(r.usage.output_tokens for r in self.rounds) + self.live.usage.output_tokens
-        return Usage(total_in, total_out)
+        total = self.live.usage
+        for r in self.rounds:
+            total = total + r.usage
+        return total
 
     def close_round(self, results: list[ToolResultBlock] | None = None) -> None:
         blocks: list[Block] = []
@@ -85,6 +86,8 @@ class Transcript:
                     input_tokens=r.usage.input_tokens,
                     output_tokens=r.usage.output_tokens,
                     request_id=self.request_id,
+                    cache_creation_input_tokens=r.usage.cache_creation_input_tokens,
+                    cache_read_input_tokens=r.usage.cache_read_input_tokens,
                 )
             )
             results = list(r.results)

@@ -1,17 +1,22 @@
 """Who is calling: bearer tokens to user identities.
 
-Three modes, chosen by configuration:
+Four kinds of caller, chosen by configuration:
 
+- JWTs of an identity provider (``auth.jwt``, see ``service.idp``): the token
+  names one user (a claim), maybe a tier and the admin role; verified against
+  the issuer's published keys, so no shared secret ships inside the app;
 - per-user tokens (``auth.tokens_file``, see ``service.userfile``): each token
   names one user, with a tier and maybe the admin role; a request that names
   another user is refused;
 - a shared token (``IOS_APITOKEN``): a trusted app names the user itself;
 - open mode (no token configured): anyone names any user; logged loudly.
 
-Both kinds of token may be configured at once. Tokens are kept and compared
-only as SHA-256 digests, in constant time, and never logged. The users file is
-re-read when it changes (checked at most once per ``reload_interval_s``, on
-the next call), so a revoked token stops working without a restart.
+Any of the kinds of token may be configured together: a bearer token that is
+a known opaque token is that; otherwise one shaped like a JWT is verified as
+one. Opaque tokens are kept and compared only as SHA-256 digests, in
+constant time, and never logged. The users file is re-read when it changes
+(checked at most once per ``reload_interval_s``, on the next call), so a
+revoked token stops working without a restart.
 """
 
 from __future__ import annotations
@@ -25,24 +30,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from service.errors import AgentError, PermissionDenied, Unauthenticated
+from service.errors import AgentError, PermissionDenied, Reason, Unauthenticated
+from service.idp import JwtVerifier, looks_like_jwt
 from service.profiles import validate_user_id as check_user_id
 from service.userfile import UserEntry, load_users, parse_users, token_digest
 
 log = logging.getLogger(__name__)
+
+# JWT users whose tier is remembered; past this the oldest is forgotten (its next token
+# restores it), so the map stays bounded however many users sign in.
+_MAX_JWT_TIERS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     """The authenticated caller: a fixed user, or a trusted app that names users.
 
-    Only a user's own token carries the admin role: the shared token and open
-    mode can name any user, so they never act as an admin.
+    Only a user's own token (or JWT) carries the admin role: the shared token
+    and open mode can name any user, so they never act as an admin. ``mode``
+    is also the identity source GetStatus reports.
     """
 
-    mode: Literal["user_token", "shared_token", "open"]
-    user_id: str = ""  # set for user_token
+    mode: Literal["jwt", "user_token", "shared_token", "open"]
+    user_id: str = ""  # set for jwt and user_token
     admin: bool = False
+    tier: str = ""  # from a JWT's tier claim
 
 
 def load_tokens_file(path: Path) -> dict[str, str]:
@@ -63,7 +75,11 @@ class Authenticator:
         known_tiers: Collection[str] | None = None,
         reload_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        jwt: JwtVerifier | None = None,
     ) -> None:
+        self._jwt = jwt
+        # The tier of each JWT user's latest verified token, for tier_of (bounded).
+        self._jwt_tiers: dict[str, str] = {}
         self._shared = token_digest(shared_token) if shared_token else None
         self._default_user = check_user_id(default_user)
         self._known_tiers = known_tiers
@@ -79,12 +95,36 @@ class Authenticator:
             self._install(load_users(users_file))
         else:
             self._install(parse_users(dict(user_tokens or {}), "user_tokens"))
-        self.open = self._shared is None and not self._users and users_file is None
+        self.open = self._shared is None and not self._users and users_file is None and jwt is None
         if self.open:
             log.warning(
                 "NO AUTH TOKEN CONFIGURED: the service is OPEN, any caller may act as any user. "
-                "Set IOS_APITOKEN or auth.tokens_file before exposing it."
+                "Set IOS_APITOKEN, auth.tokens_file or auth.jwt before exposing it."
             )
+
+    async def start(self) -> None:
+        """Load what needs the network (the JWT key set); never fails on an unreachable issuer."""
+        if self._jwt is not None:
+            await self._jwt.start()
+
+    async def aclose(self) -> None:
+        if self._jwt is not None:
+            await self._jwt.aclose()
+
+    async def identify(self, authorization: str | None) -> Principal:
+        """The caller of an RPC: ``authenticate``, plus JWT verification when configured.
+
+        Opaque tokens are checked first (a dictionary look-up); a JWT is
+        verified on cached keys, awaiting only a key-set refresh.
+        """
+        if self._jwt is None or self.open:
+            return self.authenticate(authorization)
+        token = _bearer(authorization)
+        if token is None or not looks_like_jwt(token) or self._known(token):
+            return self.authenticate(authorization)
+        identity = await self._jwt.verify(token)
+        self._remember_tier(identity.user_id, identity.tier)
+        return Principal("jwt", identity.user_id, identity.admin, identity.tier)
 
     def authenticate(self, authorization: str | None) -> Principal:
         """Check the bearer token; raise Unauthenticated when it is missing or unknown."""
@@ -100,20 +140,40 @@ class Authenticator:
             return Principal("user_token", entry.user_id, entry.admin)
         if self._shared is not None and hmac.compare_digest(digest, self._shared):
             return Principal("shared_token")
-        raise Unauthenticated("invalid API token")
+        raise Unauthenticated("invalid API token", reason=Reason.INVALID_TOKEN)
+
+    def _known(self, token: str) -> bool:
+        """Whether ``token`` is one of the opaque tokens (per-user or shared)."""
+        digest = token_digest(token)
+        return digest in self._by_digest or (
+            self._shared is not None and hmac.compare_digest(digest, self._shared)
+        )
 
     def user_for(self, principal: Principal, requested: str) -> str:
         """The user a request acts as; PermissionDenied when a user token names another."""
-        if principal.mode == "user_token":
+        if principal.mode in ("user_token", "jwt"):
             if requested and requested != principal.user_id:
                 raise PermissionDenied("this token may not act as another user")
             return principal.user_id
         return check_user_id(requested) if requested else self._default_user
 
     def tier_of(self, user_id: str) -> str:
-        """The user's tier in the users file ("" when none is given or the user is not there)."""
+        """The user's tier: the users file's, else its latest JWT's tier claim, else ""."""
         entry = self._users.get(user_id)
-        return entry.tier if entry is not None else ""
+        if entry is not None:
+            return entry.tier
+        return self._jwt_tiers.get(user_id, "")
+
+    def _remember_tier(self, user_id: str, tier: str) -> None:
+        # Limits look tiers up by user id; a JWT user's is the one its latest token named.
+        if self._jwt_tiers.get(user_id) == tier:
+            return
+        if tier:
+            if len(self._jwt_tiers) >= _MAX_JWT_TIERS:
+                self._jwt_tiers.pop(next(iter(self._jwt_tiers)))  # the oldest entry
+            self._jwt_tiers[user_id] = tier
+        else:
+            self._jwt_tiers.pop(user_id, None)
 
     # --- the users file -------------------------------------------------------------
 

@@ -20,6 +20,7 @@ lease or the shutdown stops it at once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -29,14 +30,18 @@ from service.agent import AgentLoop, Transcript, TurnStatus
 from service.commands import Commands
 from service.config import Settings
 from service.content import Message, TextBlock, Usage
+from service.context import note_request_id
 from service.errors import (
     AgentError,
     DeadlineExceeded,
     InvalidRequest,
+    NotFound,
     RequestCancelled,
     ServiceUnavailable,
+    StoreUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
+from service.history_reader import HistoryReader
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
@@ -44,9 +49,15 @@ from service.pool import HostPool
 from service.profiles import ProfileDirectory
 from service.prompt import PromptRules, build_request
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
-from service.rpc.calls import note_request_id
 from service.scheduler import Outcome, check_request
-from service.scheduler.interface import NO_SLOT, Admission, Grant, RequestScheduler, RequestSpec
+from service.scheduler.interface import (
+    NO_SLOT,
+    Admission,
+    Adopted,
+    Grant,
+    RequestScheduler,
+    RequestSpec,
+)
 from service.store.base import ConversationStore, NewMessage
 from service.store.rows import new_conversation_id
 
@@ -67,7 +78,8 @@ class AdmittedTurn:
     admission: Admission
     model: str
     conversation_id: str | None  # None: a command outside any conversation
-    fresh: bool  # this turn creates its conversation (stored with its first messages)
+    fresh: bool  # a new conversation: no history to read
+    create: bool = False  # the turn's store write creates the conversation if it is missing
 
     @property
     def request_id(self) -> str:
@@ -103,6 +115,7 @@ class ChatService:
         self._providers = providers
         self._default = default_provider
         self._store = store
+        self._history = HistoryReader(store)
         self._scheduler = scheduler
         self._profiles = profiles
         self._agent = agent
@@ -112,6 +125,7 @@ class ChatService:
             system_prompt=settings.api.system_prompt,
             max_tokens=settings.api.max_tokens,
             history_budget_tokens=settings.api.history_budget_tokens,
+            history_watermark=settings.api.history_watermark,
         )
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[Grant]] = set()
@@ -137,7 +151,7 @@ class ChatService:
         provider = self._provider_for(turn)
         model = turn.model or provider.model
         try:
-            conversation_id, fresh = await self._conversation_for(turn)
+            conversation_id, fresh, create = await self._conversation_for(turn)
             admitted = await self._limits.admit(turn.user_id)  # LimitReached: rate or budget
             admission = await self._scheduler.submit(
                 RequestSpec(
@@ -148,12 +162,30 @@ class ChatService:
                     conversation_id=conversation_id,
                     model=model,
                     max_active=admitted.max_active,
+                    payload=_payload(turn, conversation_id, fresh, create),
                 )
             )
         except AgentError as exc:
             self._metrics.refused(provider.name, exc)
             raise
-        return AdmittedTurn(turn, admission, model, conversation_id, fresh)
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create)
+
+    def resume(self, adopted: Adopted) -> AdmittedTurn:
+        """An admitted turn taken over from a replica that went away before it started.
+
+        Its limits were checked when it was first admitted; ``run`` carries it out here.
+        """
+        data = json.loads(adopted.payload)
+        turn = TurnInput(**data["turn"])
+        admission = adopted.admission
+        return AdmittedTurn(
+            turn,
+            admission,
+            admission.model,
+            data["conversation_id"],
+            bool(data["fresh"]),
+            bool(data["create"]),
+        )
 
     async def run(self, admitted: AdmittedTurn, send: Send = discard) -> TurnResult:
         """Carry out an admitted turn; its events go to ``send``, errors are raised."""
@@ -234,19 +266,45 @@ class ChatService:
             )
         return provider
 
-    async def _conversation_for(self, turn: TurnInput) -> tuple[str, bool]:
-        """The id of the conversation the turn continues, and whether the turn creates it.
+    async def _conversation_for(self, turn: TurnInput) -> tuple[str, bool, bool]:
+        """The conversation the turn continues: its id, whether it has no history, and
+        whether the turn's store write must create it.
 
-        Reads only: a new conversation is created with the turn's first messages.
+        Reads only: a new conversation is created with its first turn's messages. Until
+        then it exists as the conversation of that turn in the scheduler, so a turn sent
+        meanwhile (by id, or as the user's current conversation) joins it.
         """
         if turn.conversation_id:
-            found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
-            return found.id, False
+            try:
+                found = await self._store.get_conversation(turn.user_id, turn.conversation_id)
+            except NotFound:
+                if turn.conversation_id not in await self._unstored(turn.user_id):
+                    raise
+                return turn.conversation_id, False, True
+            return found.id, False, False
         if not turn.new_conversation:
+            unstored = await self._unstored(turn.user_id)
+            if unstored:
+                return unstored[-1], False, True  # the newest one is the current one
             current = await self._store.current_conversation(turn.user_id)
             if current is not None:
-                return current.id, False
-        return new_conversation_id(), True
+                return current.id, False, False
+        return new_conversation_id(), True, True
+
+    async def _unstored(self, user_id: str) -> list[str]:
+        """Conversations of the user's active turns not in the store yet, oldest first."""
+        active = await self._scheduler.requests(user_id)
+        ids: dict[str, float] = {}
+        for info in active:
+            if info.conversation_id and info.conversation_id not in ids:
+                ids[info.conversation_id] = info.enqueued_at or 0.0
+        out = []
+        for conversation_id, _ in sorted(ids.items(), key=lambda item: item[1]):
+            try:
+                await self._store.get_conversation(user_id, conversation_id)
+            except NotFound:
+                out.append(conversation_id)
+        return out
 
     async def _admit_command(self, turn: TurnInput) -> AdmittedTurn:
         conversation_id: str | None = None
@@ -265,7 +323,7 @@ class ChatService:
                 conversation_id=conversation_id,
             )
         )
-        return AdmittedTurn(turn, admission, "", conversation_id, False)
+        return AdmittedTurn(turn, admission, "", conversation_id, False, False)
 
     async def _command(self, admitted: AdmittedTurn, send: Send) -> TurnResult:
         """Answer a slash command once the earlier turns of its conversation are done."""
@@ -292,6 +350,8 @@ class ChatService:
 
     async def _acquire(self, admission: Admission, wait_s: float, send: Send) -> Grant:
         """Wait for the request's grant while its position is published as it moves."""
+        if admission.granted:  # free at submit: nothing to wait for, no position to tell
+            return await self._scheduler.acquire(admission, max(wait_s, 0.0))
 
         async def report_positions() -> None:
             async for position in self._scheduler.positions(admission):
@@ -317,18 +377,19 @@ class ChatService:
     ) -> TurnResult:
         turn, model = admitted.turn, admitted.model
         assert admitted.conversation_id is not None
-        # A conversation this very turn creates has no history to read. The store
-        # reads only the newest messages that can fit the budget (so a turn's cost
-        # does not grow with the conversation); fit_history cuts exactly.
-        budget, recent = self._rules.history_budget_tokens, self._store.recent_messages
+        # A conversation this very turn creates has no history to read. The window
+        # is cut in steps: read from where the last one started (HistoryReader).
         stored = (
-            [] if admitted.fresh else await recent(turn.user_id, admitted.conversation_id, budget)
+            []
+            if admitted.fresh
+            else await self._history.read(turn.user_id, admitted.conversation_id)
         )
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
+        history = [Message(m.role, m.content) for m in stored]
         request = build_request(
             self._rules,
-            history=[Message(m.role, m.content) for m in stored],
+            history=history,
             estimates=[m.estimated_tokens for m in stored],
             message=user_message,
             profile=profile,
@@ -336,6 +397,7 @@ class ChatService:
             model=model,
             user_id=turn.user_id,
         )
+        self._history.remember(admitted.conversation_id, stored, history, request.messages)
         transcript = Transcript(provider.name, model, turn.request_id)
         status: TurnStatus = "cancelled"
         try:
@@ -394,25 +456,18 @@ class ChatService:
         )
         self._workers.add(worker)
         worker.add_done_callback(self._workers.discard)
-        stop = asyncio.ensure_future(grant.signal.stopped())
+        undo = grant.signal.on_stop(worker.cancel)
         try:
-            await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return None, await worker  # its error, if it failed
         except asyncio.CancelledError:
-            worker.cancel()
-            stop.cancel()
-            await asyncio.gather(worker, stop, return_exceptions=True)
-            raise
-        stop.cancel()
-        if not worker.done():
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-            error = grant.signal.error or RequestCancelled(
-                f"request {grant.request_id} was cancelled"
-            )
-            return error, grant
-        if worker.cancelled():  # the shutdown's interrupt_running
-            return RequestCancelled(f"request {grant.request_id} was cancelled"), grant
-        return None, worker.result()  # raises its error, if it failed
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the turn itself is being cancelled (its caller left)
+            # The worker alone was stopped: by the grant's signal, or by the shutdown.
+            error = grant.signal.error if grant.signal.is_stopped else None
+            return error or RequestCancelled(f"request {grant.request_id} was cancelled"), grant
+        finally:
+            undo()
 
     async def _work(
         self,
@@ -465,13 +520,15 @@ class ChatService:
         ]
         task = asyncio.create_task(
             self._store.append_messages(
-                admitted.turn.user_id, admitted.conversation_id, rows, create=admitted.fresh
+                admitted.turn.user_id, admitted.conversation_id, rows, create=admitted.create
             )
         )
         self._persisting.add(task)
         task.add_done_callback(self._persisting.discard)
         try:
             await asyncio.shield(task)
+        except StoreUnavailable:
+            raise  # not stored (the store retried for a while): the caller must get the 503
         except AgentError:
             log.exception("could not store turn %s", transcript.request_id)
 
@@ -494,12 +551,34 @@ class _first_error:
             raise first from None
 
 
+def _payload(turn: TurnInput, conversation_id: str, fresh: bool, create: bool) -> str:
+    """What another replica needs to run this turn (``ChatService.resume``), as JSON."""
+    fields = {
+        "user_id": turn.user_id,
+        "message": turn.message,
+        "conversation_id": turn.conversation_id,
+        "new_conversation": turn.new_conversation,
+        "priority": turn.priority,
+        "provider": turn.provider,
+        "model": turn.model,
+        "request_id": turn.request_id,
+    }
+    return json.dumps(
+        {"turn": fields, "conversation_id": conversation_id, "fresh": fresh, "create": create}
+    )
+
+
 async def _settle(step: Awaitable[None]) -> None:
     """Run a scheduler bookkeeping step to its end even if the caller is being cancelled.
 
-    A turn's ``finally`` must give its slot and conversation back: a second
-    cancellation while that call is in flight must not cut it short.
+    A turn's ``finally`` must give its slot and conversation back: when the turn is
+    being cancelled, the step runs shielded so a second cancellation cannot cut it
+    short. Otherwise it is awaited directly (no extra task on every turn).
     """
+    current = asyncio.current_task()
+    if current is None or not current.cancelling():
+        await step
+        return
     task = asyncio.ensure_future(step)
     try:
         await asyncio.shield(task)

@@ -67,8 +67,9 @@ class Commands:
             report = await self._limits.report(user_id)
             return CommandReply(
                 f"Token usage for {user_id}: {totals.input_tokens} input, "
-                f"{totals.output_tokens} output, over {totals.turns} answer(s).\n"
-                + describe_limits(report),
+                f"{totals.output_tokens} output, {totals.cache_read_input_tokens} read from "
+                f"the prompt cache, {totals.cache_creation_input_tokens} written to it, "
+                f"over {totals.turns} answer(s).\n" + describe_limits(report),
                 conv_id,
             )
         return CommandReply(f"Unknown command {name}.\n\n{HELP}", conv_id)

@@ -14,35 +14,29 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
-from pydantic_settings.exceptions import SettingsError
 
-from service.config_file import (
-    ConfigError,
-    ConfigFile,
-    MappingSource,
-    Tolerated,
-    check_env_names,
-    check_file_keys,
-    describe_settings_error,
-    describe_validation_error,
-    env_name,
-    read_config_file,
+from agentconf.files import ConfigError, ConfigFile, env_name
+from agentconf.loading import load
+from agentconf.sections import (
+    ApiServerSection,
+    GrpcSection,
+    LoggingSection,
+    Section,
+    SseSection,
 )
+from service.idp.config import JwtSection
+from service.idp.keys import KeySetError, read_jwks_file
 from service.limits.config import LimitsSection
 
-DEFAULT_CONFIG_FILE = Path("config/config.yaml")
-# uvicorn's names (the gateway uses the same key); "trace" is uvicorn's, below debug.
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
-
-class ApiSection(BaseModel):
+class ApiSection(Section):
     """Which provider answers, and how the agent behaves."""
 
     provider: Literal["auto", "anthropic", "ollama"] = "auto"
@@ -50,41 +44,14 @@ class ApiSection(BaseModel):
     max_tokens: int = Field(1024, ge=1)
     max_tool_rounds: int = Field(5, ge=0)
     history_budget_tokens: int = Field(8000, ge=100)
+    # When the history outgrows the budget it is cut down to this share of it, then
+    # grows again: the prompt's prefix stays the same between cuts (provider caches).
+    history_watermark: float = Field(0.7, gt=0.0, le=1.0)
     max_message_chars: int = Field(100_000, ge=1)
     allow_overrides: bool = True  # may a request pick another provider/model?
 
 
-class ApiServerSection(BaseModel):
-    """The HTTP gateway's settings (the service reads request_timeout)."""
-
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=1, le=65535)
-    workers: int = Field(2, ge=1)
-    log_level: str = "info"
-    enable_cors: bool = True
-    cors_origins: list[str] = Field(default_factory=lambda: ["*"])
-    request_timeout: float = Field(300.0, gt=0)
-    # Larger request bodies get 413; the gRPC request-size limits follow it.
-    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
-    shutdown_grace_s: float = Field(25.0, ge=0)  # the gateway's drain on SIGTERM
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        level = value.lower()
-        if level not in LOG_LEVELS:
-            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
-        return level
-
-
-class GrpcSection(BaseModel):
-    """Where the service listens (and the gateway dials)."""
-
-    address: str = "127.0.0.1:50051"
-    shutdown_grace_s: float = Field(30.0, ge=0)
-
-
-class AnthropicSection(BaseModel):
+class AnthropicSection(Section):
     """The Anthropic Messages API."""
 
     api_key: str = ""
@@ -92,6 +59,9 @@ class AnthropicSection(BaseModel):
     model: str = "claude-sonnet-5-5"
     max_concurrency: int = Field(8, ge=1)
     max_retries: int = Field(2, ge=0)
+    # cache_control breakpoints on the system prompt and the end of the history:
+    # later turns read that prefix from the prompt cache (0.1x the input price).
+    prompt_caching: bool = True
 
 
 class OllamaBackend(BaseModel):
@@ -120,7 +90,7 @@ class OllamaBackend(BaseModel):
         return names
 
 
-class OllamaSection(BaseModel):
+class OllamaSection(Section):
     """The local Ollama server, or a pool of them (``backends``)."""
 
     url: str = "http://127.0.0.1:11434"
@@ -149,14 +119,14 @@ class OllamaSection(BaseModel):
         return [OllamaBackend.model_construct(url=self.url.rstrip("/"), parallel=self.parallel)]
 
 
-class ProviderTimeouts(BaseModel):
+class ProviderTimeouts(Section):
     """How long to wait on an upstream before calling it hung."""
 
     first_byte_timeout_s: float = Field(120.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
 
 
-class QueueSection(BaseModel):
+class QueueSection(Section):
     """Caps and fairness of the request queue (per-user quotas are in ``limits``)."""
 
     max_pending: int = Field(100, ge=1)
@@ -165,7 +135,7 @@ class QueueSection(BaseModel):
     retention_s: float = Field(600.0, ge=0)
 
 
-class SchedulerSection(BaseModel):
+class SchedulerSection(Section):
     """Which engine keeps the request queue: this process, or PostgreSQL shared by replicas."""
 
     backend: Literal["memory", "postgres"] = "memory"
@@ -176,7 +146,7 @@ class SchedulerSection(BaseModel):
         return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-class StreamSection(BaseModel):
+class StreamSection(Section):
     """What becomes of a streamed request whose client goes away, and its event buffer."""
 
     on_disconnect: Literal["cancel", "continue"] = "cancel"
@@ -185,7 +155,7 @@ class StreamSection(BaseModel):
     buffer_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)  # all buffers together
 
 
-class StoreSection(BaseModel):
+class StoreSection(Section):
     """Where conversations live."""
 
     url: str = ""  # empty: SQLite under data_dir
@@ -195,17 +165,20 @@ class StoreSection(BaseModel):
         return self.url or f"sqlite:///{self.data_dir / 'agent.db'}"
 
 
-class AuthSection(BaseModel):
+class AuthSection(Section):
     """Who may call, and as whom."""
 
     tokens_file: Path | None = None
     shared_token: str = ""  # IOS_APITOKEN
     default_user: str = "default"
     reload_interval_s: float = Field(1.0, gt=0)  # how often the tokens file is checked
+    jwt: JwtSection = Field(default_factory=JwtSection)  # an identity provider's tokens
 
 
 class McpServerSection(BaseModel):
     """One Model Context Protocol server whose tools the model may use."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, as in a section
 
     # Tools are offered as "<name>__<tool>", so the name may not contain "__" itself:
     # that keeps every offered name traceable to exactly one server.
@@ -231,7 +204,7 @@ class McpServerSection(BaseModel):
         return self
 
 
-class ToolsSection(BaseModel):
+class ToolsSection(Section):
     """Tools offered to the model."""
 
     extra: list[str] = Field(default_factory=list)  # import paths "pkg.module:attr"
@@ -260,7 +233,7 @@ class ToolsSection(BaseModel):
         return self
 
 
-class MetricsSection(BaseModel):
+class MetricsSection(Section):
     """Where the service serves Prometheus metrics."""
 
     # host:port for GET /metrics; empty turns the endpoint off.
@@ -274,16 +247,7 @@ class MetricsSection(BaseModel):
         return value
 
 
-class LoggingSection(BaseModel):
-    """How both processes write their logs (the gateway reads the same section)."""
-
-    format: Literal["text", "json"] = "text"
-    # Let third-party loggers (the Anthropic SDK, httpx, MCP) log at debug level,
-    # which includes request bodies with users' messages. Off: they stay at info.
-    include_content: bool = False
-
-
-class ProfilesSection(BaseModel):
+class ProfilesSection(Section):
     """Per-user display names and system-prompt additions."""
 
     directory: Path | None = None
@@ -333,6 +297,8 @@ class Settings(BaseSettings):
     limits: LimitsSection = Field(default_factory=LimitsSection)
     metrics: MetricsSection = Field(default_factory=MetricsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
+    # The gateway's; here so that the service checks every key of the shared file.
+    sse: SseSection = Field(default_factory=SseSection)
 
     @classmethod
     def settings_customise_sources(
@@ -358,23 +324,9 @@ class Settings(BaseSettings):
         return self.api.provider
 
 
-# Sections of the shared config file that only the gateway reads (it checks them).
-GATEWAY_SECTIONS: Tolerated = {"sse": None}
 _LEGACY_NAMES: dict[tuple[str, ...], str] = {
     (s, k): env for env, (s, k) in _LegacyEnvSource.NAMES.items()
 }
-
-
-def config_file_path(explicit: str | None = None) -> Path | None:
-    """--config, else AGENT_CONFIG, else config/config.yaml when it exists."""
-    chosen = explicit or os.environ.get("AGENT_CONFIG")
-    if chosen:
-        path = Path(chosen)
-        if not path.is_file():
-            origin = "--config" if explicit else "AGENT_CONFIG"
-            raise ConfigError(f"config file not found: {path} (from {origin})")
-        return path
-    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
 
 
 def load_settings(config_file: str | None = None) -> Settings:
@@ -384,38 +336,14 @@ def load_settings(config_file: str | None = None) -> Settings:
     unreadable file, an unknown key or variable, an invalid value, or a
     provider chosen without what it needs.
     """
-    env = os.environ
-    path = config_file_path(config_file)
-    file = read_config_file(path) if path is not None else None
-    if file is not None:
-        check_file_keys(Settings, file, GATEWAY_SECTIONS)
-    check_env_names(Settings, env, GATEWAY_SECTIONS)
-    data = file.data if file is not None else {}
-
-    class FileSettings(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (
-                init_settings,
-                env_settings,
-                _LegacyEnvSource(settings_cls),
-                MappingSource(settings_cls, data),
-            )
-
-    try:
-        settings: Settings = FileSettings()
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, file, env, _LEGACY_NAMES)) from None
-    except SettingsError as exc:  # e.g. a list-valued variable that is not JSON
-        raise ConfigError(describe_settings_error(exc, Settings, env)) from None
-    _check_consistency(settings, file, env)
+    settings, file = load(
+        Settings,
+        config_file,
+        tolerated={},
+        more_sources=lambda cls: (_LegacyEnvSource(cls),),
+        also=_LEGACY_NAMES,
+    )
+    _check_consistency(settings, file, os.environ)
     return settings
 
 
@@ -446,3 +374,11 @@ def _check_consistency(
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():
         raise ConfigError(f"auth.tokens_file: no such file: {tokens}")
+    jwks_file = settings.auth.jwt.jwks_file
+    if jwks_file is not None:
+        # An offline key set is read here, so --check-config catches a bad one;
+        # a jwks_url is never fetched by a check (the issuer may be down for a while).
+        try:
+            read_jwks_file(jwks_file)
+        except KeySetError as exc:
+            raise ConfigError(f"auth.jwt.jwks_file: {exc}") from None

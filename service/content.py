@@ -56,5 +56,17 @@ class Message:
 class Usage:
     """Token usage of one model call (cumulative within that call)."""
 
-    input_tokens: int = 0
+    input_tokens: int = 0  # not read from or written to a prompt cache
     output_tokens: int = 0
+    # Anthropic prompt caching: input written to the cache (billed at 1.25x input)
+    # and read from it (0.1x). ``input_tokens`` excludes both, as the API reports.
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )

@@ -15,6 +15,7 @@ them into ``ProviderError`` with the code that fits.
     ├── RequestCancelled       CANCELLED          cancelled by its owner or a disconnect
     ├── DeadlineExceeded       DEADLINE_EXCEEDED  request_timeout ran out
     ├── ServiceUnavailable     UNAVAILABLE        shutting down / not admitting
+    │   └── StoreUnavailable   UNAVAILABLE        the database cannot be reached (retry hint)
     └── ProviderError          any code           the upstream LLM failed; code chosen by the bridge
         └── UpstreamLost       UNAVAILABLE        the connection to the host failed or broke
 
@@ -71,6 +72,10 @@ class Reason(StrEnum):
     # The provider answered something that is not its protocol (bad JSON, unknown status).
     PROVIDER_INVALID_RESPONSE = "PROVIDER_INVALID_RESPONSE"
     PROVIDER_TIMEOUT = "PROVIDER_TIMEOUT"
+    # A bearer token was presented but failed a check (RFC 6750 error="invalid_token").
+    INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 - a reason's name, not a secret
+    # The conversation store (the database) cannot be reached: retry after the hint.
+    STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 
 
 class AgentError(Exception):
@@ -175,6 +180,17 @@ class ServiceUnavailable(AgentError):
     """The service is not admitting work (for example while shutting down)."""
 
     code = Code.UNAVAILABLE
+
+
+class StoreUnavailable(ServiceUnavailable):
+    """The conversation store cannot be reached (a database outage); retrying later helps.
+
+    Always carries the ``STORE_UNAVAILABLE`` reason and a retry hint, so every
+    route answers 503 with ``Retry-After`` while the database is away.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float = 2.0) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, reason=Reason.STORE_UNAVAILABLE)
 
 
 class ProviderError(AgentError):

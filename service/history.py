@@ -79,6 +79,68 @@ def fit_history(
     return list(messages[best if best is not None else latest :])
 
 
+def stepped_window(
+    messages: Sequence[Message],
+    budget_tokens: int,
+    watermark_tokens: int,
+    estimate: Callable[[Message], int] = estimate_tokens,
+) -> list[Message]:
+    """The part of ``messages`` to send, cut back in steps so the prompt's prefix stays put.
+
+    ``fit_history`` slides the window by one turn whenever the history is over
+    budget, so once a conversation has outgrown it the first message of the
+    prompt changes on every turn and no provider cache ever sees the same
+    prefix twice. Here the window is replayed turn by turn from the start of
+    the conversation: it keeps its start while the prompt (from that start
+    to the newest turn's user message) fits ``budget_tokens``; when it does
+    not, it is cut to the oldest turn start from which the prompt fits
+    ``watermark_tokens``, and grows again from there. Between two cuts every
+    prompt therefore begins with the whole previous one.
+
+    The replay depends only on the messages, so the same history always
+    gives the same window; nothing is stored. Like ``fit_history``, the
+    result starts at a plain user message (tool calls keep their results),
+    the current turn is kept even when it alone is over budget, and input
+    without a plain user message is returned unchanged. A watermark at or
+    above the budget gives ``fit_history``'s window.
+    """
+    starts = [
+        i for i, m in enumerate(messages) if m.role == "user" and not _carries_tool_results(m)
+    ]
+    if not starts:
+        return list(messages)
+    watermark = min(watermark_tokens, budget_tokens)
+    prefix = [0]  # prefix[i]: tokens of messages[:i]
+    for message in messages:
+        prefix.append(prefix[-1] + estimate(message))
+    start = 0  # index into ``starts``
+    for turn, index in enumerate(starts):
+        # The prompt of that turn ran up to its user message (tool rounds extend it).
+        end = prefix[index + 1]
+        if end - prefix[starts[start]] <= budget_tokens:
+            continue
+        # The oldest start from which the prompt fits the watermark; the turn alone if none.
+        start = _oldest_within(starts, prefix, end, watermark, turn)
+    return list(messages[starts[start] :])
+
+
+def _oldest_within(
+    starts: Sequence[int], prefix: Sequence[int], end: int, limit: int, last: int
+) -> int:
+    """The first of ``starts[:last]`` from which ``end`` is within ``limit``, else ``last``.
+
+    The distance to ``end`` shrinks as the start moves on, so a binary search finds it.
+    """
+    low, high = 0, last
+    while low < high:
+        middle = (low + high) // 2
+        if end - prefix[starts[middle]] <= limit:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
 # Between the texts of two merged turns: a paragraph break, so the model reads two
 # messages, not one glued sentence ("What is 17*23?Tell me a story").
 TURN_SEPARATOR = "\n\n"

@@ -13,8 +13,8 @@ import sys
 
 import yaml
 
+from agentconf.files import ConfigError
 from service.config import Settings, load_settings
-from service.config_file import ConfigError
 from service.listen import ListenError
 from service.observability.logs import configure_logging
 from service.server import running_service

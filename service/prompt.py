@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.content import Message
-from service.history import fit_history, merge_consecutive
+from service.history import estimate_tokens, merge_consecutive, stepped_window
 from service.profiles import Profile
 from service.providers.base import CompletionRequest
 
@@ -24,6 +24,13 @@ class PromptRules:
     system_prompt: str
     max_tokens: int
     history_budget_tokens: int
+    # The share of the budget a cut brings the history down to (see stepped_window);
+    # 1.0 slides the window by one turn at a time.
+    history_watermark: float = 0.7
+
+    @property
+    def history_watermark_tokens(self) -> int:
+        return int(self.history_budget_tokens * self.history_watermark)
 
 
 def system_prompt(base: str, profile: Profile) -> str:
@@ -50,11 +57,23 @@ def build_request(
     """The model request of a turn: history and the new message, fitted to the budget.
 
     ``history`` is the stored conversation, oldest first (it may hold two user
-    turns in a row after a failed turn; they are merged here).
+    turns in a row after a failed turn; they are merged here). The window is cut
+    in steps replayed from the history's first message, so ``history`` is the
+    whole conversation or begins where an earlier window of it began (see
+    ``HistoryReader``); anywhere else it gives a window cut at other places.
+    ``estimates`` are the stored estimates of ``history``, one each.
     """
     messages = merge_consecutive([*history, message])
+    # Stored estimates of the messages merging left as they were (the same objects).
+    known = {id(m): e for m, e in zip(history, estimates or (), strict=estimates is not None)}
+
+    def estimate(m: Message) -> int:
+        return known.get(id(m)) or estimate_tokens(m)
+
     return CompletionRequest(
-        messages=fit_history(messages, rules.history_budget_tokens),
+        messages=stepped_window(
+            messages, rules.history_budget_tokens, rules.history_watermark_tokens, estimate
+        ),
         system=system_prompt(rules.system_prompt, profile),
         max_tokens=rules.max_tokens if max_tokens is None else max_tokens,
         model=model,

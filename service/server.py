@@ -25,6 +25,7 @@ from service.agent import AgentLoop
 from service.auth import Authenticator
 from service.chat import ChatService
 from service.config import Settings
+from service.idp import JwtVerifier
 from service.limits import Limits
 from service.listen import add_port, check_address_free
 from service.observability.metrics import MetricsEndpoint, ServiceMetrics
@@ -43,6 +44,7 @@ from service.scheduler.memory import MemoryScheduler
 from service.scheduler.postgres import PostgresScheduler
 from service.status import ProviderProbes, startup_probe
 from service.store.factory import open_store, postgres_target
+from service.store.watch import StoreWatch, publish_to
 from service.streams import StreamingTurns
 from service.tools import default_registry
 from service.tools.mcp_registry import McpTools
@@ -129,6 +131,7 @@ def build_providers(
             anthropic_base_url=settings.anthropic.base_url or None,
             anthropic_model=settings.anthropic.model,
             anthropic_max_retries=settings.anthropic.max_retries,
+            anthropic_prompt_caching=settings.anthropic.prompt_caching,
             first_byte_timeout_s=timeouts.first_byte_timeout_s,
             idle_timeout_s=timeouts.idle_timeout_s,
         )
@@ -159,13 +162,19 @@ async def running_service(
         for provider in {id(p): p for p in [*ollama_hosts.values(), *providers.values()]}.values():
             stack.push_async_callback(provider.aclose)
 
+        jwt = settings.auth.jwt
         auth = Authenticator(
             shared_token=settings.auth.shared_token,
             users_file=settings.auth.tokens_file,
             default_user=settings.auth.default_user,
             known_tiers=settings.limits.tiers,
             reload_interval_s=settings.auth.reload_interval_s,
+            jwt=JwtVerifier.from_section(jwt, known_tiers=settings.limits.tiers)
+            if jwt.enabled
+            else None,
         )
+        stack.push_async_callback(auth.aclose)
+        await auth.start()  # fetches the JWT key set; an unreachable issuer only warns
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         scheduler, queue_stats = await build_scheduler(settings, stack)
         tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
@@ -213,7 +222,14 @@ async def running_service(
         await monitor.check()
         health_checks = asyncio.create_task(monitor.run(), name="ollama-health")
         stack.push_async_callback(_stop, health_checks)
-        streams = StreamingTurns(chat, scheduler, store, settings.stream)
+        shared = scheduler if isinstance(scheduler, PostgresScheduler) else None
+        streams = StreamingTurns(
+            chat,
+            scheduler,
+            store,
+            settings.stream,
+            replica=shared.replica_id if shared is not None else "",
+        )
         servicer = AgentServicer(
             auth=auth,
             chat=chat,
@@ -256,8 +272,17 @@ async def running_service(
         )
         port = add_port(server, settings.grpc.address)
         await server.start()
+        if shared is not None:
+            # Where other replicas forward watches of requests running here; then take
+            # over, now and then, the waiting requests of replicas that went away.
+            await shared.publish_address(f"{settings.grpc.address.rpartition(':')[0]}:{port}")
+            adoption = asyncio.create_task(streams.adopt_forever(), name="adopt")
+            stack.push_async_callback(_stop, adoption)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # The store's own health entry (readiness reports a database outage from it).
+        store_watch = StoreWatch(store, publish_to(health_servicer)).run()
+        stack.push_async_callback(_stop, asyncio.create_task(store_watch, name="store-health"))
         log.info(
             "agent service listening on %s (provider %s, model %s)",
             settings.grpc.address,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pydantic
 import pytest
 
+from agentconf.files import ConfigError
 from gateway.config import load_gateway_settings
 from service.config import Settings, load_settings
-from service.config_file import ConfigError
 
 
 def test_defaults() -> None:

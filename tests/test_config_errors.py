@@ -15,10 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from agentconf.files import ConfigError
 from gateway.config import load_gateway_settings
-from gateway.config_file import ConfigError as GatewayConfigError
 from service.config import load_settings
-from service.config_file import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -51,14 +50,13 @@ def one_line(stderr: str) -> str:
 
 BOTH = ("agent-service", "agent-gateway")
 SERVICE = ("agent-service",)  # the gateway leaves the service's sections to the service
-GATEWAY = ("agent-gateway",)  # and the service leaves sse to the gateway
 ENV_CASES = [
     (BOTH, {"AGENT_API_SERVER__PORT": "abc"}, ["AGENT_API_SERVER__PORT", "port", "integer"]),
     (SERVICE, {"AGENT_QUEUE__MAX_PENDING": "-1"}, ["AGENT_QUEUE__MAX_PENDING", "greater than"]),
     (SERVICE, {"AGENT_QUEUE__MAX_PENDNG": "3"}, ["MAX_PENDNG", "did you mean 'max_pending'"]),
     (BOTH, {"AGENT_QUEUE_MAX_PENDING": "3"}, ["did you mean AGENT_QUEUE__MAX_PENDING"]),
     (BOTH, {"AGENT_QUEU__MAX_PENDING": "3"}, ["did you mean 'queue'"]),
-    (GATEWAY, {"AGENT_SSE__KEEPALIVE": "3"}, ["did you mean 'keepalive_s'"]),
+    (BOTH, {"AGENT_SSE__KEEPALIVE": "3"}, ["did you mean 'keepalive_s'"]),
     (BOTH, {"AGENT_API_SERVER__CORS_ORIGINS": "x"}, ["AGENT_API_SERVER__CORS_ORIGINS", "JSON"]),
     (BOTH, {"AGENT_API_SERVER__LOG_LEVEL": "loud"}, ["LOG_LEVEL", "must be one of"]),
     (BOTH, {"AGENT_CONFIG": "missing.yaml"}, ["config file not found: missing.yaml"]),
@@ -175,14 +173,3 @@ def test_check_config_prints_the_effective_settings_with_secrets_masked(tmp_path
     assert shown["auth"]["shared_token"] == "***"
     assert shown["store"]["url"] == "postgresql://agent:***@db/agent"
     assert "default provider: anthropic" in proc.stdout
-
-
-def test_the_two_loaders_are_twins() -> None:
-    """gateway/config_file.py copies service/config_file.py (the gateway never imports service/)."""
-
-    def body(path: Path) -> str:
-        text = path.read_text()
-        return text[text.index('"""', 3) + 3 :]
-
-    assert body(ROOT / "service" / "config_file.py") == body(ROOT / "gateway" / "config_file.py")
-    assert GatewayConfigError is not ConfigError  # two modules, one behaviour

@@ -96,7 +96,9 @@ async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig:
         await rig.chat.run_turn(TurnInput(user_id="u", message=FIRST, request_id="h1"), record)
     started = events[0]
     assert isinstance(started, Started)
-    turn = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h3")
+    turn = TurnInput(
+        user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h3"
+    )
     await rig.chat.run_turn(turn)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
 
@@ -120,6 +122,8 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
     await rig.chat.wait_persisted()
     started = seen[0]
     assert isinstance(started, Started)
-    again = TurnInput(user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h4")
+    again = TurnInput(
+        user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h4"
+    )
     await rig.chat.run_turn(again)
     assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"

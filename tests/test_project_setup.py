@@ -16,7 +16,7 @@ from grpc_tools import protoc
 from service.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-_LOCAL = {"service", "gateway", "agent", "tests", "scripts"}
+_LOCAL = {"agentconf", "service", "gateway", "agent", "tests", "scripts"}
 
 
 def _imported_top_level(folder: Path) -> set[str]:
@@ -42,7 +42,7 @@ def _declared() -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("package", ["service", "gateway"])
+@pytest.mark.parametrize("package", ["agentconf", "service", "gateway"])
 def test_every_imported_package_is_declared(package: str) -> None:
     distributions = packages_distributions()
     declared = _declared()

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from service.auth import Principal
+from service.context import Call, enter_call
 from service.observability import logs
-from service.rpc.calls import Call, enter_call
 
 
 @pytest.fixture

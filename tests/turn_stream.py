@@ -25,7 +25,9 @@ class TurnStream:
     def __init__(self, chat: ChatService, turn: TurnInput) -> None:
         self._chat = chat
         # The RPC edge mints a request id for every turn; tests that do not care get one here.
-        self._turn = turn if turn.request_id else dataclasses.replace(turn, request_id=uuid.uuid4().hex)
+        self._turn = (
+            turn if turn.request_id else dataclasses.replace(turn, request_id=uuid.uuid4().hex)
+        )
         self._events: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
         self._task: asyncio.Task[None] | None = None
 

@@ -31,10 +31,29 @@ class LimitSet(BaseModel):
     max_output_tokens: int | None = Field(None, ge=0)
 
 
+class TokenWeights(BaseModel):
+    """What one prompt-cache token counts against the token budgets, in input tokens.
+
+    Budgets count input + output tokens one for one; the defaults give cache
+    reads and writes the weight Anthropic bills them with (0.1x and 1.25x the
+    input price), so a long cached conversation is charged what it costs.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    cache_read: float = Field(0.1, ge=0.0)
+    cache_creation: float = Field(1.25, ge=0.0)
+
+    def billed(self, tokens: int, cache_creation: int, cache_read: int) -> int:
+        """Budget tokens of ``tokens`` (input + output) plus the weighted cache tokens."""
+        return tokens + round(cache_creation * self.cache_creation + cache_read * self.cache_read)
+
+
 class LimitsSection(LimitSet):
     """The defaults, plus named tiers that override any of them."""
 
     tiers: dict[str, LimitSet] = Field(default_factory=dict)
+    weights: TokenWeights = Field(default_factory=TokenWeights)
 
     def resolve(self, tier: str) -> ResolvedLimits:
         """The limits that apply to a user of ``tier`` ("" or unknown: the defaults)."""

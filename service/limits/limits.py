@@ -80,7 +80,7 @@ class Limits:
         limits = self.of(user_id)
         if limits.tokens_per_day or limits.tokens_per_month:
             windows = UtcWindows.at(self._wall_clock())
-            spend = await self._spend.token_spend(user_id, windows.day)
+            spend = self._billed(await self._spend.token_spend(user_id, windows.day))
             _check_budgets(user_id, limits, spend, windows)
         if limits.requests_per_minute:
             now = self._clock()
@@ -102,7 +102,7 @@ class Limits:
         """What ``user_id`` may use and has spent in the current UTC day and month."""
         limits = self.of(user_id)
         windows = UtcWindows.at(self._wall_clock())
-        spend = await self._spend.token_spend(user_id, windows.day)
+        spend = self._billed(await self._spend.token_spend(user_id, windows.day))
         return LimitsReport(
             user_id=user_id,
             limits=limits,
@@ -112,6 +112,14 @@ class Limits:
             left_this_month=_left(limits.tokens_per_month, spend.month_tokens),
             day_resets_at=windows.day_ends_at,
             month_resets_at=windows.month_ends_at,
+        )
+
+    def _billed(self, spend: TokenSpend) -> TokenSpend:
+        """Spend as the budgets count it: cache reads and writes at their weights."""
+        weights = self._section.weights
+        return TokenSpend(
+            weights.billed(spend.day_tokens, spend.day_cache_creation, spend.day_cache_read),
+            weights.billed(spend.month_tokens, spend.month_cache_creation, spend.month_cache_read),
         )
 
 

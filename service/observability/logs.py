@@ -1,7 +1,7 @@
 """Logging for the service: text or JSON lines, each carrying the call it belongs to.
 
 A filter copies the current RPC's method, user and request id (from
-``service.rpc.calls``) onto every record, so a line logged deep inside a
+``service.context``) onto every record, so a line logged deep inside a
 turn still says which request it is about. JSON lines come from
 python-json-logger. Third-party loggers that write request bodies at debug
 level (the Anthropic SDK, httpx, the MCP SDK) are held at info unless
@@ -16,7 +16,7 @@ from typing import Literal
 
 from pythonjsonlogger.json import JsonFormatter
 
-from service.rpc.calls import find_call
+from service.context import find_call
 
 LogFormat = Literal["text", "json"]
 CONTENT_LOGGERS = ("anthropic", "httpx", "httpcore", "mcp")

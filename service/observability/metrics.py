@@ -92,7 +92,9 @@ class ServiceMetrics:
         )
         self.tokens = Counter(
             "agent_tokens_total",
-            "Tokens as the providers report them, by direction (input or output).",
+            # The label keeps its first name (dashboards use it); it names the kind.
+            "Tokens as the providers report them, by kind: input (uncached), output,"
+            " cache_read and cache_creation (prompt-cache input).",
             ["provider", "model", "direction"],
             registry=r,
         )
@@ -130,6 +132,12 @@ class ServiceMetrics:
             self.tokens.labels(provider, model, "input").inc(usage.input_tokens)
         if usage.output_tokens:
             self.tokens.labels(provider, model, "output").inc(usage.output_tokens)
+        if usage.cache_read_input_tokens:
+            self.tokens.labels(provider, model, "cache_read").inc(usage.cache_read_input_tokens)
+        if usage.cache_creation_input_tokens:
+            self.tokens.labels(provider, model, "cache_creation").inc(
+                usage.cache_creation_input_tokens
+            )
 
     def provider_failed(self, provider: str, error: BaseException) -> None:
         if isinstance(error, ProviderError):

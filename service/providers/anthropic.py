@@ -25,16 +25,18 @@ import anthropic
 import httpx2
 from anthropic.lib.streaming import AsyncMessageStream, ParsedMessageStreamEvent
 from anthropic.types import (
-    MessageParam,
     MetadataParam,
     TextBlockParam,
-    ToolParam,
-    ToolResultBlockParam,
-    ToolUseBlockParam,
 )
 
-from service.content import Message, TextBlock, ToolUseBlock, Usage
+from service.content import Usage
 from service.errors import AgentError, Code, ProviderError, Reason
+from service.providers.anthropic_wire import (
+    cache_breakpoints,
+    message_params,
+    tool_params,
+    updated_usage,
+)
 from service.providers.base import (
     CompletionRequest,
     ProviderEvent,
@@ -76,48 +78,6 @@ _STOP_REASONS: dict[str, StopReason] = {
     "refusal": "refusal",
 }
 
-Block = TextBlockParam | ToolUseBlockParam | ToolResultBlockParam
-
-
-def _blocks(message: Message) -> list[Block]:
-    blocks: list[Block] = []
-    for block in message.content:
-        if isinstance(block, TextBlock):
-            if block.text:  # the API rejects empty text blocks
-                blocks.append({"type": "text", "text": block.text})
-        elif isinstance(block, ToolUseBlock):
-            blocks.append(
-                {"type": "tool_use", "id": block.id, "name": block.name, "input": dict(block.input)}
-            )
-        else:
-            result: ToolResultBlockParam = {
-                "type": "tool_result",
-                "tool_use_id": block.tool_use_id,
-                "content": block.content,
-            }
-            if block.is_error:
-                result["is_error"] = True
-            blocks.append(result)
-    return blocks
-
-
-def message_params(request: CompletionRequest) -> list[MessageParam]:
-    """Our messages as Messages API params (blocks map one to one)."""
-    out: list[MessageParam] = []
-    for message in request.messages:
-        if message.role == "assistant":
-            out.append({"role": "assistant", "content": _blocks(message)})
-        else:
-            out.append({"role": "user", "content": _blocks(message)})
-    return out
-
-
-def tool_params(request: CompletionRequest) -> list[ToolParam]:
-    return [
-        {"name": t.name, "description": t.description, "input_schema": t.parameters}
-        for t in request.tools
-    ]
-
 
 class AnthropicBridge:
     """Streams Messages API completions through one long-lived AsyncAnthropic client."""
@@ -136,8 +96,10 @@ class AnthropicBridge:
         idle_timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
         probe_timeout_s: float = 5.0,
+        prompt_caching: bool = True,
     ) -> None:
         self.model = model
+        self._prompt_caching = prompt_caching
         self.url = (base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_key = api_key or ""
         self._max_retries = max_retries
@@ -175,14 +137,21 @@ class AnthropicBridge:
         if not self._api_key:
             raise self._missing_key()
         model = request.model or self.model
+        messages, tools = message_params(request), tool_params(request)
+        system: list[TextBlockParam] = (
+            [{"type": "text", "text": request.system}] if request.system else []
+        )
+        if self._prompt_caching:
+            cache_breakpoints(system, tools, messages)
 
         def open_stream() -> anthropic.AsyncMessageStreamManager[Any]:
             return self._client.messages.stream(
                 model=model,
                 max_tokens=request.max_tokens,
-                messages=message_params(request),
-                system=request.system or anthropic.omit,
-                tools=tool_params(request) or anthropic.omit,
+                messages=messages,
+                # A plain string when nothing is marked: the shape the API documents first.
+                system=(system if self._prompt_caching else request.system) or anthropic.omit,
+                tools=tools or anthropic.omit,
                 metadata=(
                     MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit
                 ),
@@ -245,7 +214,7 @@ class AnthropicBridge:
     async def _events(
         self, stream: AsyncMessageStream[Any], model: str, first_deadline: float
     ) -> AsyncGenerator[ProviderEvent, None]:
-        input_tokens = output_tokens = 0
+        usage = Usage()
         stop_reason: str | None = None
         first = True
         while True:
@@ -254,8 +223,13 @@ class AnthropicBridge:
             if event is None:
                 raise stream_broken(self._upstream, model, "no message_stop event")
             if event.type == "message_start":
-                input_tokens = event.message.usage.input_tokens
-                output_tokens = event.message.usage.output_tokens
+                start = event.message.usage
+                usage = Usage(
+                    start.input_tokens,
+                    start.output_tokens,
+                    start.cache_creation_input_tokens or 0,
+                    start.cache_read_input_tokens or 0,
+                )
             elif event.type == "content_block_delta":
                 if event.delta.type == "text_delta" and event.delta.text:
                     yield TextDelta(event.delta.text)
@@ -267,12 +241,10 @@ class AnthropicBridge:
                     yield ToolCall(id=block.id, name=block.name, arguments=dict(block.input))
             elif event.type == "message_delta":
                 stop_reason = event.delta.stop_reason
-                output_tokens = event.usage.output_tokens
-                if event.usage.input_tokens is not None:
-                    input_tokens = event.usage.input_tokens
+                usage = updated_usage(usage, event.usage)
             elif event.type == "message_stop":
                 await self._drain(stream)
-                yield Usage(input_tokens=input_tokens, output_tokens=output_tokens)
+                yield usage
                 yield Stop(_STOP_REASONS.get(stop_reason or "", "other"))
                 return
 

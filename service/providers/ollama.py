@@ -1,4 +1,4 @@
-"""OllamaBridge: the Provider over Ollama's /api/chat (NDJSON streaming, httpx).
+"""OllamaBridge: the Provider over Ollama's /api/chat (NDJSON streaming, httpx2).
 
 No retries here: Ollama is local and a failed call is reported at once, so
 the scheduler decides (the 503 "server busy" carries a retry hint).
@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
-import httpx
+import httpx2
 
 from service.content import Message, TextBlock, ToolResultBlock, ToolUseBlock, Usage
 from service.errors import AgentError, ProviderError
@@ -41,7 +41,6 @@ from service.providers.errors import (
     next_in_time,
     stream_broken,
 )
-from service.providers.transport import LeanTransport
 
 log = logging.getLogger(__name__)
 
@@ -151,23 +150,21 @@ class OllamaBridge:
         )
         # Our own timers enforce the deadlines; httpx's read timeout is only a backstop.
         backstop = max(first_byte_timeout_s, idle_timeout_s) + 5.0
-        timeout = httpx.Timeout(backstop, connect=connect_timeout_s)
-        # httpcore costs several times the CPU of the rest of a request; see transport.py.
-        self._transport = LeanTransport(
-            # Sized to the requests the scheduler lets through (plus probes), so every
-            # admitted request gets a connection and idle ones are kept for reuse.
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            )
+        # Sized to the requests the scheduler lets through (plus probes), so every
+        # admitted request gets a connection and idle ones are kept for reuse.
+        # httpx2, the Anthropic SDK's client, rather than httpx 0.28: httpcore 1.0's pool
+        # hands one idle connection to several waiting requests and retries the losers,
+        # which cost ~10x the CPU per call at 32 concurrent calls (scripts/bench_bridge.py).
+        limits = httpx2.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
         )
         # trust_env=False: a proxy from the environment must not intercept a local server.
-        self._client = httpx.AsyncClient(
-            base_url=self.url, timeout=timeout, transport=self._transport, trust_env=False
+        self._client = httpx2.AsyncClient(
+            base_url=self.url,
+            timeout=httpx2.Timeout(backstop, connect=connect_timeout_s),
+            transport=httpx2.AsyncHTTPTransport(limits=limits),
+            trust_env=False,
         )
-        # The chat call goes to the transport directly: the client's redirect, auth,
-        # cookie and URL-merging steps cost ~15% of a call and do nothing here.
-        self._chat_url = httpx.URL(f"{self.url}/api/chat")
-        self._chat_extensions = {"timeout": timeout.as_dict()}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -179,14 +176,12 @@ class OllamaBridge:
         first_deadline = loop.time() + self._first_byte_timeout_s
         try:
             async with asyncio.timeout_at(first_deadline):
-                response = await self._transport.handle_async_request(
-                    httpx.Request(
-                        "POST", self._chat_url, json=payload, extensions=self._chat_extensions
-                    )
+                response = await self._client.send(
+                    self._client.build_request("POST", "/api/chat", json=payload), stream=True
                 )
         except TimeoutError:
             raise first_byte_timeout(self._upstream, model, self._first_byte_timeout_s) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise self._transport_error(exc, model, started=False) from exc
         try:
             if response.status_code != 200:
@@ -245,7 +240,7 @@ class OllamaBridge:
                 first_byte_timeout_s=self._first_byte_timeout_s,
                 idle_timeout_s=self._idle_timeout_s,
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise self._transport_error(exc, model, started=True) from exc
 
     def _parse(self, line: str, model: str) -> dict[str, Any]:
@@ -282,14 +277,14 @@ class OllamaBridge:
             async with asyncio.timeout(min(_DRAIN_S, self._idle_timeout_s)):
                 async for _ in lines:
                     pass
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, httpx2.HTTPError):
             log.debug("Ollama at %s did not end the body after the done line", self.url)
 
-    async def _status_error(self, response: httpx.Response, model: str) -> AgentError:
+    async def _status_error(self, response: httpx2.Response, model: str) -> AgentError:
         try:
             async with asyncio.timeout(self._idle_timeout_s):
                 raw = await response.aread()
-        except (TimeoutError, httpx.HTTPError):
+        except (TimeoutError, httpx2.HTTPError):
             raw = b""
         detail = raw.decode("utf-8", "replace").strip()
         try:
@@ -302,10 +297,10 @@ class OllamaBridge:
             self._upstream, response.status_code, detail, model=model, headers=response.headers
         )
 
-    def _transport_error(self, exc: httpx.HTTPError, model: str, *, started: bool) -> AgentError:
-        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+    def _transport_error(self, exc: httpx2.HTTPError, model: str, *, started: bool) -> AgentError:
+        if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout):
             return connect_failure(self._upstream, exc)
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, httpx2.TimeoutException):
             if started:
                 return idle_timeout(self._upstream, model, self._idle_timeout_s)
             return first_byte_timeout(self._upstream, model, self._first_byte_timeout_s)
@@ -328,12 +323,12 @@ class OllamaBridge:
                 reachable=False,
                 detail=f"Ollama at {self.url} did not answer within {self._probe_timeout_s:g} s",
             )
-        except httpx.HTTPStatusError as exc:
+        except httpx2.HTTPStatusError as exc:
             return ProviderHealth(
                 reachable=False,
                 detail=f"Ollama at {self.url} answered HTTP {exc.response.status_code}",
             )
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        except (httpx2.HTTPError, ValueError, AttributeError) as exc:
             reason = connect_failure(self._upstream, exc).message
             return ProviderHealth(reachable=False, detail=reason)
         available = _canonical(self.model) in names
@@ -370,11 +365,11 @@ class OllamaBridge:
             raise ProviderError(
                 f"Ollama at {self.url} did not answer within {self._probe_timeout_s:g} s"
             ) from None
-        except httpx.HTTPStatusError as exc:
+        except httpx2.HTTPStatusError as exc:
             raise ProviderError(
                 f"Ollama at {self.url} answered HTTP {exc.response.status_code}"
             ) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise connect_failure(self._upstream, exc) from None
         except (ValueError, AttributeError) as exc:
             raise ProviderError(f"Ollama at {self.url} sent an unreadable answer: {exc}") from None

@@ -48,7 +48,12 @@ def _timestamp(value: datetime) -> Timestamp:
 
 
 def usage(u: Usage) -> pb.Usage:
-    return pb.Usage(input_tokens=u.input_tokens, output_tokens=u.output_tokens)
+    return pb.Usage(
+        input_tokens=u.input_tokens,
+        output_tokens=u.output_tokens,
+        cache_creation_input_tokens=u.cache_creation_input_tokens,
+        cache_read_input_tokens=u.cache_read_input_tokens,
+    )
 
 
 def chat_response(r: TurnResult) -> pb.ChatResponse:
@@ -195,7 +200,12 @@ def message(m: StoredMessage) -> pb.ConversationMessage:
         status=_MESSAGE_STATUS.get(m.status, pb.MESSAGE_STATUS_UNSPECIFIED),
         provider=m.provider,
         model=m.model,
-        usage=pb.Usage(input_tokens=m.input_tokens, output_tokens=m.output_tokens),
+        usage=pb.Usage(
+            input_tokens=m.input_tokens,
+            output_tokens=m.output_tokens,
+            cache_creation_input_tokens=m.cache_creation_input_tokens,
+            cache_read_input_tokens=m.cache_read_input_tokens,
+        ),
         create_time=_timestamp(m.created_at),
         request_id=m.request_id,
         text="".join(b.text for b in m.content if isinstance(b, TextBlock)),

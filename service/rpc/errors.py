@@ -13,8 +13,8 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from service.context import current_method
 from service.errors import ERROR_DOMAIN, AgentError, Code
-from service.rpc.calls import current_method
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ the handler:
 
 - the bearer token is checked (UNAUTHENTICATED otherwise), and the call's
   method, caller and request id (``x-request-id``) are set in the contextvar
-  of ``service.rpc.calls``; handlers only resolve which user a trusted caller
+  of ``service.context``; handlers only resolve which user a trusted caller
   acts as;
 - a server span continues the caller's trace (``traceparent``), when tracing is on;
 - the call is counted and timed (``agent_grpc_server_*``) and gets one access
@@ -27,9 +27,9 @@ from typing import Any, cast
 import grpc
 
 from service.auth import Authenticator, Principal
+from service.context import Call, enter_call, find_call, request_id_from
 from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
-from service.rpc.calls import Call, enter_call, find_call, request_id_from
 from service.rpc.errors import Context, abort
 
 _AUTHORIZATION = "authorization"
@@ -73,8 +73,10 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         short = method.rsplit("/", 1)[-1]
         tracing, metrics = self._tracing, self._metrics
 
-        def begin() -> None:
-            principal: Principal = self._auth.authenticate(metadata.get(_AUTHORIZATION))
+        async def begin() -> None:
+            # Awaited: a JWT whose key is not cached yet waits for the key-set fetch
+            # without blocking the loop; every other token is checked synchronously.
+            principal: Principal = await self._auth.identify(metadata.get(_AUTHORIZATION))
             # The one place a request id is minted in the service: every call has one,
             # and a chat turn without its own runs under it.
             request_id = request_id_from(metadata.get(_REQUEST_ID)) or uuid.uuid4().hex
@@ -86,7 +88,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             try:
                 with tracing.rpc(method, metadata):
                     try:
-                        begin()
+                        await begin()
                     except Exception as exc:
                         await abort(context, exc)
                     result = await run()

@@ -9,13 +9,14 @@ from agent.v1 import agent_pb2_grpc
 
 from service.auth import Authenticator, Principal
 from service.chat import ChatService
+from service.context import current_call
 from service.errors import InvalidRequest
 from service.events import TurnInput
 from service.limits import Limits
 from service.observability.metrics import ServiceMetrics
 from service.rpc import convert, streaming
-from service.rpc.calls import current_call
 from service.rpc.errors import Context, abort, unary_errors
+from service.rpc.forward import ReplicaForwarder
 from service.scheduler.interface import RequestScheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
@@ -67,7 +68,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         default_model: str,
         mcp: McpTools | None = None,
         metrics: ServiceMetrics | None = None,
+        forwarder: ReplicaForwarder | None = None,
     ) -> None:
+        self._forwarder = forwarder
         self._metrics = metrics or ServiceMetrics()
         self._auth = auth
         self._limits = limits
@@ -124,7 +127,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             user_id = self._user(context, request.user_id)
         except Exception as exc:
             await abort(context, exc)
-        await streaming.watch(self._streams, request, user_id, context)
+        await streaming.watch(self._streams, request, user_id, context, self._forwarder)
 
     @unary_errors
     async def GetStatus(
@@ -166,12 +169,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             version=self._version,
             user_id=user_id,
             user_usage=pb.Usage(
-                input_tokens=totals.input_tokens, output_tokens=totals.output_tokens
+                input_tokens=totals.input_tokens,
+                output_tokens=totals.output_tokens,
+                cache_creation_input_tokens=totals.cache_creation_input_tokens,
+                cache_read_input_tokens=totals.cache_read_input_tokens,
             ),
             mcp_servers=[convert.mcp_server(s) for s in self._mcp.status()] if self._mcp else [],
             user_limits=convert.user_limits(report.limits),
             user_budget=convert.token_budget(report),
             caller_admin=principal.admin,
+            identity_source=principal.mode,
         )
 
     @unary_errors

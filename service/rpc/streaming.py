@@ -13,7 +13,8 @@ from service.errors import InvalidRequest
 from service.events import ChatEvent, TurnInput, TurnResult
 from service.rpc import convert
 from service.rpc.errors import Context, abort
-from service.streams import Policy, StreamingTurns
+from service.rpc.forward import ReplicaForwarder, was_forwarded
+from service.streams import Policy, RunElsewhere, StreamingTurns
 
 _POLICIES: dict[int, Policy] = {
     pb.DISCONNECT_POLICY_CANCEL: "cancel",
@@ -50,9 +51,16 @@ async def chat(streams: StreamingTurns, turn: TurnInput, chosen: Policy | None) 
 
 
 async def watch(
-    streams: StreamingTurns, request: pb.WatchRequestRequest, user_id: str, context: Context
+    streams: StreamingTurns,
+    request: pb.WatchRequestRequest,
+    user_id: str,
+    context: Context,
+    forwarder: ReplicaForwarder | None = None,
 ) -> None:
-    """Re-attach to a request: its events after ``after_seq``, then live, then its end."""
+    """Re-attach to a request: its events after ``after_seq``, then live, then its end.
+
+    A request another replica runs is watched there, through ``forwarder``.
+    """
 
     async def found() -> None:
         await context.send_initial_metadata(WATCH_ATTACHED)
@@ -66,6 +74,13 @@ async def watch(
         if request.after_seq < 0:
             raise InvalidRequest("after_seq must not be negative")
         await streams.watch(user_id, request.request_id, request.after_seq, found, write)
+    except RunElsewhere as moved:
+        if forwarder is None or was_forwarded(context):
+            await abort(context, moved)
+        relayed = pb.WatchRequestRequest(
+            request_id=request.request_id, after_seq=request.after_seq, user_id=user_id
+        )
+        await forwarder.watch(moved.address, relayed, context)
     except grpc.aio.AbortError:
         raise
     except Exception as exc:

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
+from service.context import is_request_id
 from service.errors import InvalidRequest, QueueFull
 
 MIN_PRIORITY, MAX_PRIORITY = 1, 10
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def is_request_id(value: str) -> bool:
-    """Whether ``value`` follows the request id rule (1-64 letters, digits, '-' or '_')."""
-    return _REQUEST_ID.fullmatch(value) is not None  # fullmatch: "$" alone admits a final "\n"
 
 
 def check_request(*, priority: int, request_id: str | None) -> None:

@@ -28,7 +28,7 @@ one, so a ``finally`` needs only that call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -55,6 +55,9 @@ class RequestSpec:
     conversation_id: str | None = None
     model: str = ""
     max_active: int = 0  # the user's cap on waiting + running requests (0: none)
+    # What another replica needs to run the request if this one goes away before it
+    # starts (the turn's input, as JSON); kept with the request by a shared engine.
+    payload: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class Admission:
     priority: int
     conversation_id: str | None
     enqueued_at: float  # wall clock
+    granted: bool = False  # a slot (or its conversation's turn) was free at submit: no wait
 
 
 StopKind = Literal["cancelled", "fenced", "shutdown"]
@@ -82,13 +86,27 @@ class LeaseSignal:
     host of the slot went down, and is re-armed when the request is put back.
     """
 
-    __slots__ = ("_host", "_stop", "error", "kind")
+    __slots__ = ("_callbacks", "_host", "_stop", "error", "kind")
 
     def __init__(self) -> None:
         self._stop = asyncio.Event()
         self._host = asyncio.Event()
+        self._callbacks: list[Callable[[], object]] = []
         self.kind: StopKind | None = None
         self.error: AgentError | None = None
+
+    def on_stop(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` when the stop signal fires (at once if it has); returns an undo."""
+        if self.is_stopped:
+            callback()
+            return _nothing
+        self._callbacks.append(callback)
+
+        def undo() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return undo
 
     @property
     def is_stopped(self) -> bool:
@@ -112,6 +130,9 @@ class LeaseSignal:
         if self.kind is None:
             self.kind, self.error = kind, error
             self._stop.set()
+            callbacks, self._callbacks = self._callbacks, []
+            for callback in callbacks:
+                callback()
 
     def lose_host(self) -> None:
         self._host.set()
@@ -119,6 +140,10 @@ class LeaseSignal:
     def rearm(self) -> None:
         """After a put-back the request waits again: a lost host is no longer news."""
         self._host = asyncio.Event()
+
+
+def _nothing() -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +158,14 @@ class Grant:
     waited_s: float  # seconds between submit and this grant
     tried: tuple[str, ...] = ()  # hosts it ran on before (put back after a failure)
     signal: LeaseSignal = field(default_factory=LeaseSignal, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A waiting request this replica took over from one that went away, with its payload."""
+
+    admission: Admission
+    payload: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +210,11 @@ class RequestScheduler(Protocol):
     async def status(self, request_id: str, user_id: str) -> RequestInfo: ...
 
     async def requests(self, user_id: str | None = None) -> list[RequestInfo]: ...
+
+    # requests of replicas that went away (a shared engine only; in-process: none)
+    async def adopt(self, limit: int = 50) -> list[Adopted]: ...
+
+    async def replica_address(self, replica: str) -> str | None: ...
 
     # hosts of a pool
     async def report_host(

@@ -16,6 +16,7 @@ from service.scheduler.hosts import HostView, view
 from service.scheduler.interface import (
     NO_SLOT,
     Admission,
+    Adopted,
     Grant,
     LeaseSignal,
     Position,
@@ -58,6 +59,7 @@ class MemoryScheduler:
             priority=ticket.priority,
             conversation_id=ticket.conversation_id,
             enqueued_at=ticket.enqueued_at,
+            granted=ticket.state == "running",
         )
 
     async def acquire(self, admission: Admission, timeout: float | None = None) -> Grant:  # noqa: ASYNC109
@@ -127,6 +129,14 @@ class MemoryScheduler:
 
     async def requests(self, user_id: str | None = None) -> list[RequestInfo]:
         return self.engine.requests(user_id)
+
+    # -- replicas: one process has no other replica to take over from ------------------
+
+    async def adopt(self, limit: int = 50) -> list[Adopted]:
+        return []
+
+    async def replica_address(self, replica: str) -> str | None:
+        return None
 
     # -- hosts -------------------------------------------------------------------------
 

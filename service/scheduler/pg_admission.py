@@ -129,8 +129,8 @@ async def admit(
     )
     row: Mapping[str, Any] = await conn.fetchrow(
         "INSERT INTO sched_requests (user_id, request_id, owner, state, priority, order_key,"
-        " conversation_id, provider, model, enqueued_at)"
-        " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9) RETURNING *",
+        " conversation_id, provider, model, enqueued_at, payload)"
+        " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) RETURNING *",
         spec.user_id,
         spec.request_id,
         owner,
@@ -140,6 +140,7 @@ async def admit(
         spec.provider,
         spec.model,
         now,
+        spec.payload,
     )
     return row
 

@@ -68,6 +68,7 @@ class SchedulerCore:
         heartbeat_s: float | None = None,
         pool_size: int = 10,
         on_connect: Callable[[Any], Awaitable[None]] | None = None,
+        address: str = "",
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"schema {schema!r} must be a lower-case identifier")
@@ -78,6 +79,7 @@ class SchedulerCore:
         if not replica_id:
             raise ValueError("replica_id must not be empty")
         self.replica_id = replica_id
+        self.address = address  # this replica's gRPC address, for watches forwarded here
         self.lease_s = lease_s
         self._pools = topology(slots, hosts)
         self._rules = Rules(
@@ -141,7 +143,11 @@ class SchedulerCore:
                 async with conn.transaction():
                     await lock(conn)
                     await forget_replica(conn, self.replica_id, self._clock())
-                    await renew(conn, self.replica_id, self.lease_s, ())
+                    await renew(conn, self.replica_id, self.lease_s, (), self.address)
+                    await conn.execute(
+                        "UPDATE sched_replicas SET accepting = true WHERE replica_id = $1",
+                        self.replica_id,
+                    )
                     await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
             await self._wakeups.start(self._on_wake)
         except BaseException:
@@ -253,7 +259,7 @@ class SchedulerCore:
                 # never lock the same rows in different orders.
                 async with self._locked() as conn:
                     keys = [(u, r, h.epoch) for (u, r), h in self._held.items()]
-                    lost = await renew(conn, self.replica_id, self.lease_s, keys)
+                    lost = await renew(conn, self.replica_id, self.lease_s, keys, self.address)
                 for user_id, request_id, epoch in lost:
                     held = self._held.get((user_id, request_id))
                     if held is not None and held.epoch == epoch:  # not a newer grant since

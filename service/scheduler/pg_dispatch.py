@@ -53,8 +53,9 @@ async def rescue(conn: Any, now: float) -> int:
 
     Every granted row counts as started at the provider (the port has no "sent
     upstream" step), so a rescued grant ends failed with a retry hint and never
-    runs twice. Waiting rows of a replica that stopped heartbeating end failed
-    too: only the replica that accepted a request holds its client and payload.
+    runs twice. Waiting rows of a replica that went away wait for a live replica
+    to adopt them (``adopt``) when they carry a payload; without one they end
+    failed (only the replica that accepted them could run them).
     """
     lost = await conn.execute(
         "UPDATE sched_requests SET"
@@ -69,12 +70,12 @@ async def rescue(conn: Any, now: float) -> int:
         _LOST,
         RESCUE_RETRY_S,
     )
+    # A waiting request with its payload waits to be adopted by a live replica instead.
     gone = await conn.execute(
         "UPDATE sched_requests SET state = 'failed', closed = true, finished_at = $1,"
         " error_kind = 'ServiceUnavailable', error_code = 'UNAVAILABLE', error_message = $2,"
         " retry_after_s = $3"
-        " WHERE state = 'queued' AND owner IN"
-        "  (SELECT replica_id FROM sched_replicas WHERE expires_at < now())",
+        " WHERE state = 'queued' AND payload = '' AND NOT sched_live(owner)",
         now,
         _GONE,
         RESCUE_RETRY_S,
@@ -156,9 +157,10 @@ async def dispatch(
         first_turn[r["conversation_id"]] = r["first"]
         if r["held"]:
             held.add(r["conversation_id"])
+    # A row whose replica went away waits for adoption: a grant would go to no one.
     queued = await conn.fetch(
         "SELECT user_id, request_id, provider, model, conversation_id, seq, tried, enqueued_at"
-        " FROM sched_requests WHERE state = 'queued'"
+        " FROM sched_requests WHERE state = 'queued' AND sched_live(owner)"
         " ORDER BY provider, front DESC, order_key, seq"
     )
     grants: list[tuple[str, str, str, int | None]] = []

@@ -111,7 +111,11 @@ class Wakeups:
 
 
 async def renew(
-    conn: Any, replica_id: str, lease_s: float, held: Iterable[tuple[str, str, int]]
+    conn: Any,
+    replica_id: str,
+    lease_s: float,
+    held: Iterable[tuple[str, str, int]],
+    address: str = "",
 ) -> set[tuple[str, str, int]]:
     """Extend the leases of every open grant of this replica; the held grants that were lost.
 
@@ -120,11 +124,13 @@ async def renew(
     epoch, or is closed, was taken away: the caller fences it.
     """
     await conn.execute(
-        "INSERT INTO sched_replicas AS r (replica_id, expires_at)"
-        " VALUES ($1, now() + make_interval(secs => $2))"
-        " ON CONFLICT (replica_id) DO UPDATE SET expires_at = EXCLUDED.expires_at",
+        "INSERT INTO sched_replicas AS r (replica_id, expires_at, address)"
+        " VALUES ($1, now() + make_interval(secs => $2), $3)"
+        " ON CONFLICT (replica_id) DO UPDATE SET expires_at = EXCLUDED.expires_at,"
+        " address = EXCLUDED.address",
         replica_id,
         lease_s,
+        address,
     )
     rows = await conn.fetch(
         "UPDATE sched_requests SET lease_expires_at = now() + make_interval(secs => $2)"

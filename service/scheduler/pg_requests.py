@@ -72,6 +72,12 @@ class Requests(SchedulerCore):
                     continue
                 if row is None:
                     raise NotFound(f"no request with id {admission.request_id!r}")
+                if row["owner"] != self.replica_id:  # adopted while this replica drains
+                    raise ServiceUnavailable(
+                        f"request {admission.request_id} was handed over to another service "
+                        "replica; re-attach to it",
+                        retry_after_s=1.0,
+                    )
                 if row["state"] == "running" and row["granted"] and not row["closed"]:
                     return self._grant(key, row)
                 if row["state"] != "queued":
@@ -129,7 +135,7 @@ class Requests(SchedulerCore):
     async def _abandon(self, key: tuple[str, str]) -> None:
         """The waiting task was cancelled: the request ends as cancelled, its slot is freed."""
         row = await self._find_row(key[1], key[0])
-        if row is None or row["closed"]:
+        if row is None or row["closed"] or row["owner"] != self.replica_id:
             return
         if row["state"] == "queued":
             async with self._locked() as conn:
@@ -255,8 +261,8 @@ class Requests(SchedulerCore):
                 " FROM sched_requests WHERE user_id = $1 AND request_id = $2 FOR UPDATE",
                 *key,
             )
-            if row is None or row["closed"]:
-                return
+            if row is None or row["closed"] or row["owner"] != self.replica_id:
+                return  # ended already, or another replica's now (adopted): not ours to end
             now = self._clock()
             if row["state"] == "queued":
                 error = error or RequestCancelled(

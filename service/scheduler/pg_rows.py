@@ -40,7 +40,7 @@ REQUEST_COLUMNS = (
     "user_id, request_id, owner, state, priority, front, order_key, seq, conversation_id,"
     " provider, model, host, slot, granted, closed, lease_epoch, cancel_requested, tried,"
     " error_kind, error_code, error_message, error_reason, retry_after_s,"
-    " enqueued_at, started_at, finished_at"
+    " enqueued_at, started_at, finished_at, payload"
 )
 
 
@@ -88,4 +88,5 @@ def row_info(
         backend=row["host"] or "",
         conversation_id=row["conversation_id"],
         error=row_error(row),
+        owner=row["owner"],
     )

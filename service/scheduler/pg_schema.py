@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS sched_requests (
     error_message    text,
     error_reason     text,
     retry_after_s    double precision,
+    payload          text    NOT NULL DEFAULT '',  -- what another replica needs to run it
     enqueued_at      double precision NOT NULL,
     started_at       double precision,
     finished_at      double precision,
@@ -76,7 +77,8 @@ CREATE TABLE IF NOT EXISTS sched_hosts (
 CREATE TABLE IF NOT EXISTS sched_replicas (
     replica_id  text PRIMARY KEY,
     expires_at  timestamptz NOT NULL,
-    accepting   boolean NOT NULL DEFAULT true
+    accepting   boolean NOT NULL DEFAULT true,  -- false once it drains: its waiters are adoptable
+    address     text NOT NULL DEFAULT ''        -- its gRPC address, for forwarded watches
 );
 CREATE TABLE IF NOT EXISTS sched_lanes (
     provider        text PRIMARY KEY,
@@ -85,6 +87,11 @@ CREATE TABLE IF NOT EXISTS sched_lanes (
     avg_wait_s      double precision NOT NULL DEFAULT 0,
     wait_samples    integer NOT NULL DEFAULT 0
 );
+-- A replica is live while its heartbeat is fresh and it still accepts work.
+CREATE OR REPLACE FUNCTION sched_live(replica text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM sched_replicas r
+                   WHERE r.replica_id = replica AND r.expires_at >= now() AND r.accepting)
+$$;
 """
 
 

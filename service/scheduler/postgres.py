@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 
 from service.errors import ServiceUnavailable
 from service.scheduler.hosts import HostView
-from service.scheduler.interface import Admission, RequestSpec
+from service.scheduler.interface import Admission, Adopted, RequestSpec
 from service.scheduler.pg_admission import admit
 from service.scheduler.pg_core import UNREACHABLE
 from service.scheduler.pg_directory import Directory
@@ -108,6 +108,11 @@ class PostgresScheduler(Requests, Directory):
                     now=self._clock(),
                 )
                 await self._dispatch(conn)
+                state = await conn.fetchval(
+                    "SELECT state FROM sched_requests WHERE user_id = $1 AND request_id = $2",
+                    spec.user_id,
+                    spec.request_id,
+                )
         except UNREACHABLE as exc:
             raise ServiceUnavailable(
                 f"the shared queue's database cannot be reached ({type(exc).__name__}); "
@@ -123,21 +128,81 @@ class PostgresScheduler(Requests, Directory):
             priority=row["priority"],
             conversation_id=row["conversation_id"],
             enqueued_at=row["enqueued_at"],
+            granted=state == "running",
         )
+
+    # -- replicas ---------------------------------------------------------------------------
+
+    async def adopt(self, limit: int = 50) -> list[Adopted]:
+        """Take over waiting requests (with a payload) of replicas that went away or drain.
+
+        The rows become this replica's, in queue order; their places in the queue
+        do not change. A replica that is shutting down adopts nothing.
+        """
+        if self._closing is not None:
+            return []
+        async with self._locked() as conn:
+            rows = await conn.fetch(
+                "UPDATE sched_requests SET owner = $1 WHERE (user_id, request_id) IN"
+                " (SELECT user_id, request_id FROM sched_requests"
+                "  WHERE state = 'queued' AND payload <> '' AND owner <> $1"
+                "  AND NOT sched_live(owner) ORDER BY front DESC, order_key, seq LIMIT $2)"
+                " RETURNING *",
+                self.replica_id,
+                limit,
+            )
+            if rows:
+                await self._dispatch(conn)
+        if rows:
+            self._announce()
+        return [
+            Adopted(
+                Admission(
+                    request_id=r["request_id"],
+                    user_id=r["user_id"],
+                    provider=r["provider"],
+                    model=r["model"],
+                    priority=r["priority"],
+                    conversation_id=r["conversation_id"],
+                    enqueued_at=r["enqueued_at"],
+                ),
+                r["payload"],
+            )
+            for r in sorted(rows, key=lambda r: (not r["front"], r["order_key"], r["seq"]))
+        ]
+
+    async def publish_address(self, address: str) -> None:
+        """Tell the other replicas where this one listens (known once its port is bound)."""
+        self.address = address
+        await self._pool.execute(
+            "UPDATE sched_replicas SET address = $2 WHERE replica_id = $1",
+            self.replica_id,
+            address,
+        )
+
+    async def replica_address(self, replica: str) -> str | None:
+        """The gRPC address of a live replica (None: unknown, gone, or it gave none)."""
+        address = await self._pool.fetchval(
+            "SELECT address FROM sched_replicas WHERE replica_id = $1 AND expires_at >= now()",
+            replica,
+        )
+        return address or None
 
     # -- the service as a whole ------------------------------------------------------------
 
     async def begin_shutdown(self, message: str = "service is shutting down") -> None:
-        """Stop admitting on this replica and end only its own waiting requests.
+        """Stop admitting on this replica and hand its waiting requests over.
 
-        Other replicas' waiting requests are theirs: they go on being dispatched.
+        Those with a payload are left for another replica to adopt; the others
+        (nobody else could run them) end UNAVAILABLE. Other replicas' requests
+        go on being dispatched.
         """
         self._closing = message
         async with self._locked() as conn:
             await conn.execute(
                 "UPDATE sched_requests SET state = 'failed', closed = true, finished_at = $2,"
                 " error_kind = 'ServiceUnavailable', error_code = 'UNAVAILABLE',"
-                " error_message = $3 WHERE owner = $1 AND state = 'queued'",
+                " error_message = $3 WHERE owner = $1 AND state = 'queued' AND payload = ''",
                 self.replica_id,
                 self._clock(),
                 message,

@@ -211,6 +211,7 @@ class RequestInfo:
     backend: str = ""  # the host it runs or ran on, when its provider has a pool
     conversation_id: str | None = None
     error: AgentError | None = None  # what it failed or was cancelled with (raise a copy)
+    owner: str = ""  # the replica running it (a shared engine; "" in process)
 
 
 class Registry:

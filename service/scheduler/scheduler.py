@@ -23,8 +23,7 @@ from service.scheduler.hosts import Host, choose_host
 from service.scheduler.lane import Lane, Pulse
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
 
-COMMANDS = "command"  # the lane of slash commands: they wait only for their conversation
-_COMMAND_SLOTS = 1 << 30
+COMMANDS = "command"  # slash commands: no slot, they wait only for their conversation
 _AFFINITY_SIZE = 10_000  # conversations whose last host is remembered (the most recent ones)
 
 
@@ -53,7 +52,7 @@ class Scheduler:
     such a turn is not eligible for a slot until every earlier turn of the
     conversation has ended, and keeps its place by the order rule meanwhile),
     and one running. Caps, positions, estimates, status, cancel and statistics
-    all read this one state. Commands use the ``COMMANDS`` lane, which has no
+    all read this one state. Commands (provider ``COMMANDS``) take no slot and
     practical slot limit and is left out of the provider statistics: they only
     wait for their conversation.
 
@@ -86,7 +85,7 @@ class Scheduler:
             raise ValueError("every provider needs at least one slot")
         if retention_s < 0:
             raise ValueError("retention_s must not be negative")
-        for name, n in {**slots, COMMANDS: _COMMAND_SLOTS}.items():
+        for name, n in slots.items():
             pools.setdefault(name, [Host("", n)])
         started = wall_clock()
         for pool in pools.values():
@@ -112,6 +111,7 @@ class Scheduler:
         self._registry = Registry(retention_s)
         self._seq = itertools.count()
         self._active_by_user: dict[str, int] = {}  # waiting or holding a slot
+        self._commands: set[Ticket] = set()  # commands waiting or running
         self._idle = Pulse()  # fires whenever a slot is released
         self._closing: str | None = None
 
@@ -142,6 +142,8 @@ class Scheduler:
         if not user_id:
             raise InvalidRequest("user_id must not be empty")
         check_request(priority=priority, request_id=request_id)
+        if provider == COMMANDS:
+            return self._submit_command(user_id, priority, request_id, conversation_id, now)
         lane = self._lanes.get(provider)
         if lane is None:
             known = ", ".join(sorted(self._lanes))
@@ -184,6 +186,50 @@ class Scheduler:
         _bump(self._active_by_user, user_id, 1)
         self._dispatch(lane, now)
         return ticket
+
+    def _submit_command(
+        self,
+        user_id: str,
+        priority: int,
+        request_id: str | None,
+        conversation_id: str | None,
+        now: float,
+    ) -> Ticket:
+        """A command needs no slot: it starts once no earlier turn of its conversation is active."""
+        turns = self._conversations.get(conversation_id) if conversation_id else None
+        if turns:
+            self._caps.check(
+                user_id,
+                user_turnover_s=lambda: self._user_turnover(user_id, now),
+                any_turnover_s=lambda: self._any_turnover(now),
+            )
+        ticket = Ticket(
+            request_id=request_id or uuid.uuid4().hex,
+            user_id=user_id,
+            provider=COMMANDS,
+            priority=priority,
+            seq=next(self._seq),
+            enqueued_mono=now,
+            enqueued_at=self._wall_clock(),
+            conversation_id=conversation_id,
+        )
+        self._registry.add(ticket)
+        self._commands.add(ticket)
+        _bump(self._active_by_user, user_id, 1)
+        if conversation_id:
+            if turns is None:
+                turns = self._conversations[conversation_id] = deque()
+            turns.append(ticket)
+        if len(turns or ()) > 1:
+            self._caps.enter(user_id)  # waits, like any queued request
+        else:
+            ticket._start(now, self._wall_clock())
+        return ticket
+
+    def _start_command(self, ticket: Ticket, now: float) -> None:
+        self._caps.leave(ticket.user_id)
+        ticket._start(now, self._wall_clock())
+        ticket._wake()
 
     def _check_model(self, lane: Lane, model: str) -> None:
         """InvalidRequest for a model no host serves; UNAVAILABLE when none serving it is up."""
@@ -319,15 +365,18 @@ class Scheduler:
     def _leave_queue(self, ticket: Ticket, outcome: Outcome, error: AgentError) -> None:
         """End a waiting request without it ever getting a slot."""
         now = self._clock()
-        lane = self._lanes[ticket.provider]
-        lane.queue.remove(ticket)
+        lane = self._lanes.get(ticket.provider)
+        if lane is not None:
+            lane.queue.remove(ticket)
+        self._commands.discard(ticket)
         self._caps.leave(ticket.user_id)
         ticket.closed = True
         _bump(self._active_by_user, ticket.user_id, -1)
         ticket._end(outcome, now, self._wall_clock(), error)
         self._registry.ended(ticket, now)
         ticket._wake()
-        lane.changed.fire()
+        if lane is not None:
+            lane.changed.fire()
         self._leave_conversation(ticket, now)
         self._idle.fire()
 
@@ -341,7 +390,10 @@ class Scheduler:
         if not turns:
             del self._conversations[ticket.conversation_id]
         elif was_first and turns[0].state == "queued":
-            self._dispatch(self._lanes[turns[0].provider], now)
+            if turns[0].provider == COMMANDS:
+                self._start_command(turns[0], now)
+            else:
+                self._dispatch(self._lanes[turns[0].provider], now)
 
     # -- ending --------------------------------------------------------------------
 
@@ -352,6 +404,9 @@ class Scheduler:
         conversation: the next turn of that conversation waits for ``finish``.
         """
         if not ticket.holds_slot:
+            return
+        if ticket.provider == COMMANDS:
+            ticket.holds_slot = False
             return
         now = self._clock()
         lane = self._lanes[ticket.provider]
@@ -382,7 +437,7 @@ class Scheduler:
         if ticket.closed:
             return
         ticket.closed = True
-        if outcome != "completed" and ticket.holds_slot:
+        if outcome != "completed" and ticket.holds_slot and ticket.provider != COMMANDS:
             # Cut short: its time says nothing about a full run.
             self._lanes[ticket.provider].release(ticket)
             ticket.holds_slot = False
@@ -392,8 +447,10 @@ class Scheduler:
             ticket._end(outcome, now, self._wall_clock(), error)
             self._registry.ended(ticket, now)
         _bump(self._active_by_user, ticket.user_id, -1)
+        self._commands.discard(ticket)
         self._leave_conversation(ticket, now)
-        self._dispatch(self._lanes[ticket.provider], now)
+        if ticket.provider != COMMANDS:
+            self._dispatch(self._lanes[ticket.provider], now)
         self._idle.fire()
 
     def put_back(self, ticket: Ticket) -> None:
@@ -505,6 +562,9 @@ class Scheduler:
             for ticket in list(lane.queue):
                 if ticket.state == "queued":
                     self._leave_queue(ticket, "failed", ServiceUnavailable(message))
+        for ticket in list(self._commands):
+            if ticket.state == "queued":
+                self._leave_queue(ticket, "failed", ServiceUnavailable(message))
         self._idle.fire()
 
     async def drain(self, timeout: float) -> bool:  # noqa: ASYNC109 (False on timeout, no raise)
@@ -541,6 +601,8 @@ class Scheduler:
         """
         now = self._clock()
         found: list[RequestInfo] = []
+        if user_id is not None and user_id not in self._active_by_user:
+            return found  # the common case on every turn: nothing of this user's is active
         for lane in self._lanes.values():
             running = sorted(lane.running, key=lambda t: t.seq)
             waiting = sorted(lane.queue, key=lambda t: lane.queue.position(t, now))
@@ -549,13 +611,24 @@ class Scheduler:
                     user_id is None or ticket.user_id == user_id
                 ):
                     found.append(self._info(ticket, now))
+        commands = sorted(self._commands, key=lambda t: t.seq)
+        for ticket in commands:
+            if ticket.state in ("queued", "running") and user_id in (None, ticket.user_id):
+                found.append(self._info(ticket, now))
         return found
 
     def position(self, ticket: Ticket) -> int:
         """Requests that will get a slot before this one (0 = next); -1 if it is not waiting."""
         if ticket.state != "queued":
             return -1
+        if ticket.provider == COMMANDS:
+            return self._turns_ahead(ticket)
         return self._lanes[ticket.provider].position(ticket, self._clock())
+
+    def _turns_ahead(self, ticket: Ticket) -> int:
+        """A waiting command's position: the earlier turns of its conversation."""
+        turns = self._conversations.get(ticket.conversation_id or "", deque())
+        return turns.index(ticket) if ticket in turns else 0
 
     async def watch_position(
         self, ticket: Ticket, min_interval_s: float = 0.2
@@ -565,11 +638,13 @@ class Scheduler:
         Changes closer together than ``min_interval_s`` (event-loop time) are merged:
         the value yielded after the pause is the latest one, never a stale one.
         """
+        if ticket.provider == COMMANDS:
+            return  # it waits for its conversation only: no queue position to report
         async for update in self._lanes[ticket.provider].watch(ticket, self._clock, min_interval_s):
             yield update
 
     def stats(self) -> QueueStats:
-        providers = {name: lane.stats() for name, lane in self._lanes.items() if name != COMMANDS}
+        providers = {name: lane.stats() for name, lane in self._lanes.items()}
         return QueueStats(
             providers=providers,
             total_waiting=self._caps.total,
@@ -589,7 +664,9 @@ class Scheduler:
 
     def _info(self, ticket: Ticket, now: float) -> RequestInfo:
         position, wait = -1, 0.0
-        if ticket.state == "queued":
+        if ticket.state == "queued" and ticket.provider == COMMANDS:
+            position = self._turns_ahead(ticket)
+        elif ticket.state == "queued":
             lane = self._lanes[ticket.provider]
             position = lane.position(ticket, now)
             wait = lane.estimate_wait(position, now, ticket.model)

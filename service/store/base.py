@@ -3,7 +3,9 @@
 Both backends (SQLite, PostgreSQL) implement ``ConversationStore`` with the
 same semantics; ``tests/store`` is the one contract suite run against both.
 Every read or write names the acting user: a conversation owned by someone
-else is reported exactly like a missing one (``NotFound``).
+else is reported exactly like a missing one (``NotFound``). A backend that
+cannot reach its database raises ``service.errors.StoreUnavailable`` (503 with
+a retry hint), not its driver's connection errors.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class StoredMessage:
     created_at: datetime
     # history.estimate_tokens of (role, content), computed once when stored.
     estimated_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +68,8 @@ class NewMessage:
     input_tokens: int = 0
     output_tokens: int = 0
     request_id: str = ""
+    cache_creation_input_tokens: int = 0  # see content.Usage
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +79,24 @@ class UsageTotals:
     input_tokens: int
     output_tokens: int
     turns: int
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class TokenSpend:
-    """Tokens (input + output) a user spent in one UTC day and in that day's month so far."""
+    """Tokens a user spent in one UTC day and in that day's month so far.
+
+    ``*_tokens`` count input + output; prompt-cache writes and reads are kept
+    apart, so ``limits`` can weigh them as the provider bills them.
+    """
 
     day_tokens: int
     month_tokens: int
+    day_cache_creation: int = 0
+    day_cache_read: int = 0
+    month_cache_creation: int = 0
+    month_cache_read: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,9 +204,9 @@ class ConversationStore(ABC):
     async def token_spend(self, user_id: str, day: date) -> TokenSpend:
         """Spend on the UTC ``day`` and in its month up to that day.
 
-        ``append_messages`` adds each batch's input + output tokens to the UTC day
-        it is stored on, in the same transaction. ``clear_conversation`` and
-        ``delete_conversation`` leave spend as it is.
+        ``append_messages`` adds each batch's input + output tokens (and its cache
+        writes and reads) to the UTC day it is stored on, in the same transaction.
+        ``clear_conversation`` and ``delete_conversation`` leave spend as it is.
         """
 
     @abstractmethod

@@ -17,7 +17,9 @@ def open_store(url: str) -> ConversationStore:
     - ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``,
       ``sqlite:///:memory:``; the parent directory is created on open.
     - ``postgresql://user@host:port/db`` (or ``postgres://``); an optional
-      ``schema=name`` query parameter puts the tables in that schema.
+      ``schema=name`` query parameter puts the tables in that schema, and
+      ``write_retry_s=seconds`` (default 20) bounds how long a turn's final write
+      waits out a database outage before its stream ends with the 503.
     """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
@@ -26,8 +28,11 @@ def open_store(url: str) -> ConversationStore:
     if scheme == "sqlite":
         return SqliteStore(_sqlite_path(url, rest))
     if scheme in _POSTGRES_SCHEMES:
-        dsn, schema = _split_schema(url)
-        return PostgresStore(dsn, schema=schema)
+        dsn, options = _split_options(url)
+        schema = options.get("schema") or None
+        if "write_retry_s" not in options:
+            return PostgresStore(dsn, schema=schema)
+        return PostgresStore(dsn, schema=schema, write_retry_s=_seconds(url, options))
     raise ValueError(
         f"unsupported store URL scheme {scheme!r}; use sqlite:///path/to.db or postgresql://..."
     )
@@ -41,7 +46,8 @@ def postgres_target(url: str) -> tuple[str, str | None] | None:
     scheme, sep, _ = url.partition("://")
     if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
         return None
-    return _split_schema(url)
+    dsn, options = _split_options(url)
+    return dsn, options.get("schema") or None
 
 
 def _sqlite_path(url: str, rest: str) -> str:
@@ -54,11 +60,28 @@ def _sqlite_path(url: str, rest: str) -> str:
     return rest[1:]
 
 
-def _split_schema(url: str) -> tuple[str, str | None]:
-    """The DSN without our ``schema`` parameter (asyncpg would send it to the server)."""
+_OUR_OPTIONS = frozenset({"schema", "write_retry_s"})
+
+
+def _split_options(url: str) -> tuple[str, dict[str, str]]:
+    """The DSN without our own query parameters (asyncpg would send them to the server)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    schemas = [value for key, value in query if key == "schema"]
-    rest = [(key, value) for key, value in query if key != "schema"]
+    ours = {key: value for key, value in query if key in _OUR_OPTIONS}  # the last one wins
+    rest = [(key, value) for key, value in query if key not in _OUR_OPTIONS]
     dsn = urlunsplit(parts._replace(query=urlencode(rest)))
-    return dsn, (schemas[-1] or None) if schemas else None
+    return dsn, ours
+
+
+def _seconds(url: str, options: dict[str, str]) -> float:
+    raw = options["write_retry_s"]
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 3600:
+        raise ValueError(
+            f"store URL {url!r}: write_retry_s must be a number of seconds from 0 to 3600,"
+            f" got {raw!r}"
+        )
+    return value

@@ -30,6 +30,19 @@ class Migration:
 # version 3 ("message token estimates"); when both are merged this one becomes 4 here.
 TOKEN_SPEND_VERSION = 4
 
+# Prompt-cache writes and reads, per message, per user and per day. A constant
+# default adds each column without rewriting the table on either engine.
+CACHE_USAGE_VERSION = 5
+
+
+def _cache_columns(integer: str) -> tuple[str, ...]:
+    return tuple(
+        f"ALTER TABLE {table} ADD COLUMN {column} {integer} NOT NULL DEFAULT 0"
+        for table in ("messages", "user_usage", "token_spend")
+        for column in ("cache_creation_tokens", "cache_read_tokens")
+    )
+
+
 SQLITE_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -101,6 +114,7 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (user_id, day)) WITHOUT ROWID""",
         ),
     ),
+    Migration(CACHE_USAGE_VERSION, "prompt cache token counts", _cache_columns("INTEGER")),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -173,6 +187,7 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (user_id, day))""",
         ),
     ),
+    Migration(CACHE_USAGE_VERSION, "prompt cache token counts", _cache_columns("bigint")),
 )
 
 _SQLITE_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (

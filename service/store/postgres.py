@@ -10,6 +10,7 @@ from typing import Any
 
 import asyncpg
 
+from service.errors import StoreUnavailable
 from service.store.base import (
     Conversation,
     ConversationStore,
@@ -20,40 +21,41 @@ from service.store.base import (
     UserProfileRecord,
 )
 from service.store.migrations import POSTGRES_MIGRATIONS, Migration, apply_postgres
+from service.store.postgres_outage import PoolRunner, Retry, StoreOutage
 from service.store.postgres_rows import (
     MESSAGE_COLUMNS,
     PAGE_SQL,
     RECENT_BATCH,
     RECENT_SQL,
+    STORED_TURN_SQL,
+    Batch,
+    insert_batch,
     row_conversation,
     row_message,
 )
 from service.store.rows import (
     MAX_PAGE_SIZE,
-    batch_usage,
     check_batch,
     check_ids,
     check_page_size,
     check_text,
     check_user_id,
     decode_page_token,
-    encode_content,
     encode_page_token,
     new_conversation_id,
     not_found,
-    stored_message,
-    title_from,
     utc_now,
 )
 from service.store.window import (
     RecentWindow,
     decode_message_token,
     encode_message_token,
-    estimate_message,
 )
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PING_TIMEOUT_S = 2.0
+# Connecting to a server that does not answer (a dropped route) must fail fast, not in 60 s.
+_CONNECT_TIMEOUT_S = 5.0
 _NO_CURSOR = 2**63 - 1
 
 
@@ -63,6 +65,11 @@ class PostgresStore(ConversationStore):
     ``schema``, when given, is created if missing and becomes the pool's
     search_path, so several stores (for example parallel test runs) can
     share one database without seeing each other's tables.
+
+    Through an outage (see ``postgres_outage``) every operation that cannot
+    reach the database raises ``StoreUnavailable``; connections the server
+    killed are replaced and reads retried; a turn's append keeps trying for
+    ``write_retry_s`` (it is keyed by its request id, so it is never stored twice).
     """
 
     def __init__(
@@ -73,6 +80,8 @@ class PostgresStore(ConversationStore):
         min_size: int = 1,
         max_size: int = 10,
         migrations: Sequence[Migration] = POSTGRES_MIGRATIONS,
+        write_retry_s: float = 20.0,
+        outage: StoreOutage | None = None,
     ) -> None:
         if schema is not None and not _SCHEMA_NAME.fullmatch(schema):
             raise ValueError(
@@ -85,6 +94,13 @@ class PostgresStore(ConversationStore):
         self._migrations = tuple(migrations)
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self.outage = outage or StoreOutage()
+        self._runner = PoolRunner(self._db, self.outage, write_retry_s=write_retry_s)
+
+    @property
+    def write_retry_s(self) -> float:
+        """How long a turn's append waits out an outage before giving up (StoreUnavailable)."""
+        return self._runner.write_retry_s
 
     async def open(self) -> None:
         async with self._opening:
@@ -97,9 +113,14 @@ class PostgresStore(ConversationStore):
             settings["search_path"] = self.schema
         pool = await asyncpg.create_pool(
             self._dsn,
-            min_size=self._min_size,
+            # Opened warm, but no connection floor: asyncpg would restore it in the
+            # background through an outage, logging a traceback every second.
+            # Connections are made when an operation needs one.
+            init_size=self._min_size,
+            min_size=0,
             max_size=self._max_size,
             server_settings=settings,
+            timeout=_CONNECT_TIMEOUT_S,
         )
         try:
             async with pool.acquire() as conn, conn.transaction():
@@ -115,7 +136,7 @@ class PostgresStore(ConversationStore):
             await pool.close()
 
     async def schema_version(self) -> int:
-        return int(await self._db().fetchval("SELECT MAX(version) FROM schema_migrations") or 0)
+        return int(await self._fetchval("SELECT MAX(version) FROM schema_migrations") or 0)
 
     # --- conversations ------------------------------------------------------
 
@@ -123,10 +144,12 @@ class PostgresStore(ConversationStore):
         check_user_id(user_id)
         check_text("title", title)
         conversation_id, now = new_conversation_id(), utc_now()
-        await self._db().execute(
+        # The id is new and random: a rerun after a lost connection finds its own row.
+        await self._execute(
             "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
             " message_count, activity)"
-            " VALUES ($1, $2, $3, $4, $4, 0, nextval('conversation_activity'))",
+            " VALUES ($1, $2, $3, $4, $4, 0, nextval('conversation_activity'))"
+            " ON CONFLICT (id) DO NOTHING",
             conversation_id,
             user_id,
             title,
@@ -136,7 +159,7 @@ class PostgresStore(ConversationStore):
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
         check_ids(user_id, conversation_id)
-        row = await self._db().fetchrow(
+        row = await self._fetchrow(
             "SELECT id, user_id, title, created_at, updated_at, message_count"
             " FROM conversations WHERE id = $1 AND user_id = $2",
             conversation_id,
@@ -156,7 +179,7 @@ class PostgresStore(ConversationStore):
         check_user_id(user_id)
         limit = check_page_size(page_size)
         before = decode_page_token(page_token) or _NO_CURSOR
-        rows = await self._db().fetch(
+        rows = await self._fetch(
             "SELECT id, user_id, title, created_at, updated_at, message_count, activity"
             " FROM conversations WHERE user_id = $1 AND activity < $2"
             " ORDER BY activity DESC LIMIT $3",
@@ -171,10 +194,14 @@ class PostgresStore(ConversationStore):
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
         check_ids(user_id, conversation_id)
-        deleted = await self._db().fetchval(
-            "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING id",
-            conversation_id,
-            user_id,
+        # Not rerun after a lost answer: a second run would report NotFound for a success.
+        deleted = await self._runner.run(
+            lambda conn: conn.fetchval(
+                "DELETE FROM conversations WHERE id = $1 AND user_id = $2 RETURNING id",
+                conversation_id,
+                user_id,
+            ),
+            Retry.UNSENT,
         )
         if deleted is None:
             raise not_found(conversation_id)
@@ -184,7 +211,7 @@ class PostgresStore(ConversationStore):
     async def messages(self, user_id: str, conversation_id: str) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         # One query: see SqliteStore.messages for the LEFT JOIN's meaning.
-        rows = await self._db().fetch(
+        rows = await self._fetch(
             f"SELECT {MESSAGE_COLUMNS}"  # noqa: S608
             " FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id"
             " WHERE c.id = $1 AND c.user_id = $2 ORDER BY m.id",
@@ -205,7 +232,7 @@ class PostgresStore(ConversationStore):
         # wants: a typical window is one round trip, a long one two or three,
         # and few rows past its edge are read.
         while True:
-            rows = await self._db().fetch(RECENT_SQL, conversation_id, user_id, before, limit)
+            rows = await self._fetch(RECENT_SQL, conversation_id, user_id, before, limit)
             if not rows and before == _NO_CURSOR:
                 await self._check_owner(user_id, conversation_id)
             for row in rows:
@@ -221,7 +248,7 @@ class PostgresStore(ConversationStore):
         check_ids(user_id, conversation_id)
         limit = check_page_size(page_size)
         after = decode_message_token(conversation_id, page_token)
-        rows = await self._db().fetch(PAGE_SQL, conversation_id, user_id, after, limit + 1)
+        rows = await self._fetch(PAGE_SQL, conversation_id, user_id, after, limit + 1)
         if not rows:
             await self._check_owner(user_id, conversation_id)
         page = [row_message(conversation_id, row) for row in rows[:limit]]
@@ -230,7 +257,7 @@ class PostgresStore(ConversationStore):
 
     async def _check_owner(self, user_id: str, conversation_id: str) -> None:
         """NotFound unless the conversation exists and is the user's."""
-        owned = await self._db().fetchval(
+        owned = await self._fetchval(
             "SELECT 1 FROM conversations WHERE id = $1 AND user_id = $2", conversation_id, user_id
         )
         if owned is None:
@@ -246,133 +273,85 @@ class PostgresStore(ConversationStore):
     ) -> list[StoredMessage]:
         check_ids(user_id, conversation_id)
         check_batch(messages)
-        contents = [encode_content(m.content) for m in messages]
-        estimates = [estimate_message(m.role, m.content) for m in messages]
-        now = utc_now()
-        async with self._db().acquire() as conn, conn.transaction():
-            if create:
-                await conn.execute(
-                    "INSERT INTO conversations (id, user_id, title, created_at, updated_at,"
-                    " message_count, activity)"
-                    " VALUES ($1, $2, '', $3, $3, 0, nextval('conversation_activity'))"
-                    " ON CONFLICT (id) DO NOTHING",
-                    conversation_id,
-                    user_id,
-                    now,
-                )
-            # Updating the conversation first locks its row, so concurrent
-            # appends and clears of one conversation take turns.
-            touched = await conn.fetchval(
-                "UPDATE conversations SET updated_at = $1,"
-                " activity = nextval('conversation_activity'),"
-                " message_count = message_count + $2,"
-                " title = CASE WHEN title = '' THEN $3 ELSE title END"
-                " WHERE id = $4 AND user_id = $5 RETURNING id",
-                now,
-                len(messages),
-                title_from(messages),
-                conversation_id,
-                user_id,
-            )
-            if touched is None:
-                raise not_found(conversation_id)
-            # One statement for the whole batch, in order.
-            rows = await conn.fetch(
-                "INSERT INTO messages (conversation_id, role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
-                " SELECT $1, t.role, t.content, t.status, t.provider, t.model,"
-                " t.input_tokens, t.output_tokens, t.request_id, $2, t.estimated_tokens"
-                " FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
-                " $8::bigint[], $9::bigint[], $10::text[], $11::integer[])"
-                " WITH ORDINALITY AS t(role, content, status, provider, model,"
-                " input_tokens, output_tokens, request_id, estimated_tokens, n)"
-                " ORDER BY t.n RETURNING id",
-                conversation_id,
-                now,
-                [m.role for m in messages],
-                contents,
-                [m.status for m in messages],
-                [m.provider for m in messages],
-                [m.model for m in messages],
-                [m.input_tokens for m in messages],
-                [m.output_tokens for m in messages],
-                [m.request_id for m in messages],
-                estimates,
-            )
-            totals = batch_usage(messages)
-            if any(totals):
-                await conn.execute(
-                    "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
-                    " input_tokens = u.input_tokens + excluded.input_tokens,"
-                    " output_tokens = u.output_tokens + excluded.output_tokens,"
-                    " turns = u.turns + excluded.turns",
-                    user_id,
-                    *totals,
-                )
-            if totals[0] + totals[1]:
-                await conn.execute(
-                    "INSERT INTO token_spend AS s (user_id, day, tokens) VALUES ($1, $2, $3)"
-                    " ON CONFLICT (user_id, day) DO UPDATE SET tokens = s.tokens + excluded.tokens",
-                    user_id,
-                    now.date(),
-                    totals[0] + totals[1],
-                )
-        # Identity values follow the insertion order; RETURNING's order is unspecified.
-        ids = sorted(row["id"] for row in rows)
-        return [
-            stored_message(message_id, conversation_id, m, now, estimate)
-            for message_id, m, estimate in zip(ids, messages, estimates, strict=True)
-        ]
+        batch = Batch(user_id, conversation_id, tuple(messages), utc_now(), create)
+
+        async def first(conn: Any) -> list[StoredMessage]:
+            async with conn.transaction():
+                return await insert_batch(conn, batch)
+
+        request_id = batch.request_id()
+        if not request_id:  # nothing to recognise an earlier attempt by: never rerun
+            return await self._runner.run(first, Retry.UNSENT)
+
+        async def again(conn: Any) -> list[StoredMessage]:
+            # The connection broke under an earlier attempt, maybe after its COMMIT
+            # arrived: the turn's request id tells whether it is stored already.
+            async with conn.transaction():
+                rows = await conn.fetch(STORED_TURN_SQL, conversation_id, user_id, request_id)
+                if rows:
+                    return [row_message(conversation_id, row) for row in rows]
+                return await insert_batch(conn, batch)
+
+        # A turn's final write: its answer has been streamed, so wait out a short outage.
+        return await self._runner.run_until(first, again)
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
         check_ids(user_id, conversation_id)
-        async with self._db().acquire() as conn, conn.transaction():
-            touched = await conn.fetchval(
-                "UPDATE conversations SET message_count = 0"
-                " WHERE id = $1 AND user_id = $2 RETURNING id",
-                conversation_id,
-                user_id,
-            )
-            if touched is None:
-                raise not_found(conversation_id)
-            deleted = await conn.fetchval(
-                "WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 RETURNING 1)"
-                " SELECT count(*) FROM gone",
-                conversation_id,
-            )
-        return int(deleted)
+
+        async def clear(conn: Any) -> int:
+            async with conn.transaction():
+                touched = await conn.fetchval(
+                    "UPDATE conversations SET message_count = 0"
+                    " WHERE id = $1 AND user_id = $2 RETURNING id",
+                    conversation_id,
+                    user_id,
+                )
+                if touched is None:
+                    raise not_found(conversation_id)
+                deleted = await conn.fetchval(
+                    "WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 RETURNING 1)"
+                    " SELECT count(*) FROM gone",
+                    conversation_id,
+                )
+            return int(deleted)
+
+        # A rerun after a lost COMMIT would answer 0 for what the first run removed.
+        return await self._runner.run(clear, Retry.UNSENT)
 
     # --- users ----------------------------------------------------------------
 
     async def usage_totals(self, user_id: str) -> UsageTotals:
         check_user_id(user_id)
-        row = await self._db().fetchrow(
-            "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = $1",
+        row = await self._fetchrow(
+            "SELECT input_tokens, output_tokens, turns, cache_creation_tokens, cache_read_tokens"
+            " FROM user_usage WHERE user_id = $1",
             user_id,
         )
         if row is None:
             return UsageTotals(0, 0, 0)
-        return UsageTotals(row["input_tokens"], row["output_tokens"], row["turns"])
+        return UsageTotals(*(int(value) for value in row.values()))
 
     async def token_spend(self, user_id: str, day: date) -> TokenSpend:
         check_user_id(user_id)
-        row = await self._db().fetchrow(
-            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0) AS day_tokens,"
-            " COALESCE(SUM(tokens), 0) AS month_tokens"
+        row = await self._fetchrow(
+            "SELECT COALESCE(SUM(tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(tokens), 0),"
+            " COALESCE(SUM(cache_creation_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_read_tokens) FILTER (WHERE day = $2), 0),"
+            " COALESCE(SUM(cache_creation_tokens), 0), COALESCE(SUM(cache_read_tokens), 0)"
             " FROM token_spend WHERE user_id = $1 AND day BETWEEN $3 AND $2",
             user_id,
             day,
             day.replace(day=1),
         )
-        return TokenSpend(int(row["day_tokens"]), int(row["month_tokens"]))
+        return TokenSpend(*(int(value) for value in row.values()))
 
     async def count_users(self) -> int:
-        return int(await self._db().fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))
+        return int(await self._fetchval("SELECT COUNT(DISTINCT user_id) FROM conversations"))
 
     async def get_profile(self, user_id: str) -> UserProfileRecord | None:
         check_user_id(user_id)
-        row = await self._db().fetchrow(
+        row = await self._fetchrow(
             "SELECT display_name, system_prompt FROM user_profiles WHERE user_id = $1",
             user_id,
         )
@@ -384,7 +363,7 @@ class PostgresStore(ConversationStore):
         check_user_id(profile.user_id)
         check_text("display_name", profile.display_name)
         check_text("system_prompt", profile.system_prompt)
-        await self._db().execute(
+        await self._execute(  # an upsert of the same values: safe to run twice
             "INSERT INTO user_profiles (user_id, display_name, system_prompt, updated_at)"
             " VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET"
             " display_name = excluded.display_name,"
@@ -396,15 +375,31 @@ class PostgresStore(ConversationStore):
         )
 
     async def ping(self) -> bool:
-        pool = self._pool
-        if pool is None:
+        if self._pool is None:
             return False
         try:
             async with asyncio.timeout(_PING_TIMEOUT_S):
-                await pool.fetchval("SELECT 1")
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                # Through the runner: a ping notices (and logs) an outage and its end
+                # even when no request touches the store.
+                await self._fetchval("SELECT 1")
+        except (StoreUnavailable, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True
+
+    # --- statements through the outage runner ------------------------------------
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._runner.run(lambda conn: conn.fetch(sql, *args))
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        return await self._runner.run(lambda conn: conn.fetchrow(sql, *args))
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._runner.run(lambda conn: conn.fetchval(sql, *args))
+
+    async def _execute(self, sql: str, *args: Any) -> None:
+        """A write that is safe to run twice (callers make sure of it)."""
+        await self._runner.run(lambda conn: conn.execute(sql, *args))
 
     def _db(self) -> Any:
         if self._pool is None:

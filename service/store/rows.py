@@ -62,7 +62,13 @@ def check_batch(messages: Sequence[NewMessage]) -> None:
             raise InvalidRequest(f"unknown message role {m.role!r}")
         if m.status not in _STATUSES:
             raise InvalidRequest(f"unknown message status {m.status!r}")
-        if not 0 <= m.input_tokens < 2**62 or not 0 <= m.output_tokens < 2**62:
+        counts = (
+            m.input_tokens,
+            m.output_tokens,
+            m.cache_creation_input_tokens,
+            m.cache_read_input_tokens,
+        )
+        if not all(0 <= count < 2**62 for count in counts):
             raise InvalidRequest("token counts must be non-negative integers")
         check_text("provider", m.provider)
         check_text("model", m.model)
@@ -117,6 +123,14 @@ def batch_usage(messages: Sequence[NewMessage]) -> tuple[int, int, int]:
     )
 
 
+def batch_cache_usage(messages: Sequence[NewMessage]) -> tuple[int, int]:
+    """(cache creation, cache read) input tokens that a batch adds to its user's totals."""
+    return (
+        sum(m.cache_creation_input_tokens for m in messages),
+        sum(m.cache_read_input_tokens for m in messages),
+    )
+
+
 def stored_message(
     message_id: int, conversation_id: str, m: NewMessage, created_at: datetime, estimate: int
 ) -> StoredMessage:
@@ -134,6 +148,8 @@ def stored_message(
         request_id=m.request_id,
         created_at=created_at,
         estimated_tokens=estimate,
+        cache_creation_input_tokens=m.cache_creation_input_tokens,
+        cache_read_input_tokens=m.cache_read_input_tokens,
     )
 
 

@@ -27,6 +27,7 @@ from service.store.base import (
 )
 from service.store.migrations import Migration, apply_sqlite
 from service.store.rows import (
+    batch_cache_usage,
     batch_usage,
     decode_content,
     encode_page_token,
@@ -37,16 +38,19 @@ from service.store.rows import (
 from service.store.window import RecentWindow, encode_message_token, estimate_message
 
 MEMORY = ":memory:"
-# SQLite allows 32766 bound variables per statement; a message row uses 11.
+# SQLite allows 32766 bound variables per statement; a message row uses 13.
 _ROWS_PER_INSERT = 1000
 _WAL_RETRY_PAUSE_S = 0.01
 
 _CONVERSATION_COLUMNS = "id, user_id, title, created_at, updated_at, message_count"
 _ConversationRow = tuple[str, str, str, str, str, int]
-_MessageRow = tuple[int, Role, str, MessageStatus, str, str, int, int, str, str, int | None]
+_MessageRow = tuple[
+    int, Role, str, MessageStatus, str, str, int, int, str, str, int | None, int, int
+]
 _MESSAGE_COLUMNS = (
     "m.id, m.role, m.content, m.status, m.provider, m.model,"
-    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens"
+    " m.input_tokens, m.output_tokens, m.request_id, m.created_at, m.estimated_tokens,"
+    " m.cache_creation_tokens, m.cache_read_tokens"
 )
 
 # Both walk the (conversation_id, id) index in order, never sorting the whole
@@ -285,26 +289,33 @@ def append_messages(
                 m = batch[i]
                 params += [conversation_id, m.role, contents[i], m.status, m.provider]
                 params += [m.model, m.input_tokens, m.output_tokens, m.request_id, stamp]
-                params.append(estimates[i])
+                params += [estimates[i], m.cache_creation_input_tokens, m.cache_read_input_tokens]
             rows = conn.execute(_insert_messages_sql(len(chunk)), params).fetchall()
             # RETURNING order is unspecified; ids grow in VALUES order.
             ids += sorted(row[0] for row in rows)
-        totals = batch_usage(batch)
-        if any(totals):
+        totals, cached = batch_usage(batch), batch_cache_usage(batch)
+        if any(totals) or any(cached):
             conn.execute(
-                "INSERT INTO user_usage (user_id, input_tokens, output_tokens, turns)"
-                " VALUES (?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+                "INSERT INTO user_usage (user_id, input_tokens, output_tokens, turns,"
+                " cache_creation_tokens, cache_read_tokens)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
                 " input_tokens = input_tokens + excluded.input_tokens,"
                 " output_tokens = output_tokens + excluded.output_tokens,"
-                " turns = turns + excluded.turns",
-                (user_id, *totals),
+                " turns = turns + excluded.turns,"
+                " cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,"
+                " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
+                (user_id, *totals, *cached),
             )
-            if totals[0] + totals[1]:
+            if totals[0] + totals[1] or any(cached):
                 conn.execute(
-                    "INSERT INTO token_spend (user_id, day, tokens) VALUES (?, ?, ?)"
-                    " ON CONFLICT (user_id, day) DO UPDATE SET"
-                    " tokens = tokens + excluded.tokens",
-                    (user_id, now.date().isoformat(), totals[0] + totals[1]),
+                    "INSERT INTO token_spend"
+                    " (user_id, day, tokens, cache_creation_tokens, cache_read_tokens)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, day) DO UPDATE SET"
+                    " tokens = tokens + excluded.tokens,"
+                    " cache_creation_tokens = cache_creation_tokens"
+                    " + excluded.cache_creation_tokens,"
+                    " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
+                    (user_id, now.date().isoformat(), totals[0] + totals[1], *cached),
                 )
     return [
         stored_message(message_id, conversation_id, m, now, estimate)
@@ -329,18 +340,24 @@ def clear_conversation(conn: sqlite3.Connection, user_id: str, conversation_id: 
 
 def usage_totals(conn: sqlite3.Connection, user_id: str) -> UsageTotals:
     row = conn.execute(
-        "SELECT input_tokens, output_tokens, turns FROM user_usage WHERE user_id = ?", (user_id,)
+        "SELECT input_tokens, output_tokens, turns, cache_creation_tokens, cache_read_tokens"
+        " FROM user_usage WHERE user_id = ?",
+        (user_id,),
     ).fetchone()
-    return UsageTotals(0, 0, 0) if row is None else UsageTotals(row[0], row[1], row[2])
+    return UsageTotals(0, 0, 0) if row is None else UsageTotals(*row)
 
 
 def token_spend(conn: sqlite3.Connection, user_id: str, day: date) -> TokenSpend:
     row = conn.execute(
-        "SELECT COALESCE(SUM(CASE WHEN day = ? THEN tokens END), 0), COALESCE(SUM(tokens), 0)"
-        " FROM token_spend WHERE user_id = ? AND day BETWEEN ? AND ?",
-        (day.isoformat(), user_id, day.replace(day=1).isoformat(), day.isoformat()),
+        "SELECT COALESCE(SUM(CASE WHEN day = :day THEN tokens END), 0),"
+        " COALESCE(SUM(tokens), 0),"
+        " COALESCE(SUM(CASE WHEN day = :day THEN cache_creation_tokens END), 0),"
+        " COALESCE(SUM(CASE WHEN day = :day THEN cache_read_tokens END), 0),"
+        " COALESCE(SUM(cache_creation_tokens), 0), COALESCE(SUM(cache_read_tokens), 0)"
+        " FROM token_spend WHERE user_id = :user AND day BETWEEN :first AND :day",
+        {"day": day.isoformat(), "user": user_id, "first": day.replace(day=1).isoformat()},
     ).fetchone()
-    return TokenSpend(int(row[0]), int(row[1]))
+    return TokenSpend(*(int(value) for value in row))
 
 
 def count_users(conn: sqlite3.Connection) -> int:
@@ -371,11 +388,12 @@ def put_profile(conn: sqlite3.Connection, profile: UserProfileRecord, now: datet
 
 @functools.lru_cache(maxsize=16)
 def _insert_messages_sql(rows: int) -> str:
-    placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * rows)
+    placeholders = ", ".join(["(" + ", ".join(["?"] * 13) + ")"] * rows)
     # Only placeholders are interpolated; every value is bound.
     return (
         "INSERT INTO messages (conversation_id, role, content, status, provider, model,"  # noqa: S608
-        f" input_tokens, output_tokens, request_id, created_at, estimated_tokens)"
+        f" input_tokens, output_tokens, request_id, created_at, estimated_tokens,"
+        " cache_creation_tokens, cache_read_tokens)"
         f" VALUES {placeholders}"
         " RETURNING id"
     )
@@ -395,7 +413,7 @@ def _conversation(row: _ConversationRow) -> Conversation:
 
 def _message(conversation_id: str, row: _MessageRow) -> StoredMessage:
     message_id, role, content, status, provider, model, tokens_in, tokens_out, request_id = row[:9]
-    at, est = row[9], row[10]
+    at, est, cache_creation, cache_read = row[9:13]
     blocks = decode_content(content)
     return StoredMessage(
         id=message_id,
@@ -411,4 +429,6 @@ def _message(conversation_id: str, row: _MessageRow) -> StoredMessage:
         created_at=datetime.fromisoformat(at),
         # NULL: stored before migration 3, estimated now.
         estimated_tokens=estimate_message(role, blocks) if est is None else est,
+        cache_creation_input_tokens=cache_creation,
+        cache_read_input_tokens=cache_read,
     )

@@ -2,6 +2,14 @@
 
 from service.streams.registry import RunRegistry
 from service.streams.run import Policy, TurnRun, event_size
-from service.streams.turns import StreamingTurns, Write
+from service.streams.turns import RunElsewhere, StreamingTurns, Write
 
-__all__ = ["Policy", "RunRegistry", "StreamingTurns", "TurnRun", "Write", "event_size"]
+__all__ = [
+    "Policy",
+    "RunElsewhere",
+    "RunRegistry",
+    "StreamingTurns",
+    "TurnRun",
+    "Write",
+    "event_size",
+]

@@ -49,8 +49,14 @@ class RunRegistry:
         self.prune()
         return self._runs.get((user_id, request_id))
 
-    def open(self, user_id: str, request_id: str, message: str, policy: Policy) -> TurnRun:
-        """A new, empty run registered under (user_id, request_id), replacing none."""
+    def open(
+        self, user_id: str, request_id: str, message: str, policy: Policy, first_seq: int = 1
+    ) -> TurnRun:
+        """A new, empty run registered under (user_id, request_id), replacing none.
+
+        ``first_seq`` numbers its first event (a run adopted from another replica starts
+        above any number the old one can have sent, so event ids only grow).
+        """
         self.prune()
         key = (user_id, request_id)
         if key in self._runs:
@@ -62,6 +68,7 @@ class RunRegistry:
             policy=policy,
             max_events=self._buffer_events,
             ledger=self,
+            first_seq=first_seq,
         )
         self._runs[key] = run
         self.grew(run, run.size)

@@ -102,6 +102,7 @@ class TurnRun:
         policy: Policy,
         max_events: int,
         ledger: Ledger,
+        first_seq: int = 1,
     ) -> None:
         self.user_id = user_id
         self.request_id = request_id
@@ -110,8 +111,8 @@ class TurnRun:
         self._max_events = max_events
         self._ledger = ledger
         self._events: list[ChatEvent] = []
-        self._first = 1  # the seq of _events[0]
-        self._next = 1
+        self._first = first_seq  # the seq of _events[0]
+        self._next = first_seq
         self._waiters: list[asyncio.Future[None]] = []
         self.result: TurnResult | None = None
         self.error: AgentError | None = None

@@ -82,7 +82,7 @@ def rebuild(ticket: RequestInfo, rows: list[StoredMessage]) -> TurnResult:
     text: list[str] = []
     calls: dict[str, ToolUseBlock] = {}
     results: dict[str, ToolResultBlock] = {}
-    input_tokens = output_tokens = 0
+    usage = Usage()
     provider, model = ticket.provider, ticket.model
     for row in rows[1:]:  # rows[0] is the user's message
         for block in row.content:
@@ -93,8 +93,12 @@ def rebuild(ticket: RequestInfo, rows: list[StoredMessage]) -> TurnResult:
             elif isinstance(block, ToolResultBlock):
                 results[block.tool_use_id] = block
         if row.role == "assistant":
-            input_tokens += row.input_tokens
-            output_tokens += row.output_tokens
+            usage = usage + Usage(
+                row.input_tokens,
+                row.output_tokens,
+                row.cache_creation_input_tokens,
+                row.cache_read_input_tokens,
+            )
             provider, model = row.provider or provider, row.model or model
     tools = tuple(
         ToolRecord(
@@ -110,7 +114,7 @@ def rebuild(ticket: RequestInfo, rows: list[StoredMessage]) -> TurnResult:
         response="".join(text),
         conversation_id=ticket.conversation_id or "",
         request_id=ticket.request_id,
-        usage=Usage(input_tokens, output_tokens),
+        usage=usage,
         provider=provider,
         model=model,
         stop_reason="",

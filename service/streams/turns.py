@@ -30,7 +30,7 @@ from service.chat import AdmittedTurn, ChatService
 from service.config import StreamSection
 from service.errors import AgentError, Code, NotFound, RequestCancelled
 from service.events import ChatEvent, TurnInput, TurnResult
-from service.scheduler.interface import RequestScheduler
+from service.scheduler.interface import Adopted, RequestScheduler
 from service.store.base import ConversationStore
 from service.streams.registry import RunRegistry
 from service.streams.run import Policy, TurnRun
@@ -53,7 +53,9 @@ class StreamingTurns:
         settings: StreamSection,
         *,
         clock: Callable[[], float] = time.monotonic,
+        replica: str = "",
     ) -> None:
+        self._replica = replica  # this replica's id in a shared queue ("" in process)
         self._chat = chat
         self._scheduler = scheduler
         self._store = store
@@ -113,8 +115,48 @@ class StreamingTurns:
         info = await self._scheduler.find(request_id, user_id)
         if info is None:
             raise NotFound(f"no request with id {request_id!r}")
+        if info.state in ("queued", "running") and info.owner and info.owner != self._replica:
+            address = await self._scheduler.replica_address(info.owner)
+            if address:
+                raise RunElsewhere(request_id, address)
         await found()
         await write(0, await settled_answer(self._store, info, None))
+
+    # --- requests of replicas that went away ------------------------------------
+
+    async def adopt_forever(self, interval_s: float = 1.0) -> None:
+        """Take over, now and then, the waiting requests of replicas that went away.
+
+        Each runs here as if sent with ``on_disconnect: continue``: its client (or
+        the gateway on its behalf) re-attaches through any replica; one nobody comes
+        back for within ``resume_window_s`` is cancelled while it still waits.
+        """
+        while True:
+            try:
+                for adopted in await self._scheduler.adopt():
+                    self._take_over(adopted)
+            except AgentError as exc:
+                log.warning("taking over requests of other replicas failed: %s", exc.message)
+            await asyncio.sleep(interval_s)  # a safety poll: adoption is rare
+
+    def _take_over(self, adopted: Adopted) -> None:
+        admission = adopted.admission
+        if self.runs.get(admission.user_id, admission.request_id) is not None:
+            return
+        admitted = self._chat.resume(adopted)
+        # Numbered above anything the old replica sent, so a client's Last-Event-ID
+        # from there replays this run from its start and event ids only grow.
+        run = self.runs.open(
+            admission.user_id,
+            admission.request_id,
+            admitted.turn.message,
+            "continue",
+            first_seq=int(time.time() * 1000),
+        )
+        log.info("request %s: taken over from a replica that went away", run.request_id)
+        self._start(run, admitted)
+        loop = asyncio.get_running_loop()
+        self._abandon_timers[run] = loop.call_later(self._window_s, self._abandon, run)
 
     async def close(self) -> None:
         """Stop the turns still running (at shutdown, after the drain)."""
@@ -152,10 +194,13 @@ class StreamingTurns:
             self._failed(run, exc)
             self.runs.forget(run)
             raise
+        self._start(run, admitted)
+        return run
+
+    def _start(self, run: TurnRun, admitted: AdmittedTurn) -> None:
         task = asyncio.create_task(self._drive(run, admitted), name=f"run-{run.request_id}")
         self._tasks[run] = task
         task.add_done_callback(lambda _: self._tasks.pop(run, None))
-        return run
 
     # --- running ----------------------------------------------------------------
 
@@ -238,6 +283,19 @@ class StreamingTurns:
                 self._window_s,
             )
             await self._scheduler.cancel(run.request_id, run.user_id)
+
+
+class RunElsewhere(AgentError):
+    """The request's events are at another replica (``address``): the RPC layer forwards."""
+
+    code = Code.UNAVAILABLE
+
+    def __init__(self, request_id: str, address: str) -> None:
+        super().__init__(
+            f"request {request_id} runs on another replica; re-attach again",
+            retry_after_s=1.0,
+        )
+        self.address = address
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

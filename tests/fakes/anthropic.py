@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from tests.fakes.prompt_cache import AnthropicPromptCache, CacheUsage
 from tests.fakes.script import Frame, Reply, play
 from tests.fakes.scripted import ScriptedFake
 from tests.fakes.server import Exchange, RecordedRequest
@@ -68,7 +69,9 @@ class FakeAnthropic(ScriptedFake):
 
     ``api_key`` is the key to expect in ``x-api-key`` or ``Authorization: Bearer``
     (None: any non-empty key). ``models`` None accepts any model name.
-    Unscripted calls echo the last user message.
+    Unscripted calls echo the last user message. ``cache`` is its prompt cache
+    (see ``prompt_cache``): unless a reply scripts ``input_tokens``, the usage
+    of a call is split into uncached, cache-written and cache-read input.
     """
 
     chat_path = "/v1/messages"
@@ -83,6 +86,7 @@ class FakeAnthropic(ScriptedFake):
         port: int = 0,
     ) -> None:
         super().__init__(chunk_delay_s=chunk_delay_s, host=host, port=port)
+        self.cache = AnthropicPromptCache()
         self.api_key = api_key
         self.models = None if models is None else set(models)
 
@@ -177,14 +181,24 @@ class FakeAnthropic(ScriptedFake):
 
     # --- wire format -------------------------------------------------------------
 
-    def _usage(self, reply: Reply, body: dict[str, Any]) -> tuple[int, int]:
-        input_tokens = reply.input_tokens
-        if input_tokens is None:
-            input_tokens = self._input_tokens(body)
+    def _usage(self, reply: Reply, body: dict[str, Any]) -> tuple[CacheUsage, int]:
+        if reply.input_tokens is None:
+            cached = self.cache.account(body)
+        else:
+            cached = CacheUsage(reply.input_tokens, 0, 0)
         output_tokens = reply.output_tokens
         if output_tokens is None:
             output_tokens = len(reply.chunks) + 5 * len(reply.tool_calls)
-        return input_tokens, output_tokens
+        return cached, output_tokens
+
+    @staticmethod
+    def _usage_fields(cached: CacheUsage, output_tokens: int) -> dict[str, int]:
+        return {
+            "input_tokens": cached.input_tokens,
+            "cache_creation_input_tokens": cached.cache_creation_input_tokens,
+            "cache_read_input_tokens": cached.cache_read_input_tokens,
+            "output_tokens": output_tokens,
+        }
 
     def _stop_reason(self, reply: Reply) -> str:
         return reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn")
@@ -195,7 +209,7 @@ class FakeAnthropic(ScriptedFake):
     def _frames(
         self, message_id: str, model: str, reply: Reply, body: dict[str, Any]
     ) -> list[Frame]:
-        input_tokens, output_tokens = self._usage(reply, body)
+        cached, output_tokens = self._usage(reply, body)
         start = {
             "type": "message_start",
             "message": {
@@ -206,7 +220,7 @@ class FakeAnthropic(ScriptedFake):
                 "model": model,
                 "stop_reason": None,
                 "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+                "usage": self._usage_fields(cached, 1),
             },
         }
         frames = [
@@ -282,7 +296,7 @@ class FakeAnthropic(ScriptedFake):
                     {
                         "type": "message_delta",
                         "delta": {"stop_reason": self._stop_reason(reply), "stop_sequence": None},
-                        "usage": {"output_tokens": output_tokens},
+                        "usage": self._usage_fields(cached, output_tokens),
                     },
                 ),
                 "tail",
@@ -294,7 +308,7 @@ class FakeAnthropic(ScriptedFake):
     def _whole(
         self, message_id: str, model: str, reply: Reply, body: dict[str, Any]
     ) -> dict[str, Any]:
-        input_tokens, output_tokens = self._usage(reply, body)
+        cached, output_tokens = self._usage(reply, body)
         content: list[dict[str, Any]] = []
         if reply.chunks:
             content.append({"type": "text", "text": reply.text_content})
@@ -310,5 +324,5 @@ class FakeAnthropic(ScriptedFake):
             "model": model,
             "stop_reason": self._stop_reason(reply),
             "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
+            "usage": self._usage_fields(cached, output_tokens),
         }

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from tests.fakes.prompt_cache import OllamaSlots, prompt_tokens
 from tests.fakes.script import Frame, Reply, play
 from tests.fakes.scripted import ScriptedFake
 from tests.fakes.server import Exchange
@@ -53,7 +54,10 @@ class FakeOllama(ScriptedFake):
     ``/api/ps`` lists ``loaded``: as on a real server, a model is loaded by the
     first chat that uses it (tests may also set it). Stopping the fake drops
     every open connection (a host that dies mid-stream); ``start`` again serves
-    on the same port (the host comes back).
+    on the same port (the host comes back). ``parallel`` slots each keep the
+    KV cache of their last prompt (see ``prompt_cache``): unless a reply
+    scripts ``input_tokens``, ``prompt_eval_count`` counts only the tokens
+    after the part the slot's previous prompt shares with this one.
     """
 
     chat_path = "/api/chat"
@@ -66,8 +70,10 @@ class FakeOllama(ScriptedFake):
         chunk_delay_s: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        parallel: int = 1,
     ) -> None:
         super().__init__(chunk_delay_s=chunk_delay_s, host=host, port=port)
+        self.slots = OllamaSlots(parallel)
         self.models = None if models is None else [_canonical(m) for m in models]
         self.version = version
         self.loaded: list[str] = []
@@ -150,18 +156,25 @@ class FakeOllama(ScriptedFake):
             message = reply.error_message or default
             exchange.respond_json(reply.status, {"error": message}, dict(reply.headers))
             return
-        if body.get("stream") is False:
-            if reply.initial_delay_s and not await exchange.pause(reply.initial_delay_s):
+        slot, evaluated = self.slots.take(prompt_tokens(body))
+        if reply.input_tokens is not None:
+            evaluated = reply.input_tokens
+        try:
+            if body.get("stream") is False:
+                if reply.initial_delay_s and not await exchange.pause(reply.initial_delay_s):
+                    return
+                whole = self._whole(model, reply, evaluated)
+                exchange.respond_json(200, whole, dict(reply.headers))
                 return
-            exchange.respond_json(200, self._whole(model, reply, body), dict(reply.headers))
-            return
-        await play(
-            exchange,
-            reply,
-            self._frames(model, reply, body),
-            content_type="application/x-ndjson",
-            error_frame=lambda: _line({"error": reply.fail_message}),
-        )
+            await play(
+                exchange,
+                reply,
+                self._frames(model, reply, evaluated),
+                content_type="application/x-ndjson",
+                error_frame=lambda: _line({"error": reply.fail_message}),
+            )
+        finally:
+            self.slots.release(slot)
 
     # --- wire format -------------------------------------------------------------
 
@@ -176,11 +189,7 @@ class FakeOllama(ScriptedFake):
             calls.append(entry)
         return calls
 
-    def _done(self, model: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
-        prompt_tokens = reply.input_tokens
-        if prompt_tokens is None:
-            words = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-            prompt_tokens = max(1, words)
+    def _done(self, model: str, reply: Reply, evaluated: int) -> dict[str, Any]:
         eval_tokens = reply.output_tokens
         if eval_tokens is None:
             eval_tokens = len(reply.chunks) + len(reply.tool_calls)
@@ -192,13 +201,13 @@ class FakeOllama(ScriptedFake):
             "done_reason": reply.stop_reason or "stop",
             "total_duration": 4883583458,
             "load_duration": 1334875,
-            "prompt_eval_count": prompt_tokens,
+            "prompt_eval_count": evaluated,
             "prompt_eval_duration": 342546000,
             "eval_count": eval_tokens,
             "eval_duration": 4535599000,
         }
 
-    def _frames(self, model: str, reply: Reply, body: dict[str, Any]) -> list[Frame]:
+    def _frames(self, model: str, reply: Reply, evaluated: int) -> list[Frame]:
         frames = [
             Frame(
                 _line(
@@ -223,11 +232,11 @@ class FakeOllama(ScriptedFake):
                     "tail",
                 )
             )
-        frames.append(Frame(_line(self._done(model, reply, body)), "tail"))
+        frames.append(Frame(_line(self._done(model, reply, evaluated)), "tail"))
         return frames
 
-    def _whole(self, model: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
-        whole = self._done(model, reply, body)
+    def _whole(self, model: str, reply: Reply, evaluated: int) -> dict[str, Any]:
+        whole = self._done(model, reply, evaluated)
         whole["message"] = {"role": "assistant", "content": reply.text_content}
         if reply.tool_calls:
             whole["message"]["tool_calls"] = self._tool_calls(reply)

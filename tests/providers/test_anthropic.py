@@ -37,9 +37,9 @@ async def bridge(fake_anthropic: FakeAnthropic) -> AsyncIterator[AnthropicBridge
     await bridge.aclose()
 
 
-async def test_request_is_the_messages_api_format(
-    fake_anthropic: FakeAnthropic, bridge: AnthropicBridge
-) -> None:
+async def test_request_is_the_messages_api_format(fake_anthropic: FakeAnthropic) -> None:
+    # Without prompt caching: the breakpoints have tests of their own (test_prompt_caching).
+    bridge = make_bridge(fake_anthropic, prompt_caching=False)
     tool = ToolSpec("calc", "Evaluate arithmetic", {"type": "object", "properties": {}})
     request = CompletionRequest(
         messages=[
@@ -87,6 +87,7 @@ async def test_request_is_the_messages_api_format(
         },
     ]
     assert not {"temperature", "top_p", "top_k"} & body.keys()
+    await bridge.aclose()
 
 
 async def test_optional_fields_are_left_out(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -132,6 +134,8 @@ async def test_ndjson_parses_the_same_however_the_bytes_arrive(
     fake_ollama: FakeOllama, bridge: OllamaBridge, framing: dict[str, object]
 ) -> None:
     script = {
+        # Scripted: the same prompt twice would otherwise hit the slot's cache the second time.
+        "input_tokens": 3,
         "chunks": ("Hé", "llo ", "wörld", " ✓"),
         "tool_calls": (ScriptedToolCall("t", {"k": "v"}, id="c1"),),
     }
@@ -276,3 +280,38 @@ async def test_inventory_of_a_host_that_refuses_is_upstream_lost_refused() -> No
         assert caught.value.refused
     finally:
         await bridge.aclose()
+
+
+async def test_a_chat_is_never_sent_twice_when_a_reused_connection_drops() -> None:
+    # A server that answers the first chat on a connection and drops the connection
+    # after reading the second: that second chat reached Ollama, so sending it again
+    # on a new connection would run the generation twice. It must fail instead.
+    received: list[bytes] = []
+    done = b'{"message":{"role":"assistant","content":"hi"},"done":true}\n'
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = False
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = re.search(rb"(?i)content-length: *(\d+)", head)
+                received.append(await reader.readexactly(int(length[1]) if length else 0))
+                if answered:
+                    break
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(done), done))
+                answered = True
+        except asyncio.IncompleteReadError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    bridge = OllamaBridge(url=f"http://127.0.0.1:{port}", model="m1")
+    try:
+        assert fold(await collect(bridge, ask())).stop_reason == "end_turn"
+        with pytest.raises(UpstreamLost):
+            await collect(bridge, ask())
+        assert len(received) == 2
+    finally:
+        await bridge.aclose()
+        server.close()
+        await server.wait_closed()

@@ -97,6 +97,9 @@ def test_commands_wait_for_their_conversation_and_stay_out_of_the_provider_figur
     free_command = sched.submit(user_id="u", provider=COMMANDS)
     assert command.state == "queued" and free_command.holds_slot
     assert set(sched.stats().providers) == {"ollama"}
+    with pytest.raises(KeyError):  # no lane of slots stands in for a conversation lock
+        sched.hosts(COMMANDS)
+    assert sched.status(command.request_id, "u").position == 1  # one turn ahead of it
     sched.finish(turn, "completed")
     assert command.holds_slot
 

@@ -52,6 +52,18 @@ def test_postgres_urls_and_schema_option() -> None:
         open_store("postgresql://u@db/agent?schema=Robert'); DROP TABLE x;--")
 
 
+def test_postgres_write_retry_option() -> None:
+    default = open_store("postgresql://u@db/agent")
+    assert isinstance(default, PostgresStore) and default.write_retry_s == 20
+    patient = open_store("postgresql://u@db/agent?write_retry_s=45&schema=t")
+    assert isinstance(patient, PostgresStore)
+    assert patient.write_retry_s == 45 and patient.schema == "t"
+    assert "write_retry_s" not in patient._dsn  # never sent to the server
+    for bad in ("-1", "soon", "nan", "99999"):
+        with pytest.raises(ValueError, match="write_retry_s"):
+            open_store(f"postgresql://u@db/agent?write_retry_s={bad}")
+
+
 async def test_sqlite_creates_the_parent_directory(tmp_path: Path) -> None:
     path = tmp_path / "nested" / "deeper" / "agent.db"
     async with open_store(f"sqlite:///{path}") as store:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +18,7 @@ from service.store import NewMessage, SqliteStore
 from service.store import sqlite_ops as ops
 from service.store.migrations import SQLITE_MIGRATIONS
 
-# How long to let the worker thread pick an operation up; it takes microseconds.
-STARTED_S = 0.2
+Watch = Callable[[str], threading.Event]
 
 
 def exchange(tag: str) -> list[NewMessage]:
@@ -47,6 +48,29 @@ def rows_in(path: Path, table: str) -> int:
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "agent.db"
+
+
+@pytest.fixture
+def entered(monkeypatch: pytest.MonkeyPatch) -> Watch:
+    """An event set when the store's thread enters the operation ``sqlite_ops.<name>``."""
+
+    def watch(name: str) -> threading.Event:
+        event = threading.Event()
+        operation = getattr(ops, name)
+
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            event.set()
+            return operation(*args, **kwargs)
+
+        monkeypatch.setattr(ops, name, observed)
+        return event
+
+    return watch
+
+
+async def started(event: threading.Event) -> None:
+    """Return once the store's thread runs the watched operation."""
+    assert await asyncio.to_thread(event.wait, 10), "the store's thread never started it"
 
 
 async def test_a_write_outlasting_busy_timeout_is_service_unavailable(db: Path) -> None:
@@ -80,20 +104,24 @@ async def test_opening_a_database_locked_too_long_is_service_unavailable(db: Pat
         assert await store.ping()
 
 
-async def test_a_started_operation_completes_even_if_its_caller_is_cancelled(db: Path) -> None:
+async def test_a_started_operation_completes_even_if_its_caller_is_cancelled(
+    db: Path, entered: Watch
+) -> None:
     store = SqliteStore(db)
     await store.open()
     conversation = await store.create_conversation("alice")
+    appending = entered("append_messages")
     async with write_lock(db):
-        # The append is now waiting for the lock inside its BEGIN IMMEDIATE.
         task = asyncio.create_task(store.append_messages("alice", conversation.id, exchange("1")))
-        await asyncio.sleep(STARTED_S)
+        await started(appending)  # and held at its BEGIN IMMEDIATE while the lock is ours
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         closing = asyncio.create_task(store.close())
-        await asyncio.sleep(0.05)
-        assert not closing.done(), "close() must wait for the operation still running"
+        # Not a wait for something to happen: the append cannot end while the lock is
+        # held, so a close() that did not wait for it would be done within this window.
+        done, _ = await asyncio.wait({closing}, timeout=0.05)
+        assert not done, "close() must wait for the operation still running"
     await closing
     # The whole batch went in: both messages, the count and the usage.
     assert rows_in(db, "messages") == 2
@@ -102,9 +130,12 @@ async def test_a_started_operation_completes_even_if_its_caller_is_cancelled(db:
         assert (await reopened.usage_totals("alice")).turns == 1
 
 
-async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(db: Path) -> None:
+async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(
+    db: Path, entered: Watch
+) -> None:
     async with SqliteStore(db) as store:
         conversation = await store.create_conversation("alice")
+        appending = entered("append_messages")
         async with write_lock(db):
             # The first append holds the store's only thread; the second waits behind it.
             first = asyncio.create_task(
@@ -113,7 +144,7 @@ async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(db: 
             second = asyncio.create_task(
                 store.append_messages("alice", conversation.id, exchange("2"))
             )
-            await asyncio.sleep(0)
+            await started(appending)  # the first, which cannot end while the lock is held
             second.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await second
@@ -123,13 +154,16 @@ async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(db: 
         assert (await store.usage_totals("alice")).turns == 1
 
 
-async def test_a_cancelled_open_leaves_the_store_closed_and_reopenable(db: Path) -> None:
+async def test_a_cancelled_open_leaves_the_store_closed_and_reopenable(
+    db: Path, entered: Watch
+) -> None:
     async with SqliteStore(db):
         pass
     store = SqliteStore(db)
+    connecting = entered("connect")
     async with write_lock(db):
         opening = asyncio.create_task(store.open())
-        await asyncio.sleep(STARTED_S)  # connecting, waiting to check the migrations
+        await started(connecting)  # and held while it checks the migrations
         opening.cancel()
         with pytest.raises(asyncio.CancelledError):
             await opening
@@ -139,14 +173,15 @@ async def test_a_cancelled_open_leaves_the_store_closed_and_reopenable(db: Path)
         assert (await store.get_conversation("alice", conversation.id)).id == conversation.id
 
 
-async def test_waiting_for_the_lock_does_not_block_the_event_loop(db: Path) -> None:
+async def test_waiting_for_the_lock_does_not_block_the_event_loop(db: Path, entered: Watch) -> None:
     async with SqliteStore(db) as first, SqliteStore(db) as second:
+        creating = entered("create_conversation")
         async with write_lock(db):
             blocked = asyncio.create_task(first.create_conversation("alice"))
-            await asyncio.sleep(0.05)
-            # Had the wait blocked the loop, the write would have timed out by now.
-            assert not blocked.done()
+            # The loop runs this wait and the read below while the write waits for the lock.
+            await started(creating)
             assert await second.count_users() == 0  # another store reads meanwhile
+            assert not blocked.done()
         await blocked
         assert await second.count_users() == 1
 

@@ -100,7 +100,8 @@ async def test_with_cancel_the_caller_going_away_cancels_the_turn(
     fake.push(Reply.text("one", " two", hang_after=1))
     await leave_after_first_text(streams, turn("r1"), None)  # the default policy is cancel
     assert await fake.disconnected(0, timeout=1.0)  # the fake notices a moment later
-    assert scheduler.status("r1", "u").state == "cancelled"
+    # The turn's own task ends it (after storing what the user saw): wait for that.
+    await until(lambda: scheduler.status("r1", "u").state == "cancelled", "the turn's end")
     with pytest.raises(AgentError) as retried:
         await streams.answer(turn("r1"), None)
     assert retried.value.code is Code.CANCELLED

@@ -69,12 +69,16 @@ MCP_SERVER_STATE_UNAVAILABLE: McpServerState
 MCP_SERVER_STATE_STOPPED: McpServerState
 
 class Usage(_message.Message):
-    __slots__ = ("input_tokens", "output_tokens")
+    __slots__ = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
     INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_CREATION_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_READ_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     input_tokens: int
     output_tokens: int
-    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cache_creation_input_tokens: _Optional[int] = ..., cache_read_input_tokens: _Optional[int] = ...) -> None: ...
 
 class ToolInvocation(_message.Message):
     __slots__ = ("id", "name", "arguments_json", "result", "is_error")
@@ -322,7 +326,7 @@ class QueueStats(_message.Message):
     def __init__(self, waiting: _Optional[int] = ..., running: _Optional[int] = ..., max_pending: _Optional[int] = ..., max_pending_per_user: _Optional[int] = ..., providers: _Optional[_Iterable[_Union[ProviderQueueStats, _Mapping]]] = ...) -> None: ...
 
 class GetStatusResponse(_message.Message):
-    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers", "user_limits", "user_budget", "caller_admin")
+    __slots__ = ("status", "provider", "model", "providers", "queue_stats", "active_users", "version", "user_id", "user_usage", "mcp_servers", "user_limits", "user_budget", "caller_admin", "identity_source")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +340,7 @@ class GetStatusResponse(_message.Message):
     USER_LIMITS_FIELD_NUMBER: _ClassVar[int]
     USER_BUDGET_FIELD_NUMBER: _ClassVar[int]
     CALLER_ADMIN_FIELD_NUMBER: _ClassVar[int]
+    IDENTITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     status: str
     provider: str
     model: str
@@ -349,7 +354,8 @@ class GetStatusResponse(_message.Message):
     user_limits: UserLimits
     user_budget: TokenBudget
     caller_admin: bool
-    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ..., user_limits: _Optional[_Union[UserLimits, _Mapping]] = ..., user_budget: _Optional[_Union[TokenBudget, _Mapping]] = ..., caller_admin: _Optional[bool] = ...) -> None: ...
+    identity_source: str
+    def __init__(self, status: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., providers: _Optional[_Iterable[_Union[ProviderStatus, _Mapping]]] = ..., queue_stats: _Optional[_Union[QueueStats, _Mapping]] = ..., active_users: _Optional[int] = ..., version: _Optional[str] = ..., user_id: _Optional[str] = ..., user_usage: _Optional[_Union[Usage, _Mapping]] = ..., mcp_servers: _Optional[_Iterable[_Union[McpServerStatus, _Mapping]]] = ..., user_limits: _Optional[_Union[UserLimits, _Mapping]] = ..., user_budget: _Optional[_Union[TokenBudget, _Mapping]] = ..., caller_admin: _Optional[bool] = ..., identity_source: _Optional[str] = ...) -> None: ...
 
 class McpServerStatus(_message.Message):
     __slots__ = ("name", "transport", "state", "tools", "last_error", "restarts")

@@ -198,3 +198,11 @@ async def test_a_second_release_changes_nothing(backend: Backend) -> None:
     await sched.release(grant)  # e.g. a retry path calling it again: no second sample
     assert not grant.signal.is_stopped  # and it is still this holder's request
     assert (await sched.stats()).providers["ollama"].avg_service_s == 4.0
+
+
+async def test_an_admission_says_whether_it_was_granted_at_once(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1})
+    assert (await submit(sched, "alice", "first")).granted
+    assert not (await submit(sched, "bob", "second")).granted
+    owner = "" if backend.name == "memory" else "replica-0"
+    assert (await sched.status("first", "alice")).owner == owner

@@ -8,7 +8,7 @@ import pytest
 
 from service.errors import Code, RequestCancelled, ServiceUnavailable
 from service.scheduler.hosts import Host
-from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
+from service.scheduler.interface import Admission, Adopted, RequestScheduler, RequestSpec
 from tests.scheduler.contract.conftest import Backend, until
 
 pytestmark = pytest.mark.postgres
@@ -191,3 +191,55 @@ async def test_concurrent_cancels_on_a_small_pool_do_not_deadlock(pg: Backend) -
     async with asyncio.timeout(20):
         infos = await asyncio.gather(*(sched.cancel(f"w{i}", "alice") for i in range(8)))
     assert {i.state for i in infos} == {"cancelled"}
+
+
+async def test_a_gone_replicas_waiting_request_with_a_payload_is_adopted_not_run_blind(
+    pg: Backend,
+) -> None:
+    dead = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600, poll_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(b, "x", "running-on-b")
+    await sched_submit_with_payload(dead, "alice", "orphan", "the turn's input")
+    await submit(dead, "carol", "no-payload")
+    adopted: list[Adopted] = []
+
+    async def adopt_some() -> bool:
+        adopted.extend(await b.adopt())
+        return bool(adopted)
+
+    await until(adopt_some)
+    assert [(a.admission.request_id, a.payload) for a in adopted] == [
+        ("orphan", "the turn's input")
+    ]
+    assert (await b.status("orphan", "alice")).owner == "b"
+    await until(lambda: _is(b, "no-payload", "carol", "failed"))  # nobody could run it
+    await b.finish("running-on-b", "x", "completed")
+    grant = await b.acquire(adopted[0].admission)
+    assert grant.request_id == "orphan"
+    assert await b.adopt() == []
+
+
+async def test_a_draining_replicas_waiting_requests_are_handed_over(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1}, address="127.0.0.1:5001")
+    b = await pg.replica("b", slots={"ollama": 1}, address="127.0.0.1:5002")
+    await submit(b, "x", "running-on-b")
+    waiting = await sched_submit_with_payload(a, "alice", "handed", "input")
+    assert not waiting.granted
+    waiter = asyncio.create_task(a.acquire(waiting))
+    assert await b.replica_address("a") == "127.0.0.1:5001"
+    assert await b.replica_address("nobody") is None
+    assert (await b.status("handed", "alice")).owner == "a"
+    await a.begin_shutdown("a drains")
+    (taken,) = await b.adopt()
+    assert taken.admission.request_id == "handed"
+    with pytest.raises(ServiceUnavailable):
+        await waiter  # the drained replica's stream ends; the client re-attaches elsewhere
+    await a.finish("handed", "alice", "cancelled")  # its finally: not its row any more
+    assert await state(b, "handed", "alice") == "queued"
+    assert await a.drain(5.0) is True
+
+
+async def sched_submit_with_payload(
+    sched: RequestScheduler, user: str, rid: str, payload: str
+) -> Admission:
+    return await sched.submit(RequestSpec(rid, user, "ollama", payload=payload))

@@ -1,5 +1,7 @@
 """What every RPC knows about its call, carried in a contextvar: method, caller, request id.
 
+A bottom-floor module (it imports nothing above ``service.auth``'s Principal),
+so the turn and the log formatter read the call without importing ``rpc/``.
 The interceptor (``service.rpc.interceptor``) sets it before a handler runs,
 so handlers, logging and errors read the same facts without passing them
 down, and an RPC added later cannot forget to authenticate. The handler
@@ -9,11 +11,19 @@ request id), so the access line and every log record of the call carry them.
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 
 from service.auth import Principal
-from service.scheduler.admission import is_request_id
+
+# The request id rule, for ids callers send and ids the service mints alike.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def is_request_id(value: str) -> bool:
+    """Whether ``value`` may be a request id: 1-64 of letters, digits, ``_`` and ``-``."""
+    return _REQUEST_ID.fullmatch(value) is not None  # fullmatch: "$" alone admits a final "\n"
 
 
 @dataclass(slots=True)

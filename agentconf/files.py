@@ -1,10 +1,7 @@
 """Reading configuration strictly: one readable line per mistake, naming the key and its source.
 
-The twin of ``service/config_file.py``, kept here because the gateway never
-imports ``service/``; ``tests/test_config_errors.py`` keeps the two identical
-below their docstrings. Everything here is generic over a pydantic settings
-class, so each process passes its own model and the sections it leaves to the
-other process.
+Generic over a pydantic settings class, so each process passes its own model
+and the sections it leaves to the other process.
 
 What is checked, in order: the file can be read and parsed (YAML errors name
 file, line and column); every key of the file and every ``AGENT_*`` variable
