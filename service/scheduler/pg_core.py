@@ -92,7 +92,12 @@ class SchedulerCore:
         )
         self._dsn = dsn
         self._schema = schema
-        self._settings = {"application_name": "agent-service-scheduler"}
+        self._settings = {
+            "application_name": "agent-service-scheduler",
+            # A replica frozen inside a transaction (SIGSTOP, a stalled VM) would hold the
+            # dispatch lock and stall every replica; the server ends such a session instead.
+            "idle_in_transaction_session_timeout": str(int(max(0.5, lease_s / 4) * 1000)),
+        }
         if schema:
             self._settings["search_path"] = schema
         self._retention_s = retention_s

@@ -100,3 +100,32 @@ async def test_a_fenced_turn_ends_its_stream_with_an_error_and_is_not_stored_com
         assert rows and {r["status"] for r in rows} == {"failed"}
         (request,) = await pg.sql("SELECT state FROM sched_requests")
         assert request["state"] == "failed"  # the holder's finish did not clobber it
+
+
+async def test_an_answer_that_runs_out_after_its_lease_was_taken_is_not_complete(
+    pg: Backend,
+) -> None:
+    url = f"{pg.url}{'&' if '?' in pg.url else '?'}schema={pg.schema}"
+    gate = threading.Event()
+    async with FakeOllama() as fake, AsyncExitStack() as stack:
+        fake.push(Reply(chunks=("partial ", "end"), gate=gate, gate_after=1))
+        service = await stack.enter_async_context(running_service(settings_for(url, fake, "one")))
+        channel = await stack.enter_async_context(
+            grpc.aio.insecure_channel(f"127.0.0.1:{service.port}")
+        )
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+        events = aiter(stub.ChatStream(pb.ChatStreamRequest(message="hi", user_id="a")))
+        while (await anext(events)).WhichOneof("event") != "text_delta":
+            pass
+        await pg.sql(
+            "UPDATE sched_requests SET state = 'failed', closed = true, slot = NULL,"
+            " error_kind = 'ServiceUnavailable', error_code = 'UNAVAILABLE',"
+            " error_message = 'lease expired', finished_at = enqueued_at"
+        )
+        gate.set()  # the answer ends at once, likely before the replica notices the rescue
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            async for _ in events:
+                pass
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        rows = await pg.sql("SELECT status FROM messages WHERE role = 'assistant'")
+        assert rows and {r["status"] for r in rows} == {"failed"}
