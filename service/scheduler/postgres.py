@@ -13,8 +13,10 @@ by granting a numbered (host, slot) under a lease (DESIGN §9):
   every ``lease_s / 3`` on the database's clock, and a renewal, release or
   finish that finds its epoch gone fires the grant's signal ("fenced");
 - a silent replica's grants are ended failed with a retry hint by whichever
-  replica dispatches next (every granted row counts as started upstream),
-  and its waiting rows end failed too (only it holds their clients).
+  replica dispatches next (every granted row counts as started upstream);
+  its waiting rows are taken over by a live replica (``adopt``: they carry
+  their input), or end failed when they carry none. A draining replica's
+  waiting rows are adoptable the same way.
 
 Times in rows (``enqueued_at``, order keys, retention) come from ``clock``
 (the replica's wall clock, injectable for tests); lease expiry uses only the
