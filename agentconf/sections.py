@@ -18,6 +18,7 @@ SERVICE_SECTIONS = frozenset(
         "ollama",
         "providers",
         "queue",
+        "scheduler",
         "stream",
         "store",
         "auth",

@@ -434,6 +434,10 @@ class ChatService:
                 # The model call is over: the slot goes to the next request now, not
                 # after the store write. The conversation stays held until finish.
                 await _settle(self._scheduler.release(grant))
+            if stopped is None and grant.signal.kind == "fenced":
+                # The lease was lost while the answer ran out (the release found it gone):
+                # another replica already ended this request, so it is not complete here.
+                stopped = grant.signal.error
             if stopped is not None:  # by its owner's cancel, a lost lease, or the shutdown
                 if self._interrupted is not None:
                     status = "failed"

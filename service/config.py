@@ -8,6 +8,7 @@ the original spec's names ``ANTHROPIC_API_KEY``, ``ANTHROPIC_BASE_URL`` and
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -136,6 +137,17 @@ class QueueSection(Section):
     # A waiting request's position is told at most this often (the latest one, never a
     # stale one): thousands of waiting clients must not each get every move of the queue.
     position_interval_s: float = Field(1.0, gt=0)
+
+
+class SchedulerSection(Section):
+    """Which engine keeps the request queue: this process, or PostgreSQL shared by replicas."""
+
+    backend: Literal["memory", "postgres"] = "memory"
+    lease_s: float = Field(10.0, gt=0)  # how long a silent replica keeps its grants
+    replica_id: str = Field("", max_length=200)  # empty: host name + pid
+
+    def resolved_replica_id(self) -> str:
+        return self.replica_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
 class StreamSection(Section):
@@ -279,6 +291,7 @@ class Settings(AgentSettings):
     ollama: OllamaSection = Field(default_factory=OllamaSection)
     providers: ProviderTimeouts = Field(default_factory=ProviderTimeouts)
     queue: QueueSection = Field(default_factory=QueueSection)
+    scheduler: SchedulerSection = Field(default_factory=SchedulerSection)
     stream: StreamSection = Field(default_factory=StreamSection)
     store: StoreSection = Field(default_factory=StoreSection)
     auth: AuthSection = Field(default_factory=AuthSection)
@@ -336,6 +349,18 @@ def _check_consistency(
             f"{origin}: provider 'anthropic' needs an API key: set ANTHROPIC_API_KEY "
             "(or anthropic.api_key), or choose provider 'ollama'"
         )
+    if settings.scheduler.backend == "postgres":
+        scheme = settings.store.resolved_url().partition("://")[0].lower()
+        if scheme not in ("postgresql", "postgres"):
+            variable = env_name(("scheduler", "backend"), environ)
+            where = file.where(("scheduler", "backend")) if file is not None else None
+            origin = (
+                f"{variable}={environ[variable]!r}" if variable else where or "scheduler.backend"
+            )
+            raise ConfigError(
+                f"{origin}: scheduler.backend 'postgres' keeps the queue in the store's "
+                f"database, so store.url must be postgresql://... (it is {scheme}://...)"
+            )
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():
         raise ConfigError(f"auth.tokens_file: no such file: {tokens}")

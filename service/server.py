@@ -1,8 +1,9 @@
 """Builds the service from settings and runs it: the lifespan of every resource.
 
 Shutdown (uvicorn's shape): stop admitting, end waiting requests with
-UNAVAILABLE, give running ones ``grpc.shutdown_grace_s`` to finish, cancel
-what is left, store interrupted turns, then close providers and the store.
+UNAVAILABLE (with the shared queue, only this replica's), give running ones
+``grpc.shutdown_grace_s`` to finish, cancel what is left, store interrupted
+turns, then close the scheduler, providers and the store.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 from agent.v1 import agent_pb2, agent_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,10 +39,12 @@ from service.revocation import Revocations
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Host, Scheduler
+from service.scheduler.estimates import QueueStats
 from service.scheduler.interface import RequestScheduler
 from service.scheduler.memory import MemoryScheduler
+from service.scheduler.postgres import PostgresScheduler
 from service.status import ProviderProbes, startup_probe
-from service.store.factory import open_store
+from service.store.factory import open_store, postgres_target
 from service.store.watch import StoreWatch, publish_to
 from service.streams import StreamingTurns
 from service.tools import default_registry
@@ -54,6 +58,7 @@ SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 # (a whole conversation); the gateway receives up to this.
 _REQUEST_SLACK_BYTES = 64 * 1024
 _MAX_REPLY_BYTES = 32 * 1024 * 1024
+_STATS_REFRESH_S = 2.0  # how old the shared queue's gauges may be at a scrape
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -179,19 +184,7 @@ async def running_service(
         stack.push_async_callback(auth.aclose)
         await auth.start()  # fetches the JWT key set; an unreachable issuer only warns
         limits = Limits(settings.limits, store, tier_of=auth.tier_of)
-        engine = Scheduler(
-            # A provider that is not configured has no lane: no slots, no series, no status row.
-            slots={"anthropic": settings.anthropic.max_concurrency}
-            if "anthropic" in providers
-            else {},
-            hosts={"ollama": ollama_pool(settings)},
-            down_retry_s=settings.ollama.health_interval_s,
-            max_pending=settings.queue.max_pending,
-            max_pending_per_user=settings.queue.max_pending_per_user,
-            aging_interval_s=settings.queue.aging_interval_s,
-            retention_s=settings.queue.retention_s,
-        )
-        scheduler = MemoryScheduler(engine)
+        scheduler, queue_stats = await build_scheduler(settings, stack, providers=set(providers))
         breaker = CircuitBreaker(
             scheduler,
             "ollama",
@@ -249,7 +242,14 @@ async def running_service(
         auth.on_revoked(Revocations(scheduler).revoked)
         users_file = asyncio.create_task(auth.watch_file(), name="users-file")
         stack.push_async_callback(_stop, users_file)
-        streams = StreamingTurns(chat, scheduler, store, settings.stream)
+        shared = scheduler if isinstance(scheduler, PostgresScheduler) else None
+        streams = StreamingTurns(
+            chat,
+            scheduler,
+            store,
+            settings.stream,
+            replica=shared.replica_id if shared is not None else "",
+        )
         servicer = AgentServicer(
             auth=auth,
             chat=chat,
@@ -263,7 +263,7 @@ async def running_service(
             mcp=mcp,
             metrics=metrics,
         )
-        metrics.watch_queue(engine.stats)
+        metrics.watch_queue(queue_stats)
         metrics_port = None
         if settings.metrics.address:
             endpoint = MetricsEndpoint(metrics)
@@ -292,6 +292,12 @@ async def running_service(
         )
         port = add_port(server, settings.grpc.address)
         await server.start()
+        if shared is not None:
+            # Where other replicas forward watches of requests running here; then take
+            # over, now and then, the waiting requests of replicas that went away.
+            await shared.publish_address(f"{settings.grpc.address.rpartition(':')[0]}:{port}")
+            adoption = asyncio.create_task(streams.adopt_forever(), name="adopt")
+            stack.push_async_callback(_stop, adoption)
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         # The store's own health entry (readiness reports a database outage from it).
@@ -317,6 +323,58 @@ async def running_service(
             await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
             await streams.close()
+
+
+async def build_scheduler(
+    settings: Settings, stack: AsyncExitStack, *, providers: Collection[str] = ("anthropic",)
+) -> tuple[RequestScheduler, Callable[[], QueueStats]]:
+    """The configured scheduler (``scheduler.backend``) and a sync view of its statistics.
+
+    The metrics read the queue at each scrape, synchronously: the in-process engine
+    answers at once; the shared queue's figures come from a snapshot refreshed by a
+    small task (a scrape must not wait on the database).
+    """
+    common = {
+        # A provider that is not configured has no lane: no slots, no series, no status row.
+        "slots": {"anthropic": settings.anthropic.max_concurrency}
+        if "anthropic" in providers
+        else {},
+        "hosts": {"ollama": ollama_pool(settings)},
+        "down_retry_s": settings.ollama.health_interval_s,
+        "max_pending": settings.queue.max_pending,
+        "max_pending_per_user": settings.queue.max_pending_per_user,
+        "aging_interval_s": settings.queue.aging_interval_s,
+        "retention_s": settings.queue.retention_s,
+    }
+    if settings.scheduler.backend == "memory":
+        engine = Scheduler(**common)  # type: ignore[arg-type]
+        return MemoryScheduler(engine), engine.stats
+    target = postgres_target(settings.store.resolved_url())
+    assert target is not None  # the configuration check made sure
+    dsn, schema = target
+    shared = PostgresScheduler(
+        dsn,
+        schema=schema,
+        replica_id=settings.scheduler.resolved_replica_id(),
+        lease_s=settings.scheduler.lease_s,
+        **common,  # type: ignore[arg-type]
+    )
+    await shared.open()
+    stack.push_async_callback(shared.close)
+    latest = [await shared.stats()]
+
+    async def refresh() -> None:
+        while True:
+            await asyncio.sleep(_STATS_REFRESH_S)
+            try:
+                latest[0] = await shared.stats()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("queue statistics not refreshed: %s", exc)
+
+    task = asyncio.create_task(refresh(), name="queue-stats")
+    stack.push_async_callback(_stop, task)
+    log.info("request queue shared through PostgreSQL as replica %s", shared.replica_id)
+    return shared, lambda: latest[0]
 
 
 def ollama_pool(settings: Settings) -> list[Host]:

@@ -61,6 +61,13 @@ ENV_CASES = [
     (BOTH, {"AGENT_API_SERVER__LOG_LEVEL": "loud"}, ["LOG_LEVEL", "must be one of"]),
     (BOTH, {"AGENT_CONFIG": "missing.yaml"}, ["config file not found: missing.yaml"]),
     (SERVICE, {"AGENT_API__PROVIDER": "anthropic"}, ["AGENT_API__PROVIDER", "ANTHROPIC_API_KEY"]),
+    (
+        SERVICE,
+        {"AGENT_SCHEDULER__BACKEND": "postgres"},
+        ["AGENT_SCHEDULER__BACKEND='postgres'", "store.url must be postgresql://", "sqlite://"],
+    ),
+    (SERVICE, {"AGENT_SCHEDULER__BACKEND": "redis"}, ["AGENT_SCHEDULER__BACKEND", "'memory'"]),
+    (SERVICE, {"AGENT_SCHEDULER__LEASE_S": "0"}, ["AGENT_SCHEDULER__LEASE_S", "greater than"]),
 ]
 CLI_ENV_CASES = [
     pytest.param(script, env, words, id=f"{script}-{next(iter(env))}")
@@ -88,6 +95,8 @@ FILE_CASES = [
     ("api:\n  provider: [ollama\nqueue: {}\n", ["c.yaml:3:", "invalid YAML"]),
     ("- api\n", ["c.yaml:1", "mapping of sections"]),
     ("api:\n  provider: anthropic\n", ["c.yaml:2", "ANTHROPIC_API_KEY"]),
+    ("scheduler:\n  backend: postgres\n", ["c.yaml:2", "store.url must be postgresql://"]),
+    ("scheduler:\n  lease: 3\n", ["c.yaml:2", "did you mean 'lease_s'"]),
 ]
 
 

@@ -43,10 +43,10 @@ def start_delay(
     exactly the time a slot-by-slot replay of the queue would give.
     """
     remaining = sorted(max(mean_service_s - e, 0.0) for e in running_elapsed)
-    remaining = ([0.0] * max(slots - len(remaining), 0) + remaining)[:slots]
-    remaining.sort()
+    # The idle slots come first (free now); not materialized, a lane may have 2**30 slots.
+    idle = max(slots - len(remaining), 0)
     rounds, lane = divmod(position, slots)
-    return remaining[lane] + rounds * mean_service_s
+    return (0.0 if lane < idle else remaining[lane - idle]) + rounds * mean_service_s
 
 
 @dataclass(frozen=True)

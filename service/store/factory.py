@@ -38,6 +38,18 @@ def open_store(url: str) -> ConversationStore:
     )
 
 
+def postgres_target(url: str) -> tuple[str, str | None] | None:
+    """(DSN, schema) of a PostgreSQL store URL; None for any other URL.
+
+    The shared scheduler keeps its tables (``sched_*``) in the store's database and schema.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in _POSTGRES_SCHEMES:
+        return None
+    dsn, options = _split_options(url)
+    return dsn, options.get("schema") or None
+
+
 def _sqlite_path(url: str, rest: str) -> str:
     # sqlite:///x -> "x" (relative); sqlite:////x -> "/x" (absolute), as SQLAlchemy spells it.
     if not rest.startswith("/") or len(rest) < 2 or "?" in rest:

@@ -61,7 +61,7 @@ class Replica:
     def turns_run(self) -> float:
         """Turns this replica ran to a model call (its own metrics)."""
         text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
-        found = re.findall(r"^agent_turn_seconds_count\{[^}]*\} ([0-9.e+]+)$", text, re.M)
+        found = re.findall(r"^agent_turn_duration_seconds_count\{[^}]*\} ([0-9.e+]+)$", text, re.M)
         return sum(float(n) for n in found)
 
 

@@ -53,3 +53,9 @@ def test_caps_count_per_user_and_in_total() -> None:
     caps.leave("b")
     assert (caps.total, caps.of_user("a"), caps.of_user("b")) == (1, 1, 0)
     caps.check("c", user_turnover_s=lambda: 0.0, any_turnover_s=lambda: 0.0)
+
+
+def test_start_delay_of_a_lane_with_practically_unlimited_slots_is_immediate() -> None:
+    # The command lane has 2**30 slots: the model must not build a list per slot.
+    assert start_delay(3, 1 << 30, [1.0, 2.0], 10.0) == 0.0
+    assert start_delay((1 << 30) - 1, 1 << 30, [4.0], 10.0) == 6.0

@@ -13,8 +13,9 @@ import pytest
 
 from service.scheduler.interface import RequestScheduler
 from service.scheduler.memory import MemoryScheduler
+from service.scheduler.postgres import PostgresScheduler
 
-ADAPTERS: list[type] = [MemoryScheduler]
+ADAPTERS: list[type] = [MemoryScheduler, PostgresScheduler]
 
 
 def _ops() -> list[str]:

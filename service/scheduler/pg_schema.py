@@ -1,0 +1,107 @@
+"""The tables of the shared queue (``scheduler.backend: postgres``), created idempotently.
+
+Every name starts with ``sched_`` so it cannot clash with the store's tables in
+the same database. The invariants a buggy dispatcher must not be able to break
+are partial unique indexes, not code:
+
+- ``sched_one_per_slot``: one leased row per (provider, host, slot number);
+- ``sched_one_turn``: one active turn (granted and not finished, even after its
+  slot was released) per conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# A fixed key for pg_advisory_xact_lock: every dispatch and admission runs under it.
+DISPATCH_LOCK = 0x5C4ED0_0019
+CHANNEL = "sched_wake"
+
+SCHEMA = """
+CREATE SEQUENCE IF NOT EXISTS sched_epoch;
+CREATE SEQUENCE IF NOT EXISTS sched_seq;
+CREATE TABLE IF NOT EXISTS sched_requests (
+    user_id          text    NOT NULL,
+    request_id       text    NOT NULL,
+    owner            text    NOT NULL,            -- the replica that accepted it and runs it
+    state            text    NOT NULL,  -- queued | running | completed | cancelled | failed
+    priority         integer NOT NULL,
+    front            boolean NOT NULL DEFAULT false,  -- put back after a host failure
+    order_key        double precision NOT NULL,
+    seq              bigint  NOT NULL DEFAULT nextval('sched_seq'),
+    conversation_id  text,
+    provider         text    NOT NULL,
+    model            text    NOT NULL DEFAULT '',
+    host             text,                        -- where it runs or ran ('' without a pool)
+    slot             integer,                     -- NULL once the slot is released
+    granted          boolean NOT NULL DEFAULT false,
+    closed           boolean NOT NULL DEFAULT false,  -- finished: no longer counts anywhere
+    lease_epoch      bigint,
+    lease_expires_at timestamptz,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    tried            text[]  NOT NULL DEFAULT '{}',
+    error_kind       text,
+    error_code       text,
+    error_message    text,
+    error_reason     text,
+    retry_after_s    double precision,
+    payload          text    NOT NULL DEFAULT '',  -- what another replica needs to run it
+    enqueued_at      double precision NOT NULL,
+    started_at       double precision,
+    finished_at      double precision,
+    PRIMARY KEY (user_id, request_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sched_one_per_slot
+    ON sched_requests (provider, host, slot) WHERE slot IS NOT NULL;
+CREATE UNIQUE INDEX IF NOT EXISTS sched_one_turn
+    ON sched_requests (conversation_id)
+    WHERE granted AND NOT closed AND conversation_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sched_waiting
+    ON sched_requests (provider, front DESC, order_key, seq) WHERE state = 'queued';
+CREATE INDEX IF NOT EXISTS sched_open ON sched_requests (user_id) WHERE NOT closed;
+CREATE INDEX IF NOT EXISTS sched_ended ON sched_requests (finished_at) WHERE closed;
+CREATE TABLE IF NOT EXISTS sched_users (
+    user_id text PRIMARY KEY,
+    vstart  double precision NOT NULL  -- virtual start of the user's latest request
+);
+CREATE TABLE IF NOT EXISTS sched_hosts (
+    provider   text NOT NULL,
+    name       text NOT NULL,
+    up         boolean NOT NULL DEFAULT true,
+    since      double precision NOT NULL,
+    last_error text NOT NULL DEFAULT '',
+    models     text[],                      -- NULL: serves any model
+    loaded     text[] NOT NULL DEFAULT '{}',
+    PRIMARY KEY (provider, name)
+);
+CREATE TABLE IF NOT EXISTS sched_replicas (
+    replica_id  text PRIMARY KEY,
+    expires_at  timestamptz NOT NULL,
+    accepting   boolean NOT NULL DEFAULT true,  -- false once it drains: its waiters are adoptable
+    address     text NOT NULL DEFAULT ''        -- its gRPC address, for forwarded watches
+);
+CREATE TABLE IF NOT EXISTS sched_lanes (
+    provider        text PRIMARY KEY,
+    avg_service_s   double precision NOT NULL,
+    service_samples integer NOT NULL DEFAULT 0,
+    avg_wait_s      double precision NOT NULL DEFAULT 0,
+    wait_samples    integer NOT NULL DEFAULT 0
+);
+-- A replica is live while its heartbeat is fresh and it still accepts work.
+CREATE OR REPLACE FUNCTION sched_live(replica text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM sched_replicas r
+                   WHERE r.replica_id = replica AND r.expires_at >= now() AND r.accepting)
+$$;
+"""
+
+
+async def create_schema(conn: Any, schema: str | None = None) -> None:
+    """Create the tables if missing; serialized so replicas starting together do not race.
+
+    ``schema`` (a checked identifier) is created first when given.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK)
+        if schema:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        await conn.execute(SCHEMA)

@@ -1,0 +1,245 @@
+"""What only the shared queue does: several replicas (instances) on one PostgreSQL database."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.errors import Code, RequestCancelled, ServiceUnavailable
+from service.scheduler.hosts import Host
+from service.scheduler.interface import Admission, Adopted, RequestScheduler, RequestSpec
+from tests.scheduler.contract.conftest import Backend, until
+
+pytestmark = pytest.mark.postgres
+
+
+async def submit(sched: RequestScheduler, user: str, rid: str, **kw: object) -> Admission:
+    return await sched.submit(RequestSpec(rid, user, "ollama", **kw))  # type: ignore[arg-type]
+
+
+async def state(sched: RequestScheduler, rid: str, user: str) -> str:
+    return (await sched.status(rid, user)).state
+
+
+async def test_two_replicas_share_one_queue_and_its_positions(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(a, "x", "blocker")
+    for i in range(6):
+        await submit(a if i % 2 else b, f"u{i}", f"r{i}")
+    for replica in (a, b):
+        assert [(await replica.status(f"r{i}", f"u{i}")).position for i in range(6)] == [
+            0,
+            1,
+            2,
+            3,
+            4,
+            5,
+        ]
+    assert [i.request_id for i in await b.requests(None)] == ["blocker"] + [
+        f"r{i}" for i in range(6)
+    ]
+    stats = await a.stats()
+    assert stats.total_waiting == 6 and stats.total_running == 1
+
+
+async def test_a_request_is_cancelled_through_another_replica(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    first = await submit(a, "alice", "held")
+    queued = await submit(a, "bob", "waiting")
+    grant = await a.acquire(first)
+    waiter = asyncio.create_task(a.acquire(queued))
+    await b.cancel("waiting", "bob")
+    with pytest.raises(RequestCancelled):
+        await waiter
+    await b.cancel("held", "alice")
+    assert await asyncio.wait_for(grant.signal.stopped(), 10) == "cancelled"
+    await a.finish("held", "alice", "completed")
+    assert await state(b, "held", "alice") == "cancelled"
+
+
+async def test_slots_are_never_oversubscribed_when_replicas_dispatch_together(
+    pg: Backend,
+) -> None:
+    settings = {"slots": {"ollama": 2}, "max_pending": 100, "max_pending_per_user": 100}
+    replicas = [await pg.replica(f"r{i}", **settings) for i in range(2)]  # type: ignore[arg-type]
+    holding = 0
+    most = 0
+    done: list[str] = []
+
+    async def turn(n: int) -> None:
+        nonlocal holding, most
+        sched = replicas[n % 2]
+        admission = await submit(sched, f"user{n % 10}", f"t{n}")
+        grant = await sched.acquire(admission)
+        holding += 1
+        most = max(most, holding)
+        # Hold the slot until another worker holds one too (or nothing is left waiting),
+        # so the two slots are both in use while everyone else dispatches.
+        await until(lambda: holding >= 2 or _none_waiting(sched))
+        holding -= 1
+        await sched.release(grant)
+        await sched.finish(admission.request_id, admission.user_id, "completed")
+        done.append(admission.request_id)
+
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(turn(n) for n in range(40)))
+    assert sorted(done) == sorted(f"t{n}" for n in range(40))
+    assert most == 2
+    rows = await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE state = 'completed'")
+    assert rows[0]["n"] == 40
+
+
+async def test_a_replica_silent_past_its_lease_is_fenced_and_cannot_clobber(pg: Backend) -> None:
+    # "a" renews its leases only once (a frozen replica); "b" dispatches and rescues.
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    mine = await submit(a, "alice", "frozen")
+    grant = await a.acquire(mine)
+    await submit(b, "bob", "next")
+    assert await asyncio.wait_for(grant.signal.stopped(), 10) == "fenced"
+    assert isinstance(grant.signal.error, ServiceUnavailable)
+    await until(lambda: _is(b, "next", "bob", "running"))
+    await a.release(grant)
+    await a.finish("frozen", "alice", "completed")
+    info = await b.status("frozen", "alice")
+    assert info.state == "failed" and info.error is not None
+    assert info.error.code is Code.UNAVAILABLE and info.error.retry_after_s
+    assert await state(b, "next", "bob") == "running"  # its slot was not taken back
+    rows = await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE slot IS NOT NULL")
+    assert rows[0]["n"] == 1
+
+
+async def test_a_dead_replicas_rows_are_rescued_by_another(pg: Backend) -> None:
+    # "a" neither renews nor dispatches after its start: it died holding a slot and a waiter.
+    dead = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600, poll_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(dead, "alice", "started")
+    await submit(dead, "carol", "waiting")
+    await submit(b, "bob", "survivor")
+    await until(lambda: _is(b, "started", "alice", "failed"))
+    info = await b.status("started", "alice")
+    assert info.error is not None and info.error.retry_after_s is not None  # never run twice
+    await until(lambda: _is(b, "waiting", "carol", "failed"))
+    await until(lambda: _is(b, "survivor", "bob", "running"))
+
+
+async def _none_waiting(sched: RequestScheduler) -> bool:
+    return (await sched.stats()).total_waiting == 0
+
+
+async def _is(sched: RequestScheduler, rid: str, user: str, wanted: str) -> bool:
+    return await state(sched, rid, user) == wanted
+
+
+async def test_a_host_reported_down_by_one_replica_gets_no_work_from_another(pg: Backend) -> None:
+    pool = {"ollama": [Host("http://h1", 1), Host("http://h2", 1)]}
+    a = await pg.replica("a", slots={}, hosts=pool)
+    b = await pg.replica("b", slots={}, hosts=pool)
+    await a.report_host("ollama", "http://h1", up=False, error="connection refused")
+    first = await submit(b, "alice", "one")
+    await submit(b, "bob", "two")
+    assert (await b.acquire(first)).backend == "http://h2"
+    assert await state(b, "two", "bob") == "queued"  # h1 has a free slot but is down
+    h1 = next(h for h in b.hosts("ollama") if h.name == "http://h1")
+    assert not h1.up and h1.last_error == "connection refused"
+    await a.report_host("ollama", "http://h1", up=True)
+    await until(lambda: _is(b, "two", "bob", "running"))
+    assert (await b.status("two", "bob")).backend == "http://h1"
+
+
+async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_held(
+    pg: Backend,
+) -> None:
+    old = await pg.replica("same", slots={"ollama": 1})
+    await submit(old, "alice", "was-running")
+    await submit(old, "bob", "was-waiting")
+    new = await pg.replica("same", slots={"ollama": 1})  # the old process died unannounced
+    for rid, user in (("was-running", "alice"), ("was-waiting", "bob")):
+        info = await new.status(rid, user)
+        assert info.state == "failed" and info.error is not None
+        assert info.error.code is Code.UNAVAILABLE
+    await submit(new, "carol", "fresh")
+    assert await state(new, "fresh", "carol") == "running"  # the slot was freed
+
+
+async def test_a_replica_shutting_down_ends_only_its_own_waiting_requests(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1})
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(b, "x", "running-on-b")
+    await submit(a, "alice", "waiting-on-a")
+    await submit(b, "bob", "waiting-on-b")
+    await a.begin_shutdown("replica a is stopping")
+    assert await state(b, "waiting-on-a", "alice") == "failed"
+    assert await state(a, "waiting-on-b", "bob") == "queued"
+    with pytest.raises(ServiceUnavailable):
+        await submit(a, "carol", "refused")
+    await submit(b, "carol", "accepted-by-b")
+    assert await a.drain(5.0) is True  # a has nothing left open
+    await b.finish("running-on-b", "x", "completed")
+    assert await state(a, "waiting-on-b", "bob") == "running"
+
+
+async def test_concurrent_cancels_on_a_small_pool_do_not_deadlock(pg: Backend) -> None:
+    # Each locked operation must use only its own connection: waiters on the lock fill the pool.
+    sched = await pg.replica("small", slots={"ollama": 1}, pool_size=2, max_pending_per_user=50)
+    await submit(sched, "x", "blocker")
+    for i in range(8):
+        await submit(sched, "alice", f"w{i}")
+    async with asyncio.timeout(20):
+        infos = await asyncio.gather(*(sched.cancel(f"w{i}", "alice") for i in range(8)))
+    assert {i.state for i in infos} == {"cancelled"}
+
+
+async def test_a_gone_replicas_waiting_request_with_a_payload_is_adopted_not_run_blind(
+    pg: Backend,
+) -> None:
+    dead = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600, poll_s=3600)
+    b = await pg.replica("b", slots={"ollama": 1})
+    await submit(b, "x", "running-on-b")
+    await sched_submit_with_payload(dead, "alice", "orphan", "the turn's input")
+    await submit(dead, "carol", "no-payload")
+    adopted: list[Adopted] = []
+
+    async def adopt_some() -> bool:
+        adopted.extend(await b.adopt())
+        return bool(adopted)
+
+    await until(adopt_some)
+    assert [(a.admission.request_id, a.payload) for a in adopted] == [
+        ("orphan", "the turn's input")
+    ]
+    assert (await b.status("orphan", "alice")).owner == "b"
+    await until(lambda: _is(b, "no-payload", "carol", "failed"))  # nobody could run it
+    await b.finish("running-on-b", "x", "completed")
+    grant = await b.acquire(adopted[0].admission)
+    assert grant.request_id == "orphan"
+    assert await b.adopt() == []
+
+
+async def test_a_draining_replicas_waiting_requests_are_handed_over(pg: Backend) -> None:
+    a = await pg.replica("a", slots={"ollama": 1}, address="127.0.0.1:5001")
+    b = await pg.replica("b", slots={"ollama": 1}, address="127.0.0.1:5002")
+    await submit(b, "x", "running-on-b")
+    waiting = await sched_submit_with_payload(a, "alice", "handed", "input")
+    assert not waiting.granted
+    waiter = asyncio.create_task(a.acquire(waiting))
+    assert await b.replica_address("a") == "127.0.0.1:5001"
+    assert await b.replica_address("nobody") is None
+    assert (await b.status("handed", "alice")).owner == "a"
+    await a.begin_shutdown("a drains")
+    (taken,) = await b.adopt()
+    assert taken.admission.request_id == "handed"
+    with pytest.raises(ServiceUnavailable):
+        await waiter  # the drained replica's stream ends; the client re-attaches elsewhere
+    await a.finish("handed", "alice", "cancelled")  # its finally: not its row any more
+    assert await state(b, "handed", "alice") == "queued"
+    assert await a.drain(5.0) is True
+
+
+async def sched_submit_with_payload(
+    sched: RequestScheduler, user: str, rid: str, payload: str
+) -> Admission:
+    return await sched.submit(RequestSpec(rid, user, "ollama", payload=payload))
