@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from service.providers.base import HostInventory, Provider
 from service.providers.factory import build_provider
 from service.providers.ollama import OllamaBridge
 from service.revocation import Revocations
+from service.rpc.forward import ReplicaForwarder
 from service.rpc.interceptor import CallInterceptor
 from service.rpc.servicer import AgentServicer
 from service.scheduler import Host, Scheduler
@@ -243,6 +245,11 @@ async def running_service(
         users_file = asyncio.create_task(auth.watch_file(), name="users-file")
         stack.push_async_callback(_stop, users_file)
         shared = scheduler if isinstance(scheduler, PostgresScheduler) else None
+        # With replicas, a re-attach that lands here for a request another one runs is
+        # relayed to it.
+        forwarder = ReplicaForwarder() if shared is not None else None
+        if forwarder is not None:
+            stack.push_async_callback(forwarder.close)
         streams = StreamingTurns(
             chat,
             scheduler,
@@ -262,6 +269,7 @@ async def running_service(
             default_model=providers[settings.provider].model,
             mcp=mcp,
             metrics=metrics,
+            forwarder=forwarder,
         )
         metrics.watch_queue(queue_stats)
         metrics_port = None
@@ -295,7 +303,7 @@ async def running_service(
         if shared is not None:
             # Where other replicas forward watches of requests running here; then take
             # over, now and then, the waiting requests of replicas that went away.
-            await shared.publish_address(f"{settings.grpc.address.rpartition(':')[0]}:{port}")
+            await shared.publish_address(advertised_address(settings.grpc.address, port))
             adoption = asyncio.create_task(streams.adopt_forever(), name="adopt")
             stack.push_async_callback(_stop, adoption)
         for name in ("", SERVICE_NAME):
@@ -323,6 +331,15 @@ async def running_service(
             await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
             await streams.close()
+
+
+def advertised_address(listen: str, port: int) -> str:
+    """Where the other replicas reach this one: the listening address, a wildcard host
+    replaced by this machine's name, with the port actually bound."""
+    host = listen.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 async def build_scheduler(
