@@ -21,18 +21,25 @@ from typing import Any
 import grpc
 from agent.v1 import agent_pb2 as pb
 
+from gateway.errors import from_rpc_error
+
 _DETAILS = "grpc-status-details-bin"
+MOVED = "REQUEST_MOVED"  # service/errors.py Reason.REQUEST_MOVED
 _ATTACHED = ("agent-watch", "attached")
 
 Reattach = Callable[[int], Awaitable[Any]]
 
 
 def is_cut(exc: grpc.aio.AioRpcError) -> bool:
-    """The connection to the replica died (as opposed to the service reporting an outcome)."""
+    """The request lives on but not on that replica: its connection died (no status of
+    the service's own), or the service said it moved (reason REQUEST_MOVED, a drain
+    handed it over). Anything else the service reported is the request's outcome."""
     if exc.code() is not grpc.StatusCode.UNAVAILABLE:
         return False
     trailing = exc.trailing_metadata() or ()
-    return not any(key == _DETAILS for key, _ in trailing)
+    if not any(key == _DETAILS for key, _ in trailing):
+        return True
+    return from_rpc_error(exc).reason == MOVED
 
 
 def reattacher(

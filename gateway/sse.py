@@ -120,6 +120,12 @@ class ChatEventStream(Response):
         if self._watch and await self._attached():
             await self._open(send, None, asyncio.ensure_future(self._call.read()))
             return
+        if self._watch and self._reattach is not None and await self._cut_before_attaching():
+            moved = await self._reattach(self._last_seq)
+            if moved is not None:  # its replica was gone: followed through another one
+                self._call = moved
+                await self._open(send, None, asyncio.ensure_future(moved.read()))
+                return
         first = asyncio.ensure_future(self._call.read())
         try:
             # An early failure (auth, validation, queue full) becomes a plain HTTP error.
@@ -150,6 +156,16 @@ class ChatEventStream(Response):
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             return False
         return metadata is not None and _ATTACHED in tuple(metadata)
+
+    async def _cut_before_attaching(self) -> bool:
+        """The watch failed because its replica's connection died (not: no such request)."""
+        try:
+            code = await self._call.code()
+            trailing = await self._call.trailing_metadata()
+        except asyncio.CancelledError:
+            return False
+        error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailing or grpc.aio.Metadata())
+        return is_cut(error)
 
     async def _open(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})

@@ -76,6 +76,8 @@ class Reason(StrEnum):
     INVALID_TOKEN = "INVALID_TOKEN"  # noqa: S105 - a reason's name, not a secret
     # The conversation store (the database) cannot be reached: retry after the hint.
     STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+    # The request goes on, on another service replica (this one drains): re-attach to it.
+    REQUEST_MOVED = "REQUEST_MOVED"
 
 
 class AgentError(Exception):

@@ -17,6 +17,7 @@ from service.errors import (
     AgentError,
     DeadlineExceeded,
     NotFound,
+    Reason,
     RequestCancelled,
     ServiceUnavailable,
 )
@@ -77,6 +78,7 @@ class Requests(SchedulerCore):
                         f"request {admission.request_id} was handed over to another service "
                         "replica; re-attach to it",
                         retry_after_s=1.0,
+                        reason=Reason.REQUEST_MOVED,
                     )
                 if row["state"] == "running" and row["granted"] and not row["closed"]:
                     return self._grant(key, row)

@@ -119,6 +119,14 @@ class StreamingTurns:
             address = await self._scheduler.replica_address(info.owner)
             if address:
                 raise RunElsewhere(request_id, address)
+            # Its replica is gone: take its waiting requests over now rather than at the
+            # next poll, so this watcher follows the request here at once.
+            await self._adopt_now()
+            run = self.runs.get(user_id, request_id)
+            if run is not None:
+                await found()
+                await self.follow(run, after, write)
+                return
         await found()
         await write(0, await settled_answer(self._store, info, None))
 
@@ -133,11 +141,14 @@ class StreamingTurns:
         """
         while True:
             try:
-                for adopted in await self._scheduler.adopt():
-                    self._take_over(adopted)
+                await self._adopt_now()
             except AgentError as exc:
                 log.warning("taking over requests of other replicas failed: %s", exc.message)
             await asyncio.sleep(interval_s)  # a safety poll: adoption is rare
+
+    async def _adopt_now(self) -> None:
+        for adopted in await self._scheduler.adopt():
+            self._take_over(adopted)
 
     def _take_over(self, adopted: Adopted) -> None:
         admission = adopted.admission

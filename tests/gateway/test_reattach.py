@@ -33,6 +33,22 @@ async def relay(call: Any, reattach: Any) -> httpx.Response:
         return await client.get("/events")
 
 
+def _with_reason(reason: str) -> grpc.aio.AioRpcError:
+    from google.protobuf import any_pb2
+    from google.rpc import error_details_pb2, status_pb2
+
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain="agent.v1.AgentService"))
+    status = status_pb2.Status(code=14, message="moved", details=[detail])
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", status.SerializeToString()))
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), trailing, "moved")
+
+
+def test_a_request_handed_over_by_a_draining_replica_counts_as_cut() -> None:
+    assert is_cut(_with_reason("REQUEST_MOVED"))
+    assert not is_cut(_with_reason("PROVIDER_FAILED"))
+
+
 def test_a_cut_is_told_from_a_reported_outcome() -> None:
     assert is_cut(CUT)
     assert not is_cut(REPORTED)  # the service said why: that is the request's outcome
