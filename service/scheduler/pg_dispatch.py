@@ -51,12 +51,22 @@ async def lock(conn: Any) -> None:
 async def rescue(conn: Any, now: float) -> int:
     """End the rows of replicas whose leases expired on the database's clock.
 
-    Every granted row counts as started at the provider (the port has no "sent
-    upstream" step), so a rescued grant ends failed with a retry hint and never
-    runs twice. Waiting rows of a replica that went away wait for a live replica
+    A grant its replica took (``picked_up``, set when ``acquire`` returns it)
+    counts as started at the provider, so when rescued it ends failed with a
+    retry hint and never runs twice; one its replica never took waits again.
+    Waiting rows of a replica that went away wait for a live replica
     to adopt them (``adopt``) when they carry a payload; without one they end
     failed (only the replica that accepted them could run them).
     """
+    # A grant its replica never took upstream (it died first) never reached the
+    # provider: the request waits again, first in line, for a live replica to adopt it.
+    unused = await conn.execute(
+        "UPDATE sched_requests SET state = 'queued', granted = false, slot = NULL,"
+        " host = NULL, front = true, lease_epoch = NULL, lease_expires_at = NULL,"
+        " started_at = NULL"
+        " WHERE granted AND NOT closed AND NOT picked_up AND state = 'running'"
+        " AND payload <> '' AND NOT cancel_requested AND lease_expires_at < now()"
+    )
     lost = await conn.execute(
         "UPDATE sched_requests SET"
         " error_kind = CASE WHEN state = 'running' THEN 'ServiceUnavailable' ELSE error_kind END,"
@@ -81,7 +91,7 @@ async def rescue(conn: Any, now: float) -> int:
         RESCUE_RETRY_S,
     )
     await conn.execute("DELETE FROM sched_replicas WHERE expires_at < now() - interval '1 hour'")
-    return _count(lost) + _count(gone)
+    return _count(unused) + _count(lost) + _count(gone)
 
 
 async def forget_replica(conn: Any, replica_id: str, now: float) -> int:
@@ -200,6 +210,7 @@ async def dispatch(
     if grants:
         await conn.execute(
             "UPDATE sched_requests r SET state = 'running', granted = true, front = false,"
+            " picked_up = false,"
             " host = g.host, slot = g.slot, lease_epoch = nextval('sched_epoch'),"
             " lease_expires_at = now() + make_interval(secs => $5), started_at = $6"
             " FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])"

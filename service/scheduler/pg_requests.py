@@ -81,7 +81,17 @@ class Requests(SchedulerCore):
                         reason=Reason.REQUEST_MOVED,
                     )
                 if row["state"] == "running" and row["granted"] and not row["closed"]:
-                    return self._grant(key, row)
+                    # Taken under its epoch, so a rescue knows it may have gone upstream;
+                    # a grant rescued meanwhile is read again (moved, failed or waiting).
+                    taken = await self._pool.fetchval(
+                        "UPDATE sched_requests SET picked_up = true WHERE user_id = $1"
+                        " AND request_id = $2 AND lease_epoch = $3 AND NOT closed RETURNING true",
+                        *key,
+                        row["lease_epoch"],
+                    )
+                    if taken:
+                        return self._grant(key, row)
+                    continue
                 if row["state"] != "queued":
                     error = self._error_of(row, admission.request_id)
                     if row["granted"] and not row["closed"]:  # cancelled after it got the slot

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS sched_requests (
     host             text,                        -- where it runs or ran ('' without a pool)
     slot             integer,                     -- NULL once the slot is released
     granted          boolean NOT NULL DEFAULT false,
+    picked_up        boolean NOT NULL DEFAULT false,  -- its replica took the grant upstream
     closed           boolean NOT NULL DEFAULT false,  -- finished: no longer counts anywhere
     lease_epoch      bigint,
     lease_expires_at timestamptz,
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS sched_requests (
     finished_at      double precision,
     PRIMARY KEY (user_id, request_id)
 );
+ALTER TABLE sched_requests ADD COLUMN IF NOT EXISTS picked_up boolean NOT NULL DEFAULT false;
 CREATE UNIQUE INDEX IF NOT EXISTS sched_one_per_slot
     ON sched_requests (provider, host, slot) WHERE slot IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS sched_one_turn

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 
 from service.chat import AdmittedTurn, ChatService
 from service.config import StreamSection
-from service.errors import AgentError, Code, NotFound, RequestCancelled
+from service.errors import AgentError, Code, NotFound, Reason, RequestCancelled
 from service.events import ChatEvent, TurnInput, TurnResult
 from service.scheduler.interface import Adopted, RequestScheduler
 from service.store.base import ConversationStore
@@ -112,10 +112,12 @@ class StreamingTurns:
             await found()
             await self.follow(run, after, write)
             return
-        info = await self._scheduler.find(request_id, user_id)
-        if info is None:
-            raise NotFound(f"no request with id {request_id!r}")
-        if info.state in ("queued", "running") and info.owner and info.owner != self._replica:
+        for _ in range(2):  # a request taken over meanwhile is looked up once more
+            info = await self._scheduler.find(request_id, user_id)
+            if info is None:
+                raise NotFound(f"no request with id {request_id!r}")
+            if info.state not in ("queued", "running") or info.owner in ("", self._replica):
+                break
             address = await self._scheduler.replica_address(info.owner)
             if address:
                 raise RunElsewhere(request_id, address)
@@ -127,6 +129,13 @@ class StreamingTurns:
                 await found()
                 await self.follow(run, after, write)
                 return
+        else:
+            raise AgentError(
+                f"request {request_id} is moving to another service replica; re-attach",
+                code=Code.UNAVAILABLE,
+                retry_after_s=1.0,
+                reason=Reason.REQUEST_MOVED,
+            )
         await found()
         await write(0, await settled_answer(self._store, info, None))
 

@@ -20,7 +20,15 @@ import httpx
 import pytest
 from agent.v1 import agent_pb2 as pb
 
-from tests.e2e.queue_helpers import HANG, ReplyBook, chat_body, label, user, wait_until
+from tests.e2e.queue_helpers import (
+    HANG,
+    LiveStream,
+    ReplyBook,
+    chat_body,
+    label,
+    user,
+    wait_until,
+)
 from tests.e2e.replicas import POSTGRES_URL, Replicas
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
@@ -315,3 +323,79 @@ def test_max_active_holds_across_replicas(
         assert len(admitted) == 2 and len(refused) == 18, codes
     finally:
         stack.stop()  # its turns end with it: their upstream calls are closed
+
+
+def _hold_on(replicas: Replicas, index: int, book: ReplyBook) -> tuple[str, str]:
+    """A continue-policy request holding a slot, accepted by replica ``index``."""
+    text = book.set(label(f"hold-on-{index}"), HANG)
+    who, request_id = user(f"holder{index}"), f"h-{label('r')}"
+    replica = replicas.replicas[index]
+    with replica.channel() as channel:
+        call = replica.stub(channel).ChatStream(
+            pb.ChatStreamRequest(
+                message=text,
+                user_id=who,
+                new_conversation=True,
+                request_id=request_id,
+                on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
+            ),
+            timeout=60,
+        )
+        for event in call:
+            if event.WhichOneof("event") == "start":
+                break
+        call.cancel()
+    book.wait_received(text)
+    return request_id, who
+
+
+def _until_done(stream: Any, timeout: float) -> Any:
+    stream._thread.join(timeout)
+    assert not stream._thread.is_alive(), f"stream still open: {stream}"
+    return stream.ended_with()
+
+
+def test_a_killed_replicas_waiting_requests_are_taken_over_and_end_done(
+    replicas: Replicas, book: ReplyBook
+) -> None:
+    victim = replicas.replicas[0]
+    holders = [_hold_on(replicas, 1, book), _hold_on(replicas, 2, book)]
+    waiting = []
+    for i in range(4):
+        text = book.set(label(f"orphan{i}"), Reply(chunks=(f"answer {i}",)))
+        who = user(f"orphan{i}")
+        waiting.append((_submit_queued(0, replicas, text, who), who, f"answer {i}"))
+    try:
+        replicas.kill(victim)
+        for request_id, who in holders:
+            _cancel(replicas, request_id, who)
+        streams = [LiveStream.watch(replicas.url, rid, who) for rid, who, _ in waiting]
+        for stream, (_, _, answer) in zip(streams, waiting, strict=True):
+            last = _until_done(stream, LEASE_S + 20)
+            assert last.event == "done", (stream, last.data)
+            assert last.data["response"] == answer
+    finally:
+        replicas.restart(victim)
+
+
+def test_a_rolling_restart_under_open_streams_ends_every_stream_done(
+    replicas: Replicas, book: ReplyBook
+) -> None:
+    bodies = []
+    for i in range(24):
+        text = book.set(
+            label(f"roll{i}"), Reply(chunks=("one", " two", " three"), chunk_delay_s=0.1)
+        )
+        bodies.append(chat_body(user(f"roll{i}"), text))
+    streams = [LiveStream(replicas.url, body) for body in bodies]
+    for stream in streams:
+        assert stream.wait_headers() == 200
+    for replica in replicas.replicas:
+        replicas.signal(replica, signal.SIGTERM)
+        assert replica.process is not None
+        replica.process.wait(30)
+        replicas.restart(replica)
+    for stream in streams:
+        last = _until_done(stream, 60)
+        assert last.event == "done", stream
+        assert last.data["response"] == "one two three"
