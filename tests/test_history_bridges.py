@@ -1,10 +1,10 @@
 """What each provider receives after a failed and after a cancelled turn.
 
 A failed or cancelled-before-output turn leaves its user message in the
-history with no answer, so the next turn's user message is merged with it.
-The model must get the two texts as separate paragraphs, never glued together
-("What is 17*23?Tell me a story"). ChatService with real parts: SQLite, the
-scheduler and each bridge on its fake over loopback.
+conversation (marked so) with no answer. It is not asked again: the next
+turn's prompt ends with the new question alone, never the two glued together
+("What is 17*23?Tell me a story") nor both as one message. ChatService with
+real parts: SQLite, the scheduler and each bridge on its fake over loopback.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ class Rig:
     vendor: str
     chat: ChatService
     fake: Any  # FakeOllama | FakeAnthropic
+    chat_store: Any  # the ConversationStore
 
     def last_user_content(self) -> str:
         """The text of the last user message the fake received, as that vendor's wire has it."""
@@ -80,12 +81,12 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             agent=AgentLoop(default_registry(), max_rounds=1),
         )
         try:
-            yield Rig(vendor, chat, fake)
+            yield Rig(vendor, chat, fake, store)
         finally:
             await bridge.aclose()
 
 
-async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig: Rig) -> None:
+async def test_after_a_failed_turn_only_the_new_question_is_asked(rig: Rig) -> None:
     rig.fake.push(Reply.error(500, "the model runner crashed"), Reply.text("391. Once..."))
     events: list[object] = []
 
@@ -100,12 +101,12 @@ async def test_after_a_failed_turn_the_two_messages_are_separate_paragraphs(rig:
         user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h3"
     )
     await rig.chat.run_turn(turn)
-    assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
+    assert rig.last_user_content() == SECOND
+    stored = await rig.chat_store.messages("u", started.conversation_id)
+    assert [m.status for m in stored if m.role == "user"][0] == "failed"  # kept, marked
 
 
-async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
-    rig: Rig,
-) -> None:
+async def test_after_a_cancelled_turn_only_the_new_question_is_asked(rig: Rig) -> None:
     rig.fake.push(HANG, Reply.text("391. Once..."))
     seen: list[object] = []
 
@@ -126,4 +127,4 @@ async def test_after_a_cancelled_turn_the_two_messages_are_separate_paragraphs(
         user_id="u", message=SECOND, conversation_id=started.conversation_id, request_id="h4"
     )
     await rig.chat.run_turn(again)
-    assert rig.last_user_content() == f"{FIRST}\n\n{SECOND}"
+    assert rig.last_user_content() == SECOND

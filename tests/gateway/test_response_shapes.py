@@ -52,6 +52,7 @@ def _full_status() -> pb.GetStatusResponse:
         user_limits=pb.UserLimits(tier="free", requests_per_minute=10),
         user_budget=pb.TokenBudget(spent_today=5, left_today=95, left_this_month=995),
         caller_admin=True,
+        identity_source="user_token",
     )
     reply.user_budget.day_reset_time.FromSeconds(1_700_000_000)
     return reply
