@@ -103,7 +103,7 @@ async def test_after_a_failed_turn_only_the_new_question_is_asked(rig: Rig) -> N
     await rig.chat.run_turn(turn)
     assert rig.last_user_content() == SECOND
     stored = await rig.chat_store.messages("u", started.conversation_id)
-    assert [m.status for m in stored if m.role == "user"][0] == "failed"  # kept, marked
+    assert next(m.status for m in stored if m.role == "user") == "failed"  # kept, marked
 
 
 async def test_after_a_cancelled_turn_only_the_new_question_is_asked(rig: Rig) -> None:
