@@ -598,15 +598,20 @@ async def _settle(step: Awaitable[None]) -> None:
 
     A turn's ``finally`` must give its slot and conversation back: when the turn is
     being cancelled, the step runs shielded so a second cancellation cannot cut it
-    short. Otherwise it is awaited directly (no extra task on every turn).
+    short. Otherwise it is awaited directly (no extra task on every turn). A step the
+    scheduler cannot carry out now (its shared database is down) is logged, not
+    raised: the turn's own outcome stands, and the request's lease runs out instead.
     """
     current = asyncio.current_task()
-    if current is None or not current.cancelling():
-        await step
-        return
-    task = asyncio.ensure_future(step)
     try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+        if current is None or not current.cancelling():
+            await step
+            return
+        task = asyncio.ensure_future(step)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+    except AgentError as exc:
+        log.warning("scheduler bookkeeping failed: %s", exc.message)

@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The database is down or the connection died (not a statement that failed on its merits).
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 async def _keep_session(_conn: Any) -> None:

@@ -28,13 +28,15 @@ conversation's previous host is not preferred (that affinity is per process).
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from service.errors import ServiceUnavailable
+from service.errors import Reason, ServiceUnavailable
 from service.scheduler.hosts import HostView
 from service.scheduler.interface import Admission, Adopted, RequestSpec
 from service.scheduler.pg_admission import admit
-from service.scheduler.pg_core import UNREACHABLE
+from service.scheduler.pg_core import CONNECTION_LOST, UNREACHABLE
 from service.scheduler.pg_directory import Directory
 from service.scheduler.pg_hosts import load_hosts, write_host
 from service.scheduler.pg_leases import wait_for
@@ -231,6 +233,45 @@ class PostgresScheduler(Requests, Directory):
                     await wait_for(event, self._poll_s)
         except TimeoutError:
             return False
+
+
+def _answering_when_unreachable(name: str) -> None:
+    """Make ``PostgresScheduler.<name>`` answer UNAVAILABLE with a retry hint while the
+    database cannot be reached, instead of letting a driver error become INTERNAL."""
+    method = getattr(PostgresScheduler, name)
+
+    @functools.wraps(method)
+    async def guarded(self: PostgresScheduler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        except CONNECTION_LOST as exc:
+            raise ServiceUnavailable(
+                "the shared queue's database cannot be reached; retry shortly",
+                retry_after_s=2.0,
+                reason=Reason.STORE_UNAVAILABLE,
+            ) from exc
+
+    setattr(PostgresScheduler, name, guarded)
+
+
+# What callers reach through the directory and the holder's side, outside acquire (which
+# rides out an outage by itself) and the background rounds (which log and go on).
+for _name in (
+    "submit",
+    "cancel",
+    "find",
+    "status",
+    "requests",
+    "stats",
+    "report_host",
+    "adopt",
+    "replica_address",
+    "release",
+    "put_back",
+    "finish",
+    "begin_shutdown",
+):
+    _answering_when_unreachable(_name)
 
 
 __all__ = ["PostgresScheduler"]

@@ -73,6 +73,7 @@ class Replicas:
     config: dict[str, Any]
     count: int = 3
     schema: str = field(default_factory=lambda: f"e2e_{secrets.token_hex(4)}")
+    database_url: str = POSTGRES_URL  # a private cluster's, for a test that restarts it
     http_port: int = field(default_factory=free_port)
     replicas: list[Replica] = field(default_factory=list)
     gateway: Process | None = None
@@ -83,8 +84,8 @@ class Replicas:
 
     @property
     def store_url(self) -> str:
-        joiner = "&" if "?" in POSTGRES_URL else "?"
-        return f"{POSTGRES_URL}{joiner}schema={self.schema}"
+        joiner = "&" if "?" in self.database_url else "?"
+        return f"{self.database_url}{joiner}schema={self.schema}"
 
     def start(self) -> Replicas:
         self.workdir.mkdir(parents=True, exist_ok=True)
