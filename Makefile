@@ -51,8 +51,9 @@ run: $(VENV_STAMP)
 demo: $(VENV_STAMP)
 	$(PY) scripts/run.py --demo
 
+# The shared-queue figures need PostgreSQL (the same variable as the tests): on by default here.
 bench: $(VENV_STAMP)
-	$(PY) scripts/bench.py
+	AGENT_TEST_POSTGRES_URL=$${AGENT_TEST_POSTGRES_URL-postgresql://postgres@127.0.0.1:5432/test} $(PY) scripts/bench.py
 
 clean:
 	rm -rf $(VENV) node_modules build .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -309,7 +309,28 @@ def main() -> int:
     args.json.write_text(json.dumps(_finite({**meta, "results": results}), indent=2))
     shown = args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json
     print(f"\nraw figures: {shown}; stack logs: {workdir.relative_to(ROOT)}")
+    shared_queue(quick=args.quick)
     return 0
+
+
+def shared_queue(*, quick: bool) -> None:
+    """What a shared queue costs (DESIGN §9): the scheduler alone, then end to end.
+
+    Needs PostgreSQL (AGENT_TEST_POSTGRES_URL, as in the tests); says so and skips
+    otherwise. Each part is its own script, so it can also run alone.
+    """
+    if not os.environ.get("AGENT_TEST_POSTGRES_URL"):
+        print("\nshared queue (PostgreSQL): skipped, AGENT_TEST_POSTGRES_URL is not set")
+        return
+    print("\nshared queue: admission -> grant, turns/s and statements per turn (scheduler alone)")
+    turns = ["--turns", "200"] if quick else []
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_scheduler.py"), *turns], check=False
+    )
+    seconds = ["--seconds", "4" if quick else "8"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_replicas.py"), *seconds], check=False
+    )
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ def config(backend_url: str) -> dict[str, Any]:
         "api": {"provider": "ollama"},
         "ollama": {"url": backend_url, "model": "llama3.2", "parallel": 64},
         "queue": {"max_pending": 5000, "max_pending_per_user": 5000},
-        "logging": {"level": "warning"},
         "api_server": {"log_level": "warning"},
     }
 
