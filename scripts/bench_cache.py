@@ -106,6 +106,7 @@ async def converse(provider: str, **api: Any) -> Run:
                     message=question(number),
                     conversation_id=conversation,
                     new_conversation=not conversation,
+                    request_id=f"cache-{number}",  # the RPC edge mints one for every turn
                 )
                 result = await running.chat.run_turn(turn)
                 conversation = result.conversation_id
