@@ -269,12 +269,22 @@ class Requests(SchedulerCore):
         self._signals.pop(key, None)
         async with self._locked() as conn:
             row = await conn.fetchrow(
-                "SELECT state, closed, lease_epoch, owner, slot, started_at, provider"
-                " FROM sched_requests WHERE user_id = $1 AND request_id = $2 FOR UPDATE",
+                "SELECT state, closed, lease_epoch, owner, slot, started_at, provider,"
+                " conversation_id FROM sched_requests"
+                " WHERE user_id = $1 AND request_id = $2 FOR UPDATE",
                 *key,
             )
             if row is None or row["closed"] or row["owner"] != self.replica_id:
                 return  # ended already, or another replica's now (adopted): not ours to end
+            # A turn whose slot went back at release frees only its conversation: a
+            # dispatch is due only when a later turn of it waits (most turns: none).
+            due = row["state"] == "queued" or row["slot"] is not None
+            if not due and row["conversation_id"] is not None:
+                due = await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM sched_requests"
+                    " WHERE conversation_id = $1 AND state = 'queued')",
+                    row["conversation_id"],
+                )
             now = self._clock()
             if row["state"] == "queued":
                 error = error or RequestCancelled(
@@ -296,5 +306,7 @@ class Requests(SchedulerCore):
                         " WHERE user_id = $1 AND request_id = $2",
                         *key,
                     )
+            if not due:
+                return
             await self._dispatch(conn)
         self._announce()
