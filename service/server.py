@@ -28,6 +28,7 @@ from service.chat import ChatService
 from service.config import Settings
 from service.idp import JwtVerifier
 from service.limits import Limits
+from service.limits.rate_port import SharedRate
 from service.listen import add_port, check_address_free
 from service.observability.metrics import MetricsEndpoint, ServiceMetrics
 from service.observability.tracing import Tracing, tracing_from_environment
@@ -185,8 +186,10 @@ async def running_service(
         )
         stack.push_async_callback(auth.aclose)
         await auth.start()  # fetches the JWT key set; an unreachable issuer only warns
-        limits = Limits(settings.limits, store, tier_of=auth.tier_of)
         scheduler, queue_stats = await build_scheduler(settings, stack, providers=set(providers))
+        limits = Limits(
+            settings.limits, store, tier_of=auth.tier_of, rate=await shared_rate(settings, stack)
+        )
         breaker = CircuitBreaker(
             scheduler,
             "ollama",
@@ -331,6 +334,19 @@ async def running_service(
             await asyncio.gather(probe, return_exceptions=True)
             await _shutdown(settings, server, scheduler, chat, health_servicer)
             await streams.close()
+
+
+async def shared_rate(settings: Settings, stack: AsyncExitStack) -> SharedRate | None:
+    """With the shared queue, requests_per_minute is counted in its database too, so it
+    holds across replicas; None: this process's buckets."""
+    if settings.scheduler.backend != "postgres":
+        return None
+    target = postgres_target(settings.store.resolved_url())
+    assert target is not None  # the configuration check made sure
+    rate = SharedRate(target[0], schema=target[1])
+    await rate.open()
+    stack.push_async_callback(rate.close)
+    return rate
 
 
 def advertised_address(listen: str, port: int) -> str:

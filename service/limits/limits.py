@@ -11,12 +11,11 @@ from typing import Protocol
 
 from service.errors import LimitReached
 from service.limits.admission import Admission, Reservations
-from service.limits.bucket import RequestRate
 from service.limits.config import LimitsSection, ResolvedLimits
+from service.limits.rate_port import LocalRate, RateCounter
 from service.limits.windows import UtcWindows
 from service.store.base import TokenSpend
 
-_PRUNE_EVERY_S = 60.0
 # The retry hint when running turns' reservations, not spend, fill a budget.
 _RUNNING_TURNS_RETRY_S = 5.0
 
@@ -56,16 +55,17 @@ class Limits:
         tier_of: Callable[[str], str] = lambda _user: "",
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        rate: RateCounter | None = None,
     ) -> None:
         self._section = section
         self._spend = spend
         self._tier_of = tier_of
         self._clock = clock
         self._wall_clock = wall_clock
-        self._rate = RequestRate()
+        # requests_per_minute: this process's buckets, or the replicas' shared ones.
+        self._rate: RateCounter = rate or LocalRate(clock)
         self._reservations = Reservations()
         self._resolved: dict[str, ResolvedLimits] = {}
-        self._pruned_at = clock()
 
     def of(self, user_id: str) -> ResolvedLimits:
         """The limits that apply to ``user_id`` now (its tier is looked up on every call)."""
@@ -86,7 +86,7 @@ class Limits:
         """
         limits = self.of(user_id)
         if not (limits.tokens_per_day or limits.tokens_per_month):
-            self._take_request(user_id, limits)
+            await self._take_request(user_id, limits)
             return Admission(user_id, limits, 0, self._end)
         hold = self._reservations.hold(user_id)
         try:
@@ -96,7 +96,7 @@ class Limits:
                 windows = UtcWindows.at(self._wall_clock())
                 spend = self._billed(await self._spend.token_spend(user_id, windows.day))
                 _check_budgets(user_id, limits, spend, hold.reserved, hold.turns, windows)
-                self._take_request(user_id, limits)
+                await self._take_request(user_id, limits)
                 reserved = max(0, estimate)
                 hold.reserved += reserved
                 hold.turns += 1
@@ -108,14 +108,10 @@ class Limits:
         """Tokens reserved by the running turns of ``user_id`` in this process."""
         return self._reservations.reserved(user_id)[0]
 
-    def _take_request(self, user_id: str, limits: ResolvedLimits) -> None:
+    async def _take_request(self, user_id: str, limits: ResolvedLimits) -> None:
         if not limits.requests_per_minute:
             return
-        now = self._clock()
-        if now - self._pruned_at >= _PRUNE_EVERY_S:
-            self._rate.prune(now)
-            self._pruned_at = now
-        wait = self._rate.take(user_id, limits.requests_per_minute, now)
+        wait = await self._rate.take(user_id, limits.requests_per_minute)
         if wait is not None:
             raise LimitReached(
                 f"request rate limit reached for {_who(user_id, limits)}: "
@@ -129,7 +125,7 @@ class Limits:
         """Settle or refund ``admission`` (called once, by the admission itself)."""
         user_id, limits = admission.user_id, admission.limits
         if refund and limits.requests_per_minute:
-            self._rate.give_back(user_id, limits.requests_per_minute)
+            await self._rate.give_back(user_id, limits.requests_per_minute)
         if not (limits.tokens_per_day or limits.tokens_per_month):
             return
         hold = self._reservations.hold(user_id)

@@ -399,3 +399,30 @@ def test_a_rolling_restart_under_open_streams_ends_every_stream_done(
         last = _until_done(stream, 60)
         assert last.event == "done", stream
         assert last.data["response"] == "one two three"
+
+
+def test_requests_per_minute_holds_across_replicas(
+    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
+) -> None:
+    stack = Replicas(
+        tmp_path, _config(fake_ollama, fake_ollama_b, limits={"requests_per_minute": 3})
+    )
+    stack.start()
+    try:
+        who = user("rated")
+        codes = []
+        for i in range(6):  # two through each replica, one after another
+            replica = stack.replicas[i % 3]
+            with replica.channel() as channel:
+                try:
+                    replica.stub(channel).Chat(
+                        pb.ChatRequest(message=f"hi {i}", user_id=who, new_conversation=True),
+                        timeout=30,
+                    )
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        assert codes.count(grpc.StatusCode.OK) == 3, codes  # not 3 per replica
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 3, codes
+    finally:
+        stack.stop()
