@@ -111,6 +111,11 @@ class Ticket:
         return self._state
 
     @property
+    def awaiting_slot(self) -> bool:
+        """A task is waiting in ``Scheduler.acquire`` for this request's slot."""
+        return self._waiter is not None
+
+    @property
     def cancelled(self) -> bool:
         return self._state == "cancelled"
 

@@ -655,6 +655,11 @@ class Scheduler:
             accepting=self._closing is None,
         )
 
+    def retained(self) -> int:
+        """Requests known now: waiting, running, or ended within ``retention_s``."""
+        self._registry.prune(self._clock())
+        return len(self._registry)
+
     def active_users(self) -> int:
         """Distinct users with a request waiting or holding a slot."""
         return len(self._active_by_user)

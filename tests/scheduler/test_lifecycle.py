@@ -46,7 +46,7 @@ async def test_cancelling_a_waiting_request_removes_it_and_it_never_runs() -> No
     victim = sched.submit(user_id="alice", provider="ollama")
     after = sched.submit(user_id="bob", provider="ollama")
     acquiring = asyncio.create_task(sched.acquire(victim))
-    await until(lambda: victim._waiter is not None)
+    await until(lambda: victim.awaiting_slot)
 
     info = sched.cancel(victim.request_id, "alice")
     assert (info.state, info.position, info.finished_at is not None) == ("cancelled", -1, True)
@@ -210,7 +210,7 @@ async def test_a_disconnect_while_waiting_cancels_the_request() -> None:
     fired: list[bool] = []
     gone.add_cancel_callback(lambda: fired.append(True))
     task = asyncio.create_task(sched.acquire(gone))
-    await until(lambda: gone._waiter is not None)
+    await until(lambda: gone.awaiting_slot)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -228,7 +228,7 @@ async def test_a_disconnect_just_after_the_slot_was_granted_releases_the_slot() 
     gone = sched.submit(user_id="alice", provider="ollama")
     next_in_line = sched.submit(user_id="bob", provider="ollama")
     task = asyncio.create_task(sched.acquire(gone))
-    await until(lambda: gone._waiter is not None)
+    await until(lambda: gone.awaiting_slot)
     sched.finish(blocker, "completed")  # the slot goes to `gone`, whose task has not resumed
     assert gone.state == "running"
     task.cancel()
@@ -304,7 +304,7 @@ async def test_shutdown_fails_waiters_refuses_newcomers_and_drains_running() -> 
     running = sched.submit(user_id="a", provider="ollama")
     waiting = sched.submit(user_id="b", provider="ollama")
     task = asyncio.create_task(sched.acquire(waiting))
-    await until(lambda: waiting._waiter is not None)
+    await until(lambda: waiting.awaiting_slot)
 
     sched.begin_shutdown("restarting for an upgrade")
     with pytest.raises(ServiceUnavailable, match="restarting"):
@@ -341,4 +341,4 @@ async def test_ended_requests_are_remembered_for_the_retention_period_only() -> 
     clock.advance(1000.0)
     assert sched.status(still_running.request_id, "alice").state == "running"
     sched.submit(user_id="bob", provider="ollama")  # submit prunes too
-    assert len(sched._registry) == 2
+    assert sched.retained() == 2

@@ -128,7 +128,7 @@ def test_with_no_host_up_for_a_model_requests_fail_fast_with_a_retry_hint() -> N
     other = submit(s, "m2", user="w")
     s.report_host("ollama", "a", up=False, error="2 probes failed")
     assert waiting.state == "failed"
-    failure = waiting._failure()
+    failure = waiting.failure()
     assert isinstance(failure, ServiceUnavailable) and failure.retry_after_s == 3.0
     with pytest.raises(ServiceUnavailable, match="2 probes failed") as refused:
         submit(s, "m1")
@@ -163,7 +163,7 @@ def test_a_request_put_back_during_shutdown_ends_unavailable() -> None:
     s.begin_shutdown("shutting down")
     s.put_back(running)
     assert running.state == "failed" and not running.holds_slot
-    assert isinstance(running._failure(), ServiceUnavailable)
+    assert isinstance(running.failure(), ServiceUnavailable)
 
 
 def test_reports_that_change_nothing_wake_no_one() -> None:
