@@ -22,6 +22,7 @@ from service.errors import Reason, ServiceUnavailable
 from service.limits.bucket import RequestRate
 
 _PRUNE_EVERY_S = 60.0
+_CREATE_LOCK = 0x5C4ED0_0020  # serializes creating sched_rate (see SharedRate.open)
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
@@ -103,7 +104,10 @@ class SharedRate:
         self._pool = await asyncpg.create_pool(
             self._dsn, min_size=0, max_size=2, server_settings=settings
         )
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Replicas start together: concurrent CREATE ... IF NOT EXISTS can still
+            # collide in PostgreSQL's catalog, so the creation is serialized.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _CREATE_LOCK)
             if self._schema:
                 await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             await conn.execute(_SCHEMA)
