@@ -159,7 +159,54 @@ class Scheduler:
             )
         turns = self._conversations.get(conversation_id) if conversation_id else None
         # A request that gets a slot at once never waits, so only queued ones count.
-        if turns or not lane.can_start(model):
+        waits = bool(turns) or not lane.can_start(model)
+        ticket = self._register(
+            user_id, provider, priority, request_id, conversation_id, model, now, waits
+        )
+        lane.queue.add(ticket)
+        self._caps.enter(user_id)
+        _bump(self._active_by_user, user_id, 1)
+        self._dispatch(lane, now)
+        return ticket
+
+    def _submit_command(
+        self,
+        user_id: str,
+        priority: int,
+        request_id: str | None,
+        conversation_id: str | None,
+        now: float,
+    ) -> Ticket:
+        """A command needs no slot: it starts once no earlier turn of its conversation is active."""
+        turns = self._conversations.get(conversation_id) if conversation_id else None
+        waits = bool(turns)
+        ticket = self._register(
+            user_id, COMMANDS, priority, request_id, conversation_id, "", now, waits
+        )
+        self._commands.add(ticket)
+        _bump(self._active_by_user, user_id, 1)
+        if waits:
+            self._caps.enter(user_id)  # waits, like any queued request
+        else:
+            ticket._start(now, self._wall_clock())
+        return ticket
+
+    def _register(
+        self,
+        user_id: str,
+        provider: str,
+        priority: int,
+        request_id: str | None,
+        conversation_id: str | None,
+        model: str,
+        now: float,
+        waits: bool,
+    ) -> Ticket:
+        """A new request's record, known by its id and queued behind its conversation.
+
+        A request that will wait is held to the waiting caps first (QueueFull).
+        """
+        if waits:
             self._caps.check(
                 user_id,
                 user_turnover_s=lambda: self._user_turnover(user_id, now),
@@ -178,52 +225,7 @@ class Scheduler:
         )
         self._registry.add(ticket)
         if conversation_id:
-            if turns is None:
-                turns = self._conversations[conversation_id] = deque()
-            turns.append(ticket)
-        lane.queue.add(ticket)
-        self._caps.enter(user_id)
-        _bump(self._active_by_user, user_id, 1)
-        self._dispatch(lane, now)
-        return ticket
-
-    def _submit_command(
-        self,
-        user_id: str,
-        priority: int,
-        request_id: str | None,
-        conversation_id: str | None,
-        now: float,
-    ) -> Ticket:
-        """A command needs no slot: it starts once no earlier turn of its conversation is active."""
-        turns = self._conversations.get(conversation_id) if conversation_id else None
-        if turns:
-            self._caps.check(
-                user_id,
-                user_turnover_s=lambda: self._user_turnover(user_id, now),
-                any_turnover_s=lambda: self._any_turnover(now),
-            )
-        ticket = Ticket(
-            request_id=request_id or uuid.uuid4().hex,
-            user_id=user_id,
-            provider=COMMANDS,
-            priority=priority,
-            seq=next(self._seq),
-            enqueued_mono=now,
-            enqueued_at=self._wall_clock(),
-            conversation_id=conversation_id,
-        )
-        self._registry.add(ticket)
-        self._commands.add(ticket)
-        _bump(self._active_by_user, user_id, 1)
-        if conversation_id:
-            if turns is None:
-                turns = self._conversations[conversation_id] = deque()
-            turns.append(ticket)
-        if len(turns or ()) > 1:
-            self._caps.enter(user_id)  # waits, like any queued request
-        else:
-            ticket._start(now, self._wall_clock())
+            self._conversations.setdefault(conversation_id, deque()).append(ticket)
         return ticket
 
     def _start_command(self, ticket: Ticket, now: float) -> None:
