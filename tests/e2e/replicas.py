@@ -88,6 +88,14 @@ class Replicas:
         return f"{self.database_url}{joiner}schema={self.schema}"
 
     def start(self) -> Replicas:
+        """Start every replica and the gateway; on any failure, stop what did start."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Replicas:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.replicas = [Replica(f"r{i}") for i in range(self.count)]
         base = {
