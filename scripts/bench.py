@@ -310,6 +310,11 @@ def main() -> int:
     shown = args.json.relative_to(ROOT) if args.json.is_relative_to(ROOT) else args.json
     print(f"\nraw figures: {shown}; stack logs: {workdir.relative_to(ROOT)}")
     shared_queue(quick=args.quick)
+    # The waiting scenario (issue 23): many streams at once against 64 slots.
+    streams = ["--streams", "1000" if args.quick else "2000"]
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_waiting.py"), *streams], check=False
+    )
     return 0
 
 

@@ -1,0 +1,179 @@
+"""The `waiting` scenario: many streams opened at once against few slots (issue 23's shape).
+
+Starts the bench's fake Ollama and the real service and gateway with a
+64-slot Ollama (``--slots``), opens ``--streams`` SSE streams within a few
+seconds, each a turn of ~0.5 s (5 tokens 100 ms apart), and reads them all to
+their end. It prints, as the issue's targets ask, ratios and figures of this
+one run:
+
+- every stream's terminal events (exactly one ``done`` or ``error`` each);
+- gateway + service RSS growth per open stream at the peak;
+- the first event (``queued`` or ``start``) per stream: p50 / p99;
+- the drain time against the ideal (streams / slots x turn time);
+- service CPU per dispatched turn.
+
+    python scripts/bench_waiting.py --streams 2000      # about a minute here
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import httpx  # noqa: E402
+from bench_tools import RawHttp, chat_body, cpu_s, rss_kib  # noqa: E402
+
+from tests.e2e.stack import free_port, launch  # noqa: E402
+
+TOKENS, DELAY_MS = 5, 100  # a ~0.5 s turn
+
+
+def start_backend() -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "bench_backend.py"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/version", timeout=0.5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the bench backend did not start")
+
+
+async def run(gateway_url: str, streams: int, open_s: float, pids: dict[str, int]) -> dict:
+    gateway = RawHttp.for_url(gateway_url, "/api/chat/stream", 0)
+    message = f"tokens={TOKENS} delay_ms={DELAY_MS}"
+    before = {name: rss_kib(pid) for name, pid in pids.items()}
+    peak = dict(before)
+    terminals: list[list[str]] = [[] for _ in range(streams)]
+    first_event_ms: list[float] = []
+    queued_events = 0
+
+    async def one(i: int) -> None:
+        nonlocal queued_events
+        await asyncio.sleep(open_s * i / streams)  # opened evenly within open_s
+        t0 = time.perf_counter()
+        first = True
+        request = gateway.request(chat_body(message, f"wait-{i % 500}"))
+        try:
+            async for line in gateway.lines(request):
+                if line.startswith("HTTP "):
+                    terminals[i].append(line)
+                    return
+                if not line.startswith("event:"):
+                    continue
+                event = line[6:].strip()
+                if first and event in ("queued", "start"):
+                    first_event_ms.append((time.perf_counter() - t0) * 1e3)
+                    first = False
+                if event == "queued":
+                    queued_events += 1
+                if event in ("done", "error"):
+                    terminals[i].append(event)
+        except Exception as exc:
+            terminals[i].append(type(exc).__name__)
+
+    async def sample() -> None:
+        while True:
+            for name, pid in pids.items():
+                peak[name] = max(peak[name], rss_kib(pid))
+            await asyncio.sleep(0.2)
+
+    sampler = asyncio.create_task(sample())
+    cpu0 = cpu_s(pids["service"])
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(streams)))
+    drained = time.perf_counter() - t0
+    service_cpu = cpu_s(pids["service"]) - cpu0
+    sampler.cancel()
+    growth = sum(peak[n] - before[n] for n in ("gateway", "service"))
+    ok = sum(1 for t in terminals if len(t) == 1 and t[0] == "done")
+    return {
+        "exactly_one_done": ok,
+        "other_endings": sorted({",".join(t) or "none" for t in terminals if t != ["done"]}),
+        "kib_per_stream": growth / streams,
+        "first_event_p50_ms": statistics.median(first_event_ms) if first_event_ms else 0.0,
+        "first_event_p99_ms": sorted(first_event_ms)[int(len(first_event_ms) * 0.99) - 1]
+        if first_event_ms
+        else 0.0,
+        "drain_s": drained,
+        "service_cpu_ms_per_turn": service_cpu * 1e3 / streams,
+        "queued_events_per_stream": queued_events / streams,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--streams", type=int, default=2000)
+    parser.add_argument("--slots", type=int, default=64)
+    parser.add_argument("--open-s", type=float, default=5.0, help="open all streams within this")
+    parser.add_argument("--log-level", default="warning", help="the stack's log level")
+    args = parser.parse_args()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * args.streams + 1024), hard))
+    backend, url = start_backend()
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-waiting-") as tmp:
+            config = {
+                "api": {"provider": "ollama"},
+                "ollama": {"url": url, "model": "llama3.2", "parallel": args.slots},
+                "queue": {"max_pending": args.streams, "max_pending_per_user": args.streams},
+                "api_server": {"log_level": args.log_level},
+            }
+            stack = launch(Path(os.environ.get("BENCH_WAITING_DIR") or tmp), config)
+            try:
+                assert stack.service is not None and stack.gateway is not None
+                assert stack.service.popen is not None and stack.gateway.popen is not None
+                pids = {"service": stack.service.popen.pid, "gateway": stack.gateway.popen.pid}
+                figures = asyncio.run(run(stack.url, args.streams, args.open_s, pids))
+            finally:
+                stack.stop()
+    finally:
+        backend.terminate()
+        backend.wait(10)
+    ideal = args.streams / args.slots * TOKENS * DELAY_MS / 1000
+    print(f"\nwaiting: {args.streams} streams opened within {args.open_s:g} s, {args.slots} slots")
+    print(
+        f"  exactly one done: {figures['exactly_one_done']} of {args.streams}"
+        f"  other endings: {figures['other_endings'] or 'none'}"
+    )
+    print(
+        f"  gateway + service RSS growth: {figures['kib_per_stream']:.0f} KiB per stream"
+        " (target <= 40)"
+    )
+    print(
+        f"  first event: p50 {figures['first_event_p50_ms']:.0f} ms,"
+        f" p99 {figures['first_event_p99_ms']:.0f} ms (target p99 <= 1000)"
+    )
+    print(
+        f"  drain: {figures['drain_s']:.1f} s against the ideal {ideal:.1f} s"
+        f" = {figures['drain_s'] / ideal:.2f}x (target <= 1.2x; includes the opening)"
+    )
+    print(
+        f"  service CPU per dispatched turn: {figures['service_cpu_ms_per_turn']:.2f} ms;"
+        f" queued events per stream: {figures['queued_events_per_stream']:.1f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
