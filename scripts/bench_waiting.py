@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -79,6 +80,10 @@ async def run(gateway_url: str, streams: int, open_s: float, pids: dict[str, int
                 if line.startswith("HTTP "):
                     terminals[i].append(line)
                     return
+                if line.startswith("data:") and terminals[i] == ["error"]:
+                    found = re.search(r'"code":"(\w+)"', line)
+                    terminals[i] = [f"error:{found[1] if found else '?'}"]
+                    continue
                 if not line.startswith("event:"):
                     continue
                 event = line[6:].strip()

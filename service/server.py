@@ -62,6 +62,8 @@ SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 _REQUEST_SLACK_BYTES = 64 * 1024
 _MAX_REPLY_BYTES = 32 * 1024 * 1024
 _STATS_REFRESH_S = 2.0  # how old the shared queue's gauges may be at a scrape
+_PENDING_CALLS = 100_000  # calls gRPC holds for the event loop before it cancels any
+_PENDING_S = 3600
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -79,6 +81,13 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         # Connections that never complete the handshake, or that sit idle, are shed.
         ("grpc.server_handshake_timeout_ms", _ms(settings.grpc.handshake_timeout_s)),
         ("grpc.max_connection_idle_ms", _ms(settings.grpc.idle_timeout_s)),
+        # Calls that arrived but that the event loop has not picked up yet: gRPC cancels
+        # them past 1,000 (3,000 hard) by default, which a burst of thousands of streams
+        # opened at once reaches; they cost only memory while they wait.
+        ("grpc.server.max_pending_requests", _PENDING_CALLS),
+        ("grpc.server.max_pending_requests_hard_limit", _PENDING_CALLS),
+        # ...and past 30 s of waiting for it (seconds; the request's own deadline still holds).
+        ("grpc.server_max_unrequested_time_in_server", _PENDING_S),
     ]
 
 
