@@ -38,32 +38,11 @@ from bench_floor import FloorClients  # noqa: E402
 from bench_jwt import jwt_figures, jwt_report  # noqa: E402
 from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
 from bench_report import report, verdicts  # noqa: E402
-from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan  # noqa: E402
+from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan, start_backend  # noqa: E402
 
 from tests.e2e.stack import Stack, free_port  # noqa: E402
 
 # --- the stack -----------------------------------------------------------------
-
-
-def start_backend(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (workdir / "backend.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "bench_backend.py"), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/version", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the bench backend did not start")
 
 
 def start_floor(workdir: Path) -> tuple[list[subprocess.Popen[bytes]], str, str]:
@@ -278,7 +257,7 @@ def main() -> int:
     }
     started = time.perf_counter()
     print("starting the backend and the stack ...", file=sys.stderr, flush=True)
-    backend, backend_url = start_backend(workdir)
+    backend, backend_url = start_backend(workdir / "backend.log")
     floor = start_floor(workdir)
     stack = Stack(workdir, stack_config(backend_url))
     try:

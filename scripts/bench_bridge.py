@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scripts.bench import start_backend  # noqa: E402
+from scripts.bench_tools import start_backend  # noqa: E402
 from service.content import Message, TextBlock  # noqa: E402
 from service.providers.base import CompletionRequest  # noqa: E402
 from service.providers.ollama import OllamaBridge  # noqa: E402
@@ -66,7 +66,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = ROOT / "build"
     workdir.mkdir(exist_ok=True)
-    backend, url = start_backend(workdir)
+    backend, url = start_backend(workdir / "backend.log")
     try:
         import uvloop
 

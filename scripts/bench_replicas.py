@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,32 +26,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import asyncpg  # noqa: E402
-import httpx  # noqa: E402
-from bench_tools import RawHttp, chat_body  # noqa: E402
+from bench_tools import RawHttp, chat_body, start_backend  # noqa: E402
 
 from tests.e2e.replicas import POSTGRES_URL, Replicas  # noqa: E402
-from tests.e2e.stack import free_port, launch  # noqa: E402
+from tests.e2e.stack import launch  # noqa: E402
 
 CLIENTS = 32
-
-
-def start_backend() -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / "bench_backend.py"), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/api/version", timeout=0.5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("the bench backend did not start")
 
 
 def config(backend_url: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +22,7 @@ import httpx  # noqa: E402
 from agent.v1 import agent_pb2 as pb  # noqa: E402
 from agent.v1 import agent_pb2_grpc  # noqa: E402
 
-from tests.e2e.stack import Stack  # noqa: E402
+from tests.e2e.stack import Stack, free_port  # noqa: E402
 
 Send = Callable[[int], Awaitable[None]]
 STAMP = re.compile(r"<(\d+)>")
@@ -359,3 +360,29 @@ class LeanLoad:
     async def aclose(self) -> None:
         await self._backend.aclose()
         await self._gateway.aclose()
+
+
+def start_backend(log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """The fast fake Ollama (scripts/bench_backend.py) on a free port, once it answers.
+
+    Its output goes to ``log`` (or nowhere).
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    out = log.open("wb") if log is not None else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("bench_backend.py")), "--port", str(port)],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    if log is not None:
+        out.close()  # type: ignore[union-attr]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/version", timeout=0.5).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the bench backend did not start")

@@ -74,14 +74,14 @@ class Admission:
     granted: bool = False  # a slot (or its conversation's turn) was free at submit: no wait
 
 
-StopKind = Literal["cancelled", "fenced", "shutdown"]
+StopKind = Literal["cancelled", "fenced"]
 
 
 class LeaseSignal:
     """Tells the holder of a grant to stop, or that its host went down under it.
 
     The scheduler fires it; the holder only waits on it. ``stopped`` fires once
-    (its owner cancelled it, the lease was taken away, the service is stopping)
+    (its owner cancelled it, or the lease was taken away)
     and carries the error the request ends with; ``host_lost`` fires when the
     host of the slot went down, and is re-armed when the request is put back.
     """
