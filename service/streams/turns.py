@@ -31,6 +31,7 @@ from service.config import StreamSection
 from service.errors import AgentError, Code, NotFound, Reason, RequestCancelled
 from service.events import ChatEvent, TurnInput, TurnResult
 from service.scheduler.interface import Adopted, RequestScheduler
+from service.scheduler.registry import RequestInfo
 from service.store.base import ConversationStore
 from service.streams.registry import RunRegistry
 from service.streams.run import Policy, TurnRun
@@ -69,6 +70,10 @@ class StreamingTurns:
         )
         self._tasks: dict[TurnRun, asyncio.Task[None]] = {}
         self._abandon_timers: dict[TurnRun, asyncio.TimerHandle] = {}
+        # Held while requests taken over are recorded as ours and their runs opened:
+        # between the two, a look-up here would find a request owned by this
+        # replica with no run yet.
+        self._adopting = asyncio.Lock()
 
     # --- entry points ---------------------------------------------------------
 
@@ -116,7 +121,15 @@ class StreamingTurns:
             info = await self._scheduler.find(request_id, user_id)
             if info is None:
                 raise NotFound(f"no request with id {request_id!r}")
-            if info.state not in ("queued", "running") or info.owner in ("", self._replica):
+            if info.state not in ("queued", "running"):
+                break
+            if self._ours_live(info):
+                run = await self._run_once_adopted(user_id, request_id)
+                if run is not None:
+                    await found()
+                    await self.follow(run, after, write)
+                    return
+                info = await self._scheduler.find(request_id, user_id) or info
                 break
             address = await self._scheduler.replica_address(info.owner)
             if address:
@@ -156,8 +169,20 @@ class StreamingTurns:
             await asyncio.sleep(interval_s)  # a safety poll: adoption is rare
 
     async def _adopt_now(self) -> None:
-        for adopted in await self._scheduler.adopt():
-            self._take_over(adopted)
+        async with self._adopting:
+            for adopted in await self._scheduler.adopt():
+                self._take_over(adopted)
+
+    def _ours_live(self, info: RequestInfo) -> bool:
+        return info.state in ("queued", "running") and info.owner in ("", self._replica)
+
+    async def _run_once_adopted(self, user_id: str, request_id: str) -> TurnRun | None:
+        """This replica's run of a request it owns, waiting out a take-over in flight."""
+        run = self.runs.get(user_id, request_id)
+        if run is None and self._adopting.locked():
+            async with self._adopting:
+                run = self.runs.get(user_id, request_id)
+        return run
 
     def _take_over(self, adopted: Adopted) -> None:
         admission = adopted.admission
@@ -197,9 +222,13 @@ class StreamingTurns:
         run = self.runs.get(turn.user_id, turn.request_id)
         if run is None:
             info = await self._scheduler.find(turn.request_id, turn.user_id)
-            if info is not None:
+            if info is not None and self._ours_live(info):
+                run = await self._run_once_adopted(turn.user_id, turn.request_id)
+                if run is None:
+                    info = await self._scheduler.find(turn.request_id, turn.user_id) or info
+            if info is not None and run is None:
                 return await settled_answer(self._store, info, turn.message)
-            run = self.runs.get(turn.user_id, turn.request_id)  # a concurrent retry's
+            run = run or self.runs.get(turn.user_id, turn.request_id)  # a concurrent retry's
         if run is not None:
             if run.message != turn.message:
                 raise conflict(turn.request_id)

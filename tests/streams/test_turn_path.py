@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
@@ -22,6 +22,13 @@ from service.events import ChatEvent, TurnInput, TurnResult
 from service.profiles import ProfileDirectory
 from service.providers.ollama import OllamaBridge
 from service.scheduler import Scheduler
+from service.scheduler.interface import (
+    Admission,
+    Adopted,
+    RequestInfo,
+    RequestScheduler,
+    RequestSpec,
+)
 from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.store.base import NewMessage, StoredMessage
@@ -72,11 +79,18 @@ async def gated(store: ConversationStore) -> GatedStore:
 
 
 def build(
-    fake: FakeOllama, store: object, *, slots: int = 1, max_pending: int = 100
+    fake: FakeOllama,
+    store: object,
+    *,
+    slots: int = 1,
+    max_pending: int = 100,
+    wrap: Callable[[MemoryScheduler], RequestScheduler] | None = None,
 ) -> tuple[Rig, OllamaBridge]:
     bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
     engine = Scheduler(slots={"ollama": slots}, max_pending=max_pending)
-    port = MemoryScheduler(engine)
+    port: RequestScheduler = MemoryScheduler(engine)
+    if wrap is not None:
+        port = wrap(port)
     chat = ChatService(
         Settings(),
         providers={"ollama": bridge},
@@ -257,5 +271,87 @@ async def test_a_refused_turn_leaves_no_conversation_behind(
         holder.cancel()
         await asyncio.gather(holder, return_exceptions=True)
     finally:
+        await rig.streams.close()
+        await bridge.aclose()
+
+
+class Handover:
+    """The scheduler of a replica taking over requests admitted by one that went away.
+
+    ``orphan`` marks a submitted request as left behind; the next ``adopt`` waits
+    for ``gate`` (its rows are ours, its run not yet open) and hands it over.
+    """
+
+    def __init__(self, inner: RequestScheduler) -> None:
+        self._inner = inner
+        self._payloads: dict[str, tuple[Admission | None, str]] = {}
+        self._orphans: list[str] = []
+        self.adopting = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.looked_up = asyncio.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    async def submit(self, spec: RequestSpec) -> Admission:
+        admission = await self._inner.submit(spec)
+        self._payloads[spec.request_id] = (admission, spec.payload)
+        return admission
+
+    def orphan(self, request_id: str) -> None:
+        self._orphans.append(request_id)
+
+    async def adopt(self, limit: int = 50) -> list[Adopted]:
+        if not self._orphans:
+            return []
+        self.adopting.set()
+        await self.gate.wait()
+        taken = [self._payloads[rid] for rid in self._orphans]
+        self._orphans.clear()
+        return [Adopted(admission, payload) for admission, payload in taken if admission]
+
+    async def find(self, request_id: str, user_id: str) -> RequestInfo | None:
+        found = await self._inner.find(request_id, user_id)
+        self.looked_up.set()
+        return found
+
+
+async def test_a_watcher_arriving_during_a_take_over_follows_the_taken_over_run(
+    fake: FakeOllama, store: ConversationStore
+) -> None:
+    # Seen in CI: a client re-attached while this replica was taking the request over
+    # (recorded as its owner, its run not open yet) and was told "not available".
+    handover: list[Handover] = []
+
+    def wrap(port: MemoryScheduler) -> RequestScheduler:
+        handover.append(Handover(port))
+        return handover[0]  # type: ignore[return-value]
+
+    rig, bridge = build(fake, store, wrap=wrap)
+    (sched,) = handover
+    adopter: asyncio.Task[None] | None = None
+    try:
+        fake.push(Reply.text("taken over"))
+        await rig.chat.admit(turn("alice", "orphan"))  # admitted, then its replica died
+        sched.orphan("orphan")
+        adopter = asyncio.create_task(rig.streams.adopt_forever(interval_s=3600))
+        await sched.adopting.wait()
+        got: list[ChatEvent] = []
+
+        async def found() -> None:
+            pass
+
+        async def write(_seq: int, event: ChatEvent) -> None:
+            got.append(event)
+
+        watcher = asyncio.create_task(rig.streams.watch("alice", "orphan", 0, found, write))
+        await sched.looked_up.wait()  # it saw the request live and ours, with no run yet
+        sched.gate.set()
+        async with asyncio.timeout(10):
+            await watcher
+        assert isinstance(got[-1], TurnResult) and got[-1].response == "taken over"
+    finally:
+        if adopter is not None:
+            adopter.cancel()
         await rig.streams.close()
         await bridge.aclose()
