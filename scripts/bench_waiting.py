@@ -121,7 +121,11 @@ def main() -> int:
             config = {
                 "api": {"provider": "ollama"},
                 "ollama": {"url": url, "model": "llama3.2", "parallel": args.slots},
-                "queue": {"max_pending": args.streams, "max_pending_per_user": args.streams},
+                "queue": {
+                    "max_pending": args.streams,
+                    "max_pending_per_user": args.streams,
+                    "position_interval_s": 1.0,  # the documented default, not the tests' 0.2
+                },
                 "api_server": {"log_level": args.log_level},
             }
             stack = launch(Path(os.environ.get("BENCH_WAITING_DIR") or tmp), config)

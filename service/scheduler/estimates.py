@@ -29,6 +29,17 @@ class MovingAverage:
         self.samples += 1
 
 
+# Far back in a long queue a position is told less often: past this many requests
+# ahead, the pause between two updates grows in proportion to the position, so
+# the updates of n waiting streams cost n log n over their wait, not n squared.
+POSITION_STRETCH_AFTER = 200
+
+
+def position_gap(interval_s: float, position: int) -> float:
+    """The least pause before a stream last told ``position`` is told a new one."""
+    return interval_s * max(1.0, position / POSITION_STRETCH_AFTER)
+
+
 def start_delay(
     position: int, slots: int, running_elapsed: Iterable[float], mean_service_s: float
 ) -> float:

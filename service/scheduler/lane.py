@@ -5,17 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from service.scheduler.estimates import (
     HostStats,
     MovingAverage,
     ProviderQueueStats,
+    position_gap,
     start_delay,
 )
 from service.scheduler.hosts import Host
 from service.scheduler.queue import DispatchQueue
 from service.scheduler.registry import Ticket
+
+# Watchers of requests not yet ranked wait for one rank of them all, at most one
+# this often (and ranking at most a fifth of the time on a long queue): a burst of
+# arrivals costs a rank per tick, not a rank per arrival.
+RANK_TICK_S = 0.05
+RANK_SHARE = 0.2
 
 
 class Pulse:
@@ -59,6 +67,17 @@ class Lane:
         self.service_time = MovingAverage(default_service_s)
         self.wait_time = MovingAverage(0.0)
         self.changed = Pulse()  # fires whenever positions in this lane may have moved
+        self._fired_version = -1
+        self._rank_due: asyncio.Future[None] | None = None
+        self._last_rank = -math.inf  # event-loop time
+        self._rank_gap_s = RANK_TICK_S
+
+    def notify(self) -> None:
+        """Wake the position watchers if a ranked position may have moved."""
+        version = self.queue.version
+        if version != self._fired_version or not self._uniform():
+            self._fired_version = version
+            self.changed.fire()
 
     @property
     def slots(self) -> int:
@@ -136,9 +155,16 @@ class Lane:
         last_sent = -math.inf
         while ticket.state == "queued":
             now = clock()
-            position = self.position(ticket, now)
+            if self._uniform():
+                ranked = self.queue.ranked_position(ticket, now)
+                if ranked is None:  # arrived since the last rank: wait for the next
+                    await self._ranked(clock)
+                    continue
+                position = ranked
+            else:
+                position = self.position(ticket, now)
             if position != last:
-                pause = last_sent + min_interval_s - loop.time()
+                pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
                 if pause > 0:
                     # Not a plain sleep: a ticket handed its slot meanwhile must not idle
                     # out the pause before its request goes upstream. Nor the lane's pulse:
@@ -151,6 +177,26 @@ class Lane:
             # Positions move on queue changes (the pulse) and when aging lifts a level.
             reorder_at = self.queue.reorder_at(now)
             await self.changed.wait(None if reorder_at is None else max(reorder_at - now, 1e-3))
+
+    async def _ranked(self, clock: Callable[[], float]) -> None:
+        """Wait for the next rank of the requests pending, one for every watcher waiting."""
+        due = self._rank_due
+        if due is None:
+            loop = asyncio.get_running_loop()
+            due = self._rank_due = loop.create_future()
+            delay = max(0.0, self._last_rank + self._rank_gap_s - loop.time())
+            loop.call_later(delay, self._rank_pending, due, clock)
+        await asyncio.shield(due)
+
+    def _rank_pending(self, due: asyncio.Future[None], clock: Callable[[], float]) -> None:
+        self._rank_due = None
+        started = time.perf_counter()
+        self.queue.rank(clock())
+        took = time.perf_counter() - started
+        self._last_rank = asyncio.get_running_loop().time()
+        self._rank_gap_s = max(RANK_TICK_S, took / RANK_SHARE)
+        self.notify()  # newcomers ranked ahead of some move those watchers' positions
+        due.set_result(None)
 
     def stats(self) -> ProviderQueueStats:
         by_priority: dict[int, int] = {}

@@ -22,6 +22,7 @@ from service.errors import (
     ServiceUnavailable,
 )
 from service.scheduler.admission import retry_hint
+from service.scheduler.estimates import position_gap
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
 from service.scheduler.pg_core import UNREACHABLE, SchedulerCore
@@ -180,7 +181,7 @@ class Requests(SchedulerCore):
             async with self._pool.acquire() as conn:
                 info = await self._info(conn, row)
             if info.position != last:
-                pause = last_sent + min_interval_s - loop.time()
+                pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
                 if pause > 0:
                     await wait_for(event, pause)  # then look again: send the latest
                     continue

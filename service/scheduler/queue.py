@@ -69,6 +69,8 @@ class Queued(Protocol):
 
 Q = TypeVar("Q", bound=Queued)
 
+AGING_STEPS = 60  # waiting time counts in steps of aging_interval_s / AGING_STEPS
+
 
 @dataclass
 class _UserTurns(Generic[Q]):
@@ -80,12 +82,24 @@ class _UserTurns(Generic[Q]):
 
 
 class DispatchQueue(Generic[Q]):
-    """Waiting requests of one provider, kept in the order they will get a slot."""
+    """Waiting requests of one provider, kept in the order they will get a slot.
+
+    The order is ranked in full (``_rank``, n log n) and then consumed: popping
+    the request at its head leaves the rest of a ranked order true (the rank
+    replays exactly those pops), so a queue that only dispatches never ranks
+    again before aging lifts a level. Requests added since the last rank wait
+    beside it (``_pending``) until a position or a pop needs them, so a burst
+    of arrivals costs one rank, not one per arrival.
+    """
 
     def __init__(self, aging_interval_s: float) -> None:
         if not aging_interval_s > 0:
             raise ValueError("aging_interval_s must be positive (math.inf disables aging)")
         self._aging_interval_s = aging_interval_s
+        # Waiting time counts in steps of 1/60 of the interval, so levels lift (and
+        # the ranked order goes stale) at most 60 times an interval, not at every
+        # request's own instant.
+        self._aging_step_s = aging_interval_s / AGING_STEPS
         self._users: dict[str, _UserTurns[Q]] = {}
         self._count = 0
         # Each dispatch takes the next even stamp; a newcomer takes the odd one just
@@ -93,9 +107,17 @@ class DispatchQueue(Generic[Q]):
         self._stamp = 0
         self._last_served: str | None = None
         self._front: list[Q] = []  # requests put back, ahead of the ranked order
+        # The ranked order: _order[_cursor:], each request's index in _index by seq.
         self._order: list[Q] = []
-        self._positions: dict[int, int] = {}
-        self._valid_until = -math.inf  # the cached order is stale from this clock reading
+        self._cursor = 0
+        self._index: dict[int, int] = {}
+        self._pending: dict[int, Q] = {}  # added since the last rank, by seq
+        self._groups: dict[str, int] = {}  # waiting requests per group
+        self._stale = True  # a change the ranked order does not follow (removal, put-back)
+        # Moves on every change that can move a ranked request's position (not on an
+        # arrival left pending): watchers of positions need waking only then.
+        self.version = 0
+        self._valid_until = -math.inf  # the ranked order is stale from this clock reading
 
     def __len__(self) -> int:
         return self._count + len(self._front)
@@ -117,41 +139,58 @@ class DispatchQueue(Generic[Q]):
             turns = self._users[request.user_id] = _UserTurns(requests=[], turn=stamp)
         turns.requests.append(request)
         self._count += 1
-        self._valid_until = -math.inf
+        self._join_group(request)
+        self._pending[request.seq] = request
 
     def add_front(self, request: Q) -> None:
         """Put back a request that had its turn, ahead of everything ranked (rule 5)."""
         self._front.append(request)
-        self._valid_until = -math.inf
+        self._join_group(request)
+        self._stale = True
+        self.version += 1
 
     def remove(self, request: Q) -> None:
         """Take out a request that leaves without a slot (cancel, timeout, shutdown)."""
+        self._leave_group(request)
         if request in self._front:
             self._front.remove(request)
-            self._valid_until = -math.inf
+            self._stale = True
             return
         turns = self._users[request.user_id]
         turns.requests.remove(request)
         if not turns.requests:
             del self._users[request.user_id]
         self._count -= 1
-        self._valid_until = -math.inf
+        if self._pending.pop(request.seq, None) is None:
+            self._stale = True
+            self.version += 1
 
     def pop_next(self, now: float, eligible: Callable[[Q], bool] | None = None) -> Q | None:
         """Take out the first request (that is ``eligible``) and give its user a turn.
 
         None when no waiting request is eligible.
         """
-        order = self.order(now)
-        if eligible is None:
-            request: Q | None = order[0] if order else None
-        else:
-            request = next((r for r in order if eligible(r)), None)
-        if request is None:
+        if not len(self):
             return None
+        if not self._holds(now):
+            self._rank(now)
+        request = self._head(now)
+        if request is not None and eligible is not None and not eligible(request):
+            request = None
+        if request is None:  # out of turn (or a rank is due): walk the whole order
+            order = self.order(now)
+            request = next((r for r in order if eligible is None or eligible(r)), None)
+            if request is None:
+                return None
+        self.version += 1
+        in_turn = self._cursor < len(self._order) and self._order[self._cursor] is request
+        if in_turn:
+            self._cursor += 1
+        elif self._pending.pop(request.seq, None) is None or self._cursor < len(self._order):
+            self._stale = True  # taken out of the ranked order's turn
+        self._leave_group(request)
         if self._front and request in self._front:
             self._front.remove(request)  # its turn was counted when it first started
-            self._valid_until = -math.inf
             return request
         user = request.user_id
         turns = self._users[user]
@@ -162,42 +201,115 @@ class DispatchQueue(Generic[Q]):
         if turns.requests:
             turns.turn = self._stamp
             turns.last_turn_at = now
+            # Its other requests age afresh from now (all on the same steps): the order
+            # holds until they lift.
+            lifting = next((r for r in turns.requests if r.priority > 1), None)
+            if lifting is not None:
+                self._valid_until = min(self._valid_until, self._next_lift(lifting, now, now))
         else:
             del self._users[user]
-        self._valid_until = -math.inf
         return request
 
+    def _head(self, now: float) -> Q | None:
+        """The first request of the whole order, from the ranked head and those pending.
+
+        None when that takes a rank: a pending request that is not simply its
+        user's only waiting request (the rank places those).
+        """
+        head = self._order[self._cursor] if self._cursor < len(self._order) else None
+        if head is not None and self._front and head in self._front:
+            return head
+        best: tuple[int, int, int] | None = None
+        if head is not None:
+            turns = self._users[head.user_id]
+            best = (self._level(head, turns.last_turn_at, now), turns.turn, head.seq)
+        for request in self._pending.values():
+            turns = self._users[request.user_id]
+            if len(turns.requests) > 1 or (
+                request.group is not None and self._groups[request.group] > 1
+            ):
+                return None
+            key = (self._level(request, turns.last_turn_at, now), turns.turn, request.seq)
+            if best is None or key < best:
+                best, head = key, request
+        return head
+
     def position(self, request: Q, now: float) -> int:
-        self.order(now)
-        return self._positions[request.seq]
+        """Requests the rule dispatches before ``request`` (exact: ranks what is pending)."""
+        if self._pending or not self._holds(now):
+            self._rank(now)
+        return self._index[request.seq] - self._cursor
+
+    def ranked_position(self, request: Q, now: float) -> int | None:
+        """``request``'s position in the last rank (None while it is pending).
+
+        Requests added since that rank are not counted ahead of it: a watcher
+        that reports positions now and then takes this, and ranks with ``rank``.
+        """
+        if not self._holds(now):
+            self._rank(now)
+        index = self._index.get(request.seq)
+        return None if index is None or request.seq in self._pending else index - self._cursor
+
+    def rank(self, now: float) -> None:
+        """Rank the requests pending (if any, or if the ranked order went stale)."""
+        if self._pending or not self._holds(now):
+            self._rank(now)
 
     def order(self, now: float) -> Sequence[Q]:
         """All waiting requests in dispatch order, as of ``now``."""
-        if now >= self._valid_until:
+        if self._pending or not self._holds(now):
             self._rank(now)
-        return self._order
+        return self._order[self._cursor :]
 
     def reorder_at(self, now: float) -> float | None:
         """When aging next lifts some request a level (and may change positions)."""
-        self.order(now)
-        return None if math.isinf(self._valid_until) else self._valid_until
+        if not self._holds(now):
+            self._rank(now)
+        at = self._valid_until
+        for request in self._pending.values():
+            at = min(at, self._next_lift(request, self._users[request.user_id].last_turn_at, now))
+        return None if math.isinf(at) else at
 
     def level(self, request: Q, now: float) -> int:
         """The effective priority of a waiting request at ``now``."""
         return self._level(request, self._users[request.user_id].last_turn_at, now)
 
+    def _holds(self, now: float) -> bool:
+        return not self._stale and now < self._valid_until
+
+    def _join_group(self, request: Q) -> None:
+        if request.group is not None:
+            self._groups[request.group] = self._groups.get(request.group, 0) + 1
+
+    def _leave_group(self, request: Q) -> None:
+        group = request.group
+        if group is not None:
+            left = self._groups[group] - 1
+            if left:
+                self._groups[group] = left
+            else:
+                del self._groups[group]
+
     def _level(self, request: Q, last_turn_at: float, now: float) -> int:
-        waited = now - max(request.enqueued_mono, last_turn_at)
-        lifted = math.floor(max(waited, 0.0) / self._aging_interval_s)
-        return max(1, request.priority - lifted)
+        return self._aged(request, last_turn_at, now)[0]
 
     def _next_lift(self, request: Q, last_turn_at: float, now: float) -> float:
-        if self._level(request, last_turn_at, now) == 1:
-            return math.inf
-        since = max(request.enqueued_mono, last_turn_at)
-        lifted = math.floor(max(now - since, 0.0) / self._aging_interval_s)
+        return self._aged(request, last_turn_at, now)[1]
+
+    def _aged(self, request: Q, last_turn_at: float, now: float) -> tuple[int, float]:
+        """The request's level at ``now`` and when it next lifts (inf: never)."""
+        interval = self._aging_interval_s
+        if interval == math.inf:
+            return max(1, request.priority), math.inf
+        step = self._aging_step_s
+        since = math.ceil(max(request.enqueued_mono, last_turn_at) / step) * step
+        lifted = math.floor((now - since) / interval) if now > since else 0
+        level = request.priority - lifted
+        if level <= 1:
+            return 1, math.inf
         # Never "now or earlier" (float rounding at a step), or the cache would never hold.
-        return max(since + (lifted + 1) * self._aging_interval_s, math.nextafter(now, math.inf))
+        return level, max(since + (lifted + 1) * interval, math.nextafter(now, math.inf))
 
     def _rank(self, now: float) -> None:
         """Replay the dispatch rule on the current queue with the clock held at ``now``."""
@@ -205,42 +317,61 @@ class DispatchQueue(Generic[Q]):
         valid_until = math.inf
         firsts: dict[str, Q] = {}
         for user, turns in self._users.items():
+            requests = turns.requests
+            if len(requests) == 1:  # most users: no groups to weigh, nothing after it
+                (request,) = requests
+                level, lift = self._aged(request, turns.last_turn_at, now)
+                if lift < valid_until:
+                    valid_until = lift
+                firsts[user] = request
+                heap.append((level, turns.turn, request.seq, user))
+                continue
             best: tuple[int, int] | None = None
-            heads = _group_heads(turns.requests)
-            for request in turns.requests:
-                valid_until = min(valid_until, self._next_lift(request, turns.last_turn_at, now))
+            heads = _group_heads(requests)
+            for request in requests:
+                level, lift = self._aged(request, turns.last_turn_at, now)
+                if lift < valid_until:
+                    valid_until = lift
                 if request.seq not in heads:
                     continue
-                key = (self._level(request, turns.last_turn_at, now), request.seq)
+                key = (level, request.seq)
                 if best is None or key < best:
                     best, firsts[user] = key, request
             assert best is not None
-            heapq.heappush(heap, (best[0], turns.turn, best[1], user))
+            heap.append((best[0], turns.turn, best[1], user))
+        heapq.heapify(heap)
 
         # After a user's turn its remaining requests start aging afresh, so at this
         # frozen instant they rank by plain priority, then submission order.
         rest: dict[str, _Rest[Q]] = {}
-        order: list[Q] = []
+        order: list[Q] = list(self._front)
         stamp = self._stamp
         while heap:
             _, _, _, user = heapq.heappop(heap)
-            if user in rest:
-                chosen = rest[user].take()
+            remaining = rest.get(user)
+            if remaining is not None:
+                chosen = remaining.take()
             else:
                 chosen = firsts[user]
                 requests = self._users[user].requests
-                rest[user] = _Rest([r for r in requests if r is not chosen])
+                if len(requests) == 1:
+                    order.append(chosen)
+                    stamp += 2
+                    continue
+                remaining = rest[user] = _Rest([r for r in requests if r is not chosen])
             order.append(chosen)
             stamp += 2
-            if rest[user]:
-                upcoming = rest[user].peek()
+            if remaining:
+                upcoming = remaining.peek()
                 heapq.heappush(heap, (upcoming.priority, stamp, upcoming.seq, user))
 
-        if self._front:
-            order = [*self._front, *order]
         self._order = order
-        self._positions = {request.seq: i for i, request in enumerate(order)}
+        self._cursor = 0
+        self._index = {request.seq: i for i, request in enumerate(order)}
+        self._pending.clear()
+        self._stale = False
         self._valid_until = valid_until
+        self.version += 1
 
 
 def _group_heads(requests: Sequence[Queued]) -> set[int]:

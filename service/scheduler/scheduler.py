@@ -356,7 +356,7 @@ class Scheduler:
                 self._remember_host(ticket.conversation_id, host.name)
             lane.wait_time.add(now - ticket.enqueued_mono)
             ticket._wake()
-        lane.changed.fire()
+        lane.notify()
 
     def _remember_host(self, conversation_id: str, host: str) -> None:
         self._affinity[conversation_id] = host
@@ -378,7 +378,7 @@ class Scheduler:
         self._registry.ended(ticket, now)
         ticket._wake()
         if lane is not None:
-            lane.changed.fire()
+            lane.notify()
         self._leave_conversation(ticket, now)
         self._idle.fire()
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 
-from service.scheduler.queue import DispatchQueue
+from service.scheduler.queue import AGING_STEPS, DispatchQueue
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,3 +193,143 @@ def test_pop_next_skips_requests_that_are_not_eligible(make: Requests) -> None:
     assert first is not None and first.label == "free"
     assert q.pop_next(0.0, lambda r: r is not blocked) is None
     assert labels(q) == ["blocked"]  # it kept its place
+
+
+class Rule:
+    """The dispatch rule replayed from scratch at every question: what the queue must match.
+
+    Slow and plain on purpose (no ranked order kept, no pending requests): each
+    answer picks the minimum by the module's rules over a copy of the state.
+    """
+
+    def __init__(self, aging_interval_s: float) -> None:
+        self.interval = aging_interval_s
+        self.step = aging_interval_s / AGING_STEPS
+        self.waiting: dict[str, list[Req]] = {}
+        self.turn: dict[str, int] = {}
+        self.last_turn_at: dict[str, float] = {}
+        self.front: list[Req] = []
+        self.stamp = 0
+        self.last_served: str | None = None
+
+    def add(self, r: Req) -> None:
+        if r.user_id not in self.waiting:
+            self.waiting[r.user_id] = []
+            self.turn[r.user_id] = self.stamp - (r.user_id != self.last_served)
+            self.last_turn_at.setdefault(r.user_id, -math.inf)
+        self.waiting[r.user_id].append(r)
+
+    def level(self, r: Req, last: float, now: float) -> int:
+        since = math.ceil(max(r.enqueued_mono, last) / self.step) * self.step
+        return max(1, r.priority - math.floor(max(now - since, 0.0) / self.interval))
+
+    def order(self, now: float) -> list[Req]:
+        waiting = {u: list(rs) for u, rs in self.waiting.items()}
+        turn, last = dict(self.turn), dict(self.last_turn_at)
+        stamp, out = self.stamp, list(self.front)
+        while waiting:
+            best = None
+            for user, rs in waiting.items():
+                for r in rs:
+                    if r.group is not None and any(
+                        o.group == r.group and o.seq < r.seq for o in rs
+                    ):
+                        continue  # an earlier turn of its group waits
+                    key = (self.level(r, last[user], now), turn[user], r.seq)
+                    if best is None or key < best[0]:
+                        best = (key, user, r)
+            assert best is not None
+            _, user, r = best
+            out.append(r)
+            waiting[user].remove(r)
+            stamp += 2
+            turn[user], last[user] = stamp, now
+            if not waiting[user]:
+                del waiting[user]
+        return out
+
+    def pop(self, now: float, eligible: Callable[[Req], bool]) -> Req | None:
+        chosen = next((r for r in self.order(now) if eligible(r)), None)
+        if chosen is None:
+            return None
+        if chosen in self.front:
+            self.front.remove(chosen)
+            return chosen
+        user = chosen.user_id
+        self.waiting[user].remove(chosen)
+        self.stamp += 2
+        self.last_served = user
+        if self.waiting[user]:
+            self.turn[user], self.last_turn_at[user] = self.stamp, now
+        else:
+            del self.waiting[user], self.turn[user]
+            self.last_turn_at.pop(user)
+        return chosen
+
+    def remove(self, r: Req) -> None:
+        if r in self.front:
+            self.front.remove(r)
+            return
+        self.waiting[r.user_id].remove(r)
+        if not self.waiting[r.user_id]:
+            del self.waiting[r.user_id], self.turn[r.user_id]
+            self.last_turn_at.pop(r.user_id)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_the_kept_order_answers_as_the_rule_replayed_from_scratch(seed: int) -> None:
+    # The queue keeps a ranked order and consumes it, and holds arrivals beside it until
+    # they matter: every pop, position and order must still be the rule's own answer.
+    rng = random.Random(seed)
+    make = Requests()
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    rule = Rule(30.0)
+    now = 0.0
+    popped: list[Req] = []
+    for step in range(400):
+        waiting = rule.front + [r for rs in rule.waiting.values() for r in rs]
+        op = rng.random()
+        if op < 0.4 or not waiting:
+            user = f"u{rng.randrange(8)}"
+            group = rng.choice([None, None, "g1", "g2"])
+            r = make(user, rng.randint(1, 10), at=now, label=f"r{step}", group=group)
+            q.add(r)
+            rule.add(r)
+        elif op < 0.7:
+            skip = rng.randrange(4)  # 0: all eligible; else every skip-th seq is not
+            eligible = (lambda r: True) if skip == 0 else (lambda r, k=skip: r.seq % k != 0)
+            expected = rule.pop(now, eligible)
+            assert q.pop_next(now, eligible) is expected, step
+            if expected is not None:
+                popped.append(expected)
+        elif op < 0.78:
+            r = rng.choice(waiting)
+            q.remove(r)
+            rule.remove(r)
+        elif op < 0.8 and popped:
+            r = popped.pop(rng.randrange(len(popped)))
+            q.add_front(r)
+            rule.front.append(r)
+        elif op < 0.9:
+            r = rng.choice(waiting)
+            assert q.position(r, now) == rule.order(now).index(r), step
+        else:
+            now += rng.choice([0.0, 0.3, 1.0, 7.0, 29.0, 31.0, 95.0])
+        if rng.random() < 0.1:
+            assert list(q.order(now)) == rule.order(now), step
+    assert list(q.order(now)) == rule.order(now)
+
+
+def test_arrivals_wait_beside_the_ranked_order_until_a_rank(make: Requests) -> None:
+    q: DispatchQueue[Req] = DispatchQueue(30.0)
+    first, second, third = (make(u, 5, label=u) for u in "abc")
+    q.add(first)
+    q.rank(0.0)
+    assert q.ranked_position(first, 0.0) == 0
+    q.add(second)
+    q.add(third)
+    assert q.ranked_position(second, 0.0) is None  # not ranked yet: counted by no one
+    assert q.pop_next(0.0) is first  # the ranked head goes without a rank
+    assert q.ranked_position(second, 0.0) is None
+    assert q.position(third, 0.0) == 1  # the exact answer ranks them
+    assert q.ranked_position(second, 0.0) == 0
