@@ -86,11 +86,14 @@ class LeaseSignal:
     host of the slot went down, and is re-armed when the request is put back.
     """
 
-    __slots__ = ("_callbacks", "_host", "_stop", "error", "kind")
+    __slots__ = ("_callbacks", "_host", "_host_lost", "_stop", "error", "kind")
 
     def __init__(self) -> None:
-        self._stop = asyncio.Event()
-        self._host = asyncio.Event()
+        # The events are made only for a task that waits on them: most grants are
+        # never stopped, and thousands of waiting requests each hold a signal.
+        self._stop: asyncio.Event | None = None
+        self._host: asyncio.Event | None = None
+        self._host_lost = False
         self._callbacks: list[Callable[[], object]] = []
         self.kind: StopKind | None = None
         self.error: AgentError | None = None
@@ -110,36 +113,46 @@ class LeaseSignal:
 
     @property
     def is_stopped(self) -> bool:
-        return self._stop.is_set()
+        return self.kind is not None
 
     @property
     def is_host_lost(self) -> bool:
-        return self._host.is_set()
+        return self._host_lost
 
     async def stopped(self) -> StopKind:
-        await self._stop.wait()
+        if self.kind is None:
+            if self._stop is None:
+                self._stop = asyncio.Event()
+            await self._stop.wait()
         assert self.kind is not None
         return self.kind
 
     async def host_lost(self) -> None:
-        await self._host.wait()
+        if not self._host_lost:
+            if self._host is None:
+                self._host = asyncio.Event()
+            await self._host.wait()
 
     # scheduler side
 
     def stop(self, kind: StopKind, error: AgentError | None = None) -> None:
         if self.kind is None:
             self.kind, self.error = kind, error
-            self._stop.set()
+            if self._stop is not None:
+                self._stop.set()
             callbacks, self._callbacks = self._callbacks, []
             for callback in callbacks:
                 callback()
 
     def lose_host(self) -> None:
-        self._host.set()
+        self._host_lost = True
+        if self._host is not None:
+            self._host.set()
 
     def rearm(self) -> None:
         """After a put-back the request waits again: a lost host is no longer news."""
-        self._host = asyncio.Event()
+        self._host_lost = False
+        self._host = None
 
 
 def _nothing() -> None:

@@ -64,7 +64,7 @@ class Queued(Protocol):
     @property
     def seq(self) -> int: ...  # unique and increasing in submission order
     @property
-    def group(self) -> str | None: ...  # requests of one group go in submission order
+    def group(self) -> str | None: ...  # one user's requests that go in submission order
 
 
 Q = TypeVar("Q", bound=Queued)
@@ -177,7 +177,7 @@ class DispatchQueue(Generic[Q]):
         request = self._head(now)
         if request is not None and eligible is not None and not eligible(request):
             request = None
-        if request is None:  # out of turn (or a rank is due): walk the whole order
+        if request is None:  # out of turn: walk the whole order
             order = self.order(now)
             request = next((r for r in order if eligible is None or eligible(r)), None)
             if request is None:
@@ -211,10 +211,11 @@ class DispatchQueue(Generic[Q]):
         return request
 
     def _head(self, now: float) -> Q | None:
-        """The first request of the whole order, from the ranked head and those pending.
+        """The first request of the whole order: the ranked head or one pending.
 
-        None when that takes a rank: a pending request that is not simply its
-        user's only waiting request (the rank places those).
+        A user's key is the best of its requests that no earlier turn of their
+        conversation precedes; the ranked head has the best key among ranked
+        requests, so the first of all is it or a pending request with a better one.
         """
         head = self._order[self._cursor] if self._cursor < len(self._order) else None
         if head is not None and self._front and head in self._front:
@@ -225,10 +226,13 @@ class DispatchQueue(Generic[Q]):
             best = (self._level(head, turns.last_turn_at, now), turns.turn, head.seq)
         for request in self._pending.values():
             turns = self._users[request.user_id]
-            if len(turns.requests) > 1 or (
-                request.group is not None and self._groups[request.group] > 1
+            group = request.group
+            if (
+                group is not None
+                and self._groups[group] > 1
+                and any(o.group == group and o.seq < request.seq for o in turns.requests)
             ):
-                return None
+                continue  # an earlier turn of its conversation goes first
             key = (self._level(request, turns.last_turn_at, now), turns.turn, request.seq)
             if best is None or key < best:
                 best, head = key, request

@@ -98,7 +98,9 @@ class Ticket:
         self._callbacks: list[Callable[[], None]] = []
         self._error: AgentError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._left = asyncio.Event()  # set when the request stops waiting
+        # Set when the request stops waiting; made only for a watcher that waits on it
+        # (thousands of waiting requests would otherwise each hold an unused one).
+        self._left: asyncio.Event | None = None
 
     def __repr__(self) -> str:
         return (
@@ -139,19 +141,24 @@ class Ticket:
 
     async def wait_left_queue(self, max_wait_s: float) -> None:
         """Return when this request stops waiting, or after ``max_wait_s`` seconds."""
+        if self._state != "queued":
+            return
+        if self._left is None:
+            self._left = asyncio.Event()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
                 await self._left.wait()
 
     def _start(self, mono: float, wall: float) -> None:
-        self._left.set()
+        if self._left is not None:
+            self._left.set()
         self._state = "running"
         self.started_mono, self.started_at = mono, wall
         self.holds_slot = True
 
     def _put_back(self) -> None:
         """Waiting again after its host went down: it gives up the slot it had there."""
-        self._left = asyncio.Event()
+        self._left = None
         self._state = "queued"
         self.holds_slot = False
         if self.backend:
@@ -166,7 +173,8 @@ class Ticket:
             _run_callback(cb, self.request_id)
 
     def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
-        self._left.set()
+        if self._left is not None:
+            self._left.set()
         self._state = state
         self.finished_mono, self.finished_at = mono, wall
         self._error = error

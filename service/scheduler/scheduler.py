@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 
 from service.errors import (
@@ -104,7 +104,7 @@ class Scheduler:
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._down_retry_s = down_retry_s
         # Active (waiting or slot-holding) turns of each conversation, in submission order.
-        self._conversations: dict[str, deque[Ticket]] = {}
+        self._conversations: dict[str, list[Ticket]] = {}  # a few turns each: lists
         self._caps = WaitingCaps(max_pending, max_pending_per_user)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -225,7 +225,7 @@ class Scheduler:
         )
         self._registry.add(ticket)
         if conversation_id:
-            self._conversations.setdefault(conversation_id, deque()).append(ticket)
+            self._conversations.setdefault(conversation_id, []).append(ticket)
         return ticket
 
     def _start_command(self, ticket: Ticket, now: float) -> None:
@@ -629,7 +629,7 @@ class Scheduler:
 
     def _turns_ahead(self, ticket: Ticket) -> int:
         """A waiting command's position: the earlier turns of its conversation."""
-        turns = self._conversations.get(ticket.conversation_id or "", deque())
+        turns = self._conversations.get(ticket.conversation_id or "", [])
         return turns.index(ticket) if ticket in turns else 0
 
     async def watch_position(

@@ -12,7 +12,7 @@ from gateway.upstream_target import TargetError, balancing_options, dial_target
 def test_one_address_is_dialled_as_it_is_without_balancing() -> None:
     assert dial_target("127.0.0.1:50051") == ("127.0.0.1:50051", False)
     assert dial_target("agent-service:50051") == ("agent-service:50051", False)
-    assert balancing_options(False) == []
+    assert balancing_options(False) == [("grpc.enable_retries", 0)]
 
 
 def test_a_list_of_replicas_becomes_one_balanced_target() -> None:

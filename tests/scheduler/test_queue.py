@@ -291,7 +291,7 @@ def test_the_kept_order_answers_as_the_rule_replayed_from_scratch(seed: int) -> 
         op = rng.random()
         if op < 0.4 or not waiting:
             user = f"u{rng.randrange(8)}"
-            group = rng.choice([None, None, "g1", "g2"])
+            group = rng.choice([None, None, f"{user}-g1", f"{user}-g2"])  # a user's own
             r = make(user, rng.randint(1, 10), at=now, label=f"r{step}", group=group)
             q.add(r)
             rule.add(r)
