@@ -39,6 +39,9 @@ class Pulse:
     async def wait(self, max_wait_s: float | None = None) -> None:
         """Return at the next fire, or after ``max_wait_s`` seconds without one."""
         event = self._event
+        if max_wait_s is None:
+            await event.wait()
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
                 await event.wait()
@@ -71,6 +74,8 @@ class Lane:
         self._rank_due: asyncio.Future[None] | None = None
         self._last_rank = -math.inf  # event-loop time
         self._rank_gap_s = RANK_TICK_S
+        self._reorder_timer: asyncio.TimerHandle | None = None
+        self._reorder_at = math.inf  # scheduler-clock time the reorder timer is for
 
     def notify(self) -> None:
         """Wake the position watchers if a ranked position may have moved."""
@@ -174,9 +179,26 @@ class Lane:
                 last, last_sent = position, loop.time()
                 yield position, self.estimate_wait(position, now, ticket.model)
                 continue
-            # Positions move on queue changes (the pulse) and when aging lifts a level.
+            # Positions move on queue changes and when aging lifts a level: both fire
+            # the pulse (the second from one timer of the lane's, not one per watcher).
             reorder_at = self.queue.reorder_at(now)
-            await self.changed.wait(None if reorder_at is None else max(reorder_at - now, 1e-3))
+            if reorder_at is not None:
+                self._fire_at(reorder_at, now)
+            await self.changed.wait()
+
+    def _fire_at(self, reorder_at: float, now: float) -> None:
+        """Fire the pulse when the clock reaches ``reorder_at`` (the earliest asked for)."""
+        if self._reorder_timer is not None and self._reorder_at <= reorder_at:
+            return
+        if self._reorder_timer is not None:
+            self._reorder_timer.cancel()
+        self._reorder_at = reorder_at
+        loop = asyncio.get_running_loop()
+        self._reorder_timer = loop.call_later(max(reorder_at - now, 1e-3), self._reordered)
+
+    def _reordered(self) -> None:
+        self._reorder_timer = None
+        self.changed.fire()
 
     async def _ranked(self, clock: Callable[[], float]) -> None:
         """Wait for the next rank of the requests pending, one for every watcher waiting."""

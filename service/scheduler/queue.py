@@ -369,13 +369,15 @@ class DispatchQueue(Generic[Q]):
                 upcoming = remaining.peek()
                 heapq.heappush(heap, (upcoming.priority, stamp, upcoming.seq, user))
 
+        before = self._order[self._cursor :]
+        if len(order) < len(before) or any(a is not b for a, b in zip(before, order, strict=False)):
+            self.version += 1  # some ranked request moved (not only newcomers behind them)
         self._order = order
         self._cursor = 0
         self._index = {request.seq: i for i, request in enumerate(order)}
         self._pending.clear()
         self._stale = False
         self._valid_until = valid_until
-        self.version += 1
 
 
 def _group_heads(requests: Sequence[Queued]) -> set[int]:
