@@ -42,6 +42,10 @@ def shutting_down() -> GatewayError:
     )
 
 
+def _nothing() -> None:
+    return None
+
+
 class Drain:
     """The drain state of one app: requests in flight, and the grace's end."""
 
@@ -51,6 +55,7 @@ class Drain:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._expired = asyncio.Event()
+        self._on_expiry: dict[Callable[[GatewayError], None], None] = {}
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -66,10 +71,21 @@ class Drain:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def wait(self) -> GatewayError:
-        """Returns when the grace has run out: the error a stream still open ends with."""
-        await self._expired.wait()
-        return shutting_down()
+    def on_expiry(self, callback: Callable[[GatewayError], None]) -> Callable[[], None]:
+        """Call ``callback`` with the error open streams end with when the grace runs out.
+
+        Returns an undo. A callback per open stream, not a waiting task: thousands
+        of streams wait for their turn through one gateway.
+        """
+        if self._expired.is_set():
+            callback(shutting_down())
+            return _nothing
+        self._on_expiry[callback] = None
+
+        def undo() -> None:
+            self._on_expiry.pop(callback, None)
+
+        return undo
 
     def begin(self, then: Callable[[], None] | None = None) -> asyncio.Task[None]:
         """Start draining (once); ``then`` runs when the requests in flight are done."""
@@ -87,6 +103,9 @@ class Drain:
         except TimeoutError:
             log.info("grace over: ending %d open requests", self._in_flight)
             self._expired.set()
+            callbacks, self._on_expiry = list(self._on_expiry), {}
+            for callback in callbacks:
+                callback(shutting_down())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), _WIND_UP_S)
         if then is not None:

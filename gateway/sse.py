@@ -20,7 +20,6 @@ before it (unknown id, someone else's, bad auth) it is a plain HTTP error.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -63,9 +62,9 @@ def _inner(message: Any) -> pb.ChatStreamResponse:
 
 
 class StreamStop(Protocol):
-    """Ends open streams early: ``wait`` returns the error they end with."""
+    """Ends open streams early: calls back with the error they end with; returns an undo."""
 
-    async def wait(self) -> GatewayError: ...
+    def on_expiry(self, callback: Callable[[GatewayError], None]) -> Callable[[], None]: ...
 
 
 _Call = grpc.aio.UnaryStreamCall[Any, Any]
@@ -186,20 +185,26 @@ class ChatEventStream(Response):
         if self._stop is None:
             await self._pump(send, message, pending)
             return
-        pump = asyncio.ensure_future(self._pump(send, message, pending))
-        stop = asyncio.ensure_future(self._stop.wait())
+        # The stop cancels this very task (no task of its own per stream), and the
+        # stream then ends with the stop's error event.
+        task = asyncio.current_task()
+        assert task is not None
+        stopped: list[GatewayError] = []
+
+        def stop(error: GatewayError) -> None:
+            if not self._finished:
+                stopped.append(error)
+                task.cancel()
+
+        undo = self._stop.on_expiry(stop)
         try:
-            await asyncio.wait({pump, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await self._pump(send, message, pending)
+        except asyncio.CancelledError:
+            if not stopped or task.uncancel() > 0:
+                raise  # cancelled for another reason too (the client went away)
+            await self._write(send, self._error_frame(stopped[0]), more=False)
         finally:
-            stop.cancel()
-            if not pump.done():
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await pump
-        if pump.cancelled() and stop.done() and not stop.cancelled():
-            await self._write(send, self._error_frame(stop.result()), more=False)
-        else:
-            pump.result()
+            undo()
 
     async def _pump(self, send: Send, message: Any, pending: asyncio.Future[Any] | None) -> None:
         terminal: bytes | None = None

@@ -49,7 +49,10 @@ class ReplicaForwarder:
                 await context.write(response)
         except grpc.aio.AioRpcError as exc:
             await context.abort(
-                exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata() or ()
+                exc.code(),
+                exc.details() or "",
+                # grpc.aio.Metadata in, a tuple of pairs out (abort rejects the former).
+                trailing_metadata=tuple(exc.trailing_metadata() or ()),
             )
         finally:
             call.cancel()

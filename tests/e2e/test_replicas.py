@@ -397,7 +397,7 @@ def test_a_rolling_restart_under_open_streams_ends_every_stream_done(
         replicas.restart(replica)
     for stream in streams:
         last = _until_done(stream, 60)
-        assert last.event == "done", stream
+        assert last.event == "done", (stream, last.data)
         assert last.data["response"] == "one two three"
 
 
