@@ -10,6 +10,12 @@ hops themselves:
   body as the gateway's, calling that echo over one grpc.aio channel and
   answering with the same response shape.
 
+For streams waiting their turn (``bench_waiting.py``), the echo's ChatStream
+sends one ``queued`` event and holds the stream open until the client goes,
+and the route ``POST /api/chat/stream`` relays it as Server-Sent Events with a
+Starlette StreamingResponse: what one open waiting stream costs on these hops
+with no code of ours.
+
 What the real stack costs above these two is what its own code costs.
 """
 
@@ -42,6 +48,12 @@ class Echo(agent_pb2_grpc.AgentServiceServicer):
             model="echo",
             stop_reason="end_turn",
         )
+
+    async def ChatStream(self, request: pb.ChatStreamRequest, context: Any) -> Any:
+        yield pb.ChatStreamResponse(
+            seq=1, queued=pb.QueuedEvent(request_id=request.request_id, position=1)
+        )
+        await asyncio.Event().wait()  # waits for its turn until the client goes away
 
 
 async def serve_grpc(port: int) -> None:
@@ -98,6 +110,26 @@ def http_app(grpc_address: str) -> Any:
             "stop_reason": reply.stop_reason,
             "tool_calls": [],
         }
+
+    @app.post("/api/chat/stream")
+    async def chat_stream(body: Body) -> Any:
+        from google.protobuf.json_format import MessageToDict
+        from starlette.responses import StreamingResponse
+
+        call = channel["stub"].ChatStream(
+            pb.ChatStreamRequest(message=body.message, user_id=body.user_id or "")
+        )
+
+        async def frames() -> Any:
+            try:
+                async for event in call:
+                    kind = event.WhichOneof("event")
+                    data = MessageToDict(getattr(event, kind))
+                    yield f"id: {event.seq}\nevent: {kind}\ndata: {data}\n\n".encode()
+            finally:
+                call.cancel()
+
+        return StreamingResponse(frames(), media_type="text/event-stream")
 
     return app
 

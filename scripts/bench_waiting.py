@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from bench import start_floor  # noqa: E402
 from bench_tools import RawHttp, chat_body, cpu_s, rss_kib, start_backend  # noqa: E402
 
 from tests.e2e.stack import launch  # noqa: E402
@@ -121,6 +122,34 @@ async def run(gateway_url: str, streams: int, open_s: float, pids: dict[str, int
     }
 
 
+async def floor_streams(url: str, streams: int, pids: list[int]) -> float:
+    """RSS growth per open stream of the floor probes: ``streams`` held open at once."""
+    gateway = RawHttp.for_url(url, "/api/chat/stream", 0)
+    request = gateway.request(chat_body("hi", "floor"))
+    before = sum(rss_kib(pid) for pid in pids)
+    opened = 0
+    all_open = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        nonlocal opened
+        async for line in gateway.lines(request):
+            if line.startswith("event:"):
+                opened += 1
+                if opened == streams:
+                    all_open.set()
+                await release.wait()
+                return
+
+    holders = [asyncio.create_task(hold()) for _ in range(streams)]
+    await asyncio.wait_for(all_open.wait(), 120)
+    await asyncio.sleep(1.0)  # let both processes settle before reading their RSS
+    growth = sum(rss_kib(pid) for pid in pids) - before
+    release.set()
+    await asyncio.gather(*holders, return_exceptions=True)
+    return growth / streams
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--streams", type=int, default=2000)
@@ -130,6 +159,16 @@ def main() -> int:
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * args.streams + 1024), hard))
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        procs, _grpc, floor_url = start_floor(Path(tmp))
+        try:
+            floor_kib = asyncio.run(
+                floor_streams(floor_url, min(args.streams, 5000), [p.pid for p in procs])
+            )
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(10)
     backend, url = start_backend()
     try:
         with tempfile.TemporaryDirectory(prefix="bench-waiting-") as tmp:
@@ -165,6 +204,11 @@ def main() -> int:
         f" (gateway {figures['gateway_kib_per_stream']:.0f}, service"
         f" {figures['service_kib_per_stream']:.0f}; {figures['open_peak']} open at most;"
         " target <= 40)"
+    )
+    print(
+        f"  floor (bare grpc.aio stream + bare FastAPI SSE route, {min(args.streams, 5000)} open):"
+        f" {floor_kib:.0f} KiB per open stream; ours is"
+        f" {figures['kib_per_stream'] / max(floor_kib, 1e-9):.2f}x the floor"
     )
     print(
         f"  first event: p50 {figures['first_event_p50_ms']:.0f} ms,"
