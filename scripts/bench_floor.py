@@ -57,7 +57,15 @@ class Echo(agent_pb2_grpc.AgentServiceServicer):
 
 
 async def serve_grpc(port: int) -> None:
-    server = grpc.aio.server()
+    # The service's limits on calls not picked up yet (gRPC's defaults cancel a burst
+    # of thousands): settings, not code, so the floor has them too.
+    server = grpc.aio.server(
+        options=[
+            ("grpc.server.max_pending_requests", 100_000),
+            ("grpc.server.max_pending_requests_hard_limit", 100_000),
+            ("grpc.server_max_unrequested_time_in_server", 3600),
+        ]
+    )
     agent_pb2_grpc.add_AgentServiceServicer_to_server(Echo(), server)  # type: ignore[no-untyped-call]
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

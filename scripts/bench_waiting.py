@@ -97,10 +97,14 @@ async def run(gateway_url: str, streams: int, open_s: float, pids: dict[str, int
 
     sampler = asyncio.create_task(sample())
     cpu0 = cpu_s(pids["service"])
+    gateway_cpu0 = cpu_s(pids["gateway"])
+    client_cpu0 = time.process_time()
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(streams)))
     drained = time.perf_counter() - t0
     service_cpu = cpu_s(pids["service"]) - cpu0
+    gateway_cpu = cpu_s(pids["gateway"]) - gateway_cpu0
+    client_cpu = time.process_time() - client_cpu0
     sampler.cancel()
     growth = {n: peak[n] - before[n] for n in ("gateway", "service")}
     ok = sum(1 for t in terminals if len(t) == 1 and t[0] == "done")
@@ -118,6 +122,8 @@ async def run(gateway_url: str, streams: int, open_s: float, pids: dict[str, int
         else 0.0,
         "drain_s": drained,
         "service_cpu_ms_per_turn": service_cpu * 1e3 / streams,
+        "gateway_cpu_ms_per_turn": gateway_cpu * 1e3 / streams,
+        "client_cpu_ms_per_turn": client_cpu * 1e3 / streams,
         "queued_events_per_stream": queued_events / streams,
     }
 
@@ -219,7 +225,9 @@ def main() -> int:
         f" = {figures['drain_s'] / ideal:.2f}x (target <= 1.2x; includes the opening)"
     )
     print(
-        f"  service CPU per dispatched turn: {figures['service_cpu_ms_per_turn']:.2f} ms;"
+        f"  service CPU per dispatched turn: {figures['service_cpu_ms_per_turn']:.2f} ms"
+        f" (gateway {figures['gateway_cpu_ms_per_turn']:.2f} ms, this load generator"
+        f" {figures['client_cpu_ms_per_turn']:.2f} ms);"
         f" queued events per stream: {figures['queued_events_per_stream']:.1f}"
     )
     return 0
