@@ -399,35 +399,38 @@ class _Rest(Generic[Q]):
     order, among those whose group has no earlier request left."""
 
     def __init__(self, requests: Sequence[Q]) -> None:
-        self._groups: dict[str, list[Q]] = {}
-        self._heap: list[tuple[int, int, int]] = []
+        # Only groups with a request held back behind an earlier one get a list:
+        # most requests are their conversation's only one waiting.
+        self._held: dict[str, list[Q]] = {}
+        heads: dict[str, None] = {}
+        heap: list[tuple[int, int]] = []
         self._by_seq: dict[int, Q] = {}
         for request in sorted(requests, key=lambda r: r.seq):
-            if request.group is not None:
-                queue = self._groups.setdefault(request.group, [])
-                queue.append(request)
-                if len(queue) > 1:
+            group = request.group
+            if group is not None:
+                if group in heads:
+                    self._held.setdefault(group, []).append(request)
                     continue
-            self._push(request)
-        for queue in self._groups.values():
+                heads[group] = None
+            self._by_seq[request.seq] = request
+            heap.append((request.priority, request.seq))
+        heapq.heapify(heap)
+        self._heap = heap
+        for queue in self._held.values():
             queue.reverse()  # popped from the end, earliest last
-            queue.pop()  # the head is in the heap already
-
-    def _push(self, request: Q) -> None:
-        self._by_seq[request.seq] = request
-        heapq.heappush(self._heap, (request.priority, request.seq, request.seq))
 
     def __bool__(self) -> bool:
         return bool(self._heap)
 
     def peek(self) -> Q:
-        return self._by_seq[self._heap[0][2]]
+        return self._by_seq[self._heap[0][1]]
 
     def take(self) -> Q:
-        _, _, seq = heapq.heappop(self._heap)
+        _, seq = heapq.heappop(self._heap)
         request = self._by_seq.pop(seq)
-        if request.group is not None:
-            queue = self._groups[request.group]
-            if queue:
-                self._push(queue.pop())
+        queue = self._held.get(request.group) if request.group is not None else None
+        if queue:
+            after = queue.pop()
+            self._by_seq[after.seq] = after
+            heapq.heappush(self._heap, (after.priority, after.seq))
         return request
