@@ -42,8 +42,12 @@ lint: setup
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
+# The suite in TEST_WORKERS processes (pytest-xdist), one test file at a time each, so
+# a module's stack of service and gateway starts once. The end-to-end tests mostly wait
+# on their subprocesses: more workers than cores pay. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: $(VENV_STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 run: $(VENV_STAMP)
 	$(PY) scripts/run.py

@@ -27,8 +27,23 @@ from agent.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.stack import _SCRUBBED, Process, _merge, free_port
+from tests.fakes.ollama import FakeOllama
 
 POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
+
+
+def replicas_config(a: FakeOllama, b: FakeOllama, **extra: Any) -> dict[str, Any]:
+    """Two Ollama hosts of one slot each, room in the queue; ``extra`` sections replace."""
+    config: dict[str, Any] = {
+        "api": {"provider": "ollama"},
+        "ollama": {
+            "model": "llama3.2",
+            "backends": [{"url": a.url, "parallel": 1}, {"url": b.url, "parallel": 1}],
+        },
+        "queue": {"max_pending": 200, "max_pending_per_user": 50},
+    }
+    config.update(extra)
+    return config
 
 
 @dataclass
@@ -176,12 +191,16 @@ class Replicas:
             return False
 
     def stop(self) -> None:
-        procs = [self.gateway, *(r.process for r in self.replicas)]
+        """The gateway, then every replica at once: each may wait out its grace period."""
+        if self.gateway is not None:
+            self.gateway.stop()
+        procs = [r.process for r in self.replicas if r.process is not None]
         for proc in procs:
-            if proc is not None:
-                if proc.alive() and proc.popen is not None:
-                    proc.popen.send_signal(signal.SIGCONT)  # a frozen one must hear SIGTERM
-                proc.stop()
+            if proc.alive():
+                proc.signal(signal.SIGCONT)  # a frozen one must hear SIGTERM
+                proc.signal(signal.SIGTERM)
+        for proc in procs:
+            proc.reap()
 
     def logs(self) -> str:
         return "\n".join(
