@@ -48,9 +48,10 @@ class ReplicaForwarder:
             async for response in call:
                 await context.write(response)
         except grpc.aio.AioRpcError as exc:
-            await context.abort(
-                exc.code(), exc.details() or "", trailing_metadata=exc.trailing_metadata() or ()
-            )
+            # The server's abort takes a tuple, not the client's Metadata (a TypeError that
+            # ended the call UNKNOWN whenever the owner's status had details).
+            trailing = tuple(exc.trailing_metadata() or ())
+            await context.abort(exc.code(), exc.details() or "", trailing_metadata=trailing)
         finally:
             call.cancel()
 
