@@ -30,6 +30,12 @@ from tests.e2e.stack import _SCRUBBED, Process, _merge, free_port
 from tests.fakes.ollama import FakeOllama
 
 POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
+# scheduler.lease_s of these stacks: short, so a killed or frozen replica is noticed soon,
+# yet long enough for a live one on a loaded machine. A replica renews under the dispatch
+# lock; when a burst of requests (and the other tests of a parallel run) keep that lock
+# and the pool busy, a heartbeat can wait over 2 s, and a 2 s lease then had the other
+# replicas take a live one's waiting requests over (test_forty_turns... got a 503).
+LEASE_S = 5.0
 
 
 def replicas_config(a: FakeOllama, b: FakeOllama, **extra: Any) -> dict[str, Any]:
@@ -120,7 +126,7 @@ class Replicas:
             },
             "api_server": {"host": "127.0.0.1", "port": self.http_port, "workers": 1},
             "store": {"url": self.store_url},
-            "scheduler": {"backend": "postgres", "lease_s": 2},
+            "scheduler": {"backend": "postgres", "lease_s": LEASE_S},
             "sse": {"keepalive_s": 15},
         }
         path = self.workdir / "config.yaml"

@@ -28,7 +28,7 @@ from tests.e2e.queue_helpers import (
     user,
     wait_until,
 )
-from tests.e2e.replicas import POSTGRES_URL, Replicas, replicas_config
+from tests.e2e.replicas import LEASE_S, POSTGRES_URL, Replicas, replicas_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
@@ -37,7 +37,6 @@ pytestmark = [
     pytest.mark.skipif(not POSTGRES_URL, reason="AGENT_TEST_POSTGRES_URL is not set"),
     pytest.mark.timeout(120),
 ]
-LEASE_S = 2.0
 
 
 @pytest.fixture(scope="module")
