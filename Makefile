@@ -42,8 +42,15 @@ lint: setup
 	$(BUF) lint
 	$(BUF) format --diff --exit-code
 
+# The suite in TEST_WORKERS processes (pytest-xdist), one test file at a time each, so
+# a module's stack of service and gateway starts once. The end-to-end tests mostly wait
+# on their subprocesses: more workers than cores pay. Files go out in collection order
+# (tests/e2e early), not largest-count first, which left the long e2e files for the end.
+# The suite starts some 150 Python processes: they reuse compiled bytecode even where
+# PYTHONDONTWRITEBYTECODE is set. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 4
 test: $(VENV_STAMP)
-	$(PY) -m pytest
+	PYTHONDONTWRITEBYTECODE= $(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 run: $(VENV_STAMP)
 	$(PY) scripts/run.py

@@ -69,6 +69,10 @@ def reattacher(
                     return call
                 await call.read()  # not attached: its status says why
             except grpc.aio.AioRpcError as exc:
+                if _ATTACHED in tuple(exc.trailing_metadata() or ()):
+                    # Found, and already ended (grpc dropped the initial metadata of a call
+                    # that ended before they were read): its status is the outcome.
+                    return call
                 # UNAVAILABLE: no replica up yet, or the request is being taken over.
                 if exc.code() is not grpc.StatusCode.UNAVAILABLE or loop.time() >= deadline:
                     return None

@@ -152,9 +152,15 @@ class ChatEventStream(Response):
         """Whether the service found the watched request (False: it failed, or went quiet)."""
         try:
             metadata = await self._call.initial_metadata()
+            if metadata is not None and _ATTACHED in tuple(metadata):
+                return True
+            # No marker: the call is ending. grpc gives no initial metadata at all when the
+            # call had ended before they were read (a busy loop), so the service repeats the
+            # marker in the trailing metadata of a found request's error.
+            trailing = await self._call.trailing_metadata()
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             return False
-        return metadata is not None and _ATTACHED in tuple(metadata)
+        return trailing is not None and _ATTACHED in tuple(trailing)
 
     async def _cut_before_attaching(self) -> bool:
         """The watch failed because its replica's connection died (not: no such request)."""

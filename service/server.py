@@ -15,6 +15,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import asyncpg
 import grpc
@@ -51,7 +52,9 @@ from service.store.factory import open_store, postgres_target
 from service.store.watch import StoreWatch, publish_to
 from service.streams import StreamingTurns
 from service.tools import default_registry
-from service.tools.mcp_registry import McpTools
+
+if TYPE_CHECKING:
+    from service.tools.mcp_registry import McpTools
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +209,23 @@ async def running_service(
             open_s=settings.ollama.breaker_open_s,
         )
         tools = default_registry(settings.tools.extra, settings.tools.timeout_s)
-        mcp = McpTools(
-            tools,
-            settings.tools.mcp_servers,
-            default_timeout_s=settings.tools.timeout_s,
-            retry_initial_s=settings.tools.mcp_retry_initial_s,
-            retry_max_s=settings.tools.mcp_retry_max_s,
-        )
-        # Connected before the first request, so the first turn sees the tools;
-        # stopped (stdio servers exit) after the last turn has finished.
-        stack.push_async_callback(mcp.stop)
-        await mcp.start()
+        mcp: McpTools | None = None
+        if settings.tools.mcp_servers:
+            # Imported here: the MCP SDK takes ~0.6 s of CPU to import, which a service
+            # without MCP servers should not spend at every start.
+            from service.tools.mcp_registry import McpTools
+
+            mcp = McpTools(
+                tools,
+                settings.tools.mcp_servers,
+                default_timeout_s=settings.tools.timeout_s,
+                retry_initial_s=settings.tools.mcp_retry_initial_s,
+                retry_max_s=settings.tools.mcp_retry_max_s,
+            )
+            # Connected before the first request, so the first turn sees the tools;
+            # stopped (stdio servers exit) after the last turn has finished.
+            stack.push_async_callback(mcp.stop)
+            await mcp.start()
 
         chat = ChatService(
             settings,

@@ -17,13 +17,22 @@ from tests.e2e.stack import SseEvent, parse_sse
 class ScriptedCall:
     """Answers read() from a list: messages, then EOF, or an AioRpcError."""
 
-    def __init__(self, items: list[Any], metadata: tuple[tuple[str, str], ...] = ()) -> None:
+    def __init__(
+        self,
+        items: list[Any],
+        metadata: tuple[tuple[str, str], ...] = (),
+        trailing: tuple[tuple[str, str], ...] = (),
+    ) -> None:
         self._items: Iterator[Any] = iter(items)
         self._metadata = metadata
+        self._trailing = trailing
         self.cancelled = False
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
         return grpc.aio.Metadata(*self._metadata)
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return grpc.aio.Metadata(*self._trailing)
 
     async def read(self) -> Any:
         item = next(self._items, grpc.aio.EOF)
@@ -36,8 +45,10 @@ class ScriptedCall:
         return True
 
 
-def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+def rpc_error(
+    code: grpc.StatusCode, details: str, trailing: tuple[tuple[str, str], ...] = ()
+) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing), details)
 
 
 def text(seq: int, value: str) -> pb.ChatStreamResponse:
@@ -141,3 +152,13 @@ async def test_a_watch_whose_only_event_is_the_outcome_is_still_a_stream() -> No
     assert response.status_code == 200
     [only] = events(response)
     assert only.event == "error" and only.data["code"] == "aborted"
+
+
+async def test_a_watch_that_ended_before_its_metadata_was_read_is_told_by_its_trailers() -> None:
+    # grpc hands out no initial metadata once the call has ended before they were read (the
+    # gateway's loop was busy); the service repeats the marker in the error's trailers.
+    cancelled = rpc_error(grpc.StatusCode.CANCELLED, "request r1 was cancelled", ATTACHED)
+    response = await get(ScriptedCall([cancelled], trailing=ATTACHED), watch=True)
+    assert response.status_code == 200
+    [only] = events(response)
+    assert only.event == "error" and only.data["code"] == "cancelled"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from agent.v1 import agent_pb2 as pb
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,7 +15,9 @@ from service.limits import LimitsReport, ResolvedLimits
 from service.providers.base import TextDelta
 from service.scheduler import HostStats, QueueStats, RequestInfo
 from service.store.base import Conversation, StoredMessage
-from service.tools.mcp_client import McpServerInfo
+
+if TYPE_CHECKING:
+    from service.tools.mcp_client import McpServerInfo
 
 _STATES = {
     "queued": pb.REQUEST_STATE_QUEUED,

@@ -53,8 +53,13 @@ def to_grpc_status(error: AgentError) -> grpc.Status:
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-async def abort(context: Context, error: BaseException) -> NoReturn:
-    """End the RPC with the status for ``error``; unexpected errors become INTERNAL."""
+async def abort(
+    context: Context, error: BaseException, extra: tuple[tuple[str, str], ...] = ()
+) -> NoReturn:
+    """End the RPC with the status for ``error``; unexpected errors become INTERNAL.
+
+    ``extra`` is added to the status's trailing metadata.
+    """
     if not isinstance(error, AgentError):
         log.error("unexpected error in %s", current_method(), exc_info=error)
         error = AgentError("internal error in the agent service; see its log", code=Code.INTERNAL)
@@ -77,8 +82,10 @@ async def abort(context: Context, error: BaseException) -> NoReturn:
                 "model": meta.get("model", ""),
             },
         )
-    await context.abort_with_status(to_grpc_status(error))
-    raise AssertionError("abort_with_status returned")  # it always raises
+    status = to_grpc_status(error)
+    trailing = (*status.trailing_metadata, *extra)
+    await context.abort(status.code, status.details, trailing_metadata=trailing)
+    raise AssertionError("abort returned")  # it always raises
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])

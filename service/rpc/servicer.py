@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
@@ -21,7 +22,9 @@ from service.scheduler.interface import RequestScheduler
 from service.status import ProviderProbes
 from service.store.base import ConversationStore
 from service.streams import StreamingTurns
-from service.tools.mcp_registry import McpTools
+
+if TYPE_CHECKING:
+    from service.tools.mcp_registry import McpTools
 
 _DEFAULT_PAGE_SIZE = 20
 # GetConversation pages: a long conversation never leaves in one response.

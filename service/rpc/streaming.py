@@ -20,7 +20,9 @@ _POLICIES: dict[int, Policy] = {
     pb.DISCONNECT_POLICY_CANCEL: "cancel",
     pb.DISCONNECT_POLICY_CONTINUE: "continue",
 }
-# Sent once a watched request is found, so a relay can tell NOT_FOUND from an outcome.
+# Sent once a watched request is found, so a relay can tell NOT_FOUND from an outcome;
+# repeated in the trailing metadata of a watch that then ends in error, because a client
+# that reads the initial metadata only after the call ended gets none from grpc.
 WATCH_ATTACHED = (("agent-watch", "attached"),)
 
 
@@ -62,8 +64,12 @@ async def watch(
     A request another replica runs is watched there, through ``forwarder``.
     """
 
+    attached: tuple[tuple[str, str], ...] = ()
+
     async def found() -> None:
+        nonlocal attached
         await context.send_initial_metadata(WATCH_ATTACHED)
+        attached = WATCH_ATTACHED
 
     async def write(seq: int, event: ChatEvent) -> None:
         await context.write(pb.WatchRequestResponse(event=convert.stream_event(event, seq)))
@@ -84,4 +90,4 @@ async def watch(
     except grpc.aio.AbortError:
         raise
     except Exception as exc:
-        await abort(context, exc)
+        await abort(context, exc, attached)

@@ -25,7 +25,7 @@ from service.scheduler.admission import retry_hint
 from service.scheduler.estimates import position_gap
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
-from service.scheduler.pg_core import UNREACHABLE, SchedulerCore
+from service.scheduler.pg_core import CONNECTION_LOST, UNREACHABLE, SchedulerCore
 from service.scheduler.pg_dispatch import record_samples
 from service.scheduler.pg_leases import Held, wait_for
 from service.scheduler.pg_rows import error_columns
@@ -175,11 +175,17 @@ class Requests(SchedulerCore):
         last_sent = -math.inf
         while True:
             event = self._changed.current()
-            row = await self._find_row(admission.request_id, admission.user_id)
-            if row is None or row["state"] != "queued":
-                return
-            async with self._pool.acquire() as conn:
-                info = await self._info(conn, row)
+            try:
+                row = await self._find_row(admission.request_id, admission.user_id)
+                if row is None or row["state"] != "queued":
+                    return
+                async with self._pool.acquire() as conn:
+                    info = await self._info(conn, row)
+            except CONNECTION_LOST:
+                # A database restart must not end a waiting request through its position
+                # reports: its acquire rides the outage out (and decides); look again.
+                await wait_for(event, self._poll_s)
+                continue
             if info.position != last:
                 pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
                 if pause > 0:

@@ -27,8 +27,29 @@ from agent.v1 import agent_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.stack import _SCRUBBED, Process, _merge, free_port
+from tests.fakes.ollama import FakeOllama
 
 POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
+# scheduler.lease_s of these stacks: short, so a killed or frozen replica is noticed soon,
+# yet long enough for a live one on a loaded machine. A replica renews under the dispatch
+# lock; when a burst of requests (and the other tests of a parallel run) keep that lock
+# and the pool busy, a heartbeat can wait over 2 s, and a 2 s lease then had the other
+# replicas take a live one's waiting requests over (test_forty_turns... got a 503).
+LEASE_S = 5.0
+
+
+def replicas_config(a: FakeOllama, b: FakeOllama, **extra: Any) -> dict[str, Any]:
+    """Two Ollama hosts of one slot each, room in the queue; ``extra`` sections replace."""
+    config: dict[str, Any] = {
+        "api": {"provider": "ollama"},
+        "ollama": {
+            "model": "llama3.2",
+            "backends": [{"url": a.url, "parallel": 1}, {"url": b.url, "parallel": 1}],
+        },
+        "queue": {"max_pending": 200, "max_pending_per_user": 50},
+    }
+    config.update(extra)
+    return config
 
 
 @dataclass
@@ -105,7 +126,7 @@ class Replicas:
             },
             "api_server": {"host": "127.0.0.1", "port": self.http_port, "workers": 1},
             "store": {"url": self.store_url},
-            "scheduler": {"backend": "postgres", "lease_s": 2},
+            "scheduler": {"backend": "postgres", "lease_s": LEASE_S},
             "sse": {"keepalive_s": 15},
         }
         path = self.workdir / "config.yaml"
@@ -176,12 +197,16 @@ class Replicas:
             return False
 
     def stop(self) -> None:
-        procs = [self.gateway, *(r.process for r in self.replicas)]
+        """The gateway, then every replica at once: each may wait out its grace period."""
+        if self.gateway is not None:
+            self.gateway.stop()
+        procs = [r.process for r in self.replicas if r.process is not None]
         for proc in procs:
-            if proc is not None:
-                if proc.alive() and proc.popen is not None:
-                    proc.popen.send_signal(signal.SIGCONT)  # a frozen one must hear SIGTERM
-                proc.stop()
+            if proc.alive():
+                proc.signal(signal.SIGCONT)  # a frozen one must hear SIGTERM
+                proc.signal(signal.SIGTERM)
+        for proc in procs:
+            proc.reap()
 
     def logs(self) -> str:
         return "\n".join(

@@ -82,10 +82,15 @@ class Process:
         if not self.alive():
             return
         self.signal(signal.SIGTERM)
+        self.reap(timeout)
+
+    def reap(self, timeout: float = 10.0) -> None:
+        """Wait for the exit a signal asked for; killed after ``timeout``."""
+        if self.popen is None:
+            return
         try:
             self.wait(timeout)
         except subprocess.TimeoutExpired:
-            assert self.popen is not None
             self.popen.kill()
             self.popen.wait(5)
 

@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -29,7 +28,7 @@ from tests.e2e.queue_helpers import (
     user,
     wait_until,
 )
-from tests.e2e.replicas import POSTGRES_URL, Replicas
+from tests.e2e.replicas import LEASE_S, POSTGRES_URL, Replicas, replicas_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
@@ -38,27 +37,14 @@ pytestmark = [
     pytest.mark.skipif(not POSTGRES_URL, reason="AGENT_TEST_POSTGRES_URL is not set"),
     pytest.mark.timeout(120),
 ]
-LEASE_S = 2.0
-
-
-def _config(a: FakeOllama, b: FakeOllama, **extra: Any) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "api": {"provider": "ollama"},
-        "ollama": {
-            "model": "llama3.2",
-            "backends": [{"url": a.url, "parallel": 1}, {"url": b.url, "parallel": 1}],
-        },
-        "queue": {"max_pending": 200, "max_pending_per_user": 50},
-    }
-    config.update(extra)
-    return config
 
 
 @pytest.fixture(scope="module")
 def replicas(
     tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama
 ) -> Iterator[Replicas]:
-    stack = Replicas(tmp_path_factory.mktemp("replicas"), _config(fake_ollama, fake_ollama_b))
+    config = replicas_config(fake_ollama, fake_ollama_b)
+    stack = Replicas(tmp_path_factory.mktemp("replicas"), config)
     try:
         stack.start()
     except Exception:
@@ -287,44 +273,6 @@ def test_a_frozen_replica_is_fenced_and_its_turn_is_not_stored_as_completed(
         gate.set()
 
 
-def test_max_active_holds_across_replicas(
-    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
-) -> None:
-    stack = Replicas(tmp_path, _config(fake_ollama, fake_ollama_b, limits={"max_active": 2}))
-    stack.start()
-    try:
-        who = user("capped")
-        texts = [book.set(label(f"cap{i}"), HANG) for i in range(20)]
-        bodies = [chat_body(who, text, on_disconnect="continue") for text in texts]
-
-        # Sent directly to the three replicas in turn, all at once.
-        def send(i: int) -> int:
-            replica = stack.replicas[i % 3]
-            with replica.channel() as channel:
-                try:
-                    replica.stub(channel).ChatStream(
-                        pb.ChatStreamRequest(
-                            message=bodies[i]["message"],
-                            user_id=who,
-                            new_conversation=True,
-                            request_id=bodies[i]["request_id"],
-                            on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
-                        ),
-                        timeout=5,
-                    ).__next__()
-                except grpc.RpcError as exc:
-                    return exc.code().value[0]
-            return 0
-
-        with ThreadPoolExecutor(20) as pool:
-            codes = list(pool.map(send, range(20)))
-        admitted = [c for c in codes if c == 0]
-        refused = [c for c in codes if c == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
-        assert len(admitted) == 2 and len(refused) == 18, codes
-    finally:
-        stack.stop()  # its turns end with it: their upstream calls are closed
-
-
 def _hold_on(replicas: Replicas, index: int, book: ReplyBook) -> tuple[str, str]:
     """A continue-policy request holding a slot, accepted by replica ``index``."""
     text = book.set(label(f"hold-on-{index}"), HANG)
@@ -399,30 +347,3 @@ def test_a_rolling_restart_under_open_streams_ends_every_stream_done(
         last = _until_done(stream, 60)
         assert last.event == "done", (stream, last.data)
         assert last.data["response"] == "one two three"
-
-
-def test_requests_per_minute_holds_across_replicas(
-    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
-) -> None:
-    stack = Replicas(
-        tmp_path, _config(fake_ollama, fake_ollama_b, limits={"requests_per_minute": 3})
-    )
-    stack.start()
-    try:
-        who = user("rated")
-        codes = []
-        for i in range(6):  # two through each replica, one after another
-            replica = stack.replicas[i % 3]
-            with replica.channel() as channel:
-                try:
-                    replica.stub(channel).Chat(
-                        pb.ChatRequest(message=f"hi {i}", user_id=who, new_conversation=True),
-                        timeout=30,
-                    )
-                    codes.append(grpc.StatusCode.OK)
-                except grpc.RpcError as exc:
-                    codes.append(exc.code())
-        assert codes.count(grpc.StatusCode.OK) == 3, codes  # not 3 per replica
-        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 3, codes
-    finally:
-        stack.stop()

@@ -78,10 +78,16 @@ def test_a_database_restart_loses_no_acknowledged_turn_and_the_replicas_recover(
 
         for stream in running:
             last = stream.ended_with()
-            assert last.event == "done" and last.data["response"] == "half whole", stream
+            assert (last.event, last.data.get("response")) == ("done", "half whole"), (
+                stream,
+                last.data,
+            )
         for i, stream in enumerate(waiting):
             last = stream.ended_with()
-            assert last.event == "done" and last.data["response"] == f"later {i}", stream
+            assert (last.event, last.data.get("response")) == ("done", f"later {i}"), (
+                stream,
+                last.data,
+            )
         # Every acknowledged turn is stored, and the replicas serve again as they are.
         for stream in running + waiting:
             who, conversation = stream.user_id, stream.terminal.data["conversation_id"]  # type: ignore[union-attr]

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import httpx
 import pytest
+from agent.v1 import agent_pb2 as pb
+from agent.v1 import agent_pb2_grpc
 
 from tests.e2e.queue_helpers import (
     LiveStream,
@@ -29,6 +32,7 @@ from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 
 WINDOW_S = 1.0  # short, yet far longer than one re-attach takes
+ATTACHED = ("agent-watch", "attached")
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +141,22 @@ def test_after_the_buffer_expired_a_cancelled_request_reports_its_outcome(
     wait_until(lambda: len(outcome()) == 1, "the request's buffer to expire")
     [error] = outcome()
     assert error.event == "error" and error.data["code"] == "cancelled"
+
+    # Over gRPC the outcome is the status, and its trailers say the request was found: a
+    # relay that read the initial metadata only after the call ended gets none from grpc.
+    def watch_status(request_id: str) -> grpc.RpcError:
+        with grpc.insecure_channel(stack.grpc_address) as channel:
+            stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.WatchRequest(
+                pb.WatchRequestRequest(request_id=request_id, user_id=holder.user_id), timeout=10
+            )
+            with pytest.raises(grpc.RpcError) as ended:
+                list(call)
+            return ended.value
+
+    found = watch_status(first.request_id)
+    assert found.code() is grpc.StatusCode.CANCELLED
+    assert ATTACHED in tuple(found.trailing_metadata())
+    unknown = watch_status("never-sent")
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    assert ATTACHED not in tuple(unknown.trailing_metadata())

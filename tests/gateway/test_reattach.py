@@ -9,9 +9,9 @@ import httpx
 from agent.v1 import agent_pb2 as pb
 from starlette.types import Receive, Scope, Send
 
-from gateway.reattach import is_cut
+from gateway.reattach import is_cut, reattacher
 from gateway.sse import ChatEventStream
-from tests.test_sse import ATTACHED, ScriptedCall, done, events, text
+from tests.test_sse import ATTACHED, ScriptedCall, done, events, rpc_error, text
 
 CUT = grpc.aio.AioRpcError(
     grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "Socket closed"
@@ -102,3 +102,17 @@ async def test_when_no_replica_can_take_it_the_cut_is_the_error() -> None:
     got = events(response)
     assert [e.event for e in got] == ["message", "error"]
     assert got[-1].data["code"] == "unavailable"
+
+
+async def test_a_re_attach_to_a_request_that_already_failed_returns_its_outcome() -> None:
+    # The initial metadata are lost when the call ended before they were read; the
+    # marker in the error's trailers says the request was found: its status is the outcome.
+    failed = rpc_error(grpc.StatusCode.ABORTED, "request r1 failed", ATTACHED)
+    ended = ScriptedCall([failed], trailing=ATTACHED)
+
+    class Stub:
+        def WatchRequest(self, request: Any, **kwargs: Any) -> ScriptedCall:
+            return ended
+
+    attach = reattacher(Stub(), "r1", "u1", (), give_up_after_s=1, timeout_s=5)
+    assert await attach(3) is ended

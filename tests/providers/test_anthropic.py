@@ -14,7 +14,7 @@ from service.providers.anthropic import AnthropicBridge
 from service.providers.base import CompletionRequest, Stop, TextDelta, ToolCall, ToolSpec
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.script import Reply, ScriptedToolCall
-from tests.providers.conftest import ANTHROPIC_KEY, ANTHROPIC_MODEL, IDLE_S, ask, collect
+from tests.providers.conftest import ANTHROPIC_KEY, ANTHROPIC_MODEL, RELAXED_S, ask, collect
 
 
 def make_bridge(fake: FakeAnthropic, **options: object) -> AnthropicBridge:
@@ -24,7 +24,7 @@ def make_bridge(fake: FakeAnthropic, **options: object) -> AnthropicBridge:
         "model": ANTHROPIC_MODEL,
         "max_retries": 0,
         "first_byte_timeout_s": 2,
-        "idle_timeout_s": IDLE_S,
+        "idle_timeout_s": RELAXED_S,
     }
     settings.update(options)
     return AnthropicBridge(**settings)  # type: ignore[arg-type]

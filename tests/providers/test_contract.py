@@ -13,7 +13,7 @@ from service.errors import Code, DeadlineExceeded, ProviderError
 from service.providers.accumulate import fold
 from service.providers.base import CompletionRequest, Stop, TextDelta, ToolCall, ToolSpec
 from tests.fakes.script import Reply
-from tests.providers.conftest import IDLE_S, Harness, ask, collect
+from tests.providers.conftest import FIRST_BYTE_S, IDLE_S, Harness, ask, collect
 
 WEATHER = ToolSpec(
     name="get_weather",
@@ -195,7 +195,7 @@ async def test_hang_mid_stream_hits_the_idle_timeout(harness: Harness) -> None:
     seen: list[object] = []
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as caught:
-        async for event in harness.bridge().stream(ask()):
+        async for event in harness.bridge(idle_timeout_s=IDLE_S).stream(ask()):
             seen.append(event)
     elapsed = time.monotonic() - started
     assert seen == [TextDelta("one")]
@@ -205,16 +205,17 @@ async def test_hang_mid_stream_hits_the_idle_timeout(harness: Harness) -> None:
 
 
 async def test_idle_timeout_is_per_gap_not_per_stream(harness: Harness) -> None:
-    # Five gaps of half the idle timeout: longer than it in total, never idle that long.
-    harness.fake.push(Reply.text("a", "b", "c", "d", "e", chunk_delay_s=IDLE_S / 2))
-    turn = fold(await collect(harness.bridge(), ask()))
+    # Five gaps of 0.3 s under a 1 s idle timeout: longer than it in total, never idle that
+    # long (0.7 s to spare per gap, for a loaded machine).
+    harness.fake.push(Reply.text("a", "b", "c", "d", "e", chunk_delay_s=0.3))
+    turn = fold(await collect(harness.bridge(idle_timeout_s=1.0), ask()))
     assert turn.text == "abcde"
 
 
 async def test_a_slow_consumer_is_not_an_idle_upstream(harness: Harness) -> None:
     harness.fake.push(Reply.text("a", "b", "c"))
     texts = []
-    async for event in harness.bridge().stream(ask()):
+    async for event in harness.bridge(idle_timeout_s=IDLE_S).stream(ask()):
         if isinstance(event, TextDelta):
             texts.append(event.text)
             await asyncio.sleep(IDLE_S * 1.3)
@@ -236,7 +237,7 @@ async def test_silence_before_the_first_byte_hits_the_first_byte_timeout(
     harness.fake.push(Reply.text("late", initial_delay_s=5))
     started = time.monotonic()
     with pytest.raises(DeadlineExceeded) as caught:
-        await collect(harness.bridge(first_byte_timeout_s=0.3, idle_timeout_s=5), ask())
+        await collect(harness.bridge(first_byte_timeout_s=FIRST_BYTE_S), ask())
     assert time.monotonic() - started < 3
     assert "first_byte_timeout_s" in caught.value.message
     assert await harness.fake.disconnected(0, timeout=2)

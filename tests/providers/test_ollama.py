@@ -17,13 +17,13 @@ from service.providers.ollama import OllamaBridge
 from tests.e2e.stack import free_port
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply, ScriptedToolCall
-from tests.providers.conftest import IDLE_S, OLLAMA_MODEL, ask, collect
+from tests.providers.conftest import OLLAMA_MODEL, RELAXED_S, ask, collect
 
 
 @pytest.fixture
 async def bridge(fake_ollama: FakeOllama) -> AsyncIterator[OllamaBridge]:
     bridge = OllamaBridge(
-        url=fake_ollama.url, model=OLLAMA_MODEL, first_byte_timeout_s=2, idle_timeout_s=IDLE_S
+        url=fake_ollama.url, model=OLLAMA_MODEL, first_byte_timeout_s=2, idle_timeout_s=RELAXED_S
     )
     yield bridge
     await bridge.aclose()
@@ -148,7 +148,7 @@ async def test_ndjson_parses_the_same_however_the_bytes_arrive(
 
 async def test_unreadable_line_is_an_invalid_response(bridge: OllamaBridge) -> None:
     async with FakeGarbage() as fake:
-        garbled = OllamaBridge(url=fake.url, model=OLLAMA_MODEL, idle_timeout_s=IDLE_S)
+        garbled = OllamaBridge(url=fake.url, model=OLLAMA_MODEL, idle_timeout_s=RELAXED_S)
         try:
             with pytest.raises(ProviderError) as caught:
                 await collect(garbled, ask())

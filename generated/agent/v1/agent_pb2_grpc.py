@@ -172,7 +172,10 @@ class AgentServiceServicer:
         (done with the stored answer) or ends with the request's error status.
         Only the owner may watch; anyone else, and an unknown id, get NOT_FOUND.
         Response metadata "agent-watch: attached" is sent once the request is
-        found, so a relay can tell "no such request" from "it ended in error".
+        found, so a relay can tell "no such request" from "it ended in error";
+        an error status after that carries it in its trailing metadata too (a
+        client reading the response metadata only after the call ended may get
+        none).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -1,0 +1,91 @@
+"""Per-user limits that hold across three replicas sharing one queue in PostgreSQL.
+
+Each test starts its own replicas with its limit configured (apart from
+test_replicas.py, so the two run on another worker than that module's stack).
+Needs ``AGENT_TEST_POSTGRES_URL``; each stack lives in a schema of its own.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from agent.v1 import agent_pb2 as pb
+
+from tests.e2e.queue_helpers import HANG, ReplyBook, chat_body, label, user
+from tests.e2e.replicas import POSTGRES_URL, Replicas, replicas_config
+from tests.fakes.ollama import FakeOllama
+
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(not POSTGRES_URL, reason="AGENT_TEST_POSTGRES_URL is not set"),
+    pytest.mark.timeout(120),
+]
+
+
+def test_max_active_holds_across_replicas(
+    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
+) -> None:
+    config = replicas_config(fake_ollama, fake_ollama_b, limits={"max_active": 2})
+    stack = Replicas(tmp_path, config)
+    stack.start()
+    try:
+        who = user("capped")
+        texts = [book.set(label(f"cap{i}"), HANG) for i in range(20)]
+        bodies = [chat_body(who, text, on_disconnect="continue") for text in texts]
+
+        # Sent directly to the three replicas in turn, all at once.
+        def send(i: int) -> int:
+            replica = stack.replicas[i % 3]
+            with replica.channel() as channel:
+                try:
+                    replica.stub(channel).ChatStream(
+                        pb.ChatStreamRequest(
+                            message=bodies[i]["message"],
+                            user_id=who,
+                            new_conversation=True,
+                            request_id=bodies[i]["request_id"],
+                            on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
+                        ),
+                        timeout=5,
+                    ).__next__()
+                except grpc.RpcError as exc:
+                    return exc.code().value[0]
+            return 0
+
+        with ThreadPoolExecutor(20) as pool:
+            codes = list(pool.map(send, range(20)))
+        admitted = [c for c in codes if c == 0]
+        refused = [c for c in codes if c == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
+        assert len(admitted) == 2 and len(refused) == 18, codes
+    finally:
+        stack.stop()  # its turns end with it: their upstream calls are closed
+
+
+def test_requests_per_minute_holds_across_replicas(
+    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
+) -> None:
+    stack = Replicas(
+        tmp_path, replicas_config(fake_ollama, fake_ollama_b, limits={"requests_per_minute": 3})
+    )
+    stack.start()
+    try:
+        who = user("rated")
+        codes = []
+        for i in range(6):  # two through each replica, one after another
+            replica = stack.replicas[i % 3]
+            with replica.channel() as channel:
+                try:
+                    replica.stub(channel).Chat(
+                        pb.ChatRequest(message=f"hi {i}", user_id=who, new_conversation=True),
+                        timeout=30,
+                    )
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+        assert codes.count(grpc.StatusCode.OK) == 3, codes  # not 3 per replica
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 3, codes
+    finally:
+        stack.stop()
