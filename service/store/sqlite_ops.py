@@ -2,7 +2,8 @@
 
 Each function is one whole store operation: ``SqliteStore`` runs it on its
 single worker thread in one hop, so a write's statements stay together and
-its transaction commits or rolls back as a unit. Inputs arrive validated.
+commit or roll back as a unit (in a transaction of its own, or in a savepoint
+of a group commit: ``sqlite_thread``). Inputs arrive validated.
 """
 
 from __future__ import annotations
@@ -117,8 +118,13 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception.
 
     IMMEDIATE takes the write lock at once, so a writer in another process
-    waits here (busy_timeout) instead of failing half-way through.
+    waits here (busy_timeout) instead of failing half-way through. Inside a
+    transaction already open (a group commit, ``sqlite_thread``) the write
+    joins it: whoever opened it commits, or rolls the write back.
     """
+    if conn.in_transaction:
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
