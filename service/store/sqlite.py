@@ -34,6 +34,7 @@ from service.store.rows import (
     new_conversation_id,
     utc_now,
 )
+from service.store.sqlite_checkpoint import BACKSTOP_PAGES, DEFAULT_INTERVAL_S, Checkpointer
 from service.store.sqlite_thread import StoreThread
 from service.store.window import decode_message_token, estimate_message
 
@@ -54,7 +55,8 @@ class SqliteStore(ConversationStore):
     one thread serializes operations, so no transaction ever interleaves
     with another; a cancelled caller stops waiting, but an operation already
     running finishes (or rolls back) as a whole, and one not yet started
-    never runs.
+    never runs. WAL checkpoints run on a thread of their own
+    (``sqlite_checkpoint``), ``checkpoint_interval_s`` after a commit.
     """
 
     def __init__(
@@ -63,12 +65,15 @@ class SqliteStore(ConversationStore):
         *,
         busy_timeout_ms: int = 5000,
         migrations: Sequence[Migration] = SQLITE_MIGRATIONS,
+        checkpoint_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._migrations = tuple(migrations)
+        self._checkpoint_interval_s = checkpoint_interval_s
         self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
         # Only open() and close() take it: concurrent calls must not race the setup.
         self._lifecycle = asyncio.Lock()
 
@@ -76,9 +81,24 @@ class SqliteStore(ConversationStore):
         async with self._lifecycle:
             if self._thread is not None:
                 return
-            thread = StoreThread("sqlite-store")
+            checkpointer = None
+            if self.path != ops.MEMORY:
+                checkpointer = Checkpointer(
+                    self.path,
+                    interval_s=self._checkpoint_interval_s,
+                    busy_timeout_ms=self._busy_timeout_ms,
+                )
+            thread = StoreThread(
+                "sqlite-store", committed=checkpointer.committed if checkpointer else None
+            )
             opening = thread.submit(
-                functools.partial(ops.connect, self.path, self._busy_timeout_ms, self._migrations)
+                functools.partial(
+                    ops.connect,
+                    self.path,
+                    self._busy_timeout_ms,
+                    self._migrations,
+                    autocheckpoint_pages=BACKSTOP_PAGES if checkpointer else None,
+                )
             )
             try:
                 conn = await asyncio.wrap_future(opening)
@@ -90,18 +110,22 @@ class SqliteStore(ConversationStore):
                 if isinstance(exc, sqlite3.OperationalError) and ops.is_busy(exc):
                     raise self._busy(exc) from exc
                 raise
-            self._thread, self._conn = thread, conn
+            if checkpointer is not None:
+                checkpointer.start()
+            self._thread, self._conn, self._checkpointer = thread, conn, checkpointer
 
     async def close(self) -> None:
         """Wait for operations already submitted, then close the connection."""
         async with self._lifecycle:
-            thread, conn = self._thread, self._conn
-            self._thread = self._conn = None
+            thread, conn, checkpointer = self._thread, self._conn, self._checkpointer
+            self._thread = self._conn = self._checkpointer = None
             if thread is None or conn is None:
                 return
             # FIFO on one thread: the close runs after every operation queued
             # before it. Shielded so a cancelled close() still closes.
-            closing = asyncio.wrap_future(thread.submit(conn.close))
+            closing = asyncio.wrap_future(
+                thread.submit(functools.partial(_close, conn, checkpointer))
+            )
             thread.shutdown()
             await asyncio.shield(closing)
 
@@ -260,6 +284,13 @@ class SqliteStore(ConversationStore):
             f" over {self._busy_timeout_ms} ms ({exc}); retry in a moment",
             retry_after_s=_BUSY_RETRY_AFTER_S,
         )
+
+
+def _close(conn: sqlite3.Connection, checkpointer: Checkpointer | None) -> None:
+    """On the store's thread, after every operation: stop checkpointing, then close."""
+    if checkpointer is not None:
+        checkpointer.close()
+    conn.close()
 
 
 def _discard(opening: Future[sqlite3.Connection]) -> None:

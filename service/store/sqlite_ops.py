@@ -71,8 +71,19 @@ PAGE_SQL = (
 )
 
 
-def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) -> sqlite3.Connection:
-    """Open the database, set it up for the store and apply pending migrations."""
+def connect(
+    path: str,
+    busy_timeout_ms: int,
+    migrations: Sequence[Migration],
+    *,
+    autocheckpoint_pages: int | None = None,
+) -> sqlite3.Connection:
+    """Open the database, set it up for the store and apply pending migrations.
+
+    ``autocheckpoint_pages``: when this connection checkpoints the WAL itself
+    (SQLite's default: 1,000 pages); the store sets a far-off backstop when a
+    checkpointer thread does it instead (``sqlite_checkpoint``).
+    """
     if path != MEMORY:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; writes issue BEGIN themselves.
@@ -83,6 +94,8 @@ def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) ->
         _enable_wal(conn, busy_timeout_ms)
         # With WAL, NORMAL only risks the last commits on power loss, never corruption.
         conn.execute("PRAGMA synchronous = NORMAL")
+        if autocheckpoint_pages is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
         with immediate(conn):
             apply_sqlite(conn, migrations)
     except BaseException:
