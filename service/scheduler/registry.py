@@ -95,10 +95,12 @@ class Ticket:
         self.host_lost = False
         self.on_host_lost: Callable[[], None] | None = None
         self._state: State = "queued"
-        self._callbacks: list[Callable[[], None]] = []
+        # Both go once the request has ended (None): the record is kept for
+        # queue.retention_s, and what it holds is walked by every full collection.
+        self._callbacks: list[Callable[[], None]] | None = []
         self._error: AgentError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._left = asyncio.Event()  # set when the request stops waiting
+        self._left: asyncio.Event | None = asyncio.Event()  # set when it stops waiting
 
     def __repr__(self) -> str:
         return (
@@ -132,19 +134,23 @@ class Ticket:
         """
         if self.cancelled:
             _run_callback(cb, self.request_id)
-        else:
+        elif self._callbacks is not None:  # ended otherwise, it will not be cancelled
             self._callbacks.append(cb)
 
     # Transitions below are driven by the Scheduler only.
 
     async def wait_left_queue(self, max_wait_s: float) -> None:
         """Return when this request stops waiting, or after ``max_wait_s`` seconds."""
+        left = self._left
+        if left is None:  # ended
+            return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
-                await self._left.wait()
+                await left.wait()
 
     def _start(self, mono: float, wall: float) -> None:
-        self._left.set()
+        if self._left is not None:
+            self._left.set()
         self._state = "running"
         self.started_mono, self.started_at = mono, wall
         self.holds_slot = True
@@ -166,16 +172,16 @@ class Ticket:
             _run_callback(cb, self.request_id)
 
     def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
-        self._left.set()
+        if self._left is not None:
+            self._left.set()  # its waiters hold it; the record lets it go
+            self._left = None
         self._state = state
         self.finished_mono, self.finished_at = mono, wall
         self._error = error
-        if state == "cancelled":
-            callbacks, self._callbacks = self._callbacks, []
+        callbacks, self._callbacks = self._callbacks, None
+        if state == "cancelled" and callbacks:
             for cb in callbacks:
                 _run_callback(cb, self.request_id)
-        else:
-            self._callbacks.clear()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
