@@ -85,7 +85,12 @@ def main() -> int:
     parser.add_argument("--writers", type=int, default=1)
     parser.add_argument("--writes", type=int, default=3000)
     args = parser.parse_args()
-    print(asyncio.run(measure(args.writers, args.writes)))
+    try:
+        import uvloop  # the service's loop
+    except ImportError:
+        print(asyncio.run(measure(args.writers, args.writes)))
+    else:
+        print(uvloop.run(measure(args.writers, args.writes)))
     return 0
 
 
