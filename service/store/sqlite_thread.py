@@ -94,24 +94,28 @@ class StoreThread:
 
     def _main(self) -> None:
         queue = self._queue
-        ahead: _Operation | None = None
+        ahead: list[_Operation | None] = []  # taken from the queue, not run yet
         while True:
-            operation = ahead if ahead is not None else queue.get()
-            ahead = None
+            operation = ahead.pop() if ahead else queue.get()
             if operation is None:
                 return
-            if operation.conn is None:
-                self._run_alone(operation)
-                continue
             group = [operation]
-            # Take the writes already waiting behind it; stop at anything else.
-            while len(group) < self._max_group and not queue.empty():
-                ahead = queue.get()
-                if ahead is None or ahead.conn is not operation.conn:
-                    break
-                group.append(ahead)
-                ahead = None
-            self._run_group(group)
+            if operation.conn is not None:
+                # Take the writes already waiting behind it; stop at anything else.
+                while len(group) < self._max_group and not queue.empty():
+                    following = queue.get()
+                    if following is None or following.conn is not operation.conn:
+                        ahead.append(following)
+                        break
+                    group.append(following)
+            try:
+                if operation.conn is None:
+                    self._run_alone(operation)
+                else:
+                    self._run_group(group)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                log.exception("the SQLite store's thread failed running an operation")
+                _abandon(group, exc)
 
     def _run_alone(self, operation: _Operation) -> None:
         if not operation.future.set_running_or_notify_cancel():
@@ -172,6 +176,19 @@ class StoreThread:
                 self._committed()
             except Exception:  # a hook must never fail a write that is committed
                 log.exception("the store's commit hook failed")
+
+
+def _abandon(group: list[_Operation], exc: BaseException) -> None:
+    """End every caller of ``group`` still waiting with ``exc``; roll back what is open."""
+    conn = group[0].conn
+    if conn is not None and conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("rolling back after a failure of the store's thread failed", exc_info=True)
+    for op in group:
+        if not op.future.done():
+            op.future.set_exception(exc)
 
 
 class _TransactionLost(Exception):
