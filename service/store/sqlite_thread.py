@@ -46,8 +46,8 @@ class _Operation:
 class StoreThread:
     """Runs the store's operations on one thread, in order; see the module's docstring.
 
-    ``committed`` is called on the thread after every commit of writes (the
-    checkpointer counts them).
+    ``committed`` is called on the thread after every commit of writes (it
+    wakes the WAL checkpointer).
     """
 
     def __init__(
