@@ -10,6 +10,9 @@ Chat turns use ``new_conversation: true`` so every turn reads and writes a
 fresh conversation in the store instead of a history that grows with the run.
 Raw figures go to build/bench.json. Then the cache-warm conversation
 scenario (scripts/bench_cache.py; ``--cache-only`` runs just that one).
+``--chat-only`` runs only the single-request path of ``/api/chat`` (the floor
+probes, c=1 and c=32) and prints its ratios to the floor; with ``--quick``
+it takes about 25 s.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import httpx  # noqa: E402
 from bench_floor import FloorClients  # noqa: E402
 from bench_jwt import jwt_figures, jwt_report  # noqa: E402
 from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
-from bench_report import report, verdicts  # noqa: E402
+from bench_report import chat_report, report, verdicts  # noqa: E402
 from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan, start_backend  # noqa: E402
 
 from tests.e2e.stack import Stack, free_port  # noqa: E402
@@ -139,6 +142,8 @@ async def measure(
     backend_pid: int,
     stack: Stack,
     floor: tuple[list[subprocess.Popen[bytes]], str, str],
+    *,
+    chat_only: bool = False,
 ) -> dict[str, Any]:
     assert stack.service and stack.service.popen and stack.gateway and stack.gateway.popen
     servers = {
@@ -195,6 +200,8 @@ async def measure(
                 )
         finally:
             await lean.aclose()
+        if chat_only:
+            return results
         step("streaming, per-token delay")
         results["streaming"] = {
             "backend": await streaming(clients.backend_stream, plan),
@@ -234,11 +241,16 @@ def main() -> int:
     parser.add_argument(
         "--cache-only", action="store_true", help="only the cache-warm conversation (~15 s)"
     )
+    parser.add_argument(
+        "--chat-only",
+        action="store_true",
+        help="only the floor probes and /api/chat at c=1 and c=32 (with --quick ~25 s)",
+    )
     args = parser.parse_args()
     if args.cache_only:
         bench_cache.report(asyncio.run(bench_cache.measure()))
         return 0
-    jwt = jwt_figures()  # in process, before the stack starts, so it is not competing
+    jwt = {} if args.chat_only else jwt_figures()  # in process, before the stack starts
     if args.jwt_only:
         print("\n".join(jwt_report(jwt)))
         return 0
@@ -262,7 +274,7 @@ def main() -> int:
     stack = Stack(workdir, stack_config(backend_url))
     try:
         stack.start()
-        run = measure(plan, backend_url, backend.pid, stack, floor)
+        run = measure(plan, backend_url, backend.pid, stack, floor, chat_only=args.chat_only)
         try:
             import uvloop
         except ImportError:
@@ -274,6 +286,12 @@ def main() -> int:
         for proc in (backend, *floor[0]):
             proc.terminate()
             proc.wait(10)
+    if args.chat_only:
+        meta["seconds"] = time.perf_counter() - started
+        chat_report(meta, results)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(_finite({**meta, "results": results}), indent=2))
+        return 0
     step("cache-warm conversation, on each provider")
     results["cache_warm"] = asyncio.run(bench_cache.measure())
     meta["seconds"] = time.perf_counter() - started

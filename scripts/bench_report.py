@@ -114,6 +114,39 @@ def floor_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     ]
 
 
+def chat_report(meta: dict[str, Any], r: dict[str, Any]) -> None:
+    """``bench.py --chat-only``: the single-request path of /api/chat against the floor."""
+    sys.stderr.flush()
+    m = meta["machine"]
+    print(f"\n/api/chat against the floor ({meta['mode']} run, {meta['seconds']:.0f} s)")
+    print(
+        f"speed: one small JSON dumps+loads takes {m['json_round_trip_us']:.1f} us here; "
+        f"load average at start {m['loadavg_at_start'][0]:.2f}"
+    )
+    floor = r["floor"]["sequential"]["http"]["latency_ms"]
+    floor_rps = r["floor"]["throughput"]["http"]["rps"]
+    seq = r["sequential"]["gateway"]["latency_ms"]
+    tp = r["throughput"]["gateway"]
+    print(
+        f"  floor: c=1 p50 {floor['p50']:.2f} ms, p99 {floor['p99']:.2f} ms;"
+        f" c=32 {floor_rps:.0f} req/s"
+    )
+    print(
+        f"  /api/chat c=1: p50 {seq['p50']:.2f} ms ({seq['p50'] / floor['p50']:.2f}x the floor),"
+        f" p99 {seq['p99']:.2f} ms ({seq['p99'] / seq['p50']:.2f}x its p50), max {seq['max']:.2f}"
+        f" ms (n={seq['n']})"
+    )
+    print(
+        f"  /api/chat c={tp['clients']}: {tp['rps']:.0f} req/s ({tp['rps'] / floor_rps:.2f}x the"
+        f" floor), p50 {tp['latency_ms']['p50']:.2f} ms, errors {tp['errors']}"
+    )
+    grpc_rps = r["throughput"]["grpc"]["rps"]
+    print(f"  gRPC Chat c={tp['clients']}: {grpc_rps:.0f} req/s")
+    for key, label in (("sequential", "c=1"), ("throughput", f"c={tp['clients']}")):
+        cpu = r[key]["gateway"]["cpu"]
+        print(f"  CPU per request at {label}: {cpu_line(cpu, 'cpu_us_per_request', ' us')}")
+
+
 def row(*cells: object, widths: tuple[int, ...] = (26, 7, 9, 9, 9, 14)) -> str:
     out: list[str] = []
     for cell, width in zip(cells, widths, strict=False):

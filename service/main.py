@@ -20,6 +20,7 @@ import yaml
 
 from agentconf.files import ConfigError
 from service.config import Settings, load_settings
+from service.heap import freeze_startup_heap
 from service.listen import ListenError, check_address_free
 from service.observability.logs import configure_logging
 from service.store import open_store
@@ -41,6 +42,8 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with running_service(settings):
+        # Everything start-up built lives as long as the process: out of the GC's walks.
+        freeze_startup_heap()
         await stop.wait()
 
 

@@ -95,7 +95,9 @@ class Ticket:
         self.host_lost = False
         self.on_host_lost: Callable[[], None] | None = None
         self._state: State = "queued"
-        self._callbacks: list[Callable[[], None]] = []
+        # Both go once the request has ended (None): the record is kept for
+        # queue.retention_s, and what it holds is walked by every full collection.
+        self._callbacks: list[Callable[[], None]] | None = []
         self._error: AgentError | None = None
         self._waiter: asyncio.Future[None] | None = None
         # Set when the request stops waiting; made only for a watcher that waits on it
@@ -134,7 +136,7 @@ class Ticket:
         """
         if self.cancelled:
             _run_callback(cb, self.request_id)
-        else:
+        elif self._callbacks is not None:  # ended otherwise, it will not be cancelled
             self._callbacks.append(cb)
 
     # Transitions below are driven by the Scheduler only.
@@ -145,9 +147,10 @@ class Ticket:
             return
         if self._left is None:
             self._left = asyncio.Event()
+        left = self._left
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait_s):
-                await self._left.wait()
+                await left.wait()
 
     def _start(self, mono: float, wall: float) -> None:
         if self._left is not None:
@@ -174,16 +177,15 @@ class Ticket:
 
     def _end(self, state: Outcome, mono: float, wall: float, error: AgentError | None) -> None:
         if self._left is not None:
-            self._left.set()
+            self._left.set()  # its waiters hold it; the record lets it go
+            self._left = None
         self._state = state
         self.finished_mono, self.finished_at = mono, wall
         self._error = error
-        if state == "cancelled":
-            callbacks, self._callbacks = self._callbacks, []
+        callbacks, self._callbacks = self._callbacks, None
+        if state == "cancelled" and callbacks:
             for cb in callbacks:
                 _run_callback(cb, self.request_id)
-        else:
-            self._callbacks.clear()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():

@@ -6,7 +6,7 @@ import asyncio
 import functools
 import sqlite3
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from datetime import date
 from pathlib import Path
 from typing import Concatenate, ParamSpec, TypeVar
@@ -34,6 +34,8 @@ from service.store.rows import (
     new_conversation_id,
     utc_now,
 )
+from service.store.sqlite_checkpoint import BACKSTOP_PAGES, DEFAULT_INTERVAL_S, Checkpointer
+from service.store.sqlite_thread import StoreThread
 from service.store.window import decode_message_token, estimate_message
 
 P = ParamSpec("P")
@@ -47,11 +49,14 @@ class SqliteStore(ConversationStore):
     """The default store: one SQLite file in WAL mode, one connection on one worker thread.
 
     Every public operation is a single function from ``sqlite_ops`` run on
-    the store's own single-thread executor, a write being one whole
-    transaction inside it. The one thread serializes operations, so no
-    transaction ever interleaves with another; a cancelled caller stops
-    waiting, but an operation already running finishes (or rolls back) as
-    a whole, and one not yet started never runs.
+    the store's own thread (``sqlite_thread``), a write being one whole
+    transaction, or one savepoint of a group commit with the writes queued
+    with it; its caller learns its outcome only once it is committed. The
+    one thread serializes operations, so no transaction ever interleaves
+    with another; a cancelled caller stops waiting, but an operation already
+    running finishes (or rolls back) as a whole, and one not yet started
+    never runs. WAL checkpoints run on a thread of their own
+    (``sqlite_checkpoint``), ``checkpoint_interval_s`` after a commit.
     """
 
     def __init__(
@@ -60,46 +65,68 @@ class SqliteStore(ConversationStore):
         *,
         busy_timeout_ms: int = 5000,
         migrations: Sequence[Migration] = SQLITE_MIGRATIONS,
+        checkpoint_interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self.path = str(path)
         self._busy_timeout_ms = busy_timeout_ms
         self._migrations = tuple(migrations)
-        self._executor: ThreadPoolExecutor | None = None
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._thread: StoreThread | None = None
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: Checkpointer | None = None
         # Only open() and close() take it: concurrent calls must not race the setup.
         self._lifecycle = asyncio.Lock()
 
     async def open(self) -> None:
         async with self._lifecycle:
-            if self._executor is not None:
+            if self._thread is not None:
                 return
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
-            opening = executor.submit(
-                ops.connect, self.path, self._busy_timeout_ms, self._migrations
+            checkpointer = None
+            if self.path != ops.MEMORY:
+                checkpointer = Checkpointer(
+                    self.path,
+                    interval_s=self._checkpoint_interval_s,
+                    busy_timeout_ms=self._busy_timeout_ms,
+                )
+            thread = StoreThread(
+                "sqlite-store", committed=checkpointer.committed if checkpointer else None
+            )
+            opening = thread.submit(
+                functools.partial(
+                    ops.connect,
+                    self.path,
+                    self._busy_timeout_ms,
+                    self._migrations,
+                    autocheckpoint_pages=BACKSTOP_PAGES if checkpointer else None,
+                )
             )
             try:
                 conn = await asyncio.wrap_future(opening)
             except BaseException as exc:
                 # Cancelled mid-connect, the thread still finishes connecting:
                 # close what it opened there, after it, then let the thread go.
-                executor.submit(_discard, opening)
-                executor.shutdown(wait=False)
+                thread.submit(functools.partial(_discard, opening))
+                thread.shutdown()
                 if isinstance(exc, sqlite3.OperationalError) and ops.is_busy(exc):
                     raise self._busy(exc) from exc
                 raise
-            self._executor, self._conn = executor, conn
+            if checkpointer is not None:
+                checkpointer.start()
+            self._thread, self._conn, self._checkpointer = thread, conn, checkpointer
 
     async def close(self) -> None:
         """Wait for operations already submitted, then close the connection."""
         async with self._lifecycle:
-            executor, conn = self._executor, self._conn
-            self._executor = self._conn = None
-            if executor is None or conn is None:
+            thread, conn, checkpointer = self._thread, self._conn, self._checkpointer
+            self._thread = self._conn = self._checkpointer = None
+            if thread is None or conn is None:
                 return
             # FIFO on one thread: the close runs after every operation queued
             # before it. Shielded so a cancelled close() still closes.
-            closing = asyncio.wrap_future(executor.submit(conn.close))
-            executor.shutdown(wait=False)
+            closing = asyncio.wrap_future(
+                thread.submit(functools.partial(_close, conn, checkpointer))
+            )
+            thread.shutdown()
             await asyncio.shield(closing)
 
     async def schema_version(self) -> int:
@@ -112,7 +139,7 @@ class SqliteStore(ConversationStore):
         check_text("title", title)
         now = utc_now()
         conversation = Conversation(new_conversation_id(), user_id, title, now, now, 0)
-        await self._run(ops.create_conversation, conversation)
+        await self._write(ops.create_conversation, conversation)
         return conversation
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> Conversation:
@@ -133,7 +160,7 @@ class SqliteStore(ConversationStore):
 
     async def delete_conversation(self, user_id: str, conversation_id: str) -> None:
         check_ids(user_id, conversation_id)
-        await self._run(ops.delete_conversation, user_id, conversation_id)
+        await self._write(ops.delete_conversation, user_id, conversation_id)
 
     # --- messages -----------------------------------------------------------
 
@@ -169,7 +196,7 @@ class SqliteStore(ConversationStore):
         contents = [encode_content(m.content) for m in messages]
         estimates = [estimate_message(m.role, m.content) for m in messages]
         batch = tuple(messages)
-        return await self._run(
+        return await self._write(
             ops.append_messages,
             user_id,
             conversation_id,
@@ -182,7 +209,7 @@ class SqliteStore(ConversationStore):
 
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
         check_ids(user_id, conversation_id)
-        return await self._run(ops.clear_conversation, user_id, conversation_id)
+        return await self._write(ops.clear_conversation, user_id, conversation_id)
 
     # --- users ----------------------------------------------------------------
 
@@ -205,7 +232,7 @@ class SqliteStore(ConversationStore):
         check_user_id(profile.user_id)
         check_text("display_name", profile.display_name)
         check_text("system_prompt", profile.system_prompt)
-        await self._run(ops.put_profile, profile, utc_now())
+        await self._write(ops.put_profile, profile, utc_now())
 
     async def ping(self) -> bool:
         try:
@@ -222,13 +249,30 @@ class SqliteStore(ConversationStore):
         *args: P.args,
         **kwargs: P.kwargs,
     ) -> T:
-        """Run one operation on the store's thread: a single hop, whatever it does."""
-        executor, conn = self._executor, self._conn
-        if executor is None or conn is None:
+        """Run one read on the store's thread: a single hop, whatever it does."""
+        thread, conn = self._thread, self._conn
+        if thread is None or conn is None:
+            raise RuntimeError("the SQLite store is not open")
+        return await self._outcome(
+            thread.submit(functools.partial(operation, conn, *args, **kwargs))
+        )
+
+    async def _write(
+        self,
+        operation: Callable[Concatenate[sqlite3.Connection, P], T],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> T:
+        """Run one write on the store's thread, in a group commit with those queued with it."""
+        thread, conn = self._thread, self._conn
+        if thread is None or conn is None:
             raise RuntimeError("the SQLite store is not open")
         call = functools.partial(operation, conn, *args, **kwargs)
+        return await self._outcome(thread.submit_write(conn, call))
+
+    async def _outcome(self, future: Future[T]) -> T:
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, call)
+            return await asyncio.wrap_future(future)
         except sqlite3.OperationalError as exc:
             if ops.is_busy(exc):
                 raise self._busy(exc) from exc
@@ -240,6 +284,13 @@ class SqliteStore(ConversationStore):
             f" over {self._busy_timeout_ms} ms ({exc}); retry in a moment",
             retry_after_s=_BUSY_RETRY_AFTER_S,
         )
+
+
+def _close(conn: sqlite3.Connection, checkpointer: Checkpointer | None) -> None:
+    """On the store's thread, after every operation: stop checkpointing, then close."""
+    if checkpointer is not None:
+        checkpointer.close()
+    conn.close()
 
 
 def _discard(opening: Future[sqlite3.Connection]) -> None:

@@ -2,7 +2,8 @@
 
 Each function is one whole store operation: ``SqliteStore`` runs it on its
 single worker thread in one hop, so a write's statements stay together and
-its transaction commits or rolls back as a unit. Inputs arrive validated.
+commit or roll back as a unit (in a transaction of its own, or in a savepoint
+of a group commit: ``sqlite_thread``). Inputs arrive validated.
 """
 
 from __future__ import annotations
@@ -70,8 +71,19 @@ PAGE_SQL = (
 )
 
 
-def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) -> sqlite3.Connection:
-    """Open the database, set it up for the store and apply pending migrations."""
+def connect(
+    path: str,
+    busy_timeout_ms: int,
+    migrations: Sequence[Migration],
+    *,
+    autocheckpoint_pages: int | None = None,
+) -> sqlite3.Connection:
+    """Open the database, set it up for the store and apply pending migrations.
+
+    ``autocheckpoint_pages``: when this connection checkpoints the WAL itself
+    (SQLite's default: 1,000 pages); the store sets a far-off backstop when a
+    checkpointer thread does it instead (``sqlite_checkpoint``).
+    """
     if path != MEMORY:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     # isolation_level=None: no implicit transactions; writes issue BEGIN themselves.
@@ -82,6 +94,8 @@ def connect(path: str, busy_timeout_ms: int, migrations: Sequence[Migration]) ->
         _enable_wal(conn, busy_timeout_ms)
         # With WAL, NORMAL only risks the last commits on power loss, never corruption.
         conn.execute("PRAGMA synchronous = NORMAL")
+        if autocheckpoint_pages is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {int(autocheckpoint_pages)}")
         with immediate(conn):
             apply_sqlite(conn, migrations)
     except BaseException:
@@ -117,8 +131,13 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     """BEGIN IMMEDIATE … COMMIT, rolled back on any exception.
 
     IMMEDIATE takes the write lock at once, so a writer in another process
-    waits here (busy_timeout) instead of failing half-way through.
+    waits here (busy_timeout) instead of failing half-way through. Inside a
+    transaction already open (a group commit, ``sqlite_thread``) the write
+    joins it: whoever opened it commits, or rolls the write back.
     """
+    if conn.in_transaction:
+        yield
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield

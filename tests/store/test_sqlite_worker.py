@@ -137,14 +137,16 @@ async def test_a_queued_operation_cancelled_before_it_starts_writes_nothing(
         conversation = await store.create_conversation("alice")
         appending = entered("append_messages")
         async with write_lock(db):
-            # The first append holds the store's only thread; the second waits behind it.
+            # The first append holds the store's only thread; the second waits behind it
+            # (submitted once the first runs: writes queued together share one commit).
             first = asyncio.create_task(
                 store.append_messages("alice", conversation.id, exchange("1"))
             )
+            await started(appending)  # the first, which cannot end while the lock is held
             second = asyncio.create_task(
                 store.append_messages("alice", conversation.id, exchange("2"))
             )
-            await started(appending)  # the first, which cannot end while the lock is held
+            await asyncio.sleep(0)  # its first step submits it
             second.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await second
