@@ -93,8 +93,10 @@ async def test_slots_are_never_oversubscribed_when_replicas_dispatch_together(
 
 
 async def test_a_replica_silent_past_its_lease_is_fenced_and_cannot_clobber(pg: Backend) -> None:
-    # "a" renews its leases only once (a frozen replica); "b" dispatches and rescues.
-    a = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600)
+    # "a" renews its leases only once (a frozen replica); "b" dispatches and rescues. The
+    # lease must outlast a's submit and acquire: 0.5 s did not on a loaded machine (the
+    # grant was rescued first, and acquire failed), so 2 s.
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=2.0, heartbeat_s=3600)
     b = await pg.replica("b", slots={"ollama": 1})
     mine = await submit(a, "alice", "frozen")
     grant = await a.acquire(mine)
