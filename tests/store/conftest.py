@@ -12,14 +12,16 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
-from service.store import ConversationStore, PostgresStore, SqliteStore
+from service.store import ConversationStore, PostgresStore, SqliteStore, sqlite_ops
 from service.store.migrations import POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, Migration
 
 POSTGRES_ENV = "AGENT_TEST_POSTGRES_URL"
@@ -117,3 +119,32 @@ async def store(backend: Backend) -> ConversationStore:
     opened = backend.make()
     await opened.open()
     return opened
+
+
+# --- the SQLite store's own thread: its database file, and a watch on its operations
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "agent.db"
+
+
+Watch = Callable[[str], threading.Event]  # the name of a sqlite_ops operation -> an event
+
+
+@pytest.fixture
+def entered(monkeypatch: pytest.MonkeyPatch) -> Watch:
+    """An event set when the store's thread enters the operation ``sqlite_ops.<name>``."""
+
+    def watch(name: str) -> threading.Event:
+        event = threading.Event()
+        operation = getattr(sqlite_ops, name)
+
+        def observed(*args: Any, **kwargs: Any) -> Any:
+            event.set()
+            return operation(*args, **kwargs)
+
+        monkeypatch.setattr(sqlite_ops, name, observed)
+        return event
+
+    return watch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -20,29 +19,6 @@ from service.store.rows import new_conversation_id
 from tests.store.test_sqlite_worker import Watch, exchange, started, write_lock
 
 Put = Callable[[sqlite3.Connection, UserProfileRecord, datetime], None]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
-
-
-@pytest.fixture
-def entered(monkeypatch: pytest.MonkeyPatch) -> Watch:
-    """An event set when the store's thread enters the operation ``sqlite_ops.<name>``."""
-
-    def watch(name: str) -> threading.Event:
-        event = threading.Event()
-        operation = getattr(ops, name)
-
-        def observed(*args: Any, **kwargs: Any) -> Any:
-            event.set()
-            return operation(*args, **kwargs)
-
-        monkeypatch.setattr(ops, name, observed)
-        return event
-
-    return watch
 
 
 @pytest.fixture

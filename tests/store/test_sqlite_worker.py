@@ -8,7 +8,6 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -43,29 +42,6 @@ async def write_lock(path: Path) -> AsyncIterator[None]:
 def rows_in(path: Path, table: str) -> int:
     with contextlib.closing(sqlite3.connect(path)) as conn:
         return int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
-
-
-@pytest.fixture
-def entered(monkeypatch: pytest.MonkeyPatch) -> Watch:
-    """An event set when the store's thread enters the operation ``sqlite_ops.<name>``."""
-
-    def watch(name: str) -> threading.Event:
-        event = threading.Event()
-        operation = getattr(ops, name)
-
-        def observed(*args: Any, **kwargs: Any) -> Any:
-            event.set()
-            return operation(*args, **kwargs)
-
-        monkeypatch.setattr(ops, name, observed)
-        return event
-
-    return watch
 
 
 async def started(event: threading.Event) -> None:
