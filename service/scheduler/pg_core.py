@@ -33,11 +33,19 @@ from service.scheduler.registry import RequestInfo
 log = logging.getLogger(__name__)
 
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-UNREACHABLE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# asyncpg's InternalClientError ("cannot switch to state ...; another operation is in
+# progress") is a connection left mid-operation when the server went away under it.
+UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
 # The database is down or the connection died (not a statement that failed on its merits).
 CONNECTION_LOST = (
     OSError,
     asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
 from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
@@ -45,5 +46,35 @@ async def test_position_reports_ride_out_a_database_restart(pg: Backend) -> None
     assert not reports.done()  # a failed read of the queue would have ended the watch
     database.down = False
     await sched.finish("blocker", "x", "completed")  # the waiting request runs: watch over
+    with pytest.raises(StopAsyncIteration):
+        await reports
+
+
+async def test_position_reports_ride_out_a_connection_left_mid_operation(pg: Backend) -> None:
+    # Seen in CI during a database restart: asyncpg raised InternalClientError ("cannot
+    # switch to state 12; another operation is in progress") from a connection the
+    # server dropped mid-statement, the position report failed, and the waiting request
+    # ended "internal" (500) although its acquire would have ridden the outage out.
+    sched = await pg.replica(slots={"ollama": 1})
+    await submit(sched, "x", "blocker")
+    waiting = await submit(sched, "alice", "waiting")
+    watch = sched.positions(waiting, min_interval_s=0.0)
+    assert (await anext(watch)).ahead == 0
+    info = sched._info
+    broken = {"left": 2}
+
+    async def mid_operation(*args: Any, **kwargs: Any) -> Any:
+        if broken["left"]:
+            broken["left"] -= 1
+            raise asyncpg.exceptions.InternalClientError(
+                "cannot switch to state 12; another operation (2) is in progress"
+            )
+        return await info(*args, **kwargs)
+
+    sched._info = mid_operation  # type: ignore[method-assign]
+    reports = asyncio.ensure_future(anext(watch))
+    await until(lambda: reports.done() or broken["left"] == 0)
+    assert not reports.done() or reports.exception() is None, reports.exception()
+    await sched.finish("blocker", "x", "completed")
     with pytest.raises(StopAsyncIteration):
         await reports
