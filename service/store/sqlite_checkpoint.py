@@ -67,6 +67,8 @@ class Checkpointer:
                 if self._stop.wait(self._interval_s):
                     return
                 self._wake.clear()
+                if self._stop.is_set():  # close() ran between the two lines above:
+                    return  # the wake it set is cleared, and no other comes
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error:  # the backstop still checkpoints; say why this one did not

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from service.content import TextBlock
 from service.store import NewMessage, SqliteStore
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "agent.db"
+from service.store.sqlite_checkpoint import Checkpointer
 
 
 def big_message(i: int) -> list[NewMessage]:
@@ -55,3 +50,26 @@ async def test_a_store_in_memory_has_no_checkpointer() -> None:
         conversation = await store.create_conversation("alice")
         await store.append_messages("alice", conversation.id, big_message(0))
         assert len(await store.messages("alice", conversation.id)) == 1
+
+
+def test_a_close_between_the_wait_and_the_clear_still_stops_the_thread(db: Path) -> None:
+    # Seen as a 60 s hang at a store's close in the suite: close() set "stop" and
+    # "wake" just after the thread's interval wait and just before it cleared "wake";
+    # the thread then checkpointed and waited for a wake that never came.
+    checkpointer = Checkpointer(str(db), interval_s=0.01)
+
+    class CloseRacesTheClear(threading.Event):
+        raced = False
+
+        def clear(self) -> None:
+            if not self.raced:
+                self.raced = True
+                checkpointer._stop.set()  # close(), exactly here
+                super().set()
+            super().clear()
+
+    checkpointer._wake = CloseRacesTheClear()
+    checkpointer.start()
+    checkpointer.committed()
+    checkpointer._thread.join(5)
+    assert not checkpointer._thread.is_alive(), "the checkpointer missed its close"
