@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -132,7 +133,7 @@ def http_app(grpc_address: str) -> Any:
             try:
                 async for event in call:
                     kind = event.WhichOneof("event")
-                    data = MessageToDict(getattr(event, kind))
+                    data = json.dumps(MessageToDict(getattr(event, kind)), separators=(",", ":"))
                     yield f"id: {event.seq}\nevent: {kind}\ndata: {data}\n\n".encode()
             finally:
                 call.cancel()

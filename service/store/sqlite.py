@@ -250,12 +250,9 @@ class SqliteStore(ConversationStore):
         **kwargs: P.kwargs,
     ) -> T:
         """Run one read on the store's thread: a single hop, whatever it does."""
-        thread, conn = self._thread, self._conn
-        if thread is None or conn is None:
-            raise RuntimeError("the SQLite store is not open")
-        return await self._outcome(
-            thread.submit(functools.partial(operation, conn, *args, **kwargs))
-        )
+        thread, conn = self._opened()
+        call = functools.partial(operation, conn, *args, **kwargs)
+        return await self._outcome(thread.submit(call))
 
     async def _write(
         self,
@@ -264,11 +261,15 @@ class SqliteStore(ConversationStore):
         **kwargs: P.kwargs,
     ) -> T:
         """Run one write on the store's thread, in a group commit with those queued with it."""
+        thread, conn = self._opened()
+        call = functools.partial(operation, conn, *args, **kwargs)
+        return await self._outcome(thread.submit_write(conn, call))
+
+    def _opened(self) -> tuple[StoreThread, sqlite3.Connection]:
         thread, conn = self._thread, self._conn
         if thread is None or conn is None:
             raise RuntimeError("the SQLite store is not open")
-        call = functools.partial(operation, conn, *args, **kwargs)
-        return await self._outcome(thread.submit_write(conn, call))
+        return thread, conn
 
     async def _outcome(self, future: Future[T]) -> T:
         try:
