@@ -22,6 +22,8 @@ from service.scheduler.pg_hosts import HostState, choose, load_hosts
 from service.scheduler.pg_schema import DISPATCH_LOCK
 
 RESCUE_RETRY_S = 1.0
+# Appended to a restarted replica's id: its predecessor's rows, waiting for adoption.
+ORPHAN_SUFFIX = "~before-restart"
 _LOST = (
     "the service replica running this request stopped renewing its lease "
     "(it died or froze); retry the request"
@@ -95,11 +97,28 @@ async def rescue(conn: Any, now: float) -> int:
 
 
 async def forget_replica(conn: Any, replica_id: str, now: float) -> int:
-    """End every open row of an earlier process that used this replica id.
+    """Close what an earlier process that used this replica id left open.
 
-    A restarted replica cannot run what its predecessor accepted (the clients and
-    payloads died with it), and its heartbeat must not keep those rows alive.
+    A restarted replica (the same host name and pid 1 in a container) cannot
+    run what its predecessor had started: those rows end failed with a retry
+    hint, never run twice. Its waiting requests that carry a payload were
+    accepted and must not be lost: they are handed over like a dead replica's
+    (owner renamed to a replica that never answers), so a live replica, this
+    one included, adopts them. A grant the predecessor never took upstream
+    waits again, first in line. Waiting rows without a payload end failed, as
+    nobody else can run them. The predecessor's heartbeat no longer keeps
+    anything alive.
     """
+    orphan = f"{replica_id}{ORPHAN_SUFFIX}"
+    handed = await conn.execute(
+        "UPDATE sched_requests SET owner = $2, state = 'queued', granted = false,"
+        " slot = NULL, host = NULL, front = front OR state = 'running', lease_epoch = NULL,"
+        " lease_expires_at = NULL, started_at = NULL"
+        " WHERE owner = $1 AND NOT closed AND payload <> '' AND NOT cancel_requested"
+        " AND (state = 'queued' OR (state = 'running' AND NOT picked_up))",
+        replica_id,
+        orphan,
+    )
     status = await conn.execute(
         "UPDATE sched_requests SET"
         " state = CASE WHEN state IN ('queued', 'running') THEN 'failed' ELSE state END,"
@@ -118,7 +137,7 @@ async def forget_replica(conn: Any, replica_id: str, now: float) -> int:
         _GONE,
         RESCUE_RETRY_S,
     )
-    return _count(status)
+    return _count(handed) + _count(status)
 
 
 def _count(status: str) -> int:

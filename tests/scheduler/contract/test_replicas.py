@@ -152,7 +152,7 @@ async def test_a_host_reported_down_by_one_replica_gets_no_work_from_another(pg:
     assert (await b.status("two", "bob")).backend == "http://h1"
 
 
-async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_held(
+async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_started(
     pg: Backend,
 ) -> None:
     old = await pg.replica("same", slots={"ollama": 1})
@@ -165,6 +165,37 @@ async def test_a_replica_restarted_under_its_id_ends_what_its_predecessor_held(
         assert info.error.code is Code.UNAVAILABLE
     await submit(new, "carol", "fresh")
     assert await state(new, "fresh", "carol") == "running"  # the slot was freed
+
+
+async def test_a_replica_restarted_under_its_id_takes_over_what_its_predecessor_accepted(
+    pg: Backend,
+) -> None:
+    # Under compose a restarted replica has the same id (host name + pid 1), and it
+    # comes back well inside its lease: what the old process accepted must not be lost.
+    old = await pg.replica("same", slots={"ollama": 2})
+    started = await sched_submit_with_payload(old, "alice", "was-running", "alice's turn")
+    await old.acquire(started)  # taken upstream: it may have reached the provider
+    await sched_submit_with_payload(old, "erin", "granted-unused", "erin's turn")
+    await sched_submit_with_payload(old, "bob", "was-waiting", "bob's turn")
+    await submit(old, "dave", "no-payload")
+    new = await pg.replica("same", slots={"ollama": 2})
+    for rid, user in (("was-running", "alice"), ("no-payload", "dave")):
+        info = await new.status(rid, user)
+        assert info.state == "failed" and info.error is not None
+        assert info.error.code is Code.UNAVAILABLE
+    adopted = await new.adopt()
+    # The grant never taken upstream goes first: it had its turn already.
+    assert [(a.admission.request_id, a.payload) for a in adopted] == [
+        ("granted-unused", "erin's turn"),
+        ("was-waiting", "bob's turn"),
+    ]
+    for taken in adopted:
+        assert (await new.status(taken.admission.request_id, taken.admission.user_id)).owner == (
+            "same"
+        )
+        grant = await new.acquire(taken.admission)
+        assert grant.request_id == taken.admission.request_id
+    assert await new.adopt() == []
 
 
 async def test_a_replica_shutting_down_ends_only_its_own_waiting_requests(pg: Backend) -> None:
