@@ -15,6 +15,16 @@ one priority level is worth one aging interval (so a request that has waited
 k intervals ranks with one k levels more urgent submitted now: aging), and
 ties go by submission sequence. A request put back after a host failure goes
 ahead of all of these (``front``).
+
+Two refinements keep the README's rules true for one user's own requests
+(``_rekey``, in the same transaction, touching only that user's rows):
+
+- the user's waiting requests share out the user's vstarts in the order
+  (priority, submission), so a user's urgent request goes ahead of the same
+  user's less urgent ones, as in the in-process queue;
+- a turn's key is never below the key of an earlier waiting turn of its
+  conversation (ties go by sequence, so after it): the turn cannot start
+  before that one, and its position, counted from the keys, says so.
 """
 
 from __future__ import annotations
@@ -129,8 +139,8 @@ async def admit(
     )
     row: Mapping[str, Any] = await conn.fetchrow(
         "INSERT INTO sched_requests (user_id, request_id, owner, state, priority, order_key,"
-        " conversation_id, provider, model, enqueued_at, payload)"
-        " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10) RETURNING *",
+        " conversation_id, provider, model, enqueued_at, payload, vstart)"
+        " VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11) RETURNING *",
         spec.user_id,
         spec.request_id,
         owner,
@@ -141,8 +151,59 @@ async def admit(
         spec.model,
         now,
         spec.payload,
+        vstart,
     )
+    if await _rekey(conn, spec.user_id, rules.aging_interval_s):
+        row = await conn.fetchrow(
+            "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2",
+            spec.user_id,
+            spec.request_id,
+        )
     return row
+
+
+async def _rekey(conn: Any, user_id: str, interval: float) -> bool:
+    """Give one user's waiting requests their keys by (priority, submission); True if any moved.
+
+    The user's vstarts stay the same set; they are shared out again so the most
+    urgent request holds the earliest one. Then each conversation's turns are
+    kept in order: a turn's key is at least the key of the turn before it.
+    Rows put back (``front``) keep theirs.
+    """
+    rows = await conn.fetch(
+        "SELECT request_id, priority, seq, order_key, vstart, conversation_id"
+        " FROM sched_requests WHERE user_id = $1 AND state = 'queued' AND NOT front"
+        " ORDER BY seq",
+        user_id,
+    )
+    if len(rows) < 2:
+        return False
+    starts = sorted(
+        r["vstart"] if r["vstart"] is not None else r["order_key"] - (r["priority"] - 1) * interval
+        for r in rows
+    )
+    slot = {
+        r["request_id"]: start
+        for r, start in zip(sorted(rows, key=lambda r: (r["priority"], r["seq"])), starts, strict=True)
+    }
+    last: dict[str, float] = {}  # conversation → key of its latest waiting turn so far
+    changed: list[tuple[str, str, float, float]] = []
+    for r in rows:  # by sequence: a conversation's earlier turns are keyed first
+        start = slot[r["request_id"]]
+        key = start + (r["priority"] - 1) * interval
+        conversation = r["conversation_id"]
+        if conversation is not None:
+            key = max(key, last.get(conversation, key))
+            last[conversation] = key
+        if key != r["order_key"] or start != r["vstart"]:
+            changed.append((user_id, r["request_id"], key, start))
+    if changed:
+        await conn.executemany(
+            "UPDATE sched_requests SET order_key = $3, vstart = $4"
+            " WHERE user_id = $1 AND request_id = $2",
+            changed,
+        )
+    return bool(changed)
 
 
 async def _will_wait(conn: Any, spec: RequestSpec, hosts: Sequence[HostState]) -> bool:

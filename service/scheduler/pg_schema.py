@@ -53,6 +53,8 @@ CREATE TABLE IF NOT EXISTS sched_requests (
     PRIMARY KEY (user_id, request_id)
 );
 ALTER TABLE sched_requests ADD COLUMN IF NOT EXISTS picked_up boolean NOT NULL DEFAULT false;
+-- The request's place in its user's spacing (see pg_admission); NULL in rows of older versions.
+ALTER TABLE sched_requests ADD COLUMN IF NOT EXISTS vstart double precision;
 CREATE UNIQUE INDEX IF NOT EXISTS sched_one_per_slot
     ON sched_requests (provider, host, slot) WHERE slot IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS sched_one_turn
