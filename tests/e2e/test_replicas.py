@@ -347,3 +347,8 @@ def test_a_rolling_restart_under_open_streams_ends_every_stream_done(
         last = _until_done(stream, 60)
         assert last.event == "done", (stream, last.data)
         assert last.data["response"] == "one two three"
+    # The drains really handed waiting requests over (24 streams on 2 slots: most were
+    # waiting at the first SIGTERM), and those streams ended done through another replica.
+    logs = replicas.logs()
+    taken = [s.request_id for s in streams if f"request {s.request_id}: taken over" in logs]
+    assert taken, "no replica took over a drained replica's waiting request"

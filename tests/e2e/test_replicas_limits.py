@@ -28,11 +28,20 @@ pytestmark = [
 def test_max_active_holds_across_replicas(
     tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
 ) -> None:
-    config = replicas_config(fake_ollama, fake_ollama_b, limits={"max_active": 2})
+    # The cap comes from the user's tier (the users file); the defaults allow more.
+    who = user("capped")
+    users_file = tmp_path / "users.yaml"
+    users_file.write_text(f"{who}: {{token: tok-capped, tier: small}}\n")
+    users_file.chmod(0o600)
+    config = replicas_config(
+        fake_ollama,
+        fake_ollama_b,
+        limits={"max_active": 10, "tiers": {"small": {"max_active": 2}}},
+        auth={"tokens_file": str(users_file)},
+    )
     stack = Replicas(tmp_path, config)
     stack.start()
     try:
-        who = user("capped")
         texts = [book.set(label(f"cap{i}"), HANG) for i in range(20)]
         bodies = [chat_body(who, text, on_disconnect="continue") for text in texts]
 
@@ -50,6 +59,7 @@ def test_max_active_holds_across_replicas(
                             on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
                         ),
                         timeout=5,
+                        metadata=(("authorization", "Bearer tok-capped"),),
                     ).__next__()
                 except grpc.RpcError as exc:
                     return exc.code().value[0]

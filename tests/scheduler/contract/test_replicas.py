@@ -276,3 +276,24 @@ async def sched_submit_with_payload(
     sched: RequestScheduler, user: str, rid: str, payload: str
 ) -> Admission:
     return await sched.submit(RequestSpec(rid, user, "ollama", payload=payload))
+
+
+async def test_a_grant_a_dead_replica_never_took_upstream_is_run_by_another(
+    pg: Backend,
+) -> None:
+    dead = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5, heartbeat_s=3600, poll_s=3600)
+    granted = await sched_submit_with_payload(dead, "alice", "granted", "alice's turn")
+    assert granted.granted  # the slot was free: granted, but the replica died before acquire
+    b = await pg.replica("b", slots={"ollama": 1})
+    adopted: list[Adopted] = []
+
+    async def adopt_some() -> bool:
+        adopted.extend(await b.adopt())
+        return bool(adopted)
+
+    await until(adopt_some)  # after the lease ran out on the database's clock
+    assert [a.admission.request_id for a in adopted] == ["granted"]
+    info = await b.status("granted", "alice")
+    assert info.owner == "b" and info.error is None  # not failed: it never reached the provider
+    grant = await b.acquire(adopted[0].admission)
+    assert grant.request_id == "granted"

@@ -98,6 +98,8 @@ async def test_a_fenced_turn_ends_its_stream_with_an_error_and_is_not_stored_com
         gate.set()
         rows = await pg.sql("SELECT role, status FROM messages ORDER BY id")
         assert rows and {r["status"] for r in rows} == {"failed"}
+        # Stored once: one question and one (partial, failed) answer, nothing twice.
+        assert [r["role"] for r in rows] == ["user", "assistant"]
         (request,) = await pg.sql("SELECT state FROM sched_requests")
         assert request["state"] == "failed"  # the holder's finish did not clobber it
 
@@ -128,4 +130,4 @@ async def test_an_answer_that_runs_out_after_its_lease_was_taken_is_not_complete
                 pass
         assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
         rows = await pg.sql("SELECT status FROM messages WHERE role = 'assistant'")
-        assert rows and {r["status"] for r in rows} == {"failed"}
+        assert [r["status"] for r in rows] == ["failed"]  # stored once, never as complete
