@@ -182,10 +182,8 @@ async def _rekey(conn: Any, user_id: str, interval: float) -> bool:
         r["vstart"] if r["vstart"] is not None else r["order_key"] - (r["priority"] - 1) * interval
         for r in rows
     )
-    slot = {
-        r["request_id"]: start
-        for r, start in zip(sorted(rows, key=lambda r: (r["priority"], r["seq"])), starts, strict=True)
-    }
+    urgent_first = sorted(rows, key=lambda r: (r["priority"], r["seq"]))
+    slot = {r["request_id"]: start for r, start in zip(urgent_first, starts, strict=True)}
     last: dict[str, float] = {}  # conversation → key of its latest waiting turn so far
     changed: list[tuple[str, str, float, float]] = []
     for r in rows:  # by sequence: a conversation's earlier turns are keyed first
