@@ -25,8 +25,9 @@ from gateway.sse import ChatEventStream, StreamStop
 router = APIRouter()
 
 _STATUS_TIMEOUT_S = 10.0
-# gRPC refuses metadata past 8 KiB (soft) / 16 KiB (hard) with RESOURCE_EXHAUSTED, which
-# would read as a 429; a token that large is refused here, as the invalid token it is.
+# The service refuses a bearer token past auth.jwt.max_token_bytes (8 KiB), and gRPC one
+# past its metadata limit with RESOURCE_EXHAUSTED, which would read as a 429; a token that
+# large is refused here, as the invalid token it is, without the hop.
 _MAX_AUTHORIZATION_BYTES = 8192 + len("Bearer ")
 # How long a stream cut by its replica keeps trying to re-attach through another: longer
 # than a replica's lease (scheduler.lease_s, 10 s by default) plus a take-over.

@@ -38,7 +38,7 @@ import bench_cache  # noqa: E402
 import grpc  # noqa: E402
 import httpx  # noqa: E402
 from bench_floor import FloorClients  # noqa: E402
-from bench_jwt import jwt_figures, jwt_report  # noqa: E402
+from bench_jwt import jwt_figures, jwt_report, jwt_verdicts  # noqa: E402
 from bench_phases import load, long_conversation, many_streams, sequential, streaming  # noqa: E402
 from bench_report import chat_report, report, verdicts  # noqa: E402
 from bench_tools import BIG_STREAMS, QUICK, Clients, LeanLoad, Plan, start_backend  # noqa: E402
@@ -236,7 +236,12 @@ def _finite(value: Any) -> Any:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a ~30 s run with fewer samples")
-    parser.add_argument("--json", type=Path, default=ROOT / "build" / "bench.json")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="where the raw figures and verdicts go (default build/bench.json; with "
+        "--jwt-only or --cache-only only when given)",
+    )
     parser.add_argument("--jwt-only", action="store_true", help="only the JWT figure (seconds)")
     parser.add_argument(
         "--cache-only", action="store_true", help="only the cache-warm conversation (~15 s)"
@@ -248,12 +253,16 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.cache_only:
-        bench_cache.report(asyncio.run(bench_cache.measure()))
+        cache = asyncio.run(bench_cache.measure())
+        bench_cache.report(cache)
+        write_json(args.json, {"cache_warm": cache}, bench_cache.cache_verdicts(cache))
         return 0
     jwt = {} if args.chat_only else jwt_figures()  # in process, before the stack starts
     if args.jwt_only:
         print("\n".join(jwt_report(jwt)))
+        write_json(args.json, {"jwt": jwt}, jwt_verdicts(jwt))
         return 0
+    args.json = args.json or ROOT / "build" / "bench.json"
     plan = QUICK if args.quick else Plan()
     # 1,000 streams need ~1,000 sockets in every process; the children inherit this.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -294,11 +303,11 @@ def main() -> int:
         return 0
     step("cache-warm conversation, on each provider")
     results["cache_warm"] = asyncio.run(bench_cache.measure())
+    results["jwt"] = jwt
     meta["seconds"] = time.perf_counter() - started
     report(meta, results)
     bench_cache.report(results["cache_warm"])
     print("\n".join(jwt_report(jwt)))
-    results["jwt"] = jwt
     meta["verdicts"] = [
         {"target": t, "measured": m, "baseline": b, "met": ok} for t, m, b, ok in verdicts(results)
     ]
@@ -313,6 +322,21 @@ def main() -> int:
         [sys.executable, str(ROOT / "scripts" / "bench_waiting.py"), *streams], check=False
     )
     return 0
+
+
+def write_json(
+    path: Path | None, results: dict[str, Any], met: list[tuple[str, str, str, bool]]
+) -> None:
+    """One part's figures and its verdicts (``--jwt-only``, ``--cache-only``), when asked for."""
+    if path is None:
+        return
+    meta = {
+        "mode": "part",
+        "loadavg": os.getloadavg(),
+        "verdicts": [{"target": t, "measured": m, "baseline": b, "met": ok} for t, m, b, ok in met],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite({**meta, "results": results}), indent=2))
 
 
 def shared_queue(*, quick: bool) -> None:

@@ -158,21 +158,45 @@ async def measure() -> dict[str, Any]:
     }
 
 
+def cache_verdicts(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, against the baseline, met) for issue 22's four figures."""
+    a, o = results["anthropic"], results["ollama"]
+    read, written = a["cache_read_input_tokens"], a["cache_creation_input_tokens"]
+    return [
+        (
+            "anthropic: >= 85% of input tokens read from the cache",
+            f"{a['read_share']:.1%} ({read} of {a['input_tokens'] + written + read})",
+            f"{written} written to it, {a['input_tokens']} uncached",
+            a["read_share"] >= 0.85,
+        ),
+        (
+            "anthropic: billed input <= 25% of the same conversation with caching off",
+            f"{a['billed_ratio']:.1%}",
+            f"{a['billed_input']:.0f} against {a['billed_input_caching_off']:.0f} "
+            "(reads 0.1x, writes 1.25x)",
+            a["billed_ratio"] <= 0.25,
+        ),
+        (
+            "ollama: >= 90% of turns send a prompt beginning with the whole previous one",
+            f"{o['prefix_kept_share']:.1%}",
+            f"{o['prefix_kept_share_sliding']:.1%} with the sliding window",
+            o["prefix_kept_share"] >= 0.90,
+        ),
+        (
+            "ollama: prompt_eval_count <= 25% of the sliding window's",
+            f"{o['prompt_eval_ratio']:.1%}",
+            f"{o['prompt_eval_count']} against {o['prompt_eval_count_sliding']}",
+            o["prompt_eval_ratio"] <= 0.25,
+        ),
+    ]
+
+
 def report(results: dict[str, Any]) -> None:
     a, o = results["anthropic"], results["ollama"]
     print(
         f"\ncache-warm conversation: {results['turns']} turns,"
-        f" {results['budget_tokens']}-token history budget"
+        f" {results['budget_tokens']}-token history budget; over budget from turn"
+        f" {a['over_budget_from_turn']} (anthropic), {o['over_budget_from_turn']} (ollama)"
     )
-    print(
-        f"  anthropic: over budget from turn {a['over_budget_from_turn']};"
-        f" read from cache {a['read_share']:.1%} of input (goal >= 85%);"
-        f" billed input {a['billed_input']:.0f} vs {a['billed_input_caching_off']:.0f}"
-        f" with caching off = {a['billed_ratio']:.1%} (goal <= 25%)"
-    )
-    print(
-        f"  ollama: prompt begins with the previous one on {o['prefix_kept_share']:.1%} of"
-        f" calls (goal >= 90%; sliding window {o['prefix_kept_share_sliding']:.1%});"
-        f" prompt_eval_count {o['prompt_eval_count']} vs {o['prompt_eval_count_sliding']}"
-        f" sliding = {o['prompt_eval_ratio']:.1%} (goal <= 25%)"
-    )
+    for target, measured, ratio, met in cache_verdicts(results):
+        print(f"  [{'met' if met else 'NOT met'}] {target}\n      {measured}; {ratio}")

@@ -89,10 +89,34 @@ def jwt_figures(calls: int = 2000) -> dict[str, Any]:
     return asyncio.run(_measure(calls))
 
 
+ALGORITHMS = ("RS256", "ES256", "EdDSA")
+
+
+def jwt_verdicts(figures: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """(target, measured, against the baseline, met) of issue 21's figure.
+
+    The slowest algorithm's full verification is held to the budget whole,
+    not less the opaque token's cost, so the verdict errs on the strict side.
+    """
+    base = figures["opaque_token_us"]
+    full = {name: figures[f"{name}_us"] for name in ALGORITHMS}
+    worst = max(full, key=full.__getitem__)
+    return [
+        (
+            f"verifying a JWT adds <= {BUDGET_US:.0f} us per request (cached keys)",
+            ", ".join(f"{name} {us:.0f} us" for name, us in full.items())
+            + f" verified in full; the same token again {figures[f'{worst}_repeat_us']:.1f} us",
+            f"{worst}: {full[worst] / base:.0f}x the opaque token's {base:.1f} us "
+            f"(+{full[worst] - base:.0f} us)",
+            full[worst] <= BUDGET_US,
+        )
+    ]
+
+
 def jwt_report(figures: dict[str, Any]) -> list[str]:
     base = figures["opaque_token_us"]
     lines = ["\nJWT verification (in process, cached keys; per request, best of 5 batches)"]
-    for name in ("RS256", "ES256", "EdDSA"):
+    for name in ALGORITHMS:
         us, again = figures[f"{name}_us"], figures[f"{name}_repeat_us"]
         signature = figures[f"{name}_signature_us"]
         lines.append(
@@ -100,8 +124,7 @@ def jwt_report(figures: dict[str, Any]) -> list[str]:
             f"alone ({us / signature:.1f}x); the same token again {again:.1f} us"
         )
     lines.append(f"  opaque token (the baseline): {base:.1f} us")
-    worst = max(figures[f"{n}_us"] for n in ("RS256", "ES256", "EdDSA"))
-    verdict = "met" if worst <= BUDGET_US else "NOT met"
-    lines.append(f"  [{verdict}] verifying a JWT adds <= {BUDGET_US:.0f} us: worst {worst:.0f} us")
+    for target, measured, ratio, met in jwt_verdicts(figures):
+        lines.append(f"  [{'met' if met else 'NOT met'}] {target}\n      {measured}; {ratio}")
     lines.append(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     return lines

@@ -5,13 +5,24 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from bench_cache import cache_verdicts
+from bench_jwt import jwt_verdicts
 from bench_tools import TOKEN_SPACING_MS
 
 # --- the report ----------------------------------------------------------------
 
 
 def verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
-    """(target, measured, against the baseline, met) for each DESIGN §6 figure."""
+    """(target, measured, against the baseline, met) for each DESIGN §6 figure and issue's."""
+    return [
+        *stack_verdicts(r),
+        *(jwt_verdicts(r["jwt"]) if r.get("jwt") else []),
+        *(cache_verdicts(r["cache_warm"]) if r.get("cache_warm") else []),
+    ]
+
+
+def stack_verdicts(r: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """The DESIGN §6 figures of the stack's own runs."""
     seq = r["sequential"]
     added = seq["gateway"]["latency_ms"]["p50"] - seq["backend"]["latency_ms"]["p50"]
     seq_ratio = seq["gateway"]["latency_ms"]["p50"] / seq["backend"]["latency_ms"]["p50"]
@@ -331,6 +342,6 @@ def report(meta: dict[str, Any], r: dict[str, Any]) -> None:
             f"  {key}: p50 {s['p50']:.2f} ms, p99 {s['p99']:.2f} ms, service CPU {cpu:.0f} us/turn"
         )
 
-    print("\nSummary against DESIGN §6 and the floor")
+    print("\nSummary against DESIGN §6, the floor, and the JWT and cache-warm targets")
     for target, measured, ratio, met in verdicts(r):
         print(f"  [{'met' if met else 'NOT met'}] {target}\n      {measured}; {ratio}")

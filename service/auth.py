@@ -123,7 +123,11 @@ class Authenticator:
         if self._jwt is None or self.open:
             return self.authenticate(authorization)
         token = _bearer(authorization)
-        if token is None or not looks_like_jwt(token) or self._known(token):
+        if token is None or not looks_like_jwt(token):
+            return self.authenticate(authorization)
+        # An oversize token is refused by its length alone, before it is even hashed: gRPC
+        # metadata may be up to 256 KiB, and no opaque token of ours is that long.
+        if not self._jwt.oversize(token) and self._known(token):
             return self.authenticate(authorization)
         identity = await self._jwt.verify(token)
         self._remember_tier(identity.user_id, identity.tier)

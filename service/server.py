@@ -67,6 +67,14 @@ _MAX_REPLY_BYTES = 32 * 1024 * 1024
 _STATS_REFRESH_S = 2.0  # how old the shared queue's gauges may be at a scrape
 _PENDING_CALLS = 100_000  # calls gRPC holds for the event loop before it cancels any
 _PENDING_S = 3600
+# Request metadata (headers) per call. gRPC's defaults are 8 KiB soft, past which it
+# refuses a growing share of calls at random, and 16 KiB hard: a long bearer token got
+# RESOURCE_EXHAUSTED from the transport, or not, before the interceptor could say why.
+# One bounded limit for both makes it deterministic; auth.jwt.max_token_bytes (8 KiB)
+# refuses an oversize token before it is parsed, naming the check. A request message
+# may already be larger (api_server.max_body_bytes plus slack), so this adds no new
+# order of memory per call.
+MAX_METADATA_BYTES = 256 * 1024
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -79,6 +87,8 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
             settings.api_server.max_body_bytes + _REQUEST_SLACK_BYTES,
         ),
         ("grpc.max_send_message_length", _MAX_REPLY_BYTES),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
         # A second service on a used port must fail, not share it (see service/listen.py).
         ("grpc.so_reuseport", 0),
         # Connections that never complete the handshake, or that sit idle, are shed.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from service.config import Settings
-from service.server import server_options
+from service.server import MAX_METADATA_BYTES, server_options
 
 GRPC_DEFAULT_PENDING = 1_000
 
@@ -28,3 +28,15 @@ def test_calls_waiting_for_the_event_loop_are_not_cancelled_by_grpc(tmp_path: Pa
     assert soft >= 10 * settings.queue.max_pending  # a burst at the waiting cap fits
     # gRPC also cancels a call it has held for 30 s (by default) before the loop took it.
     assert options["grpc.server_max_unrequested_time_in_server"] >= 600
+
+
+def test_request_metadata_has_one_bounded_limit(tmp_path: Path) -> None:
+    """A 100 KB bearer token reaches the interceptor, which names the check it fails.
+
+    gRPC's defaults (8 KiB soft, 16 KiB hard) refused it in the transport, and one
+    of 8-16 KiB only at random; equal limits make the answer the same every time.
+    """
+    options = dict(server_options(Settings(store={"data_dir": str(tmp_path)})))
+    soft = options["grpc.max_metadata_size"]
+    assert soft == options["grpc.absolute_max_metadata_size"] == MAX_METADATA_BYTES
+    assert 100_000 + 1024 < MAX_METADATA_BYTES <= 256 * 1024

@@ -70,8 +70,9 @@ class JwtSection(BaseModel):
     # A verified token is remembered this long (never past its exp): an app's next
     # requests with the same token skip the signature check. 0 turns this off.
     cache_ttl_s: float = Field(60.0, ge=0, le=600)
-    # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB);
-    # gRPC itself refuses metadata past 8 KiB, so a larger limit could never be reached.
+    # Larger bearer tokens are refused before any parsing (a JWT with many groups is ~4 KB).
+    # The gateway refuses a larger Authorization header itself, so a higher limit would
+    # hold for gRPC clients only; gRPC metadata may be up to 256 KiB (service/server.py).
     max_token_bytes: int = Field(8192, ge=1024, le=8192)
 
     @property

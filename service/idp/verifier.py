@@ -94,6 +94,10 @@ class JwtVerifier:
     def keys(self) -> KeySet:
         return self._keys
 
+    def oversize(self, token: str) -> bool:
+        """Whether ``token`` is longer than ``max_token_bytes`` (``verify`` refuses it first)."""
+        return len(token) > self._section.max_token_bytes
+
     async def start(self) -> None:
         """Fetch the key set once; an unreachable issuer is a warning, not a failure."""
         await self._keys.refresh()
@@ -115,8 +119,8 @@ class JwtVerifier:
         Waits on the network only for a key-set refresh that an unknown kid
         needs; ServiceUnavailable when no key set was ever loaded.
         """
-        limit = self._section.max_token_bytes
-        if len(token) > limit:
+        if self.oversize(token):
+            limit = self._section.max_token_bytes
             raise invalid(f"the token is {len(token)} bytes long, more than the {limit} allowed")
         digest = self._verified.digest(token)
         known = self._verified.get(digest)

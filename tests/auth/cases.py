@@ -1,4 +1,7 @@
-"""Tokens that must be refused, each with the words the refusal must contain."""
+"""Tokens that must be refused, each with the words the refusal must contain.
+
+The issuer under test holds an RSA key ``rsa-1`` and an EC key ``ec-1``.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,22 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.auth import forge
-from tests.auth.issuer import FakeIssuer, rsa_key
+from tests.auth.issuer import FakeIssuer, ec_key, rsa_key
 
 
 def _other_rsa_signed(issuer: FakeIssuer) -> str:
-    """Signed by a key the issuer does not have, under the issuer's kid."""
+    """Signed by an RSA key the issuer does not have, under the issuer's RSA kid."""
     return issuer.token("alice", key=rsa_key("rsa-1"))
+
+
+def _other_ec_signed(issuer: FakeIssuer) -> str:
+    """Signed by an EC key the issuer does not have, under the issuer's EC kid."""
+    return issuer.token("alice", key=ec_key("ec-1"))
+
+
+def _hmac_with(issuer: FakeIssuer, kid: str) -> str:
+    """HS256 with the PEM of the issuer's public key ``kid`` as the secret."""
+    return forge.hmac_with_public_key(_claims(issuer), kid, issuer.key(kid).public_pem())
 
 
 def _claims(issuer: FakeIssuer) -> dict[str, Any]:
@@ -25,10 +38,15 @@ FAILURES: dict[str, tuple[Callable[[FakeIssuer], str], str]] = {
     "issued in the future": (lambda i: i.token("alice", iat=_in(600)), "not yet valid (iat"),
     "wrong issuer": (lambda i: i.token("alice", iss="https://evil.example/"), "wrong issuer"),
     "wrong audience": (lambda i: i.token("alice", aud="another-api"), "wrong audience"),
-    "bad signature": (_other_rsa_signed, "bad signature"),
+    "bad signature (RSA)": (_other_rsa_signed, "bad signature"),
+    "bad signature (EC)": (_other_ec_signed, "bad signature"),
     "alg none": (lambda i: forge.unsigned(_claims(i), "rsa-1"), "algorithm 'none' is not allowed"),
-    "HS256 with the public key": (
-        lambda i: forge.hmac_with_public_key(_claims(i), "rsa-1", i.key("rsa-1").public_pem()),
+    "HS256 with the RSA public key": (
+        lambda i: _hmac_with(i, "rsa-1"),
+        "algorithm 'HS256' is not allowed",
+    ),
+    "HS256 with the EC public key": (
+        lambda i: _hmac_with(i, "ec-1"),
         "algorithm 'HS256' is not allowed",
     ),
     "unknown kid": (lambda i: i.token("alice", kid="no-such-key"), "unknown signing key (kid)"),
