@@ -41,7 +41,7 @@ from service.errors import (
     StoreUnavailable,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
-from service.history import estimate_tokens
+from service.history import estimate_text_tokens, estimate_tokens
 from service.history_reader import HistoryReader
 from service.limits import Admission as Budget
 from service.limits import Limits
@@ -49,7 +49,7 @@ from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
-from service.prompt import PromptRules, build_request, without_unanswered
+from service.prompt import PromptRules, build_request, system_prompt, without_unanswered
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import Outcome, check_request
 from service.scheduler.interface import (
@@ -159,7 +159,7 @@ class ChatService:
         try:
             conversation_id, fresh, create = await self._conversation_for(turn)
             # LimitReached (rate or budget); the turn's estimate is reserved until it ends.
-            budget = await self._limits.admit(turn.user_id, self._reservation(turn))
+            budget = await self._limits.admit(turn.user_id, await self._reservation(turn))
             admission = await self._scheduler.submit(
                 RequestSpec(
                     request_id=turn.request_id,
@@ -234,11 +234,26 @@ class ChatService:
             if admitted.budget is not None:  # the store has the real spend now
                 await admitted.budget.settle(result.usage if result is not None else Usage())
 
-    def _reservation(self, turn: TurnInput) -> int:
-        """Tokens a turn reserves against the budgets: its input at most, plus its output cap."""
+    async def _reservation(self, turn: TurnInput) -> int:
+        """Tokens a turn reserves against the budgets: its input at most, plus its output cap.
+
+        The input is everything a model call sends: the system prompt (configured and
+        the user's profile), the tool schemas, the history budget and the message.
+        """
+        limits = self._limits.of(turn.user_id)
+        if not (limits.tokens_per_day or limits.tokens_per_month):
+            return 0  # no budget to reserve against (Limits.admit reserves nothing)
+        profile = await self._profiles.load(turn.user_id)  # cached after the first turn
+        system = estimate_text_tokens(system_prompt(self._rules.system_prompt, profile))
         message = estimate_tokens(Message("user", [TextBlock(turn.message)]))
-        output = self._limits.of(turn.user_id).cap_output(self._rules.max_tokens)
-        return message + self._rules.history_budget_tokens + output
+        output = limits.cap_output(self._rules.max_tokens)
+        return (
+            system
+            + self._agent.tool_tokens()
+            + message
+            + self._rules.history_budget_tokens
+            + output
+        )
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.
