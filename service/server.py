@@ -247,6 +247,7 @@ async def running_service(
             },
             metrics=metrics,
             tracing=tracing,
+            still_valid=auth.still_valid,
         )
         monitor = HealthMonitor(
             scheduler,
