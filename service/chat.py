@@ -187,9 +187,7 @@ class ChatService:
             raise
         call = find_call()
         caller = call.principal if call is not None else None
-        return AdmittedTurn(
-            turn, admission, model, conversation_id, fresh, create, budget, caller
-        )
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create, budget, caller)
 
     def resume(self, adopted: Adopted) -> AdmittedTurn:
         """An admitted turn taken over from a replica that went away before it started.
