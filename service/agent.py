@@ -115,6 +115,10 @@ class AgentLoop:
         self._max_rounds = max_rounds
         self._tracing = tracing or Tracing()
 
+    def tool_tokens(self) -> int:
+        """The estimated tokens of the tool schemas sent with each of its model calls."""
+        return self._tools.estimated_tokens()
+
     async def run(
         self,
         provider: Provider,

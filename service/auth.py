@@ -27,7 +27,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +56,9 @@ class Principal:
     user_id: str = ""  # set for jwt and user_token
     admin: bool = False
     tier: str = ""  # from a JWT's tier claim
+    # user_token: the digest of the token it signed in with, so work that waited can
+    # ask whether that token still holds (``Authenticator.still_valid``).
+    credential: bytes = field(default=b"", repr=False, compare=False)
 
 
 def load_tokens_file(path: Path) -> dict[str, str]:
@@ -144,10 +147,22 @@ class Authenticator:
         digest = token_digest(token)
         entry = self._by_digest.get(digest)
         if entry is not None:
-            return Principal("user_token", entry.user_id, entry.admin)
+            return Principal("user_token", entry.user_id, entry.admin, credential=digest)
         if self._shared is not None and hmac.compare_digest(digest, self._shared):
             return Principal("shared_token")
         raise Unauthenticated("invalid API token", reason=Reason.INVALID_TOKEN)
+
+    def still_valid(self, principal: Principal) -> bool:
+        """Whether the token ``principal`` signed in with still holds.
+
+        False once a reload of the users file revoked, replaced or removed it. The
+        shared token, JWTs and open mode are not revoked by the users file.
+        """
+        if principal.mode != "user_token":
+            return True
+        self._reload_if_changed()
+        entry = self._users.get(principal.user_id)
+        return entry is not None and hmac.compare_digest(entry.digest, principal.credential)
 
     def _known(self, token: str) -> bool:
         """Whether ``token`` is one of the opaque tokens (per-user or shared)."""

@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.agent import AgentLoop, Transcript, TurnStatus
+from service.auth import Principal
 from service.commands import Commands
 from service.config import Settings
 from service.content import Message, TextBlock, Usage
-from service.context import note_request_id
+from service.context import find_call, note_request_id
 from service.errors import (
     AgentError,
     DeadlineExceeded,
@@ -39,9 +40,10 @@ from service.errors import (
     RequestCancelled,
     ServiceUnavailable,
     StoreUnavailable,
+    Unauthenticated,
 )
 from service.events import ChatEvent, Queued, Started, TurnInput, TurnResult
-from service.history import estimate_tokens
+from service.history import estimate_text_tokens, estimate_tokens
 from service.history_reader import HistoryReader
 from service.limits import Admission as Budget
 from service.limits import Limits
@@ -49,7 +51,7 @@ from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
-from service.prompt import PromptRules, build_request, without_unanswered
+from service.prompt import PromptRules, build_request, system_prompt, without_unanswered
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import Outcome, check_request
 from service.scheduler.interface import (
@@ -85,6 +87,8 @@ class AdmittedTurn:
     # The limits' reservation of this turn's tokens (this process's; None when adopted
     # from another replica, whose reservation went with it).
     budget: Budget | None = None
+    # Who sent it (None outside an RPC, or adopted): its token is checked again at its grant.
+    caller: Principal | None = None
 
     @property
     def request_id(self) -> str:
@@ -112,8 +116,11 @@ class ChatService:
         pools: Mapping[str, HostPool] | None = None,
         metrics: ServiceMetrics | None = None,
         tracing: Tracing | None = None,
+        still_valid: Callable[[Principal], bool] | None = None,
     ) -> None:
         self._settings = settings
+        # Whether a caller's token still holds (Authenticator.still_valid); None: no check.
+        self._still_valid = still_valid
         self._metrics = metrics or ServiceMetrics()
         self._tracing = tracing or Tracing()
         self._limits = limits or Limits(settings.limits, store)
@@ -159,7 +166,7 @@ class ChatService:
         try:
             conversation_id, fresh, create = await self._conversation_for(turn)
             # LimitReached (rate or budget); the turn's estimate is reserved until it ends.
-            budget = await self._limits.admit(turn.user_id, self._reservation(turn))
+            budget = await self._limits.admit(turn.user_id, await self._reservation(turn))
             admission = await self._scheduler.submit(
                 RequestSpec(
                     request_id=turn.request_id,
@@ -178,7 +185,9 @@ class ChatService:
             if isinstance(exc, AgentError):
                 self._metrics.refused(provider.name, exc)
             raise
-        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create, budget)
+        call = find_call()
+        caller = call.principal if call is not None else None
+        return AdmittedTurn(turn, admission, model, conversation_id, fresh, create, budget, caller)
 
     def resume(self, adopted: Adopted) -> AdmittedTurn:
         """An admitted turn taken over from a replica that went away before it started.
@@ -213,6 +222,7 @@ class ChatService:
         try:
             with self._tracing.span("queue wait", provider=provider.name):
                 grant = await self._acquire(admission, deadline - loop.time(), send)
+            self._check_caller(admitted)
             self._metrics.got_slot(provider.name, grant.waited_s)
             assert admitted.conversation_id is not None
             await send(
@@ -234,11 +244,41 @@ class ChatService:
             if admitted.budget is not None:  # the store has the real spend now
                 await admitted.budget.settle(result.usage if result is not None else Usage())
 
-    def _reservation(self, turn: TurnInput) -> int:
-        """Tokens a turn reserves against the budgets: its input at most, plus its output cap."""
+    def _check_caller(self, admitted: AdmittedTurn) -> None:
+        """Refuse to start a turn whose token was revoked while it waited.
+
+        A revocation cancels the user's waiting requests (service.revocation), but
+        one that authenticated just before the reload may enter the queue after that
+        cancel listed them; checked here, at its grant, it cannot run either.
+        """
+        caller = admitted.caller
+        if caller is None or self._still_valid is None or self._still_valid(caller):
+            return
+        raise Unauthenticated(
+            f"the token of user {admitted.turn.user_id!r} was revoked while this request "
+            "waited; sign in again and resend it"
+        )
+
+    async def _reservation(self, turn: TurnInput) -> int:
+        """Tokens a turn reserves against the budgets: its input at most, plus its output cap.
+
+        The input is everything a model call sends: the system prompt (configured and
+        the user's profile), the tool schemas, the history budget and the message.
+        """
+        limits = self._limits.of(turn.user_id)
+        if not (limits.tokens_per_day or limits.tokens_per_month):
+            return 0  # no budget to reserve against (Limits.admit reserves nothing)
+        profile = await self._profiles.load(turn.user_id)  # cached after the first turn
+        system = estimate_text_tokens(system_prompt(self._rules.system_prompt, profile))
         message = estimate_tokens(Message("user", [TextBlock(turn.message)]))
-        output = self._limits.of(turn.user_id).cap_output(self._rules.max_tokens)
-        return message + self._rules.history_budget_tokens + output
+        output = limits.cap_output(self._rules.max_tokens)
+        return (
+            system
+            + self._agent.tool_tokens()
+            + message
+            + self._rules.history_budget_tokens
+            + output
+        )
 
     def interrupt_running(self, reason: str) -> int:
         """Stop every running turn (shutdown after the grace period); each ends UNAVAILABLE.

@@ -8,7 +8,8 @@ keep requests inside a context window without a tokenizer on the hot path.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from service.content import Block, Message, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -21,6 +22,18 @@ _TOOL_OVERHEAD = 8  # tool ids and names
 def estimate_tokens(message: Message) -> int:
     """A cheap, slightly generous estimate of the tokens a message costs."""
     return _MESSAGE_OVERHEAD + sum(_block_tokens(block) for block in message.content)
+
+
+def estimate_text_tokens(text: str) -> int:
+    """The estimate of text sent beside the messages (a system prompt); 0 for none."""
+    return _MESSAGE_OVERHEAD + -(-len(text) // _CHARS_PER_TOKEN) if text else 0
+
+
+def estimate_tool_tokens(name: str, description: str, parameters: Mapping[str, Any]) -> int:
+    """The estimate of one tool's schema as it is sent with every model call."""
+    schema = json.dumps(parameters, ensure_ascii=False, separators=(",", ":"), default=str)
+    chars = len(name) + len(description) + len(schema)
+    return _BLOCK_OVERHEAD + _TOOL_OVERHEAD + -(-chars // _CHARS_PER_TOKEN)
 
 
 def _block_tokens(block: Block) -> int:

@@ -5,7 +5,9 @@ user), that user's waiting requests are cancelled with UNAUTHENTICATED, so
 their streams end with an ``unauthenticated`` error instead of starting a
 model call on a credential that is gone. Requests already running finish:
 they were authorised when they started, and cutting an answer half-way
-helps no one.
+helps no one. A request that authenticated just before the reload but
+enters the queue after this cancel listed the user's requests is caught by
+``ChatService`` instead: it checks the caller's token again at the grant.
 """
 
 from __future__ import annotations

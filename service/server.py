@@ -257,6 +257,7 @@ async def running_service(
             },
             metrics=metrics,
             tracing=tracing,
+            still_valid=auth.still_valid,
         )
         monitor = HealthMonitor(
             scheduler,

@@ -1,21 +1,24 @@
 """A revoked token's waiting requests are cancelled (UNAUTHENTICATED); running ones finish.
 
-In process: a real users file reloaded by the Authenticator, the in-process
-scheduler behind its port, StreamingTurns and the Ollama bridge on the fake.
+In process: a real users file reloaded by the Authenticator, the scheduler
+behind its port (in process, and PostgreSQL where that is the point),
+StreamingTurns and the Ollama bridge on the fake.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from service.agent import AgentLoop
-from service.auth import Authenticator
+from service.auth import Authenticator, Principal
 from service.chat import ChatService
 from service.config import Settings, StreamSection
+from service.context import Call, enter_call
 from service.errors import Code, Unauthenticated
 from service.events import ChatEvent, TurnInput, TurnResult
 from service.profiles import ProfileDirectory
@@ -28,6 +31,7 @@ from service.streams import StreamingTurns
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.scheduler.contract.conftest import Backend, postgres_backend, until
 
 
 class Clock:
@@ -98,6 +102,85 @@ async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_on
         assert isinstance(done[-1], TurnResult) and done[-1].response == "alice's answer"
         assert isinstance((await bobs)[-1], TurnResult)  # bob is untouched
         assert len(fake.chats) == 2  # no model call for any revoked waiting request
+    finally:
+        gate.set()
+        await streams.close()
+        await bridge.aclose()
+
+
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    if request.param == "memory":
+        yield Backend("memory")
+        return
+    async for chosen in postgres_backend():
+        yield chosen
+
+
+async def test_a_request_that_enters_the_queue_after_the_revocation_listed_it_does_not_run(
+    tmp_path: Path, fake: FakeOllama, store: ConversationStore, backend: Backend
+) -> None:
+    # The race: alice authenticates, the reload revokes her token and its cancel lists
+    # her requests (none yet), and only then does her request reach the queue.
+    users = tmp_path / "users.yaml"
+    users.write_text("alice: alice-token\nbob: bob-token\n")
+    clock = Clock()
+    auth = Authenticator(users_file=users, reload_interval_s=1.0, clock=clock)
+    port = await backend.make(slots={"ollama": 1})
+    revocations = Revocations(port)
+    auth.on_revoked(revocations.revoked)
+    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
+    chat = ChatService(
+        Settings(),
+        providers={"ollama": bridge},
+        default_provider="ollama",
+        store=store,
+        scheduler=port,
+        profiles=ProfileDirectory(None),
+        agent=AgentLoop(default_registry(), max_rounds=1),
+        still_valid=auth.still_valid,
+    )
+    streams = StreamingTurns(chat, port, store, StreamSection())
+    gate = threading.Event()
+    fake.push(Reply.text("bob's", " answer", gate=gate, gate_after=1))
+
+    async def run(caller: Principal, request_id: str) -> list[ChatEvent]:
+        enter_call(Call("/agent.v1.AgentService/ChatStream", caller, request_id))  # as the RPC
+        got: list[ChatEvent] = []
+
+        async def write(_seq: int, event: ChatEvent) -> None:
+            got.append(event)
+
+        turn = TurnInput(
+            user_id=caller.user_id, message="hi", request_id=request_id, new_conversation=True
+        )
+        await streams.stream(turn, None, write)
+        return got
+
+    async def alice_waits() -> bool:
+        return any(info.state == "queued" for info in await port.requests("alice"))
+
+    try:
+        running = asyncio.create_task(run(auth.authenticate("Bearer bob-token"), "bob-1"))
+        await until(lambda: len(fake.chats) >= 1)  # bob holds the only slot
+        alice = auth.authenticate("Bearer alice-token")
+
+        users.write_text("bob: bob-token\n")  # alice's token is revoked
+        clock.now = 2.0
+        auth.authenticate("Bearer bob-token")  # the reload
+        await revocations.settle()  # its cancel is over: it found nothing of alice's
+
+        late = asyncio.create_task(run(alice, "alice-late"))
+        await until(alice_waits)
+        gate.set()
+        assert isinstance((await running)[-1], TurnResult)
+        with pytest.raises(Unauthenticated) as refused:
+            await late  # at its grant
+        assert refused.value.code is Code.UNAUTHENTICATED
+        assert "revoked" in refused.value.message
+        assert len(fake.chats) == 1  # alice's request never reached the model
+        info = await port.status("alice-late", "alice")
+        assert info.state == "failed"
     finally:
         gate.set()
         await streams.close()

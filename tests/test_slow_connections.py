@@ -162,6 +162,46 @@ async def test_gateway_sheds_silent_trickling_and_stalled_clients_with_408(
     assert b"request body did not arrive within 0.5 s" in answers[-1]
 
 
+async def trickle(sock: socket.socket, stop: asyncio.Event) -> int:
+    """Send one byte every 0.1 s until the server closes the connection; how many went."""
+    loop = asyncio.get_running_loop()
+    sent = 0
+    while not stop.is_set():
+        await asyncio.sleep(0.1)
+        try:
+            await loop.sock_sendall(sock, b"a")
+        except OSError:  # closed by the server
+            break
+        sent += 1
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("start", "what"),
+    [
+        (b"POST /x HTTP/1.1\r\nHost: t\r\nX-Slow: ", b"request headers"),
+        (b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n", b"request body"),
+    ],
+    ids=["head", "body"],
+)
+async def test_gateway_a_byte_every_tenth_of_a_second_does_not_reset_the_deadline(
+    http_port: int, start: bytes, what: bytes
+) -> None:
+    # The timeouts are 0.5 s: a deadline that data reset would never expire here, and
+    # the connection would stay open until the bound of closed_by_server fails the test.
+    sock = await connect(http_port, start)
+    stop = asyncio.Event()
+    trickling = asyncio.create_task(trickle(sock, stop))
+    try:
+        answer = await closed_by_server(sock, timeout_s=10.0)
+    finally:
+        stop.set()
+        await trickling
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), answer
+    assert what + b" did not arrive within 0.5 s" in answer
+
+
 async def test_gateway_timeouts_never_cut_a_live_request_or_a_long_response(
     http_port: int,
 ) -> None:

@@ -243,12 +243,28 @@ def test_an_empty_users_file_warns_that_nobody_can_sign_in(
     assert "nobody can sign in" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("alice: tok-a\nalice: tok-b\n", "'alice' is listed twice (lines 1 and 2)"),
+        # The same token by digest: in clear for one user, hashed for the other.
+        (
+            f"alice: tok-a\nmallory: '{digest('tok-a')}'\n",
+            "'alice' and 'mallory' have the same token (lines 1 and 2)",
+        ),
+    ],
+    ids=["duplicate-user", "duplicate-token"],
+)
 def test_an_invalid_users_file_at_start_is_one_line_and_exit_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    said: str,
 ) -> None:
     monkeypatch.delenv("AGENT_AUTH__TOKENS_FILE", raising=False)
     path = tmp_path / "users.yaml"
-    path.write_text("alice: tok-a\nalice: tok-b\n")
+    path.write_text(text)
     config = tmp_path / "config.yaml"
     config.write_text(f"auth:\n  tokens_file: {path}\napi:\n  provider: ollama\n")
     with pytest.raises(SystemExit) as ended:
@@ -256,7 +272,8 @@ def test_an_invalid_users_file_at_start_is_one_line_and_exit_2(
     assert ended.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
-    assert "auth.tokens_file" in err and "'alice' is listed twice (lines 1 and 2)" in err
+    assert "auth.tokens_file" in err and said in err
+    assert "tok-a" not in err and digest("tok-a") not in err  # tokens are never echoed
 
 
 def _config(tmp_path: Path, users_file: Path) -> Path:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.content import ToolResultBlock
+from service.history import estimate_tool_tokens
 from service.providers.base import ToolCall, ToolSpec
 
 ToolHandler = Callable[[dict[str, Any]], Awaitable[str]]
@@ -64,6 +65,7 @@ class ToolRegistry:
             raise ValueError(f"default_timeout_s must be positive, got {default_timeout_s}")
         self._tools: dict[str, Tool] = {}
         self._default_timeout_s = default_timeout_s
+        self._estimate: int | None = None  # of the schemas; None: the tool set changed
         for tool in tools:
             self.register(tool)
 
@@ -77,13 +79,24 @@ class ToolRegistry:
         if tool.timeout_s <= 0:
             raise ValueError(f"tool {tool.name!r}: timeout_s must be positive")
         self._tools[tool.name] = tool
+        self._estimate = None
 
     def unregister(self, name: str) -> None:
         """Remove a tool (one a dynamic source such as an MCP server no longer lists)."""
-        self._tools.pop(name, None)
+        if self._tools.pop(name, None) is not None:
+            self._estimate = None
 
     def specs(self) -> list[ToolSpec]:
         return [tool.spec() for tool in self._tools.values()]
+
+    def estimated_tokens(self) -> int:
+        """The tokens the tools' schemas add to every model call (estimated once per set)."""
+        if self._estimate is None:
+            self._estimate = sum(
+                estimate_tool_tokens(t.name, t.description, t.parameters)
+                for t in self._tools.values()
+            )
+        return self._estimate
 
     def names(self) -> list[str]:
         return list(self._tools)

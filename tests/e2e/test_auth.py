@@ -8,18 +8,23 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.e2e.queue_helpers import HANG, LiveStream, ReplyBook, chat_body, label
 from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama
 
-ALICE, BOB, SHARED = "tok-alice-123", "tok-bob-456", "shared-ios-789"
+ALICE, BOB, DAVE, SHARED = "tok-alice-123", "tok-bob-456", "tok-dave-789", "shared-ios-789"
+
+
+def users_file(*, dave: bool = True) -> str:
+    bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
+    return f"alice: {ALICE}\nbob: 'sha256:{bob_digest}'\n" + (f"dave: {DAVE}\n" if dave else "")
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama) -> Iterator[Stack]:
     workdir = tmp_path_factory.mktemp("auth")
     tokens = workdir / "tokens.yaml"
-    bob_digest = hashlib.sha256(BOB.encode()).hexdigest()
-    tokens.write_text(f"alice: {ALICE}\nbob: 'sha256:{bob_digest}'\n")
+    tokens.write_text(users_file())
     config = {
         "api": {"provider": "ollama"},
         "ollama": {"url": fake_ollama.url},
@@ -81,3 +86,39 @@ def test_shared_token_lets_the_app_name_the_user(http: httpx.Client) -> None:
     )
     # The gateway checks the service's user_id rule itself (it is in the OpenAPI schema): 422.
     assert bad.status_code == 422 and "user_id" in bad.json()["detail"]
+
+
+def test_a_revoked_users_waiting_stream_ends_unauthenticated(
+    stack: Stack, http: httpx.Client, fake_ollama: FakeOllama
+) -> None:
+    echo = fake_ollama.responder
+    book = ReplyBook(fake_ollama)
+    holders: list[LiveStream] = []
+    try:
+        for _ in range(stack.ollama_slots):  # every slot held, so dave's request waits
+            text = book.set(label("hold"), HANG)
+            holder = LiveStream(stack.url, chat_body("holder", text), headers=bearer(SHARED))
+            holder.wait_event("start")
+            book.wait_received(text)
+            holders.append(holder)
+        question = label("dave")
+        waiting = LiveStream(stack.url, chat_body("dave", question), headers=bearer(DAVE))
+        waiting.wait_event("queued")
+
+        (stack.workdir / "tokens.yaml").write_text(users_file(dave=False))  # revoked
+
+        ended = waiting.ended_with()  # the service notices the file within a second or two
+        assert ended.event == "error" and ended.data["code"] == "unauthenticated", ended
+        assert "revoked" in ended.data["message"]
+        assert book.request_for(question) is None  # it never reached the model
+        refused = http.post("/api/chat", json={"message": "hi"}, headers=bearer(DAVE))
+        assert refused.status_code == 401
+    finally:
+        for holder in holders:  # their turns were never revoked: cancelled by their owner
+            http.post(
+                "/api/queue/cancel",
+                json={"request_id": holder.request_id, "user_id": "holder"},
+                headers=bearer(SHARED),
+            )
+            holder.join()
+        fake_ollama.responder = echo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from service.scheduler import Scheduler
 from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.tools import default_registry
+from service.tools.registry import Tool, ToolRegistry
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 from tests.turn_stream import stream
@@ -74,8 +76,9 @@ async def test_requests_refused_by_max_active_do_not_spend_the_rate(
 async def test_a_running_turn_reserves_its_estimate_until_it_settles(
     chat_with: Factory, fake: FakeOllama
 ) -> None:
-    # A turn reserves its message (a few tokens), the history budget (100) and its
-    # output cap (50): over 150, so a second turn does not fit while the first runs.
+    # A turn reserves its message (a few tokens), the system prompt, the tool schemas,
+    # the history budget (100) and its output cap (50): over 150, so a second turn does
+    # not fit while the first runs.
     chat = chat_with({"tokens_per_day": 150})
     fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
     running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
@@ -94,3 +97,51 @@ async def test_a_running_turn_reserves_its_estimate_until_it_settles(
         TurnInput(user_id="u", message="hi", new_conversation=True, request_id="third")
     )
     assert result.response == "next"
+
+
+async def _noop(_arguments: dict[str, Any]) -> str:
+    return ""
+
+
+@pytest.mark.parametrize("long_part", ["configured prompt", "profile prompt", "tool schemas"])
+async def test_a_turn_reserves_what_it_sends_beside_the_history(
+    long_part: str, tmp_path: Path, fake: FakeOllama, store: ConversationStore
+) -> None:
+    # Without the long part a turn reserves under 200 tokens (a short system prompt, no
+    # tools, the message, history budget 100, output cap 50), so a second one would fit
+    # in 400 next to it. Every model call also sends the system prompt and the tool
+    # schemas: 2,000 characters of either is some 500 tokens the reservation must hold.
+    long_text = "x" * 2000
+    (tmp_path / "u.yaml").write_text(
+        f"system_prompt: {long_text if long_part == 'profile prompt' else 'Be brief.'}\n"
+    )
+    tools = ToolRegistry()
+    if long_part == "tool schemas":
+        tools.register(Tool("lookup", long_text, {"type": "object", "properties": {}}, _noop))
+    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
+    api: dict[str, Any] = {"max_tokens": 50, "history_budget_tokens": 100}
+    if long_part == "configured prompt":
+        api["system_prompt"] = long_text
+    chat = ChatService(
+        Settings(limits={"tokens_per_day": 400}, api=api),
+        providers={"ollama": bridge},
+        default_provider="ollama",
+        store=store,
+        scheduler=MemoryScheduler(Scheduler(slots={"ollama": 2})),
+        profiles=ProfileDirectory(tmp_path),
+        agent=AgentLoop(tools, max_rounds=1),
+    )
+    fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
+    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
+    try:
+        assert isinstance(await anext(running), Started)
+        with pytest.raises(LimitReached) as refused:
+            await chat.run_turn(
+                TurnInput(user_id="u", message="hi", new_conversation=True, request_id="second")
+            )
+        assert refused.value.limit == "tokens_per_day"
+        assert "reserved by 1 running turn(s)" in refused.value.message
+        await finish(running)
+    finally:
+        await running.aclose()
+        await bridge.aclose()

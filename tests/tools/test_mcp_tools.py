@@ -20,10 +20,11 @@ import uvicorn
 
 from service.agent import AgentLoop, Transcript
 from service.config import McpServerSection
-from service.content import Message, TextBlock
+from service.content import Message, TextBlock, ToolResultBlock
 from service.events import ChatEvent, ToolReturned
 from service.providers.base import CompletionRequest, TextDelta
 from service.providers.ollama import OllamaBridge
+from service.store import ConversationStore
 from service.tools import ToolRegistry, default_registry
 from service.tools.mcp_registry import McpTools
 from tests.fakes.ollama import FakeOllama
@@ -312,16 +313,30 @@ async def test_an_oversized_result_ends_the_call_with_an_error_and_the_server_st
 
 
 async def test_a_long_error_text_is_cut_like_a_result(
-    fake: FakeOllama, bridge: OllamaBridge, make_mcp: Callable[..., Awaitable[tuple]]
+    fake: FakeOllama,
+    bridge: OllamaBridge,
+    make_mcp: Callable[..., Awaitable[tuple]],
+    store: ConversationStore,
 ) -> None:
     _mcp, tools = await make_mcp(stdio_server())
     fake.push(Reply.tool("t__huge_error", {"size": 1_000_000}), Reply.text("It failed."))
-    events, _ = await turn(bridge, tools)
+    events, transcript = await turn(bridge, tools)
     result = result_of(events)
     assert result.is_error and result.result.endswith(" more characters not shown]")
     assert len(result.result) < 50_100
     # What went back to the model is the cut text, not the megabyte.
     assert len(fake.chats[-1].json["messages"][-1]["content"]) < 50_100
+    # And so is what the turn stores (the rows ChatService writes when the turn ends).
+    await store.append_messages("u", "c1", transcript.to_store("complete"), create=True)
+    stored = [
+        block
+        for message in await store.messages("u", "c1")
+        for block in message.content
+        if isinstance(block, ToolResultBlock)
+    ]
+    assert len(stored) == 1 and stored[0].is_error
+    assert stored[0].content.endswith(" more characters not shown]")
+    assert len(stored[0].content) < 50_100
 
 
 async def test_stderr_is_logged_line_limited_and_rate_limited(

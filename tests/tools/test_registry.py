@@ -273,3 +273,17 @@ def test_load_tool_bad_paths(path: str, expected: str) -> None:
 def test_default_registry_refuses_duplicate_extra_tool() -> None:
     with pytest.raises(ValueError, match="already registered"):
         default_registry([f"{MODULE}:SHOUT", f"{MODULE}:make_shout"])
+
+
+def test_the_schema_estimate_follows_the_tool_set() -> None:
+    # Admission reserves it for every turn, so it is computed once per tool set and
+    # must change when an MCP server's tools come or go.
+    registry = ToolRegistry()
+    assert registry.estimated_tokens() == 0
+    registry.register(make_tool("weather"))
+    one = registry.estimated_tokens()
+    assert one > len(str(SCHEMA)) // 8
+    registry.register(make_tool("forecast"))
+    assert registry.estimated_tokens() > one
+    registry.unregister("forecast")
+    assert registry.estimated_tokens() == one
