@@ -52,10 +52,13 @@ async def drive(url: str, seconds: float) -> dict[str, float]:
     stop = start + seconds
     done = errors = 0
 
+    answered = 0  # every 200, warm-up included: the database saw all of them
+
     async def worker(w: int) -> None:
-        nonlocal done, errors
+        nonlocal done, errors, answered
         while loop.time() < stop:
             status, _ = await http.post(w, requests[w])
+            answered += status == 200
             if loop.time() >= start:
                 if status == 200:
                     done += 1
@@ -64,7 +67,38 @@ async def drive(url: str, seconds: float) -> dict[str, float]:
 
     await asyncio.gather(*(worker(w) for w in range(CLIENTS)))
     await http.aclose()
-    return {"rps": done / seconds, "errors": errors}
+    return {"rps": done / seconds, "errors": errors, "turns": answered}
+
+
+async def table_work(schema: str) -> dict[str, tuple[int, int]]:
+    """Per table of ``schema``: (scans, rows written) from PostgreSQL's own statistics.
+
+    Read after the replicas stopped: a backend flushes its counts when it exits,
+    and the schema is private to the run, so nothing else is counted.
+    """
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await asyncio.sleep(2.0)  # the replicas' backends exit and flush their counts
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        rows = await conn.fetch(
+            "SELECT relname, coalesce(seq_scan, 0) + coalesce(idx_scan, 0) AS scans,"
+            " n_tup_ins + n_tup_upd + n_tup_del AS written"
+            " FROM pg_stat_user_tables WHERE schemaname = $1",
+            schema,
+        )
+    finally:
+        await conn.close()
+    return {r["relname"]: (r["scans"], r["written"]) for r in rows}
+
+
+def per_turn(work: dict[str, tuple[int, int]], turns: float) -> dict[str, float]:
+    """Scans and row writes per turn, the queue's tables (sched_*) apart from the store's."""
+    figures = {"queue_scans": 0.0, "queue_writes": 0.0, "store_scans": 0.0, "store_writes": 0.0}
+    for table, (scans, written) in work.items():
+        side = "queue" if table.startswith("sched_") else "store"
+        figures[f"{side}_scans"] += scans / turns
+        figures[f"{side}_writes"] += written / turns
+    return figures
 
 
 async def drop_schema(schema: str) -> None:
@@ -99,7 +133,12 @@ def main() -> int:
                     results[label] = asyncio.run(drive(replicas.url, args.seconds))
                 finally:
                     replicas.stop()
-                    asyncio.run(drop_schema(replicas.schema))
+                    try:
+                        if label in results and results[label]["turns"]:
+                            work = asyncio.run(table_work(replicas.schema))
+                            results[label] |= per_turn(work, results[label]["turns"])
+                    finally:
+                        asyncio.run(drop_schema(replicas.schema))
     finally:
         backend.terminate()
         backend.wait(10)
@@ -112,6 +151,15 @@ def main() -> int:
             f"  {label:32s} {figures['rps']:7.0f} req/s  {ratio:5.2f}x the in-process queue"
             f"  errors {figures['errors']:.0f}"
         )
+    print("\nthe database's work per turn (pg_stat_user_tables of the run's own schema)")
+    print("  table scans (index or sequential) and rows written; queue = sched_*, store = the rest")
+    for label, figures in results.items():
+        if "queue_scans" in figures:
+            print(
+                f"  {label:32s} queue {figures['queue_scans']:5.1f} scans"
+                f" {figures['queue_writes']:4.1f} writes   store {figures['store_scans']:5.1f}"
+                f" scans {figures['store_writes']:4.1f} writes"
+            )
     return 0
 
 
