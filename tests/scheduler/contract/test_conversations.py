@@ -55,6 +55,16 @@ async def test_turns_of_a_conversation_run_in_arrival_order_whatever_their_prior
     assert order == ["t1", "t2", "t3"]
 
 
+async def test_a_later_turns_position_counts_the_earlier_turns_it_waits_for(
+    backend: Backend,
+) -> None:
+    sched = await backend.make(slots={"ollama": 1}, **BIG)
+    await submit(sched, "u", "t0", conversation_id="c")
+    for rid, priority in (("t1", 9), ("t2", 5), ("t3", 1)):
+        await submit(sched, "u", rid, priority=priority, conversation_id="c")
+    assert [await position(sched, rid, "u") for rid in ("t1", "t2", "t3")] == [0, 1, 2]
+
+
 async def test_waiting_turns_count_against_the_per_user_cap(backend: Backend) -> None:
     sched = await backend.make(slots={"ollama": 4}, max_pending_per_user=2)
     await submit(sched, "u", "t0", conversation_id="c")  # runs: not counted

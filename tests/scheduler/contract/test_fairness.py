@@ -66,3 +66,35 @@ async def test_aging_lets_priority_ten_run_under_sustained_urgent_load(backend: 
             break
     # Priority 10 reaches 1 after nine intervals (270 s); then its turn comes within a round.
     assert ran_after_s is not None and ran_after_s <= 300.0
+
+
+async def test_a_newcomer_goes_ahead_of_the_user_just_served_only(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1}, aging_interval_s=30.0, **BIG)
+    users = {f"a{i}": "alice" for i in range(4)} | {"b0": "bob", "b1": "bob", "c0": "carol"}
+    for rid, user in list(users.items())[:-1]:
+        await submit(sched, user, rid)
+    backend.clock.advance(30.0)  # one service later
+    assert await next_running(sched, "a0", users) == "b0"
+    await submit(sched, "carol", "c0")  # arrives after bob's turn
+    # Alice (served before bob) is owed a turn first; carol joins just ahead of bob.
+    waiting = [i.request_id for i in await sched.requests() if i.state == "queued"]
+    assert waiting == ["a1", "c0", "b1", "a2", "a3"]
+    current, order = "b0", []
+    for _ in range(5):
+        current = await next_running(sched, current, users)
+        order.append(current)
+    assert order == waiting
+
+
+async def test_a_users_own_requests_go_by_priority_then_in_order(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1}, **BIG)
+    await submit(sched, "x", "blocker")
+    users = {"blocker": "x"}
+    for i, priority in enumerate((7, 2, 9, 2, 1)):
+        await submit(sched, "u", f"p{priority}-{i}", priority=priority)
+        users[f"p{priority}-{i}"] = "u"
+    current, order = "blocker", []
+    for _ in range(5):
+        current = await next_running(sched, current, users)
+        order.append(current)
+    assert order == ["p1-4", "p2-1", "p2-3", "p7-0", "p9-2"]

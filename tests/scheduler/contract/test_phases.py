@@ -73,6 +73,21 @@ async def test_a_client_gone_just_after_the_grant_gives_the_slot_to_the_next(
     assert (await sched.stats()).total_running == 1
 
 
+async def test_acquire_after_the_owner_cancelled_a_granted_request_frees_its_slot(
+    backend: Backend,
+) -> None:
+    sched = await backend.make(slots={"ollama": 1})
+    granted = await submit(sched, "alice", "mine")
+    assert granted.granted
+    await submit(sched, "bob", "other")
+    await sched.cancel("mine", "alice")
+    assert await state(sched, "other", "bob") == "queued"  # the slot is still held
+    with pytest.raises(RequestCancelled):
+        await sched.acquire(granted)
+    assert await state(sched, "other", "bob") == "running"
+    assert await state(sched, "mine", "alice") == "cancelled"
+
+
 async def test_a_cancel_while_the_turn_is_stored_keeps_the_conversation_until_finish(
     backend: Backend,
 ) -> None:

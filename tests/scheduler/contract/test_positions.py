@@ -8,6 +8,7 @@ until one is measured here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -155,3 +156,38 @@ async def test_estimates_count_the_slots_of_the_healthy_hosts_only(backend: Back
     await sched.report_host("ollama", "http://a", up=False, error="refused")
     waits = [(await sched.status(r, u)).estimated_wait_s for r, u in [("w0", "w"), ("w1", "y")]]
     assert waits == pytest.approx([6.0, 16.0])  # one slot left: w1 waits a round more
+
+
+async def test_positions_follow_aging_without_queue_changes(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1}, aging_interval_s=30.0, **BIG)
+    await submit(sched, "x", "blocker")
+    await submit(sched, "a", "older", priority=2)
+    backend.clock.advance(20.0)
+    await submit(sched, "b", "urgent", priority=1)
+    assert (await position(sched, "urgent", "b"), await position(sched, "older", "a")) == (0, 1)
+    backend.clock.advance(10.0)  # older has waited one interval: level 1, and it came first
+    assert (await position(sched, "older", "a"), await position(sched, "urgent", "b")) == (0, 1)
+    await sched.finish("blocker", "x", "completed")
+    assert await state(sched, "older", "a") == "running"
+
+
+async def test_the_watch_notices_aging_without_queue_changes(backend: Backend) -> None:
+    sched = await backend.make(slots={"ollama": 1}, aging_interval_s=0.3, **BIG)
+    await submit(sched, "x", "blocker")
+    older = await submit(sched, "a", "older", priority=2)
+    await submit(sched, "b", "urgent", priority=1)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        async for update in sched.positions(older, min_interval_s=0.0):
+            seen.append(update.ahead)
+
+    watcher = asyncio.create_task(watch())
+    await until(lambda: seen == [1])
+    backend.clock.advance(0.3)  # one aging interval: level with "urgent", and it came first
+    with contextlib.suppress(TimeoutError):
+        await until(lambda: len(seen) == 2, 5.0)
+    assert seen == [1, 0]
+    await sched.finish("blocker", "x", "completed")
+    await asyncio.wait_for(watcher, 10)
+    assert await state(sched, "older", "a") == "running"
