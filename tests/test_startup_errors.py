@@ -99,6 +99,7 @@ def _with(url: str, *, user: str | None = None, database: str | None = None) -> 
     return urlunsplit(parts._replace(netloc=netloc, path=path))
 
 
+@pytest.mark.postgres
 @pytest.mark.skipif(not POSTGRES, reason="AGENT_TEST_POSTGRES_URL is not set")
 @pytest.mark.parametrize(
     ("change", "expected"),

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from service.scheduler import Scheduler
-from service.scheduler.interface import RequestScheduler
+from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
 from service.scheduler.memory import MemoryScheduler
 from service.scheduler.postgres import PostgresScheduler
 
@@ -119,3 +119,23 @@ async def until(condition: Callable[[], Any], seconds: float = 10.0) -> None:
             if result:
                 return
             await asyncio.sleep(0.01)
+
+
+async def submit(
+    sched: RequestScheduler, user: str, rid: str, priority: int = 5, **kw: Any
+) -> Admission:
+    """Admit request ``rid`` of ``user`` for a slot of the "ollama" provider."""
+    return await sched.submit(RequestSpec(rid, user, "ollama", priority=priority, **kw))
+
+
+async def running(sched: RequestScheduler) -> list[str]:
+    """The ids of the requests holding a slot (or storing their turn), in start order."""
+    return [i.request_id for i in await sched.requests() if i.state == "running"]
+
+
+async def state(sched: RequestScheduler, rid: str, user: str) -> str:
+    return (await sched.status(rid, user)).state
+
+
+async def position(sched: RequestScheduler, rid: str, user: str) -> int:
+    return (await sched.status(rid, user)).position
