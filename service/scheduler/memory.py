@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 
-from service.errors import AgentError, NotFound
+from service.errors import AgentError, NotFound, RequestCancelled
 from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import HostView, view
 from service.scheduler.interface import (
@@ -70,6 +70,13 @@ class MemoryScheduler:
             signal = self._signals[key] = LeaseSignal()
         if not ticket.holds_slot:
             await self.engine.acquire(ticket, timeout)
+        elif ticket.cancelled:
+            # Granted at submit, cancelled by its owner before its run took the grant:
+            # the slot goes to the next request now, not at the run's finish.
+            self.engine.release_slot(ticket)
+            raise ticket.failure() or RequestCancelled(
+                f"request {ticket.request_id!r} was cancelled"
+            )
         ticket.on_host_lost = signal.lose_host
         ticket.add_cancel_callback(lambda: signal.stop("cancelled", ticket.failure()))
         started = ticket.started_mono if ticket.started_mono is not None else ticket.enqueued_mono
