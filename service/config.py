@@ -132,7 +132,7 @@ class QueueSection(Section):
 
     max_pending: int = Field(100, ge=1)
     max_pending_per_user: int = Field(10, ge=1)
-    aging_interval_s: float = Field(30.0, gt=0)
+    aging_interval_s: float = Field(30.0, gt=0, allow_inf_nan=False)
     retention_s: float = Field(600.0, ge=0)
     # A waiting request's position is told at most this often (the latest one, never a
     # stale one): thousands of waiting clients must not each get every move of the queue.

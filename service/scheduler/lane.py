@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from service.scheduler.estimates import (
@@ -16,14 +15,8 @@ from service.scheduler.estimates import (
     start_delay,
 )
 from service.scheduler.hosts import Host
-from service.scheduler.queue import DispatchQueue
+from service.scheduler.queue import DispatchQueue, Spacing
 from service.scheduler.registry import Ticket
-
-# Watchers of requests not yet ranked wait for one rank of them all, at most one
-# this often (and ranking at most a fifth of the time on a long queue): a burst of
-# arrivals costs a rank per tick, not a rank per arrival.
-RANK_TICK_S = 0.05
-RANK_SHARE = 0.2
 
 
 class Pulse:
@@ -57,6 +50,7 @@ class Lane:
         *,
         aging_interval_s: float,
         default_service_s: float,
+        spacing: Spacing | None = None,
     ) -> None:
         if not hosts:
             raise ValueError(f"provider {provider!r} needs at least one host")
@@ -65,17 +59,12 @@ class Lane:
         self.by_name = {h.name: h for h in self.hosts}
         if len(self.by_name) != len(self.hosts):
             raise ValueError(f"provider {provider!r} has two hosts of the same name")
-        self.queue: DispatchQueue[Ticket] = DispatchQueue(aging_interval_s)
+        self.queue: DispatchQueue[Ticket] = DispatchQueue(aging_interval_s, spacing)
         self.running: set[Ticket] = set()
         self.service_time = MovingAverage(default_service_s)
         self.wait_time = MovingAverage(0.0)
         self.changed = Pulse()  # fires whenever positions in this lane may have moved
         self._fired_version = -1
-        self._rank_due: asyncio.Future[None] | None = None
-        self._last_rank = -math.inf  # event-loop time
-        self._rank_gap_s = RANK_TICK_S
-        self._reorder_timer: asyncio.TimerHandle | None = None
-        self._reorder_at = math.inf  # scheduler-clock time the reorder timer is for
 
     def notify(self) -> None:
         """Wake the position watchers if a ranked position may have moved."""
@@ -160,14 +149,7 @@ class Lane:
         last_sent = -math.inf
         while ticket.state == "queued":
             now = clock()
-            if self._uniform():
-                ranked = self.queue.ranked_position(ticket, now)
-                if ranked is None:  # arrived since the last rank: wait for the next
-                    await self._ranked(clock)
-                    continue
-                position = ranked
-            else:
-                position = self.position(ticket, now)
+            position = self.position(ticket, now)
             if position != last:
                 pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
                 if pause > 0:
@@ -179,46 +161,9 @@ class Lane:
                 last, last_sent = position, loop.time()
                 yield position, self.estimate_wait(position, now, ticket.model)
                 continue
-            # Positions move on queue changes and when aging lifts a level: both fire
-            # the pulse (the second from one timer of the lane's, not one per watcher).
-            reorder_at = self.queue.reorder_at(now)
-            if reorder_at is not None:
-                self._fire_at(reorder_at, now)
+            # Positions move only when requests arrive ahead or leave (keys do not age):
+            # both fire the pulse.
             await self.changed.wait()
-
-    def _fire_at(self, reorder_at: float, now: float) -> None:
-        """Fire the pulse when the clock reaches ``reorder_at`` (the earliest asked for)."""
-        if self._reorder_timer is not None and self._reorder_at <= reorder_at:
-            return
-        if self._reorder_timer is not None:
-            self._reorder_timer.cancel()
-        self._reorder_at = reorder_at
-        loop = asyncio.get_running_loop()
-        self._reorder_timer = loop.call_later(max(reorder_at - now, 1e-3), self._reordered)
-
-    def _reordered(self) -> None:
-        self._reorder_timer = None
-        self.changed.fire()
-
-    async def _ranked(self, clock: Callable[[], float]) -> None:
-        """Wait for the next rank of the requests pending, one for every watcher waiting."""
-        due = self._rank_due
-        if due is None:
-            loop = asyncio.get_running_loop()
-            due = self._rank_due = loop.create_future()
-            delay = max(0.0, self._last_rank + self._rank_gap_s - loop.time())
-            loop.call_later(delay, self._rank_pending, due, clock)
-        await asyncio.shield(due)
-
-    def _rank_pending(self, due: asyncio.Future[None], clock: Callable[[], float]) -> None:
-        self._rank_due = None
-        started = time.perf_counter()
-        self.queue.rank(clock())
-        took = time.perf_counter() - started
-        self._last_rank = asyncio.get_running_loop().time()
-        self._rank_gap_s = max(RANK_TICK_S, took / RANK_SHARE)
-        self.notify()  # newcomers ranked ahead of some move those watchers' positions
-        due.set_result(None)
 
     def stats(self) -> ProviderQueueStats:
         by_priority: dict[int, int] = {}

@@ -129,14 +129,17 @@ async def admit(
         )
     if await _will_wait(conn, spec, hosts.get(spec.provider, ())):
         await _check_caps(conn, spec.user_id, hosts, rules, now)
-    vstart = await conn.fetchval(
-        "INSERT INTO sched_users AS u (user_id, vstart) VALUES ($1, $2)"
-        " ON CONFLICT (user_id) DO UPDATE SET vstart = GREATEST($2, u.vstart + $3)"
-        " RETURNING vstart",
-        spec.user_id,
-        now,
-        rules.aging_interval_s,
-    )
+    if spec.provider == NO_SLOT:
+        vstart = now  # a command takes no slot: it waits only for its conversation
+    else:
+        vstart = await conn.fetchval(
+            "INSERT INTO sched_users AS u (user_id, vstart) VALUES ($1, $2)"
+            " ON CONFLICT (user_id) DO UPDATE SET vstart = GREATEST($2, u.vstart + $3)"
+            " RETURNING vstart",
+            spec.user_id,
+            now,
+            rules.aging_interval_s,
+        )
     row: Mapping[str, Any] = await conn.fetchrow(
         "INSERT INTO sched_requests (user_id, request_id, owner, state, priority, order_key,"
         " conversation_id, provider, model, enqueued_at, payload, vstart)"
@@ -153,7 +156,9 @@ async def admit(
         spec.payload,
         vstart,
     )
-    if await _rekey(conn, spec.user_id, rules.aging_interval_s):
+    if spec.provider != NO_SLOT and await _rekey(
+        conn, spec.user_id, spec.provider, rules.aging_interval_s
+    ):
         row = await conn.fetchrow(
             "SELECT * FROM sched_requests WHERE user_id = $1 AND request_id = $2",
             spec.user_id,
@@ -162,8 +167,8 @@ async def admit(
     return row
 
 
-async def _rekey(conn: Any, user_id: str, interval: float) -> bool:
-    """Give one user's waiting requests their keys by (priority, submission); True if any moved.
+async def _rekey(conn: Any, user_id: str, provider: str, interval: float) -> bool:
+    """Key one user's waiting requests of a provider by (priority, submission); True if any moved.
 
     The user's vstarts stay the same set; they are shared out again so the most
     urgent request holds the earliest one. Then each conversation's turns are
@@ -172,9 +177,10 @@ async def _rekey(conn: Any, user_id: str, interval: float) -> bool:
     """
     rows = await conn.fetch(
         "SELECT request_id, priority, seq, order_key, vstart, conversation_id"
-        " FROM sched_requests WHERE user_id = $1 AND state = 'queued' AND NOT front"
-        " ORDER BY seq",
+        " FROM sched_requests WHERE user_id = $1 AND provider = $2 AND state = 'queued'"
+        " AND NOT front ORDER BY seq",
         user_id,
+        provider,
     )
     if len(rows) < 2:
         return False

@@ -20,9 +20,9 @@ by granting a numbered (host, slot) under a lease (DESIGN §9):
 
 Times in rows (``enqueued_at``, order keys, retention) come from ``clock``
 (the replica's wall clock, injectable for tests); lease expiry uses only the
-database's ``now()``. Differences from the in-process engine: the order rule
-is the static key above (the memory engine replays rotations), and a
-conversation's previous host is not preferred (that affinity is per process).
+database's ``now()``. The order rule is the in-process engine's to the letter
+(``service/scheduler/queue.py``); the one difference is that a conversation's
+previous host is not preferred (that affinity is per process).
 """
 
 from __future__ import annotations

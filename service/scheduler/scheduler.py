@@ -21,6 +21,7 @@ from service.scheduler.admission import WaitingCaps, check_request, retry_hint
 from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import Host, choose_host
 from service.scheduler.lane import Lane, Pulse
+from service.scheduler.queue import Spacing
 from service.scheduler.registry import OUTCOMES, Outcome, Registry, RequestInfo, Ticket
 
 COMMANDS = "command"  # slash commands: no slot, they wait only for their conversation
@@ -91,12 +92,15 @@ class Scheduler:
         for pool in pools.values():
             for host in pool:
                 host.since = host.since or started
+        # Each user's requests are spread over time across every provider (the order rule).
+        spacing = Spacing(aging_interval_s)
         self._lanes = {
             name: Lane(
                 name,
                 pool,
                 aging_interval_s=aging_interval_s,
                 default_service_s=default_service_s,
+                spacing=spacing,
             )
             for name, pool in pools.items()
         }

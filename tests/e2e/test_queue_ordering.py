@@ -67,15 +67,16 @@ def dispatch_order(
 def test_lower_priority_number_goes_first(stack: Stack, book: ReplyBook) -> None:
     tag = label("prio")
     one_user = user("both")
-    # Submitted in a scrambled order; one user has two requests of different priorities.
+    # Submitted in a scrambled order; one user has two requests of different priorities
+    # (the user's second place is one aging interval later: its p7 ranks as a p8 would).
     plan = [
         (user(), f"{tag}-p5", 5),
         (user(), f"{tag}-p9", 9),
-        (one_user, f"{tag}-p8", 8),
+        (one_user, f"{tag}-p7", 7),
         (user(), f"{tag}-p1", 1),
         (user(), f"{tag}-p3", 3),
         (one_user, f"{tag}-p2", 2),
         (user(), f"{tag}-p10", 10),
     ]
     order = dispatch_order(stack, book, plan)
-    assert order == [f"{tag}-p{n}" for n in (1, 2, 3, 5, 8, 9, 10)]
+    assert order == [f"{tag}-p{n}" for n in (1, 2, 3, 5, 7, 9, 10)]

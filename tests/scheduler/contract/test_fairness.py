@@ -68,17 +68,18 @@ async def test_aging_lets_priority_ten_run_under_sustained_urgent_load(backend: 
     assert ran_after_s is not None and ran_after_s <= 300.0
 
 
-async def test_a_newcomer_goes_ahead_of_the_user_just_served_only(backend: Backend) -> None:
+async def test_a_newcomer_joins_at_its_arrival_among_the_waiting_bursts(
+    backend: Backend,
+) -> None:
     sched = await backend.make(slots={"ollama": 1}, aging_interval_s=30.0, **BIG)
     users = {f"a{i}": "alice" for i in range(4)} | {"b0": "bob", "b1": "bob", "c0": "carol"}
     for rid, user in list(users.items())[:-1]:
-        await submit(sched, user, rid)
-    backend.clock.advance(30.0)  # one service later
+        await submit(sched, user, rid)  # alice's four at 0, 30, 60, 90; bob's two at 0, 30
+    backend.clock.advance(40.0)  # one service later
     assert await next_running(sched, "a0", users) == "b0"
-    await submit(sched, "carol", "c0")  # arrives after bob's turn
-    # Alice (served before bob) is owed a turn first; carol joins just ahead of bob.
+    await submit(sched, "carol", "c0")  # arrives at 40: after the 30s, before the 60
     waiting = [i.request_id for i in await sched.requests() if i.state == "queued"]
-    assert waiting == ["a1", "c0", "b1", "a2", "a3"]
+    assert waiting == ["a1", "b1", "c0", "a2", "a3"]
     current, order = "b0", []
     for _ in range(5):
         current = await next_running(sched, current, users)

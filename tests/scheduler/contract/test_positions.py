@@ -8,7 +8,6 @@ until one is measured here).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import pytest
 
@@ -158,36 +157,41 @@ async def test_estimates_count_the_slots_of_the_healthy_hosts_only(backend: Back
     assert waits == pytest.approx([6.0, 16.0])  # one slot left: w1 waits a round more
 
 
-async def test_positions_follow_aging_without_queue_changes(backend: Backend) -> None:
+async def test_positions_do_not_move_with_time_alone(backend: Backend) -> None:
     sched = await backend.make(slots={"ollama": 1}, aging_interval_s=30.0, **BIG)
     await submit(sched, "x", "blocker")
-    await submit(sched, "a", "older", priority=2)
+    await submit(sched, "a", "older", priority=2)  # key 30 after its arrival
     backend.clock.advance(20.0)
-    await submit(sched, "b", "urgent", priority=1)
+    await submit(sched, "b", "urgent", priority=1)  # key 20 after the first's arrival
     assert (await position(sched, "urgent", "b"), await position(sched, "older", "a")) == (0, 1)
-    backend.clock.advance(10.0)  # older has waited one interval: level 1, and it came first
-    assert (await position(sched, "older", "a"), await position(sched, "urgent", "b")) == (0, 1)
+    backend.clock.advance(1000.0)  # both wait on: their keys, and so their order, stay
+    assert (await position(sched, "urgent", "b"), await position(sched, "older", "a")) == (0, 1)
+    await submit(sched, "c", "later", priority=1)  # aging: keyed behind both
+    assert await position(sched, "later", "c") == 2
     await sched.finish("blocker", "x", "completed")
-    assert await state(sched, "older", "a") == "running"
+    assert await state(sched, "urgent", "b") == "running"
 
 
-async def test_the_watch_notices_aging_without_queue_changes(backend: Backend) -> None:
-    sched = await backend.make(slots={"ollama": 1}, aging_interval_s=0.3, **BIG)
+async def test_the_watch_reports_an_arrival_keyed_ahead_and_nothing_for_time_alone(
+    backend: Backend,
+) -> None:
+    sched = await backend.make(slots={"ollama": 1}, aging_interval_s=30.0, **BIG)
     await submit(sched, "x", "blocker")
-    older = await submit(sched, "a", "older", priority=2)
-    await submit(sched, "b", "urgent", priority=1)
+    me = await submit(sched, "a", "me", priority=5)  # key 120 after now
     seen: list[int] = []
 
     async def watch() -> None:
-        async for update in sched.positions(older, min_interval_s=0.0):
+        async for update in sched.positions(me, min_interval_s=0.0):
             seen.append(update.ahead)
 
     watcher = asyncio.create_task(watch())
-    await until(lambda: seen == [1])
-    backend.clock.advance(0.3)  # one aging interval: level with "urgent", and it came first
-    with contextlib.suppress(TimeoutError):
-        await until(lambda: len(seen) == 2, 5.0)
-    assert seen == [1, 0]
-    await sched.finish("blocker", "x", "completed")
+    await until(lambda: seen == [0])
+    backend.clock.advance(50.0)
+    await submit(sched, "b", "ahead", priority=3)  # key 50 + 60 = 110: ahead of me
+    await until(lambda: seen == [0, 1])
+    await submit(sched, "c", "behind", priority=5)  # key 170: behind me, no update
+    await sched.finish("blocker", "x", "completed")  # "ahead" starts: I am first again
+    await until(lambda: seen == [0, 1, 0])
+    await sched.cancel("me", "a")
     await asyncio.wait_for(watcher, 10)
-    assert await state(sched, "older", "a") == "running"
+    assert seen == [0, 1, 0]
