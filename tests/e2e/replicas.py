@@ -124,7 +124,12 @@ class Replicas:
                 "address": ",".join(r.address for r in self.replicas),
                 "shutdown_grace_s": 5,
             },
-            "api_server": {"host": "127.0.0.1", "port": self.http_port, "workers": 1},
+            "api_server": {
+                "host": "127.0.0.1",
+                "port": self.http_port,
+                "workers": 1,
+                "data_dir": str(self.workdir),
+            },
             "store": {"url": self.store_url},
             "scheduler": {"backend": "postgres", "lease_s": LEASE_S},
             "sse": {"keepalive_s": 15},

@@ -136,6 +136,7 @@ class Stack:
                 "port": self.http_port,
                 "workers": 1,
                 "log_level": "warning",
+                "data_dir": str(self.workdir),  # the gateway's metrics folder
             },
             "store": {"url": f"sqlite:///{self.workdir / 'agent.db'}"},
             "sse": {"keepalive_s": 15},

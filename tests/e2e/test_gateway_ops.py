@@ -94,6 +94,7 @@ def test_metrics_add_up_every_worker(two_workers: Stack) -> None:
     stack = two_workers
     assert stack.gateway is not None and stack.gateway.popen is not None
     folder = _metrics_dir(stack.gateway.popen.pid)
+    assert folder.parent == stack.workdir  # api_server.data_dir, not the temp folder
     sent = 0
 
     def workers_that_counted() -> set[str]:
