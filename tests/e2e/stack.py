@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_get
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRUBBED = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "IOS_APITOKEN", "AGENT_CONFIG")
@@ -206,7 +207,7 @@ class Stack:
 
     def _gateway_ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200
+            return gateway_get(f"{self.url}/health", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 ALICE, BOB, SHARED = "tok-alice-123", "tok-bob-456", "shared-ios-789"
 
@@ -32,7 +33,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama) -> 
 
 @pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
+    with gateway_client(stack.url, timeout=20) as c:
         yield c
 
 

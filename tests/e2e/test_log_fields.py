@@ -21,6 +21,7 @@ from tests.e2e.queue_helpers import wait_until
 from tests.e2e.stack import Stack, launch, provider_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_get
 
 LEVELS = {"debug", "info", "warning", "error", "critical"}
 ANSI = re.compile(r"\x1b\[")
@@ -102,11 +103,11 @@ def test_readiness_probes_write_nothing_at_info(stack: Stack) -> None:
     before = len(_status_lines(stack))
     rids = [f"probe-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     for rid in rids:
-        ready = httpx.get(f"{stack.url}/health/ready", headers={"X-Request-ID": rid}, timeout=10)
+        ready = gateway_get(f"{stack.url}/health/ready", headers={"X-Request-ID": rid}, timeout=10)
         assert ready.status_code == 200, ready.text
     # A later request's lines are out, so the probes' would be too.
     marker = f"after-{uuid.uuid4().hex[:8]}"
-    status = httpx.get(f"{stack.url}/api/status", headers={"X-Request-ID": marker}, timeout=10)
+    status = gateway_get(f"{stack.url}/api/status", headers={"X-Request-ID": marker}, timeout=10)
     assert status.status_code == 200
     wait_until(
         lambda: all(any(r["request_id"] == marker for r in p) for p in _logs(stack)), "lines"
