@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -55,6 +56,9 @@ class ApiServerSection(Section):
     # the previous response) and its body within body_timeout_s of the head: else 408.
     header_timeout_s: float = Field(10.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0)
+    # The gateway's own files: the uvicorn workers' metrics folder (relative paths are
+    # from the working directory, like store.data_dir).
+    data_dir: Path = Path("data")
 
     @field_validator("log_level")
     @classmethod

@@ -10,7 +10,11 @@ many mobile stacks) must still see the 413. Closing a socket with unread
 bytes in it makes the kernel reset the connection, and the reset can reach
 the client before the answer. So, as nginx's lingering close does, the whole
 413 is written first and the rest of the body is then read and thrown away,
-bounded in bytes and in time, before the response ends. A client that asked
+bounded in bytes and in time, before the response ends. Such an answer says
+``Connection: close``: past a bound the rest of the body stays unread, so the
+connection cannot carry another request, and the server closes it when the
+drain ends (otherwise it would idle until a keep-alive or header timeout,
+whose 408 would follow the 413). A client that asked
 ``Expect: 100-continue`` and has sent nothing is not invited to send.
 """
 
@@ -89,6 +93,9 @@ class BodySizeLimit:
 
         async def lingering_send(message: Message) -> None:
             nonlocal started
+            if message["type"] == "http.response.start" and body.unread():
+                headers = [*message.get("headers", ()), (b"connection", b"close")]
+                message = {**message, "headers": headers}
             started = started or message["type"] == "http.response.start"
             last = message["type"] == "http.response.body" and not message.get("more_body")
             if last and body.unread():

@@ -25,7 +25,8 @@ from gateway.upstream_target import TargetError, dial_target
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 EXIT_CONFIG = 2  # also a port that is taken: both are the operator's to fix
-# The private metrics folder: agent-gateway-metrics-<pid of agent-gateway>-<random>.
+# The private metrics folder, under api_server.data_dir:
+# agent-gateway-metrics-<pid of agent-gateway>-<random>.
 METRICS_DIR_PREFIX = "agent-gateway-metrics-"
 
 
@@ -33,8 +34,10 @@ def remove_stale_metrics_dirs(folder: Path) -> list[Path]:
     """Remove the metrics folders of gateways that are gone; the ones removed.
 
     A gateway killed with SIGKILL cannot remove its own folder. Each folder
-    names its gateway's pid, so one whose process is no longer alive can go.
-    Only the current user's are touched.
+    names its gateway's pid, so one whose process is no longer alive can go,
+    and so can one with this process's pid: called before this gateway made
+    its own, it is an earlier process's (in a container the gateway is pid 1
+    at every start). Only the current user's are touched.
     """
     removed = []
     for entry in folder.glob(f"{METRICS_DIR_PREFIX}*"):
@@ -42,13 +45,27 @@ def remove_stale_metrics_dirs(folder: Path) -> list[Path]:
         try:
             if not entry.is_dir() or entry.stat().st_uid != os.getuid():
                 continue
-            if not pid_text.isdigit() or _alive(int(pid_text)):
+            if not pid_text.isdigit():
+                continue
+            if int(pid_text) != os.getpid() and _alive(int(pid_text)):
                 continue
         except OSError:
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed
+
+
+def private_metrics_dir(data_dir: Path) -> Path:
+    """A fresh metrics folder of this gateway under ``data_dir``, stale ones removed first.
+
+    Raises OSError when the folder cannot be made.
+    """
+    data_dir = data_dir.absolute()  # the workers get it through the environment
+    data_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_metrics_dirs(data_dir)
+    prefix = f"{METRICS_DIR_PREFIX}{os.getpid()}-"
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=data_dir))
 
 
 def _alive(pid: int) -> bool:
@@ -130,9 +147,16 @@ def main(argv: list[str] | None = None) -> None:
     # Before any worker imports prometheus_client: each one writes its metrics there.
     private_dir = None
     if not os.environ.get(MULTIPROC_ENV):
-        remove_stale_metrics_dirs(Path(tempfile.gettempdir()))
-        private_dir = tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-")
-        os.environ[MULTIPROC_ENV] = private_dir
+        try:
+            private_dir = private_metrics_dir(server.data_dir)
+        except OSError as exc:
+            print(
+                f"agent-gateway: cannot make the metrics folder under api_server.data_dir "
+                f"{server.data_dir}: {exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            raise SystemExit(EXIT_CONFIG) from None
+        os.environ[MULTIPROC_ENV] = str(private_dir)
     # The workers' HTTP protocol reads its timeouts from the environment they inherit.
     os.environ[HEADER_TIMEOUT_ENV] = str(server.header_timeout_s)
     os.environ[BODY_TIMEOUT_ENV] = str(server.body_timeout_s)

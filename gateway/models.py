@@ -217,6 +217,9 @@ class NotReadyResponse(BaseModel):
     status: Literal["unavailable"]
     detail: str
     code: str = Field(description="`unavailable`")
+    reason: str | None = Field(
+        None, description="`STORE_UNAVAILABLE` when the service cannot reach its database"
+    )
     retry_after_s: float | None = Field(None, description="When to probe again (draining)")
 
 

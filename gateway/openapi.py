@@ -30,6 +30,7 @@ _DESCRIPTIONS: dict[int, str] = {
     429: "A queue limit was hit; retry after Retry-After seconds",
     499: "The request was cancelled (by its owner, through /api/queue/cancel)",
     500: "An internal error of the service",
+    502: "The provider answered with something that is not its protocol (not retried)",
     503: "The service is unreachable or shutting down, or the provider is unavailable",
     504: "The request did not finish within api_server.request_timeout",
 }
@@ -63,8 +64,9 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return out
 
 
-CHAT_ERRORS = errors(404, 409, 413, 422, 429, 499)
-STREAM_ERRORS = errors(404, 409, 413, 422, 429)
+# 502 only where a turn reaches the provider.
+CHAT_ERRORS = errors(404, 409, 413, 422, 429, 499, 502)
+STREAM_ERRORS = errors(404, 409, 413, 422, 429, 502)
 WATCH_ERRORS = errors(404)
 REF_ERRORS = errors(404, 413, 422)
 LIST_ERRORS = errors(422)

@@ -110,12 +110,30 @@ def _startup_failure(settings: Settings, exc: BaseException) -> str | None:
     return None
 
 
+_USERS_OPTIONS = ("--config", "--file")
+
+
+def users_argv(args: list[str]) -> list[str] | None:
+    """The ``users`` command's arguments when ``args`` name it, else None.
+
+    ``--config``/``--file`` may come before ``users`` (``agent-service --config
+    c.yaml users add erin``); they are handed on, as if they followed it.
+    """
+    i = 0
+    while i < len(args) and args[i].split("=", 1)[0] in _USERS_OPTIONS:
+        i += 1 if "=" in args[i] else 2
+    if args[i : i + 1] != ["users"]:
+        return None
+    return args[:i] + args[i + 1 :]
+
+
 def main(argv: list[str] | None = None) -> None:
     args_in = sys.argv[1:] if argv is None else argv
-    if args_in[:1] == ["users"]:  # user management: a command of its own, no server
+    users = users_argv(args_in)
+    if users is not None:  # user management: a command of its own, no server
         from service import users_cli
 
-        raise SystemExit(users_cli.main(args_in[1:]))
+        raise SystemExit(users_cli.main(users))
     parser = argparse.ArgumentParser(prog="agent-service", description=__doc__)
     parser.add_argument("--version", action="version", version=f"agent-service {version()}")
     parser.add_argument(

@@ -205,7 +205,8 @@ async def test_gateway_a_byte_every_tenth_of_a_second_does_not_reset_the_deadlin
 async def test_gateway_timeouts_never_cut_a_live_request_or_a_long_response(
     http_port: int,
 ) -> None:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{http_port}") as client:
+    url = f"http://127.0.0.1:{http_port}"
+    async with httpx.AsyncClient(base_url=url) as client:  # not the gateway: a test app
         slow = await client.post("/slow", content=b"x" * 1000)  # 1.5 s of response
         assert slow.status_code == 200 and slow.text == "0;1;2;1000 bytes"
         again = await client.get("/fast")  # the same kept-alive connection, head timed anew

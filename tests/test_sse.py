@@ -64,8 +64,10 @@ async def get(call: ScriptedCall, *, watch: bool = False, after: int = 0) -> htt
         stream = ChatEventStream(call, 15.0, watch=watch, after=after)  # type: ignore[arg-type]
         await stream(scope, receive, send)
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    # A lone ChatEventStream on a path outside the document, not the gateway's app.
+    transport = httpx.ASGITransport(app=app)  # not the gateway
+    client = httpx.AsyncClient(transport=transport, base_url="http://gw")  # not the gateway
+    async with client:
         return await client.get("/events")
 
 

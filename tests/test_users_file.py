@@ -13,6 +13,7 @@ import pytest
 from service.auth import Authenticator
 from service.errors import InvalidRequest, Unauthenticated
 from service.main import main as service_main
+from service.main import users_argv
 from service.userfile import UserEntry, load_users, write_users
 
 
@@ -314,6 +315,34 @@ def test_options_may_follow_the_subcommand(
     listing = capsys.readouterr().out
     assert "alice" in listing and "team" in listing and "bob" not in listing
     assert list(load_users(other)) == ["bob"]
+
+
+def test_options_may_come_before_users_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users.yaml"
+    config = _config(tmp_path, path)
+    with pytest.raises(SystemExit) as ended:
+        service_main(["--config", str(config), "users", "add", "erin", "--tier", "pro"])
+    assert ended.value.code == 0
+    other = tmp_path / "other.yaml"
+    with pytest.raises(SystemExit) as ended:
+        service_main([f"--config={config}", "--file", str(other), "users", "add", "frank"])
+    assert ended.value.code == 0
+    capsys.readouterr()
+    assert _main("list", "--config", str(config)) == 0
+    listing = capsys.readouterr().out
+    assert "erin" in listing and "pro" in listing and "frank" not in listing
+    assert list(load_users(other)) == ["frank"]
+
+
+def test_users_argv_finds_the_command_after_its_options_only() -> None:
+    assert users_argv(["users", "list"]) == ["list"]
+    assert users_argv(["--config", "c.yaml", "users", "list"]) == ["--config", "c.yaml", "list"]
+    assert users_argv(["--config=c.yaml", "users"]) == ["--config=c.yaml"]
+    assert users_argv(["--config", "users"]) is None  # a config file named "users"
+    assert users_argv(["--check-config", "users"]) is None
+    assert users_argv([]) is None
 
 
 def test_an_unknown_tier_is_refused_with_the_tiers_and_creates_nothing(

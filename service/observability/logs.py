@@ -2,7 +2,9 @@
 
 A filter copies the current RPC's method, user and request id (from
 ``service.context``) onto every record, so a line logged deep inside a
-turn still says which request it is about. JSON lines come from
+turn still says which request it is about; a line outside an RPC has no
+method, and one of a call without a user no user (docs/operations.md,
+"Logs", lists each field and when it is there). JSON lines come from
 python-json-logger. Third-party loggers that write request bodies at debug
 level (the Anthropic SDK, httpx, the MCP SDK) are held at info unless
 ``logging.include_content`` says otherwise: users' messages stay out of logs.
@@ -23,21 +25,24 @@ LogFormat = Literal["text", "json"]
 CONTENT_LOGGERS = ("anthropic", "httpx", "httpcore", "mcp")
 CHATTY_LOGGERS = ("httpx", "httpcore")
 _TEXT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
-_JSON_FIELDS = "%(message)s %(request_id)s %(user)s %(method)s"
+# user and method follow as extras, on the records that have them.
+_JSON_FIELDS = "%(message)s %(request_id)s"
 
 
 class CallFilter(logging.Filter):
-    """Puts the current call's request id, user and method on every record."""
+    """Puts the current call's request id on every record, its user and method where known."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         call = find_call()
         if not hasattr(record, "request_id"):
             # "-" outside a call, and for a call that came without an id.
             record.request_id = (call.request_id if call is not None else "") or "-"
-        if not hasattr(record, "user"):
-            record.user = call.user_id if call is not None else ""
-        if not hasattr(record, "method"):
-            record.method = call.method if call is not None else ""
+        if call is not None:
+            # Absent rather than empty: a JSON line has a field only when it says something.
+            if call.user_id and not hasattr(record, "user"):
+                record.user = call.user_id
+            if call.method and not hasattr(record, "method"):
+                record.method = call.method
         return True
 
 
@@ -45,7 +50,7 @@ class JsonLineFormatter(JsonFormatter):
     """One JSON object a line, the same fields as the gateway's (docs/operations.md, "Logs").
 
     timestamp (ISO 8601, UTC), level (lower case), logger, message, then the
-    call's request_id, user and method and any extras.
+    call's request_id, user and method (where known) and any extras.
     """
 
     def add_fields(

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-import httpx
 import pytest
 from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
@@ -19,6 +18,7 @@ from agent.v1 import agent_pb2_grpc
 from tests.auth.issuer import FakeIssuer, ec_key, rsa_key
 from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def bearer(token: str) -> dict[str, str]:
 
 def test_rest_and_grpc_take_the_token(stack: Stack, issuer: FakeIssuer) -> None:
     token = issuer.token("alice")
-    with httpx.Client(base_url=stack.url, timeout=20) as http:
+    with gateway_client(stack.url, timeout=20) as http:
         chat = http.post("/api/chat", json={"message": "hi"}, headers=bearer(token))
         assert chat.status_code == 200, chat.text
         status = http.get("/api/status", headers=bearer(token)).json()
@@ -63,7 +63,7 @@ def test_rest_and_grpc_take_the_token(stack: Stack, issuer: FakeIssuer) -> None:
 def test_a_rotated_key_works_without_a_restart(stack: Stack, issuer: FakeIssuer) -> None:
     new = ec_key("ec-2")
     issuer.keys = [new]  # the old key retired at the issuer
-    with httpx.Client(base_url=stack.url, timeout=20) as http:
+    with gateway_client(stack.url, timeout=20) as http:
         r = http.get("/api/status", headers=bearer(issuer.token("bob", key=new)))
         assert r.status_code == 200, r.text
         assert r.json()["user_id"] == "bob"
@@ -71,7 +71,7 @@ def test_a_rotated_key_works_without_a_restart(stack: Stack, issuer: FakeIssuer)
 
 def test_a_100_kb_token_is_a_401(stack: Stack, issuer: FakeIssuer) -> None:
     token = issuer.token("alice", pad="x" * 100_000)
-    with httpx.Client(base_url=stack.url, timeout=20) as http:
+    with gateway_client(stack.url, timeout=20) as http:
         r = http.get("/api/status", headers=bearer(token))
     assert r.status_code == 401, r.text
     assert r.headers["www-authenticate"] == 'Bearer error="invalid_token"'

@@ -28,6 +28,7 @@ from tests.auth.cases import FAILURES, assert_not_echoed
 from tests.auth.issuer import FakeIssuer, ec_key, rsa_key
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_app_client
 
 CLAIMS = {"tier_claim": "plan", "admin_claim": "roles", "admin_values": ["agent-admin"]}
 TIERS = {"free": {"requests_per_minute": 1}, "pro": {"requests_per_minute": 0}}
@@ -63,9 +64,7 @@ async def run_stack(
         app = create_app(GatewaySettings(grpc={"address": f"127.0.0.1:{service.port}"}))
         async with (
             app.router.lifespan_context(app),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app), base_url="http://gateway", timeout=20
-            ) as http,
+            gateway_app_client(app, timeout=20) as http,
             grpc.aio.insecure_channel(f"127.0.0.1:{service.port}") as channel,
         ):
             yield Stack(issuer, fake, http, agent_pb2_grpc.AgentServiceStub(channel))

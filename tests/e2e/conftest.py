@@ -11,7 +11,7 @@ from tests.e2e.queue_helpers import ReplyBook
 from tests.e2e.stack import ANTHROPIC_KEY, Stack, launch, provider_config
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
-from tests.openapi_check import CheckedTransport, gateway_check
+from tests.gateway_http import gateway_client
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,7 @@ def stack(ollama_stack: Stack) -> Stack:
 
 @pytest.fixture
 def client(stack: Stack) -> Iterator[httpx.Client]:
-    # Every answer of these tests is also held to the OpenAPI document.
-    transport = CheckedTransport(httpx.HTTPTransport(), gateway_check())
-    with httpx.Client(base_url=stack.url, timeout=20, transport=transport) as c:
+    with gateway_client(stack.url, timeout=20) as c:
         yield c
 
 

@@ -23,6 +23,7 @@ from tests.e2e.stack import SseEvent, Stack, launch, parse_sse, provider_config
 from tests.fakes.ollama import FakeOllama, last_user_text
 from tests.fakes.script import Reply, echo_chunks
 from tests.fakes.server import RecordedRequest
+from tests.gateway_http import gateway_client
 
 WAIT_S = 10.0  # upper bound of any wait for an observable state; never reached when all is well
 DISCONNECT_BOUND_S = 0.25  # client gone → upstream closed, as the issue requires
@@ -161,7 +162,7 @@ class LiveStream:
         closing = False
         try:
             with (
-                httpx.Client(base_url=base_url, timeout=30) as client,
+                gateway_client(base_url, timeout=30) as client,
                 self._open(client) as response,
             ):
                 self.status_code = response.status_code

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.e2e.stack import _SCRUBBED, Process, _merge, free_port
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_get
 
 POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
 # scheduler.lease_s of these stacks: short, so a killed or frozen replica is noticed soon,
@@ -81,7 +82,8 @@ class Replica:
 
     def turns_run(self) -> float:
         """Turns this replica ran to a model call (its own metrics)."""
-        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        metrics = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        text = httpx.get(metrics, timeout=5).text  # not the gateway: the service's metrics
         found = re.findall(r"^agent_turn_duration_seconds_count\{[^}]*\} ([0-9.e+]+)$", text, re.M)
         return sum(float(n) for n in found)
 
@@ -124,7 +126,12 @@ class Replicas:
                 "address": ",".join(r.address for r in self.replicas),
                 "shutdown_grace_s": 5,
             },
-            "api_server": {"host": "127.0.0.1", "port": self.http_port, "workers": 1},
+            "api_server": {
+                "host": "127.0.0.1",
+                "port": self.http_port,
+                "workers": 1,
+                "data_dir": str(self.workdir),
+            },
             "store": {"url": self.store_url},
             "scheduler": {"backend": "postgres", "lease_s": LEASE_S},
             "sse": {"keepalive_s": 15},
@@ -192,7 +199,7 @@ class Replicas:
 
     def _gateway_ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200
+            return gateway_get(f"{self.url}/health", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 

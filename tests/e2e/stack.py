@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_get
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRUBBED = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "IOS_APITOKEN", "AGENT_CONFIG")
@@ -136,6 +137,7 @@ class Stack:
                 "port": self.http_port,
                 "workers": 1,
                 "log_level": "warning",
+                "data_dir": str(self.workdir),  # the gateway's metrics folder
             },
             "store": {"url": f"sqlite:///{self.workdir / 'agent.db'}"},
             "sse": {"keepalive_s": 15},
@@ -205,7 +207,7 @@ class Stack:
 
     def _gateway_ready(self) -> bool:
         try:
-            return httpx.get(f"{self.url}/health", timeout=0.5).status_code == 200
+            return gateway_get(f"{self.url}/health", timeout=0.5).status_code == 200
         except httpx.HTTPError:
             return False
 

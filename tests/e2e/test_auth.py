@@ -11,6 +11,7 @@ import pytest
 from tests.e2e.queue_helpers import HANG, LiveStream, ReplyBook, chat_body, label
 from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 ALICE, BOB, DAVE, SHARED = "tok-alice-123", "tok-bob-456", "tok-dave-789", "shared-ios-789"
 
@@ -37,7 +38,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, fake_ollama: FakeOllama) -> 
 
 @pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
+    with gateway_client(stack.url, timeout=20) as c:
         yield c
 
 

@@ -12,13 +12,14 @@ from agent.v1 import agent_pb2 as pb
 from agent.v1 import agent_pb2_grpc
 
 from tests.e2e.stack import Stack
+from tests.gateway_http import gateway_client
 
 TURNS = 55  # 110 messages: more than the default page of 100
 
 
 @pytest.fixture(scope="module")
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
+    with gateway_client(stack.url, timeout=20) as c:
         yield c
 
 

@@ -14,6 +14,7 @@ import pytest
 from tests.e2e.stack import Stack, launch, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 BUDGET_TOKENS = 300
 
@@ -43,7 +44,7 @@ def stack(
 
 @pytest.fixture
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.url, timeout=20) as c:
+    with gateway_client(stack.url, timeout=20) as c:
         yield c
 
 
@@ -133,7 +134,7 @@ def test_concurrent_turns_on_one_conversation_do_not_interleave(
     results: dict[str, list] = {}
 
     def send(label: str) -> None:
-        with httpx.Client(base_url=stack.url, timeout=20) as c:
+        with gateway_client(stack.url, timeout=20) as c:
             results[label] = stream_events(
                 c, "/api/chat/stream", {"message": label, "conversation_id": conv, "user_id": who}
             )
@@ -245,7 +246,7 @@ def test_history_survives_a_service_restart(tmp_path: Path, fake_ollama: FakeOll
     config = {"api": {"provider": "ollama"}, "ollama": {"url": fake_ollama.url}}
     s = launch(tmp_path, config)
     try:
-        with httpx.Client(base_url=s.url, timeout=20) as c:
+        with gateway_client(s.url, timeout=20) as c:
             who = user()
             conv = chat(c, who, "before restart")["conversation_id"]
             assert s.service is not None
@@ -276,7 +277,7 @@ def test_a_turn_waiting_behind_its_conversation_can_be_seen_and_cancelled(
     results: dict[str, list] = {}
 
     def send(label: str, **extra: object) -> None:
-        with httpx.Client(base_url=stack.url, timeout=20) as c:
+        with gateway_client(stack.url, timeout=20) as c:
             body = {"message": label, "conversation_id": conv, "user_id": who, **extra}
             results[label] = stream_events(c, "/api/chat/stream", body)
 

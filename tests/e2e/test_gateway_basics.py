@@ -10,6 +10,7 @@ import pytest
 from tests.e2e.stack import SseEvent, Stack, free_port, launch, parse_sse, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 
 def user() -> str:
@@ -106,7 +107,7 @@ def test_ollama_down_is_503_naming_the_url(tmp_path) -> None:
     config = {"api": {"provider": "ollama"}, "ollama": {"url": dead, "model": "llama3.2"}}
     stack: Stack = launch(tmp_path, config)
     try:
-        with httpx.Client(base_url=stack.url, timeout=20) as c:
+        with gateway_client(stack.url, timeout=20) as c:
             r = c.post("/api/chat", json={"message": "anyone there?"})
             assert r.status_code == 503, r.text
             assert dead in r.json()["detail"]

@@ -8,13 +8,13 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.e2e.queue_helpers import HANG, LiveStream, ReplyBook, chat_body, user, wait_until
 from tests.e2e.stack import Stack, launch, provider_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client, gateway_get
 
 GRACE_S = 3.0  # room for the checks made while draining; the test waits this long once
 
@@ -45,7 +45,7 @@ def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error(
     stack.gateway.signal(signal.SIGTERM)
     wait_until(lambda: "draining" in stack.gateway.log(), "the gateway to start draining")
 
-    with httpx.Client(base_url=stack.url, timeout=5) as client:
+    with gateway_client(stack.url, timeout=5) as client:
         refused = client.get("/api/status")
         ready = client.get("/health/ready")
         live = client.get("/health/live")
@@ -94,6 +94,7 @@ def test_metrics_add_up_every_worker(two_workers: Stack) -> None:
     stack = two_workers
     assert stack.gateway is not None and stack.gateway.popen is not None
     folder = _metrics_dir(stack.gateway.popen.pid)
+    assert folder.parent == stack.workdir  # api_server.data_dir, not the temp folder
     sent = 0
 
     def workers_that_counted() -> set[str]:
@@ -102,13 +103,13 @@ def test_metrics_add_up_every_worker(two_workers: Stack) -> None:
     def both_counted() -> bool:
         nonlocal sent
         # A new connection each time, so either worker may accept it.
-        assert httpx.get(f"{stack.url}/health/live", timeout=5).status_code == 200
+        assert gateway_get(f"{stack.url}/health/live", timeout=5).status_code == 200
         sent += 1
         return len(workers_that_counted()) >= 2
 
     wait_until(both_counted, "both workers to serve a request", timeout=30)
     for _ in range(4):  # each scrape reaches one worker or the other; each sees the sum
-        text = httpx.get(f"{stack.url}/metrics", timeout=5).text
+        text = gateway_get(f"{stack.url}/metrics", timeout=5).text
         assert _count(text) == sent
         assert "agent_active_streams 0.0" in text
 

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.stack import Stack
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_get
 from tests.openapi_check import sse_frames
 
 PACKAGE = "agent_api_client"
@@ -33,7 +33,7 @@ PACKAGE = "agent_api_client"
 def generated(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     folder = tmp_path_factory.mktemp("generated-client")
     document = folder / "openapi.json"
-    document.write_bytes(httpx.get(f"{stack.url}/openapi.json", timeout=10).content)
+    document.write_bytes(gateway_get(f"{stack.url}/openapi.json", timeout=10).content)
     config = folder / "config.yaml"
     config.write_text("post_hooks: []\n")  # no formatter runs: the code is used, not read
     subprocess.run(

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
-import httpx
 import pytest
 
 from tests.e2e.limits_helpers import Users, assert_refused_over_rest, chat
 from tests.e2e.queue_helpers import queue_stack
 from tests.e2e.stack import Stack
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 POSTGRES_ENV = "AGENT_TEST_POSTGRES_URL"
 pytestmark = pytest.mark.postgres
@@ -57,8 +57,8 @@ def test_two_processes_see_the_same_spend(
             stacks.append(queue_stack(tmp_path / name, fake_ollama, **config))
         one, two = stacks
         with (
-            httpx.Client(base_url=one.url, timeout=20) as via_one,
-            httpx.Client(base_url=two.url, timeout=20) as via_two,
+            gateway_client(one.url, timeout=20) as via_one,
+            gateway_client(two.url, timeout=20) as via_two,
         ):
             assert chat(via_one, who, "metered").status_code == 200  # spends over the budget
             assert_refused_over_rest(via_two, who, "metered", "tokens_per_day=1")

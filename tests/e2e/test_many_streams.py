@@ -25,6 +25,7 @@ from agent.v1 import agent_pb2_grpc
 from tests.e2e.queue_helpers import ReplyBook, SlotHolder, chat_body, queue_stack
 from tests.e2e.stack import launch, provider_config
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_async_client, gateway_client
 
 STREAMS = 300
 SLOTS = 4
@@ -116,7 +117,7 @@ async def _through_the_gateway(url: str, holder: SlotHolder) -> list[Seen]:
             body["priority"] = 42
         bodies.append(body)
     limits = httpx.Limits(max_connections=SSE_STREAMS + 10)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with gateway_async_client(url, timeout=60, limits=limits) as client:
         streams = [
             asyncio.create_task(_sse(client, body, s)) for body, s in zip(bodies, seen, strict=True)
         ]
@@ -149,7 +150,7 @@ def test_sse_streams_opened_at_once_end_with_one_terminal_event_and_only_the_err
     )
     fake_ollama.reset_records()
     try:
-        with httpx.Client(base_url=stack.url, timeout=30) as client:
+        with gateway_client(stack.url, timeout=30) as client:
             holder = SlotHolder(stack, book, client)
             seen = asyncio.run(_through_the_gateway(stack.url, holder))
     finally:

@@ -16,6 +16,7 @@ from tests.e2e.stack import ANTHROPIC_KEY, free_port, launch, provider_config, s
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 
 def mcp_servers() -> list[dict]:
@@ -55,7 +56,7 @@ def mcp_stack(
 
 @pytest.fixture
 def http(mcp_stack: ProviderStack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=mcp_stack.stack.url, timeout=20) as c:
+    with gateway_client(mcp_stack.stack.url, timeout=20) as c:
         yield c
 
 

@@ -28,6 +28,7 @@ from tests.e2e.queue_helpers import (
 from tests.e2e.stack import Stack, launch
 from tests.fakes.ollama import FakeOllama, last_user_text
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 
 def loaded(*fakes: FakeOllama) -> None:
@@ -160,7 +161,7 @@ def test_a_killed_host_fails_over_and_gets_work_again_when_it_comes_back(
         book = ReplyBook(a, b)
         stack = pool_stack(tmp_path, [{"url": a.url, "parallel": 2}, {"url": b.url, "parallel": 1}])
         try:
-            with httpx.Client(base_url=stack.url, timeout=20) as client:
+            with gateway_client(stack.url, timeout=20) as client:
                 run_failover(stack, book, client, a, b)
         finally:
             stack.stop()
@@ -231,7 +232,7 @@ def test_requests_land_on_the_host_that_serves_their_model(tmp_path: Path) -> No
             model="m1",
         )
         try:
-            with httpx.Client(base_url=stack.url, timeout=20) as client:
+            with gateway_client(stack.url, timeout=20) as client:
                 for model, host in [("m2", b), ("m1", a), ("m2", b), ("m1", a)]:
                     text = label(model)
                     r = client.post("/api/chat", json=chat_body(user(), text, model=model))

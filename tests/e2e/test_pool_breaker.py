@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
-
 from tests.e2e.queue_helpers import ReplyBook, chat_body, label, user
 from tests.e2e.test_pool import host_of, host_status, loaded, pool_stack
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 
 def test_a_host_failing_every_chat_is_taken_out_and_its_requests_run_elsewhere(
@@ -31,7 +30,7 @@ def test_a_host_failing_every_chat_is_taken_out_and_its_requests_run_elsewhere(
             breaker_open_s=600,
         )
         try:
-            with httpx.Client(base_url=stack.url, timeout=20) as client:
+            with gateway_client(stack.url, timeout=20) as client:
                 who = user("pinned")
                 first = client.post("/api/chat", json=chat_body(who, label("t1"))).json()
                 assert host_of(first["response"].removeprefix("echo: "), a, b) is a

@@ -13,6 +13,7 @@ from tests.e2e.stack import ANTHROPIC_KEY, launch, provider_config, stream_event
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 
 
 def user() -> str:
@@ -21,7 +22,7 @@ def user() -> str:
 
 @pytest.fixture
 def http(provider_stack: ProviderStack) -> httpx.Client:
-    with httpx.Client(base_url=provider_stack.stack.url, timeout=20) as c:
+    with gateway_client(provider_stack.stack.url, timeout=20) as c:
         yield c
 
 
@@ -176,7 +177,7 @@ def test_an_anthropic_rate_limit_longer_than_the_first_byte_timeout_is_a_429(
         stack = launch(tmp_path, config)
         try:
             anthropic.push(Reply.error(429, headers={"retry-after": "30"}))
-            with httpx.Client(base_url=stack.url, timeout=20) as http:
+            with gateway_client(stack.url, timeout=20) as http:
                 r = http.post("/api/chat", json={"message": "x", "user_id": user()})
                 assert r.status_code == 429, r.text
                 assert r.headers["retry-after"] == "30"

@@ -27,6 +27,7 @@ from tests.e2e.queue_helpers import (
 )
 from tests.e2e.stack import Stack
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 MAX_PENDING, MAX_PENDING_PER_USER = 3, 2
 
@@ -147,7 +148,7 @@ def test_the_model_never_sees_more_requests_than_its_slots(tmp_path: Path, paral
         try:
             bodies = [chat_body(f"crowd-{i % 10}", label(f"crowd{i}")) for i in range(50)]
             with (
-                httpx.Client(base_url=stack.url, timeout=30, limits=_MANY) as client,
+                gateway_client(stack.url, timeout=30, limits=_MANY) as client,
                 ThreadPoolExecutor(len(bodies)) as pool,
             ):
                 replies = list(pool.map(lambda b: client.post("/api/chat", json=b), bodies))

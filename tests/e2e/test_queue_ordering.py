@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from tests.e2e.queue_helpers import (
@@ -26,6 +25,7 @@ from tests.e2e.queue_helpers import (
 )
 from tests.e2e.stack import Stack
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def dispatch_order(
 ) -> list[str]:
     """Queue (user, text, priority) in this order behind a held slot, free it, return the fake's
     order of the texts."""
-    with httpx.Client(base_url=stack.url, timeout=20) as client:
+    with gateway_client(stack.url, timeout=20) as client:
         holder = SlotHolder(stack, book, client)
         streams = [
             start_queued(stack, chat_body(who, text, priority=priority))

@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from agent.v1 import agent_pb2 as pb
 
@@ -31,6 +30,7 @@ from tests.e2e.queue_helpers import (
 from tests.e2e.replicas import LEASE_S, POSTGRES_URL, Replicas, replicas_config
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_get, gateway_post
 
 pytestmark = [
     pytest.mark.postgres,
@@ -60,7 +60,7 @@ def book(fake_ollama: FakeOllama, fake_ollama_b: FakeOllama) -> ReplyBook:
 
 
 def _chat(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    response = httpx.post(f"{url}/api/chat", json=body, timeout=60)
+    response = gateway_post(f"{url}/api/chat", json=body, timeout=60)
     return response.status_code, response.json()
 
 
@@ -256,14 +256,14 @@ def test_a_frozen_replica_is_fenced_and_its_turn_is_not_stored_as_completed(
 
         # Whatever was stored of it is not a completed turn.
         def stored() -> list[Any]:
-            listing = httpx.get(
+            listing = gateway_get(
                 f"{replicas.url}/api/conversations", params={"user_id": who}, timeout=10
             ).json()
             return listing["conversations"]
 
         wait_until(lambda: bool(stored()), "the fenced turn's partial answer to be stored")
         conversation = stored()[0]["conversation_id"]
-        messages = httpx.get(
+        messages = gateway_get(
             f"{replicas.url}/api/conversations/{conversation}", params={"user_id": who}, timeout=10
         ).json()["messages"]
         assert all(m["status"] != "complete" for m in messages if m["role"] == "assistant")

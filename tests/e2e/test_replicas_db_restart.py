@@ -14,13 +14,13 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.e2e.queue_helpers import LiveStream, ReplyBook, chat_body, label, user, wait_until
 from tests.e2e.replicas import Replicas
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_get, gateway_post
 from tests.store.private_postgres import PrivateCluster, private_cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
@@ -68,7 +68,7 @@ def test_a_database_restart_loses_no_acknowledged_turn_and_the_replicas_recover(
         cluster.stop()
         refused = []
         for i in range(5):
-            answer = httpx.post(
+            answer = gateway_post(
                 f"{stack.url}/api/chat", json=chat_body(user("outage"), f"during {i}"), timeout=30
             )
             refused.append((answer.status_code, answer.headers.get("retry-after")))
@@ -91,7 +91,7 @@ def test_a_database_restart_loses_no_acknowledged_turn_and_the_replicas_recover(
         # Every acknowledged turn is stored, and the replicas serve again as they are.
         for stream in running + waiting:
             who, conversation = stream.user_id, stream.terminal.data["conversation_id"]  # type: ignore[union-attr]
-            messages = httpx.get(
+            messages = gateway_get(
                 f"{stack.url}/api/conversations/{conversation}",
                 params={"user_id": who},
                 timeout=30,
@@ -99,7 +99,7 @@ def test_a_database_restart_loses_no_acknowledged_turn_and_the_replicas_recover(
             assert [m["status"] for m in messages] == ["complete", "complete"]
 
         def serves() -> bool:
-            answer = httpx.post(
+            answer = gateway_post(
                 f"{stack.url}/api/chat", json=chat_body(user("after"), "after"), timeout=30
             )
             return answer.status_code == 200

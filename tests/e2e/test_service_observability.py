@@ -52,7 +52,7 @@ def stack(
 
 
 def scrape(stack: Stack) -> str:
-    response = httpx.get(stack.metrics_url, timeout=10)
+    response = httpx.get(stack.metrics_url, timeout=10)  # not the gateway: the service
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     return response.text

@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.stack import SseEvent, Stack, launch, parse_sse, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.gateway_http import gateway_client
 from tests.store.private_postgres import PrivateCluster, private_cluster
 
 OUTAGE_LINE = "store unavailable ("
@@ -65,7 +66,7 @@ class _Stream:
 
     def _read(self, base_url: str, body: dict[str, object]) -> None:
         with (
-            httpx.Client(base_url=base_url, timeout=120) as client,
+            gateway_client(base_url, timeout=120) as client,
             client.stream("POST", "/api/chat/stream", json=body) as response,
         ):
             self.status = response.status_code
@@ -88,7 +89,7 @@ def test_database_outage_is_503_on_every_route_and_nothing_acknowledged_is_lost(
 ) -> None:
     who = f"o-{uuid.uuid4().hex[:8]}"
     seen: list[httpx.Response] = []
-    with httpx.Client(base_url=stack.url, timeout=30, event_hooks={}) as http:
+    with gateway_client(stack.url, timeout=30, event_hooks={}) as http:
 
         def call(method: str, url: str, **kw: object) -> httpx.Response:
             response = http.request(method, url, **kw)  # type: ignore[arg-type]
@@ -198,7 +199,7 @@ def test_connections_killed_by_the_server_are_replaced_without_an_error(
     stop = threading.Event()
 
     def traffic(kind: str) -> None:
-        with httpx.Client(base_url=stack.url, timeout=30) as http:
+        with gateway_client(stack.url, timeout=30) as http:
             n = 0
             while not stop.is_set():
                 n += 1

@@ -37,6 +37,7 @@ from tests.e2e.stack import Stack, stream_events
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
 from tests.fakes.server import RecordedRequest
+from tests.gateway_http import gateway_client
 
 CHUNKS = ("one", " two", " three", " four")
 ANSWER = "".join(CHUNKS)
@@ -178,7 +179,7 @@ def test_a_non_streamed_chat_retried_after_its_connection_dropped_gets_the_same_
     answers: list[httpx.Response] = []
 
     def retry() -> None:
-        with httpx.Client(base_url=stack.url, timeout=WAIT_S) as c:
+        with gateway_client(stack.url, timeout=WAIT_S) as c:
             answers.append(c.post("/api/chat", json=body))
 
     retrying = threading.Thread(target=retry)

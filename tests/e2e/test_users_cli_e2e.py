@@ -12,6 +12,7 @@ import yaml
 
 from tests.e2e.queue_helpers import queue_stack, wait_until
 from tests.fakes.ollama import FakeOllama
+from tests.gateway_http import gateway_client
 
 _CONSOLE_SCRIPT = Path(sys.executable).with_name("agent-service")
 
@@ -38,7 +39,7 @@ def test_users_round_trip(tmp_path: Path, fake_ollama: FakeOllama) -> None:
     alice = users_cli(path, "add", "alice")
     stack = queue_stack(tmp_path / "stack", fake_ollama, auth={"tokens_file": str(path)})
     try:
-        with httpx.Client(base_url=stack.url, timeout=20) as client:
+        with gateway_client(stack.url, timeout=20) as client:
             r = client.post(
                 "/api/chat", json={"message": "hi"}, headers={"Authorization": f"Bearer {alice}"}
             )

@@ -12,7 +12,7 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from service.config import Settings
 from service.server import RunningService, running_service
-from tests.openapi_check import CheckedAsyncTransport, gateway_check
+from tests.gateway_http import gateway_app_client
 
 TOKEN = "gateway-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -42,11 +42,8 @@ def gateway_settings(port: int, **api_server: object) -> GatewaySettings:
 
 async def _client(settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        # Every answer of these tests is also held to the OpenAPI document.
-        transport = CheckedAsyncTransport(httpx.ASGITransport(app=app), gateway_check())
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client
+    async with app.router.lifespan_context(app), gateway_app_client(app) as client:
+        yield client
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ from gateway.config import GatewaySettings
 from service.server import RunningService, running_service
 from tests.fakes.ollama import FakeOllama
 from tests.gateway.conftest import AUTH, service_settings
+from tests.gateway_http import gateway_app_client
 
 
 @asynccontextmanager
@@ -37,12 +38,8 @@ async def gateway(port: int, **kw: Any) -> AsyncIterator[tuple[FastAPI, httpx.As
     """The app (lifespan running) and a client of it; ``kw`` goes to create_app."""
     settings = GatewaySettings(grpc={"address": f"127.0.0.1:{port}"}, **kw.pop("sections", {}))
     app = create_app(settings, **kw)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://gateway", headers=AUTH
-        ) as client:
-            yield app, client
+    async with app.router.lifespan_context(app), gateway_app_client(app, headers=AUTH) as client:
+        yield app, client
 
 
 _SAMPLE = re.compile(r'^(\w+)(\{(?:[^"}]|"[^"]*")*\})? (\S+)$')

@@ -46,7 +46,7 @@ async def test_the_docs_table_is_what_both_processes_export(
     assert failed.status_code == 503, failed.text
     assert (await client.get("/api/status", headers=AUTH)).status_code == 200
     assert service.metrics_port
-    async with httpx.AsyncClient() as plain:
+    async with httpx.AsyncClient() as plain:  # not the gateway: the service's metrics
         own = await plain.get(f"http://127.0.0.1:{service.metrics_port}/metrics")
     texts = {"service": own.text, "gateway": (await client.get("/metrics")).text}
     docs = documented()
@@ -84,6 +84,6 @@ async def test_a_provider_that_is_not_configured_exports_nothing(
     status = (await client.get("/api/status", headers=AUTH)).json()
     assert [p["provider"] for p in status["queue_stats"]["providers"]] == ["ollama"]
     assert [p["name"] for p in status["providers"]] == ["ollama"]
-    async with httpx.AsyncClient() as plain:
+    async with httpx.AsyncClient() as plain:  # not the gateway: the service's metrics
         text = (await plain.get(f"http://127.0.0.1:{service.metrics_port}/metrics")).text
     assert 'provider="ollama"' in text and "anthropic" not in text

@@ -28,8 +28,10 @@ async def relay(call: Any, reattach: Any) -> httpx.Response:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         await ChatEventStream(call, 15.0, reattach=reattach)(scope, receive, send)
 
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+    # A lone ChatEventStream on a path outside the document, not the gateway's app.
+    transport = httpx.ASGITransport(app=app)  # not the gateway
+    client = httpx.AsyncClient(transport=transport, base_url="http://gw")  # not the gateway
+    async with client:
         return await client.get("/events")
 
 

@@ -158,6 +158,7 @@ async def test_an_unhandled_error_is_a_500_with_its_id_counted_and_logged(
 ) -> None:
     from gateway.app import create_app
     from tests.gateway.conftest import gateway_settings
+    from tests.gateway_http import gateway_app_client
 
     app = create_app(gateway_settings(9))
 
@@ -165,11 +166,12 @@ async def test_an_unhandled_error_is_a_500_with_its_id_counted_and_logged(
         raise RuntimeError("a bug")
 
     app.add_api_route("/boom", boom)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            reply = await client.get("/boom", headers={"X-Request-ID": "bug-1"})
-            metrics = (await client.get("/metrics")).text
+    async with (
+        app.router.lifespan_context(app),
+        gateway_app_client(app, raise_app_exceptions=False) as client,
+    ):
+        reply = await client.get("/boom", headers={"X-Request-ID": "bug-1"})
+        metrics = (await client.get("/metrics")).text
     assert reply.status_code == 500
     assert reply.headers["x-request-id"] == "bug-1"
     assert 'agent_http_requests_total{method="GET",route="/boom",status="500"} 1.0' in metrics

@@ -29,7 +29,10 @@ class RecordingService(agent_pb2_grpc.AgentServiceServicer):
         self, request: pb.GetStatusRequest, context: object
     ) -> pb.GetStatusResponse:
         self.metadata.append(dict(context.invocation_metadata()))  # type: ignore[attr-defined]
-        return pb.GetStatusResponse(status="ok", provider="ollama", model="m")
+        # identity_source as the service always sets it (the document lists its values).
+        return pb.GetStatusResponse(
+            status="ok", provider="ollama", model="m", identity_source="open"
+        )
 
 
 @pytest.fixture

@@ -320,6 +320,7 @@ async def test_fake_accepts_x_api_key_and_serves_the_other_endpoints(
     fake_anthropic: FakeAnthropic,
 ) -> None:
     headers = {"x-api-key": ANTHROPIC_KEY, "anthropic-version": "2023-06-01"}
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(base_url=fake_anthropic.url, headers=headers) as client:
         fake_anthropic.push(Reply.text("a", "b", tool_calls=(ScriptedToolCall("t", {"q": 1}),)))
         whole = await client.post(
@@ -344,6 +345,7 @@ async def test_fake_accepts_x_api_key_and_serves_the_other_endpoints(
 
 
 async def test_fake_rejects_a_missing_key(fake_anthropic: FakeAnthropic) -> None:
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(base_url=fake_anthropic.url) as client:
         response = await client.post("/v1/messages", json={})
     assert response.status_code == 401
@@ -357,6 +359,7 @@ async def test_fake_streams_named_events_in_order(fake_anthropic: FakeAnthropic)
     fake_anthropic.push(
         Reply(chunks=("a", "b", "c"), tool_calls=(ScriptedToolCall("t", {"k": 1}),))
     )
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(
         base_url=fake_anthropic.url, headers={"authorization": f"Bearer {ANTHROPIC_KEY}"}
     ) as client:

@@ -209,6 +209,7 @@ class FakeSilent(FakeOllama):
 
 
 async def test_fake_serves_the_other_endpoints(fake_ollama: FakeOllama) -> None:
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
         root = await client.get("/")
         assert root.text == "Ollama is running"
@@ -226,6 +227,7 @@ async def test_fake_serves_the_other_endpoints(fake_ollama: FakeOllama) -> None:
 
 async def test_fake_answers_without_streaming_when_asked(fake_ollama: FakeOllama) -> None:
     fake_ollama.push(Reply.text("a", "b", tool_calls=(ScriptedToolCall("t", {"q": 1}),)))
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
         response = await client.post(
             "/api/chat", json={"model": "llama3.2", "messages": [], "stream": False}
@@ -237,6 +239,7 @@ async def test_fake_answers_without_streaming_when_asked(fake_ollama: FakeOllama
 
 
 async def test_fake_streams_when_stream_is_omitted(fake_ollama: FakeOllama) -> None:
+    # not the gateway: the fake provider
     async with httpx.AsyncClient(base_url=fake_ollama.url) as client:
         response = await client.post(
             "/api/chat", json={"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}
@@ -250,12 +253,14 @@ async def test_fake_streams_when_stream_is_omitted(fake_ollama: FakeOllama) -> N
 
 def test_fake_works_from_sync_code_and_restarts_cleanly() -> None:
     with FakeOllama() as fake:
+        # not the gateway: the fake provider
         response = httpx.post(
             f"{fake.url}/api/chat", json={"model": "llama3.2", "messages": [], "stream": False}
         )
         assert response.json()["message"]["content"] == "echo: "
         url = fake.url
     with pytest.raises(httpx.ConnectError):
+        # not the gateway: the fake provider
         httpx.get(url)
 
 
