@@ -14,6 +14,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVICE_SECTIONS = frozenset(
     {
         "api",
+        "history",
         "anthropic",
         "ollama",
         "providers",
