@@ -393,15 +393,17 @@ def _check_consistency(
                 f"{origin}: scheduler.backend 'postgres' keeps the queue in the store's "
                 f"database, so store.url must be postgresql://... (it is {scheme}://...)"
             )
-    if settings.history.summary_max_tokens > settings.api.history_budget_tokens:
+    history = settings.history
+    if history.summarize and history.summary_max_tokens > settings.api.history_budget_tokens:
         key = ("history", "summary_max_tokens")
         variable = env_name(key, environ)
         where = file.where(key) if file is not None else None
         origin = f"{variable}={environ[variable]!r}" if variable else where or ".".join(key)
         raise ConfigError(
-            f"{origin}: history.summary_max_tokens ({settings.history.summary_max_tokens}) must"
-            f" not be above api.history_budget_tokens ({settings.api.history_budget_tokens}):"
-            " the summary rides on top of the history at the head of every prompt"
+            f"{origin}: with history.summarize on, history.summary_max_tokens"
+            f" ({history.summary_max_tokens}) must not be above api.history_budget_tokens"
+            f" ({settings.api.history_budget_tokens}): the summary rides on top of the history"
+            " at the head of every prompt"
         )
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():

@@ -34,6 +34,12 @@ def test_history_summaries_are_off_by_default_and_checked(
     for bad in ({"summary_max_tokens": 8}, {"summary_prompt": "  "}, {"summarise": True}):
         with pytest.raises(pydantic.ValidationError):
             Settings(history=bad)
+    # A budget below the summary cap is a mistake only while summaries are on.
+    monkeypatch.setenv("AGENT_API__HISTORY_BUDGET_TOKENS", "150")
+    with pytest.raises(ConfigError, match=r"must not be above api\.history_budget_tokens"):
+        load_settings()
+    monkeypatch.setenv("AGENT_HISTORY__SUMMARIZE", "false")
+    assert load_settings().api.history_budget_tokens == 150
 
 
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -70,7 +70,7 @@ ENV_CASES = [
     (SERVICE, {"AGENT_SCHEDULER__LEASE_S": "0"}, ["AGENT_SCHEDULER__LEASE_S", "greater than"]),
     (
         SERVICE,
-        {"AGENT_HISTORY__SUMMARY_MAX_TOKENS": "9000"},
+        {"AGENT_HISTORY__SUMMARY_MAX_TOKENS": "9000", "AGENT_HISTORY__SUMMARIZE": "true"},
         ["AGENT_HISTORY__SUMMARY_MAX_TOKENS='9000'", "api.history_budget_tokens (8000)"],
     ),
 ]
@@ -104,8 +104,9 @@ FILE_CASES = [
     ("scheduler:\n  lease: 3\n", ["c.yaml:2", "did you mean 'lease_s'"]),
     ("history:\n  summarise: true\n", ["c.yaml:2", "did you mean 'summarize'"]),
     (
-        "api:\n  history_budget_tokens: 400\nhistory:\n  summary_max_tokens: 500\n",
-        ["c.yaml:4", "history.summary_max_tokens (500) must not be above"],
+        "api:\n  history_budget_tokens: 400\nhistory:\n  summarize: true\n"
+        "  summary_max_tokens: 500\n",
+        ["c.yaml:5", "history.summary_max_tokens (500) must not be above"],
     ),
 ]
 
