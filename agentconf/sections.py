@@ -15,6 +15,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 SERVICE_SECTIONS = frozenset(
     {
         "api",
+        "history",
         "anthropic",
         "ollama",
         "providers",

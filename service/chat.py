@@ -51,7 +51,13 @@ from service.observability.metrics import ServiceMetrics
 from service.observability.tracing import Tracing
 from service.pool import HostPool
 from service.profiles import ProfileDirectory
-from service.prompt import PromptRules, build_request, system_prompt, without_unanswered
+from service.prompt import (
+    PromptRules,
+    prompt_window,
+    request_for,
+    system_prompt,
+    without_unanswered,
+)
 from service.providers.base import AssistantTurn, CompletionRequest, Provider
 from service.scheduler import Outcome, check_request
 from service.scheduler.interface import (
@@ -61,9 +67,11 @@ from service.scheduler.interface import (
     Grant,
     RequestScheduler,
     RequestSpec,
+    settle,
 )
 from service.store.base import ConversationStore, NewMessage
 from service.store.rows import new_conversation_id
+from service.summaries import Summarizer
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +146,17 @@ class ChatService:
             max_tokens=settings.api.max_tokens,
             history_budget_tokens=settings.api.history_budget_tokens,
             history_watermark=settings.api.history_watermark,
+        )
+        self.summaries = Summarizer(
+            settings.history,
+            store=store,
+            scheduler=scheduler,
+            providers=providers,
+            limits=self._limits,
+            chunk_tokens=settings.api.history_budget_tokens,
+            timeout_s=settings.api_server.request_timeout,
+            pools=self._pools,
+            metrics=self._metrics,
         )
         self._persisting: set[asyncio.Task[Any]] = set()
         self._workers: set[asyncio.Task[Grant]] = set()
@@ -239,7 +258,7 @@ class ChatService:
             raise
         finally:
             finish = self._scheduler.finish(turn.request_id, turn.user_id, outcome, error)
-            await _settle(finish)
+            await settle(finish)
             timer.done()
             if admitted.budget is not None:  # the store has the real spend now
                 await admitted.budget.settle(result.usage if result is not None else Usage())
@@ -272,11 +291,13 @@ class ChatService:
         system = estimate_text_tokens(system_prompt(self._rules.system_prompt, profile))
         message = estimate_tokens(Message("user", [TextBlock(turn.message)]))
         output = limits.cap_output(self._rules.max_tokens)
+        summary = self._settings.history.summary_max_tokens if self.summaries.enabled else 0
         return (
             system
             + self._agent.tool_tokens()
             + message
             + self._rules.history_budget_tokens
+            + summary
             + output
         )
 
@@ -401,7 +422,7 @@ class ChatService:
             outcome = "cancelled"
             raise
         finally:
-            await _settle(self._scheduler.finish(turn.request_id, turn.user_id, outcome))
+            await settle(self._scheduler.finish(turn.request_id, turn.user_id, outcome))
         await send(Started(turn.request_id, reply.conversation_id, "command", ""))
         return TurnResult(
             reply.text, reply.conversation_id, turn.request_id, Usage(), "command", "", "command"
@@ -448,17 +469,23 @@ class ChatService:
         profile = await self._profiles.load(turn.user_id)
         user_message = Message("user", [TextBlock(turn.message)])
         history = [Message(m.role, m.content) for m in stored]
-        request = build_request(
+        window = prompt_window(
+            self._rules, history, user_message, [m.estimated_tokens for m in stored]
+        )
+        self._history.remember(admitted.conversation_id, stored, history, window)
+        # What the window cut off, summarized (history.summarize): never waited for.
+        summary = await self.summaries.for_turn(
+            turn.user_id, admitted.conversation_id, stored, history, window, provider.name, model
+        )
+        request = request_for(
             self._rules,
-            history=history,
-            estimates=[m.estimated_tokens for m in stored],
-            message=user_message,
+            window,
             profile=profile,
             max_tokens=self._limits.of(turn.user_id).cap_output(self._rules.max_tokens),
             model=model,
             user_id=turn.user_id,
+            summary=summary,
         )
-        self._history.remember(admitted.conversation_id, stored, history, request.messages)
         transcript = Transcript(provider.name, model, turn.request_id)
         status: TurnStatus = "cancelled"
         try:
@@ -473,7 +500,7 @@ class ChatService:
             finally:
                 # The model call is over: the slot goes to the next request now, not
                 # after the store write. The conversation stays held until finish.
-                await _settle(self._scheduler.release(grant))
+                await settle(self._scheduler.release(grant))
             if stopped is None and grant.signal.kind == "fenced":
                 # The lease was lost while the answer ran out (the release found it gone):
                 # another replica already ended this request, so it is not complete here.
@@ -631,27 +658,3 @@ def _payload(turn: TurnInput, conversation_id: str, fresh: bool, create: bool) -
     return json.dumps(
         {"turn": fields, "conversation_id": conversation_id, "fresh": fresh, "create": create}
     )
-
-
-async def _settle(step: Awaitable[None]) -> None:
-    """Run a scheduler bookkeeping step to its end even if the caller is being cancelled.
-
-    A turn's ``finally`` must give its slot and conversation back: when the turn is
-    being cancelled, the step runs shielded so a second cancellation cannot cut it
-    short. Otherwise it is awaited directly (no extra task on every turn). A step the
-    scheduler cannot carry out now (its shared database is down) is logged, not
-    raised: the turn's own outcome stands, and the request's lease runs out instead.
-    """
-    current = asyncio.current_task()
-    try:
-        if current is None or not current.cancelling():
-            await step
-            return
-        task = asyncio.ensure_future(step)
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-    except AgentError as exc:
-        log.warning("scheduler bookkeeping failed: %s", exc.message)

@@ -48,6 +48,37 @@ class ApiSection(Section):
     allow_overrides: bool = True  # may a request pick another provider/model?
 
 
+# The instruction of a summary request (history.summary_prompt).
+DEFAULT_SUMMARY_PROMPT = (
+    "You keep the memory of a conversation between a user and an AI assistant. Write a "
+    "concise summary of the conversation you are given, folding in the summary so far if "
+    "there is one. Keep what the assistant will need later: facts about the user, their "
+    "goals and preferences, decisions made, results of tool calls, and open questions. "
+    "Write only the summary, in the third person, without a preamble."
+)
+
+
+class HistorySection(Section):
+    """Summaries of the history a cut drops (the budget and watermark are ``api.history_*``).
+
+    Off by default: when the stepped window cuts the history, the dropped part is
+    summarized in the background by the same provider (a low-priority request,
+    charged to the user) and put at the head of later prompts.
+    """
+
+    summarize: bool = False
+    # The output cap of a summary request; the summary rides on top of the history budget.
+    summary_max_tokens: int = Field(512, ge=32)
+    summary_prompt: str = Field(DEFAULT_SUMMARY_PROMPT, min_length=1)
+
+    @field_validator("summary_prompt")
+    @classmethod
+    def _prompt(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
 class AnthropicSection(Section):
     """The Anthropic Messages API."""
 
@@ -285,6 +316,7 @@ class Settings(AgentSettings):
     """Everything the service reads from configuration."""
 
     api: ApiSection = Field(default_factory=ApiSection)
+    history: HistorySection = Field(default_factory=HistorySection)
     api_server: ApiServerSection = Field(default_factory=ApiServerSection)
     grpc: GrpcSection = Field(default_factory=GrpcSection)
     anthropic: AnthropicSection = Field(default_factory=AnthropicSection)
@@ -361,6 +393,18 @@ def _check_consistency(
                 f"{origin}: scheduler.backend 'postgres' keeps the queue in the store's "
                 f"database, so store.url must be postgresql://... (it is {scheme}://...)"
             )
+    history = settings.history
+    if history.summarize and history.summary_max_tokens > settings.api.history_budget_tokens:
+        key = ("history", "summary_max_tokens")
+        variable = env_name(key, environ)
+        where = file.where(key) if file is not None else None
+        origin = f"{variable}={environ[variable]!r}" if variable else where or ".".join(key)
+        raise ConfigError(
+            f"{origin}: with history.summarize on, history.summary_max_tokens"
+            f" ({history.summary_max_tokens}) must not be above api.history_budget_tokens"
+            f" ({settings.api.history_budget_tokens}): the summary rides on top of the history"
+            " at the head of every prompt"
+        )
     tokens = settings.auth.tokens_file
     if tokens is not None and not tokens.is_file():
         raise ConfigError(f"auth.tokens_file: no such file: {tokens}")

@@ -473,6 +473,8 @@ async def _shutdown(
     log.info("shutting down: finishing running requests (grace %.0f s)", grace)
     await health_servicer.enter_graceful_shutdown()
     await scheduler.begin_shutdown("the service is shutting down; retry shortly")
+    # Background summaries (history.summarize) give their slots back at once.
+    await chat.summaries.close()
     drained = await scheduler.drain(grace)
     if not drained:
         stopped = chat.interrupt_running("the service shut down before this request finished")

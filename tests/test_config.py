@@ -21,6 +21,27 @@ def test_defaults() -> None:
     assert s.store.resolved_url() == "sqlite:///data/agent.db"
 
 
+def test_history_summaries_are_off_by_default_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    history = Settings().history
+    assert not history.summarize
+    assert history.summary_max_tokens == 512 and "summary" in history.summary_prompt
+    monkeypatch.setenv("AGENT_HISTORY__SUMMARIZE", "true")
+    monkeypatch.setenv("AGENT_HISTORY__SUMMARY_MAX_TOKENS", "200")
+    loaded = load_settings().history
+    assert loaded.summarize and loaded.summary_max_tokens == 200
+    for bad in ({"summary_max_tokens": 8}, {"summary_prompt": "  "}, {"summarise": True}):
+        with pytest.raises(pydantic.ValidationError):
+            Settings(history=bad)
+    # A budget below the summary cap is a mistake only while summaries are on.
+    monkeypatch.setenv("AGENT_API__HISTORY_BUDGET_TOKENS", "150")
+    with pytest.raises(ConfigError, match=r"must not be above api\.history_budget_tokens"):
+        load_settings()
+    monkeypatch.setenv("AGENT_HISTORY__SUMMARIZE", "false")
+    assert load_settings().api.history_budget_tokens == 150
+
+
 def test_file_then_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("ANTHROPIC_API_KEY", "IOS_APITOKEN", "AGENT_CONFIG"):
         monkeypatch.delenv(name, raising=False)

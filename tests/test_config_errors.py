@@ -68,6 +68,11 @@ ENV_CASES = [
     ),
     (SERVICE, {"AGENT_SCHEDULER__BACKEND": "redis"}, ["AGENT_SCHEDULER__BACKEND", "'memory'"]),
     (SERVICE, {"AGENT_SCHEDULER__LEASE_S": "0"}, ["AGENT_SCHEDULER__LEASE_S", "greater than"]),
+    (
+        SERVICE,
+        {"AGENT_HISTORY__SUMMARY_MAX_TOKENS": "9000", "AGENT_HISTORY__SUMMARIZE": "true"},
+        ["AGENT_HISTORY__SUMMARY_MAX_TOKENS='9000'", "api.history_budget_tokens (8000)"],
+    ),
 ]
 CLI_ENV_CASES = [
     pytest.param(script, env, words, id=f"{script}-{next(iter(env))}")
@@ -97,6 +102,12 @@ FILE_CASES = [
     ("api:\n  provider: anthropic\n", ["c.yaml:2", "ANTHROPIC_API_KEY"]),
     ("scheduler:\n  backend: postgres\n", ["c.yaml:2", "store.url must be postgresql://"]),
     ("scheduler:\n  lease: 3\n", ["c.yaml:2", "did you mean 'lease_s'"]),
+    ("history:\n  summarise: true\n", ["c.yaml:2", "did you mean 'summarize'"]),
+    (
+        "api:\n  history_budget_tokens: 400\nhistory:\n  summarize: true\n"
+        "  summary_max_tokens: 500\n",
+        ["c.yaml:5", "history.summary_max_tokens (500) must not be above"],
+    ),
 ]
 
 

@@ -75,19 +75,22 @@ class Limits:
             found = self._resolved[tier] = self._section.resolve(tier)
         return found
 
-    async def admit(self, user_id: str, estimate: int = 0) -> Admission:
+    async def admit(self, user_id: str, estimate: int = 0, *, request: bool = True) -> Admission:
         """Let one model turn of ``user_id`` in, or raise LimitReached naming the limit.
 
         ``estimate`` (the turn's input estimate plus its output cap) is reserved
         against the budgets until the admission is settled or refunded. A turn
         is admitted while spend plus the reservations of running turns is under
         budget, and then runs to its end even if it goes over: concurrent turns
-        overshoot by at most one turn's estimate.
+        overshoot by at most one turn's estimate. ``request`` False: model work the
+        user did not ask for (a history summary) spends tokens, not the request rate.
         """
         limits = self.of(user_id)
+        end = self._end if request else self._end_uncounted
         if not (limits.tokens_per_day or limits.tokens_per_month):
-            await self._take_request(user_id, limits)
-            return Admission(user_id, limits, 0, self._end)
+            if request:
+                await self._take_request(user_id, limits)
+            return Admission(user_id, limits, 0, end)
         hold = self._reservations.hold(user_id)
         try:
             # Under the user's lock, a turn that settles cannot drop its reservation
@@ -96,13 +99,14 @@ class Limits:
                 windows = UtcWindows.at(self._wall_clock())
                 spend = self._billed(await self._spend.token_spend(user_id, windows.day))
                 _check_budgets(user_id, limits, spend, hold.reserved, hold.turns, windows)
-                await self._take_request(user_id, limits)
+                if request:
+                    await self._take_request(user_id, limits)
                 reserved = max(0, estimate)
                 hold.reserved += reserved
                 hold.turns += 1
         finally:
             self._reservations.done_with(user_id, hold)
-        return Admission(user_id, limits, reserved, self._end)
+        return Admission(user_id, limits, reserved, end)
 
     def reserved(self, user_id: str) -> int:
         """Tokens reserved by the running turns of ``user_id`` in this process."""
@@ -140,6 +144,10 @@ class Limits:
                 hold.reserved -= admission.reserved
                 hold.turns -= 1
             self._reservations.done_with(user_id, hold)
+
+    async def _end_uncounted(self, admission: Admission, refund: bool) -> None:
+        """``_end`` of an admission that took no request: a refund has none to give back."""
+        await self._end(admission, False)
 
     async def report(self, user_id: str) -> LimitsReport:
         """What ``user_id`` may use and has spent in the current UTC day and month."""

@@ -141,7 +141,8 @@ class AnthropicBridge:
         system: list[TextBlockParam] = (
             [{"type": "text", "text": request.system}] if request.system else []
         )
-        if self._prompt_caching:
+        caching = self._prompt_caching and request.cacheable
+        if caching:
             cache_breakpoints(system, tools, messages)
 
         def open_stream() -> anthropic.AsyncMessageStreamManager[Any]:
@@ -150,7 +151,7 @@ class AnthropicBridge:
                 max_tokens=request.max_tokens,
                 messages=messages,
                 # A plain string when nothing is marked: the shape the API documents first.
-                system=(system if self._prompt_caching else request.system) or anthropic.omit,
+                system=(system if caching else request.system) or anthropic.omit,
                 tools=tools or anthropic.omit,
                 metadata=(
                     MetadataParam(user_id=request.user_id) if request.user_id else anthropic.omit

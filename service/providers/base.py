@@ -32,6 +32,9 @@ class CompletionRequest:
     max_tokens: int = 1024
     model: str | None = None  # None: the bridge's configured model
     user_id: str | None = None  # forwarded where the vendor supports it (metadata)
+    # False: a one-off call (a history summary) that no later call repeats, so writing
+    # its prompt to a provider's cache would only cost (Anthropic bills writes at 1.25x).
+    cacheable: bool = True
 
 
 # --- stream events ----------------------------------------------------------

@@ -28,7 +28,8 @@ one, so a ``finally`` needs only that call.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -36,6 +37,8 @@ from service.errors import AgentError
 from service.scheduler.estimates import QueueStats
 from service.scheduler.hosts import HostView
 from service.scheduler.registry import Outcome, RequestInfo
+
+log = logging.getLogger(__name__)
 
 NO_SLOT = ""  # the provider of a request that needs no slot: it only waits for its conversation
 
@@ -249,3 +252,27 @@ class RequestScheduler(Protocol):
     async def begin_shutdown(self, message: str = "service is shutting down") -> None: ...
 
     async def drain(self, timeout: float) -> bool: ...  # noqa: ASYNC109
+
+
+async def settle(step: Awaitable[None]) -> None:
+    """Run a scheduler bookkeeping step to its end even if the caller is being cancelled.
+
+    A turn's ``finally`` must give its slot and conversation back: when the turn is
+    being cancelled, the step runs shielded so a second cancellation cannot cut it
+    short. Otherwise it is awaited directly (no extra task on every turn). A step the
+    scheduler cannot carry out now (its shared database is down) is logged, not
+    raised: the turn's own outcome stands, and the request's lease runs out instead.
+    """
+    current = asyncio.current_task()
+    try:
+        if current is None or not current.cancelling():
+            await step
+            return
+        task = asyncio.ensure_future(step)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+    except AgentError as exc:
+        log.warning("scheduler bookkeeping failed: %s", exc.message)

@@ -73,6 +73,43 @@ class NewMessage:
 
 
 @dataclass(frozen=True, slots=True)
+class NewSummary:
+    """A summary of a conversation's messages up to ``covered_up_to`` (a message id, included).
+
+    The usage is what the summary request spent; the store charges it to the user.
+    """
+
+    text: str
+    covered_up_to: int
+    provider: str = ""
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """The summary kept with a conversation (``history.summarize``).
+
+    It stands for every message up to and including ``covered_up_to``, with the
+    summary kept before it folded in; the usage is its latest request's.
+    """
+
+    conversation_id: str
+    text: str
+    covered_up_to: int
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_creation_input_tokens: int
+    cache_read_input_tokens: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class UsageTotals:
     """A user's accumulated token usage; ``turns`` counts stored assistant messages."""
 
@@ -195,7 +232,24 @@ class ConversationStore(ABC):
 
     @abstractmethod
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
-        """Delete the messages but keep the conversation; usage totals stay as they are."""
+        """Delete the messages (and the summary) but keep the conversation; usage stays."""
+
+    @abstractmethod
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        """The conversation's summary (None: it has none); NotFound like ``messages``."""
+
+    @abstractmethod
+    async def save_summary(self, user_id: str, conversation_id: str, summary: NewSummary) -> bool:
+        """Charge a summary request's usage to the user and keep its text if it is news.
+
+        One transaction. The usage is always added to the user's totals (not as a
+        turn) and to the UTC day's spend, as ``append_messages`` adds a turn's: the
+        provider was paid whatever becomes of the text. The text replaces the
+        conversation's summary only when the conversation is the user's, still holds
+        the message ``covered_up_to`` (a clear removed it) and the summary kept covers
+        less. Returns whether it was kept. InvalidRequest (nothing written) for text
+        the store cannot hold.
+        """
 
     @abstractmethod
     async def usage_totals(self, user_id: str) -> UsageTotals: ...

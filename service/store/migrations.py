@@ -35,6 +35,26 @@ TOKEN_SPEND_VERSION = 4
 CACHE_USAGE_VERSION = 5
 
 
+# One summary per conversation of the history its window dropped (history.summarize).
+SUMMARIES_VERSION = 6
+
+
+def _summaries_table(integer: str, text: str, stamp: str) -> str:
+    # covered_up_to: the last message id the summary stands for. The usage columns are
+    # its latest request's (the user's totals and spend count every request).
+    return f"""CREATE TABLE conversation_summaries (
+        conversation_id {text} PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+        text {text} NOT NULL,
+        covered_up_to {integer} NOT NULL,
+        provider {text} NOT NULL DEFAULT '',
+        model {text} NOT NULL DEFAULT '',
+        input_tokens {integer} NOT NULL DEFAULT 0,
+        output_tokens {integer} NOT NULL DEFAULT 0,
+        cache_creation_tokens {integer} NOT NULL DEFAULT 0,
+        cache_read_tokens {integer} NOT NULL DEFAULT 0,
+        updated_at {stamp} NOT NULL)"""
+
+
 def _cache_columns(integer: str) -> tuple[str, ...]:
     return tuple(
         f"ALTER TABLE {table} ADD COLUMN {column} {integer} NOT NULL DEFAULT 0"
@@ -115,6 +135,11 @@ SQLITE_MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(CACHE_USAGE_VERSION, "prompt cache token counts", _cache_columns("INTEGER")),
+    Migration(
+        SUMMARIES_VERSION,
+        "conversation summaries",
+        (_summaries_table("INTEGER", "TEXT", "TEXT"),),
+    ),
 )
 
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
@@ -188,6 +213,11 @@ POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(CACHE_USAGE_VERSION, "prompt cache token counts", _cache_columns("bigint")),
+    Migration(
+        SUMMARIES_VERSION,
+        "conversation summaries",
+        (_summaries_table("bigint", "text", "timestamptz"),),
+    ),
 )
 
 _SQLITE_LEDGER = """CREATE TABLE IF NOT EXISTS schema_migrations (

@@ -11,10 +11,13 @@ from typing import Any
 import asyncpg
 
 from service.errors import StoreUnavailable
+from service.store import postgres_summaries as summaries
 from service.store.base import (
     Conversation,
     ConversationStore,
+    ConversationSummary,
     NewMessage,
+    NewSummary,
     StoredMessage,
     TokenSpend,
     UsageTotals,
@@ -38,6 +41,7 @@ from service.store.rows import (
     check_batch,
     check_ids,
     check_page_size,
+    check_summary,
     check_text,
     check_user_id,
     decode_page_token,
@@ -308,6 +312,11 @@ class PostgresStore(ConversationStore):
                 )
                 if touched is None:
                     raise not_found(conversation_id)
+                # What the summary stands for is gone with the messages.
+                await conn.execute(
+                    "DELETE FROM conversation_summaries WHERE conversation_id = $1",
+                    conversation_id,
+                )
                 deleted = await conn.fetchval(
                     "WITH gone AS (DELETE FROM messages WHERE conversation_id = $1 RETURNING 1)"
                     " SELECT count(*) FROM gone",
@@ -317,6 +326,25 @@ class PostgresStore(ConversationStore):
 
         # A rerun after a lost COMMIT would answer 0 for what the first run removed.
         return await self._runner.run(clear, Retry.UNSENT)
+
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        check_ids(user_id, conversation_id)
+        row = await self._fetchrow(summaries.GET_SQL, conversation_id, user_id)
+        if row is None:
+            raise not_found(conversation_id)
+        return summaries.row_summary(row)
+
+    async def save_summary(self, user_id: str, conversation_id: str, summary: NewSummary) -> bool:
+        check_ids(user_id, conversation_id)
+        check_summary(summary)
+        now = utc_now()
+
+        async def save(conn: Any) -> bool:
+            async with conn.transaction():
+                return await summaries.save_summary(conn, user_id, conversation_id, summary, now)
+
+        # Not rerun after a lost answer: a second run would charge the usage twice.
+        return await self._runner.run(save, Retry.UNSENT)
 
     # --- users ----------------------------------------------------------------
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from service.store.base import Conversation, NewMessage, StoredMessage
@@ -155,7 +155,20 @@ async def insert_batch(conn: Any, batch: Batch) -> list[StoredMessage]:
         [m.cache_creation_input_tokens for m in messages],
         [m.cache_read_input_tokens for m in messages],
     )
-    totals, cached = batch_usage(messages), batch_cache_usage(messages)
+    await add_usage(conn, user_id, now.date(), batch_usage(messages), batch_cache_usage(messages))
+    # Identity values follow the insertion order; RETURNING's order is unspecified.
+    ids = sorted(row["id"] for row in rows)
+    return [
+        stored_message(message_id, conversation_id, m, now, estimate)
+        for message_id, m, estimate in zip(ids, messages, estimates, strict=True)
+    ]
+
+
+async def add_usage(
+    conn: Any, user_id: str, day: date, totals: tuple[int, int, int], cached: tuple[int, int]
+) -> None:
+    """Add (input, output, turns) and (cache writes, cache reads) to the user's totals
+    and the day's spend, inside the caller's transaction."""
     if any(totals) or any(cached):
         await conn.execute(
             "INSERT INTO user_usage AS u (user_id, input_tokens, output_tokens, turns,"
@@ -181,13 +194,7 @@ async def insert_batch(conn: Any, batch: Batch) -> list[StoredMessage]:
             " + excluded.cache_creation_tokens,"
             " cache_read_tokens = s.cache_read_tokens + excluded.cache_read_tokens",
             user_id,
-            now.date(),
+            day,
             totals[0] + totals[1],
             *cached,
         )
-    # Identity values follow the insertion order; RETURNING's order is unspecified.
-    ids = sorted(row["id"] for row in rows)
-    return [
-        stored_message(message_id, conversation_id, m, now, estimate)
-        for message_id, m, estimate in zip(ids, messages, estimates, strict=True)
-    ]

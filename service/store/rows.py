@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from service.content import Block, TextBlock, ToolResultBlock, ToolUseBlock
 from service.errors import InvalidRequest, NotFound
-from service.store.base import NewMessage, StoredMessage
+from service.store.base import NewMessage, NewSummary, StoredMessage
 
 TITLE_MAX_CHARS = 60
 MAX_PAGE_SIZE = 1000
@@ -73,6 +73,22 @@ def check_batch(messages: Sequence[NewMessage]) -> None:
         check_text("provider", m.provider)
         check_text("model", m.model)
         check_text("request_id", m.request_id)
+
+
+def check_summary(summary: NewSummary) -> None:
+    """Reject a summary no backend can store, before anything is written (or charged)."""
+    counts = (
+        summary.covered_up_to,
+        summary.input_tokens,
+        summary.output_tokens,
+        summary.cache_creation_input_tokens,
+        summary.cache_read_input_tokens,
+    )
+    if not all(0 <= count < 2**62 for count in counts):
+        raise InvalidRequest("a summary's message id and token counts must be non-negative")
+    check_text("summary", summary.text)
+    check_text("provider", summary.provider)
+    check_text("model", summary.model)
 
 
 def title_from(messages: Sequence[NewMessage]) -> str:

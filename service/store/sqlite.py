@@ -13,10 +13,13 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from service.errors import ServiceUnavailable
 from service.store import sqlite_ops as ops
+from service.store import sqlite_summaries as summaries
 from service.store.base import (
     Conversation,
     ConversationStore,
+    ConversationSummary,
     NewMessage,
+    NewSummary,
     StoredMessage,
     TokenSpend,
     UsageTotals,
@@ -27,6 +30,7 @@ from service.store.rows import (
     check_batch,
     check_ids,
     check_page_size,
+    check_summary,
     check_text,
     check_user_id,
     decode_page_token,
@@ -210,6 +214,17 @@ class SqliteStore(ConversationStore):
     async def clear_conversation(self, user_id: str, conversation_id: str) -> int:
         check_ids(user_id, conversation_id)
         return await self._write(ops.clear_conversation, user_id, conversation_id)
+
+    async def get_summary(self, user_id: str, conversation_id: str) -> ConversationSummary | None:
+        check_ids(user_id, conversation_id)
+        return await self._run(summaries.get_summary, user_id, conversation_id)
+
+    async def save_summary(self, user_id: str, conversation_id: str, summary: NewSummary) -> bool:
+        check_ids(user_id, conversation_id)
+        check_summary(summary)
+        return await self._write(
+            summaries.save_summary, user_id, conversation_id, summary, utc_now()
+        )
 
     # --- users ----------------------------------------------------------------
 

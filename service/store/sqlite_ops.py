@@ -312,34 +312,46 @@ def append_messages(
             rows = conn.execute(_insert_messages_sql(len(chunk)), params).fetchall()
             # RETURNING order is unspecified; ids grow in VALUES order.
             ids += sorted(row[0] for row in rows)
-        totals, cached = batch_usage(batch), batch_cache_usage(batch)
-        if any(totals) or any(cached):
-            conn.execute(
-                "INSERT INTO user_usage (user_id, input_tokens, output_tokens, turns,"
-                " cache_creation_tokens, cache_read_tokens)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
-                " input_tokens = input_tokens + excluded.input_tokens,"
-                " output_tokens = output_tokens + excluded.output_tokens,"
-                " turns = turns + excluded.turns,"
-                " cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,"
-                " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
-                (user_id, *totals, *cached),
-            )
-            if totals[0] + totals[1] or any(cached):
-                conn.execute(
-                    "INSERT INTO token_spend"
-                    " (user_id, day, tokens, cache_creation_tokens, cache_read_tokens)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, day) DO UPDATE SET"
-                    " tokens = tokens + excluded.tokens,"
-                    " cache_creation_tokens = cache_creation_tokens"
-                    " + excluded.cache_creation_tokens,"
-                    " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
-                    (user_id, now.date().isoformat(), totals[0] + totals[1], *cached),
-                )
+        add_usage(conn, user_id, now.date(), batch_usage(batch), batch_cache_usage(batch))
     return [
         stored_message(message_id, conversation_id, m, now, estimate)
         for message_id, m, estimate in zip(ids, batch, estimates, strict=True)
     ]
+
+
+def add_usage(
+    conn: sqlite3.Connection,
+    user_id: str,
+    day: date,
+    totals: tuple[int, int, int],
+    cached: tuple[int, int],
+) -> None:
+    """Add (input, output, turns) and (cache writes, cache reads) to the user's totals
+    and the day's spend, inside the caller's transaction."""
+    if not (any(totals) or any(cached)):
+        return
+    conn.execute(
+        "INSERT INTO user_usage (user_id, input_tokens, output_tokens, turns,"
+        " cache_creation_tokens, cache_read_tokens)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id) DO UPDATE SET"
+        " input_tokens = input_tokens + excluded.input_tokens,"
+        " output_tokens = output_tokens + excluded.output_tokens,"
+        " turns = turns + excluded.turns,"
+        " cache_creation_tokens = cache_creation_tokens + excluded.cache_creation_tokens,"
+        " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
+        (user_id, *totals, *cached),
+    )
+    if totals[0] + totals[1] or any(cached):
+        conn.execute(
+            "INSERT INTO token_spend"
+            " (user_id, day, tokens, cache_creation_tokens, cache_read_tokens)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (user_id, day) DO UPDATE SET"
+            " tokens = tokens + excluded.tokens,"
+            " cache_creation_tokens = cache_creation_tokens"
+            " + excluded.cache_creation_tokens,"
+            " cache_read_tokens = cache_read_tokens + excluded.cache_read_tokens",
+            (user_id, day.isoformat(), totals[0] + totals[1], *cached),
+        )
 
 
 def clear_conversation(conn: sqlite3.Connection, user_id: str, conversation_id: str) -> int:
@@ -350,6 +362,10 @@ def clear_conversation(conn: sqlite3.Connection, user_id: str, conversation_id: 
         ).fetchall()
         if not touched:
             raise not_found(conversation_id)
+        # What the summary stands for is gone with the messages.
+        conn.execute(
+            "DELETE FROM conversation_summaries WHERE conversation_id = ?", (conversation_id,)
+        )
         cursor = conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
         return int(cursor.rowcount)
 

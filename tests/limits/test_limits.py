@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from service.content import Usage
 from service.errors import Code, LimitReached
 from service.limits import Limits, LimitSet, LimitsSection
 from service.limits.bucket import RequestRate
@@ -110,6 +111,23 @@ async def test_a_tier_without_a_rate_limit_is_never_refused_for_rate() -> None:
     await limits.admit("bob")
     with pytest.raises(LimitReached):
         await limits.admit("bob")
+
+
+async def test_work_the_user_did_not_ask_for_spends_tokens_not_the_request_rate() -> None:
+    """A history summary (request=False) is checked against the budgets only."""
+    spend = Spend()
+    section = LimitsSection(requests_per_minute=1, tokens_per_day=50)
+    limits = Limits(section, spend, clock=Clock(0.0), wall_clock=Clock(epoch(2026, 3, 5, 12)))
+    for _ in range(3):
+        await (await limits.admit("alice", request=False)).settle(Usage())
+    await limits.admit("alice")  # the user's one request a minute is still there
+    summary = await limits.admit("alice", request=False)
+    await summary.refund()  # a refund gives back no request it never took
+    with pytest.raises(LimitReached, match="requests_per_minute"):
+        await limits.admit("alice")
+    spend.add("alice", date(2026, 3, 5), 50)
+    with pytest.raises(LimitReached, match="tokens_per_day"):
+        await limits.admit("alice", request=False)
 
 
 async def test_daily_budget_refuses_until_utc_midnight() -> None:

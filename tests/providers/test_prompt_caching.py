@@ -198,3 +198,22 @@ async def test_the_setting_reaches_the_bridge(fake_anthropic: FakeAnthropic) -> 
         finally:
             await bridge.aclose()
         assert ("cache_control" in str(fake_anthropic.chats[-1].json)) is caching
+
+
+async def test_a_one_off_request_writes_nothing_to_the_cache(
+    fake_anthropic: FakeAnthropic,
+) -> None:
+    """A history summary's prompt is never sent again: no breakpoint, no 1.25x write."""
+    bridge = anthropic_bridge(fake_anthropic)
+    request = CompletionRequest(
+        messages=conversation(2), system="Summarize.", max_tokens=64, cacheable=False
+    )
+    try:
+        usage = usage_of(await collect(bridge, request))
+    finally:
+        await bridge.aclose()
+    body = fake_anthropic.chats[0].json
+    assert "cache_control" not in str(body)
+    assert body["system"] == "Summarize."
+    assert usage.cache_creation_input_tokens == usage.cache_read_input_tokens == 0
+    assert usage.input_tokens > 0
