@@ -165,20 +165,9 @@ class DispatchQueue(Generic[Q]):
         """Waiting requests ordered before ``request``."""
         return bisect_left(self._entries, self._entry[request.seq])
 
-    def ranked_position(self, request: Q, now: float) -> int | None:
-        """The same as ``position`` (kept for watchers: keys need no ranking)."""
-        return self.position(request, now)
-
-    def rank(self, now: float) -> None:
-        """Nothing to do: the keys are the order."""
-
     def order(self, now: float) -> Sequence[Q]:
         """All waiting requests in dispatch order."""
         return [self._by_seq[entry[2]] for entry in self._entries]
-
-    def reorder_at(self, now: float) -> float | None:
-        """Never: the order changes only when requests arrive or leave."""
-        return None
 
     def key(self, request: Q) -> float:
         """The request's order key (put-back requests: their put-back count)."""
