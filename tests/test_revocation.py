@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from service.profiles import ProfileDirectory
 from service.providers.ollama import OllamaBridge
 from service.revocation import Revocations
 from service.scheduler import Scheduler
+from service.scheduler.interface import RequestScheduler
 from service.scheduler.memory import MemoryScheduler
 from service.store import ConversationStore
 from service.streams import StreamingTurns
@@ -41,15 +43,27 @@ class Clock:
         return self.now
 
 
-async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_ones_finish(
-    tmp_path: Path, fake: FakeOllama, store: ConversationStore
-) -> None:
+@dataclass
+class Rig:
+    """alice and bob in a users file, and the service parts that serve them in process."""
+
+    users: Path
+    clock: Clock
+    auth: Authenticator
+    revocations: Revocations
+    bridge: OllamaBridge
+    streams: StreamingTurns
+
+    async def close(self) -> None:
+        await self.streams.close()
+        await self.bridge.aclose()
+
+
+def rig(tmp_path: Path, fake: FakeOllama, store: ConversationStore, port: RequestScheduler) -> Rig:
     users = tmp_path / "users.yaml"
     users.write_text("alice: alice-token\nbob: bob-token\n")
     clock = Clock()
     auth = Authenticator(users_file=users, reload_interval_s=1.0, clock=clock)
-    engine = Scheduler(slots={"ollama": 1})
-    port = MemoryScheduler(engine)
     revocations = Revocations(port)
     auth.on_revoked(revocations.revoked)
     bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
@@ -61,8 +75,18 @@ async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_on
         scheduler=port,
         profiles=ProfileDirectory(None),
         agent=AgentLoop(default_registry(), max_rounds=1),
+        still_valid=auth.still_valid,
     )
     streams = StreamingTurns(chat, port, store, StreamSection())
+    return Rig(users, clock, auth, revocations, bridge, streams)
+
+
+async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_ones_finish(
+    tmp_path: Path, fake: FakeOllama, store: ConversationStore
+) -> None:
+    engine = Scheduler(slots={"ollama": 1})
+    r = rig(tmp_path, fake, store, MemoryScheduler(engine))
+    users, clock, auth, revocations, streams = r.users, r.clock, r.auth, r.revocations, r.streams
     gate = threading.Event()
     fake.push(Reply.text("alice's", " answer", gate=gate, gate_after=1))
 
@@ -104,8 +128,7 @@ async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_on
         assert len(fake.chats) == 2  # no model call for any revoked waiting request
     finally:
         gate.set()
-        await streams.close()
-        await bridge.aclose()
+        await r.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -122,25 +145,9 @@ async def test_a_request_that_enters_the_queue_after_the_revocation_listed_it_do
 ) -> None:
     # The race: alice authenticates, the reload revokes her token and its cancel lists
     # her requests (none yet), and only then does her request reach the queue.
-    users = tmp_path / "users.yaml"
-    users.write_text("alice: alice-token\nbob: bob-token\n")
-    clock = Clock()
-    auth = Authenticator(users_file=users, reload_interval_s=1.0, clock=clock)
     port = await backend.make(slots={"ollama": 1})
-    revocations = Revocations(port)
-    auth.on_revoked(revocations.revoked)
-    bridge = OllamaBridge(url=fake.url, model="llama3.2", first_byte_timeout_s=5, idle_timeout_s=5)
-    chat = ChatService(
-        Settings(),
-        providers={"ollama": bridge},
-        default_provider="ollama",
-        store=store,
-        scheduler=port,
-        profiles=ProfileDirectory(None),
-        agent=AgentLoop(default_registry(), max_rounds=1),
-        still_valid=auth.still_valid,
-    )
-    streams = StreamingTurns(chat, port, store, StreamSection())
+    r = rig(tmp_path, fake, store, port)
+    users, clock, auth, revocations, streams = r.users, r.clock, r.auth, r.revocations, r.streams
     gate = threading.Event()
     fake.push(Reply.text("bob's", " answer", gate=gate, gate_after=1))
 
@@ -183,5 +190,4 @@ async def test_a_request_that_enters_the_queue_after_the_revocation_listed_it_do
         assert info.state == "failed"
     finally:
         gate.set()
-        await streams.close()
-        await bridge.aclose()
+        await r.close()
