@@ -8,6 +8,9 @@ an error, never silently ignored.
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 from pydantic import ValidationError
 
@@ -44,3 +47,10 @@ def test_an_unknown_key_of_an_mcp_server_is_refused() -> None:
     server = {"name": "time", "command": "mcp-server-time", "comand": "typo"}
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         Settings(tools={"mcp_servers": [server]})
+
+
+def test_the_replica_id_defaults_to_host_name_and_pid() -> None:
+    scheduler = Settings().scheduler
+    assert scheduler.resolved_replica_id() == f"{socket.gethostname()}-{os.getpid()}"
+    named = Settings(scheduler={"replica_id": "r1"}).scheduler
+    assert named.resolved_replica_id() == "r1"

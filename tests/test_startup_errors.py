@@ -115,3 +115,16 @@ def test_a_postgres_store_that_refuses(
     url = _with(POSTGRES, **change)
     code, lines = _run("service.main", tmp_path, AGENT_STORE__URL=url)
     _one_line(code, lines, "cannot open the store", expected)
+
+
+@pytest.mark.parametrize("backend", ["memory", "postgres"], ids=["own-queue", "shared-queue"])
+def test_a_database_that_nobody_answers_is_one_line_and_exit_2(
+    tmp_path: Path, backend: str
+) -> None:
+    # Nothing listens on the port (no PostgreSQL needed): the store, and the shared
+    # queue in the same database, cannot be opened at start.
+    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/test"
+    code, lines = _run(
+        "service.main", tmp_path, AGENT_STORE__URL=url, AGENT_SCHEDULER__BACKEND=backend
+    )
+    _one_line(code, lines, "cannot open the store", "refused")

@@ -42,36 +42,65 @@ def test_max_active_holds_across_replicas(
     stack = Replicas(tmp_path, config)
     stack.start()
     try:
-        texts = [book.set(label(f"cap{i}"), HANG) for i in range(20)]
-        bodies = [chat_body(who, text, on_disconnect="continue") for text in texts]
-
-        # Sent directly to the three replicas in turn, all at once.
-        def send(i: int) -> int:
-            replica = stack.replicas[i % 3]
-            with replica.channel() as channel:
-                try:
-                    replica.stub(channel).ChatStream(
-                        pb.ChatStreamRequest(
-                            message=bodies[i]["message"],
-                            user_id=who,
-                            new_conversation=True,
-                            request_id=bodies[i]["request_id"],
-                            on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
-                        ),
-                        timeout=5,
-                        metadata=(("authorization", "Bearer tok-capped"),),
-                    ).__next__()
-                except grpc.RpcError as exc:
-                    return exc.code().value[0]
-            return 0
-
-        with ThreadPoolExecutor(20) as pool:
-            codes = list(pool.map(send, range(20)))
+        codes = _open_at_once(stack, book, who, 20, (("authorization", "Bearer tok-capped"),))
         admitted = [c for c in codes if c == 0]
         refused = [c for c in codes if c == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]]
         assert len(admitted) == 2 and len(refused) == 18, codes
     finally:
         stack.stop()  # its turns end with it: their upstream calls are closed
+
+
+def test_the_queue_cap_per_user_holds_across_replicas(
+    tmp_path: Path, fake_ollama: FakeOllama, fake_ollama_b: FakeOllama, book: ReplyBook
+) -> None:
+    queue = {"max_pending": 200, "max_pending_per_user": 3}
+    stack = Replicas(tmp_path, replicas_config(fake_ollama, fake_ollama_b, queue=queue))
+    stack.start()
+    try:
+        codes = _open_at_once(stack, book, user("queued"), 12)
+        # Two get the two hosts' slots at once (they never wait), three may wait: not
+        # three per replica.
+        assert codes.count(0) == 5, codes
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]) == 7, codes
+    finally:
+        stack.stop()
+
+
+def _open_at_once(
+    stack: Replicas,
+    book: ReplyBook,
+    who: str,
+    count: int,
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> list[int]:
+    """``count`` held requests of ``who`` sent to the three replicas in turn, all at once.
+
+    0 for each one admitted (its first event came), else its gRPC status code's value.
+    """
+    texts = [book.set(label(f"at-once{i}"), HANG) for i in range(count)]
+    bodies = [chat_body(who, text, on_disconnect="continue") for text in texts]
+
+    def send(i: int) -> int:
+        replica = stack.replicas[i % 3]
+        with replica.channel() as channel:
+            try:
+                replica.stub(channel).ChatStream(
+                    pb.ChatStreamRequest(
+                        message=bodies[i]["message"],
+                        user_id=who,
+                        new_conversation=True,
+                        request_id=bodies[i]["request_id"],
+                        on_disconnect=pb.DISCONNECT_POLICY_CONTINUE,
+                    ),
+                    timeout=5,
+                    metadata=metadata,
+                ).__next__()
+            except grpc.RpcError as exc:
+                return int(exc.code().value[0])
+        return 0
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(send, range(count)))
 
 
 def test_requests_per_minute_holds_across_replicas(
