@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +32,8 @@ from service.streams import StreamingTurns
 from service.tools import default_registry
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
-from tests.scheduler.contract.conftest import Backend, postgres_backend, until
+from tests.scheduler.contract.conftest import Backend, until
+from tests.scheduler.contract.conftest import backend as backend  # the fixture, both adapters
 
 
 class Clock:
@@ -129,15 +129,6 @@ async def test_revoking_a_token_cancels_its_waiting_requests_and_lets_running_on
     finally:
         gate.set()
         await r.close()
-
-
-@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    if request.param == "memory":
-        yield Backend("memory")
-        return
-    async for chosen in postgres_backend():
-        yield chosen
 
 
 async def test_a_request_that_enters_the_queue_after_the_revocation_listed_it_does_not_run(

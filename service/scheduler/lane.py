@@ -48,9 +48,8 @@ class Lane:
         provider: str,
         hosts: Sequence[Host],
         *,
-        aging_interval_s: float,
+        spacing: Spacing,
         default_service_s: float,
-        spacing: Spacing | None = None,
     ) -> None:
         if not hosts:
             raise ValueError(f"provider {provider!r} needs at least one host")
@@ -59,7 +58,7 @@ class Lane:
         self.by_name = {h.name: h for h in self.hosts}
         if len(self.by_name) != len(self.hosts):
             raise ValueError(f"provider {provider!r} has two hosts of the same name")
-        self.queue: DispatchQueue[Ticket] = DispatchQueue(aging_interval_s, spacing)
+        self.queue: DispatchQueue[Ticket] = DispatchQueue(spacing)
         self.running: set[Ticket] = set()
         self.service_time = MovingAverage(default_service_s)
         self.wait_time = MovingAverage(0.0)
@@ -119,10 +118,10 @@ class Lane:
     def position(self, ticket: Ticket, now: float) -> int:
         """Waiting requests that will start before ``ticket`` on the hosts that serve its model."""
         if self._uniform():
-            return self.queue.position(ticket, now)
+            return self.queue.position(ticket)
         mine = {h.name for h in self.hosts if h.serves(ticket.model)}
         ahead = 0
-        for other in self.queue.order(now):
+        for other in self.queue.order():
             if other is ticket:
                 return ahead
             if any(h.name in mine for h in self.hosts if h.serves(other.model)):

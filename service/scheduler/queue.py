@@ -97,8 +97,9 @@ class Spacing:
 class DispatchQueue(Generic[Q]):
     """Waiting requests of one provider, kept sorted by (put back first, order key, seq)."""
 
-    def __init__(self, aging_interval_s: float, spacing: Spacing | None = None) -> None:
-        self._spacing = spacing if spacing is not None else Spacing(aging_interval_s)
+    def __init__(self, spacing: Spacing | float) -> None:
+        """``spacing``: shared with the other providers' queues, or an aging interval of its own."""
+        self._spacing = spacing if isinstance(spacing, Spacing) else Spacing(spacing)
         self._interval = self._spacing.interval
         self._entries: list[Entry] = []  # sorted: the dispatch order
         self._entry: dict[int, Entry] = {}  # seq → its entry
@@ -151,7 +152,7 @@ class DispatchQueue(Generic[Q]):
         self._take(request)
         self.version += 1
 
-    def pop_next(self, now: float, eligible: Callable[[Q], bool] | None = None) -> Q | None:
+    def pop_next(self, eligible: Callable[[Q], bool] | None = None) -> Q | None:
         """Take out the first request in order that is ``eligible``; None if there is none."""
         for entry in self._entries:
             request = self._by_seq[entry[2]]
@@ -161,11 +162,11 @@ class DispatchQueue(Generic[Q]):
                 return request
         return None
 
-    def position(self, request: Q, now: float) -> int:
+    def position(self, request: Q) -> int:
         """Waiting requests ordered before ``request``."""
         return bisect_left(self._entries, self._entry[request.seq])
 
-    def order(self, now: float) -> Sequence[Q]:
+    def order(self) -> Sequence[Q]:
         """All waiting requests in dispatch order."""
         return [self._by_seq[entry[2]] for entry in self._entries]
 

@@ -98,9 +98,8 @@ class Scheduler:
             name: Lane(
                 name,
                 pool,
-                aging_interval_s=aging_interval_s,
-                default_service_s=default_service_s,
                 spacing=spacing,
+                default_service_s=default_service_s,
             )
             for name, pool in pools.items()
         }
@@ -345,7 +344,7 @@ class Scheduler:
             def startable(t: Ticket, free: list[Host] = free) -> bool:
                 return self._eligible(t) and any(h.serves(t.model) for h in free)
 
-            ticket = lane.queue.pop_next(now, startable)
+            ticket = lane.queue.pop_next(startable)
             if ticket is None:
                 break
             previous = (
@@ -611,7 +610,7 @@ class Scheduler:
             return found  # the common case on every turn: nothing of this user's is active
         for lane in self._lanes.values():
             running = sorted(lane.running, key=lambda t: t.seq)
-            waiting = sorted(lane.queue, key=lambda t: lane.queue.position(t, now))
+            waiting = sorted(lane.queue, key=lane.queue.position)
             for ticket in (*running, *waiting):
                 if ticket.state in ("queued", "running") and (
                     user_id is None or ticket.user_id == user_id

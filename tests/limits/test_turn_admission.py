@@ -54,6 +54,23 @@ async def finish(events: AsyncIterator[object]) -> TurnResult:
     return last
 
 
+async def refused_beside_a_running_turn(chat: ChatService, fake: FakeOllama) -> None:
+    """A turn runs (10 in, 5 out); a second, sent meanwhile, is refused by its reservation."""
+    fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
+    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
+    try:
+        assert isinstance(await anext(running), Started)
+        with pytest.raises(LimitReached) as refused:
+            await chat.run_turn(
+                TurnInput(user_id="u", message="hi", new_conversation=True, request_id="second")
+            )
+        assert refused.value.limit == "tokens_per_day"
+        assert "reserved by 1 running turn(s)" in refused.value.message
+        await finish(running)  # settled at its real 15 tokens
+    finally:
+        await running.aclose()
+
+
 async def test_requests_refused_by_max_active_do_not_spend_the_rate(
     chat_with: Factory, fake: FakeOllama
 ) -> None:
@@ -80,19 +97,7 @@ async def test_a_running_turn_reserves_its_estimate_until_it_settles(
     # the history budget (100) and its output cap (50): over 150, so a second turn does
     # not fit while the first runs.
     chat = chat_with({"tokens_per_day": 150})
-    fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
-    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
-    try:
-        assert isinstance(await anext(running), Started)
-        with pytest.raises(LimitReached) as refused:
-            await chat.run_turn(
-                TurnInput(user_id="u", message="hi", new_conversation=True, request_id="second")
-            )
-        assert refused.value.limit == "tokens_per_day"
-        assert "reserved by 1 running turn(s)" in refused.value.message
-        await finish(running)  # settled at its real 15 tokens
-    finally:
-        await running.aclose()
+    await refused_beside_a_running_turn(chat, fake)
     result = await chat.run_turn(
         TurnInput(user_id="u", message="hi", new_conversation=True, request_id="third")
     )
@@ -131,17 +136,7 @@ async def test_a_turn_reserves_what_it_sends_beside_the_history(
         profiles=ProfileDirectory(tmp_path),
         agent=AgentLoop(tools, max_rounds=1),
     )
-    fake.push(Reply.text("one", " two", input_tokens=10, output_tokens=5), Reply.text("next"))
-    running = stream(chat, TurnInput(user_id="u", message="hi", request_id="req-1"))
     try:
-        assert isinstance(await anext(running), Started)
-        with pytest.raises(LimitReached) as refused:
-            await chat.run_turn(
-                TurnInput(user_id="u", message="hi", new_conversation=True, request_id="second")
-            )
-        assert refused.value.limit == "tokens_per_day"
-        assert "reserved by 1 running turn(s)" in refused.value.message
-        await finish(running)
+        await refused_beside_a_running_turn(chat, fake)
     finally:
-        await running.aclose()
         await bridge.aclose()

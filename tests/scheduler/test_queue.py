@@ -40,14 +40,14 @@ def make() -> Requests:
     return Requests()
 
 
-def labels(q: DispatchQueue[Req], now: float = 0.0) -> list[str]:
-    return [r.label for r in q.order(now)]
+def labels(q: DispatchQueue[Req]) -> list[str]:
+    return [r.label for r in q.order()]
 
 
-def drain(q: DispatchQueue[Req], now: float = 0.0) -> list[str]:
+def drain(q: DispatchQueue[Req]) -> list[str]:
     out = []
     while len(q):
-        request = q.pop_next(now)
+        request = q.pop_next()
         assert request is not None
         out.append(request.label)
     return out
@@ -85,8 +85,8 @@ def test_a_newcomer_joins_at_its_arrival_among_spread_out_bursts(make: Requests)
     for i in range(5):
         q.add(make("alice", 5, label=f"a{i}"))  # spread over 0, 30, ... 120
     q.add(make("bob", 5, label="b0"))
-    assert q.pop_next(0.0).label == "a0"  # type: ignore[union-attr]
-    assert q.pop_next(0.0).label == "b0"  # type: ignore[union-attr]
+    assert q.pop_next().label == "a0"  # type: ignore[union-attr]
+    assert q.pop_next().label == "b0"  # type: ignore[union-attr]
     q.add(make("carol", 5, at=40.0, label="c0"))  # after alice's second place (30)
     assert labels(q) == ["a1", "c0", "a2", "a3", "a4"]
 
@@ -98,9 +98,9 @@ def test_popping_follows_the_predicted_order(make: Requests, served_before: int)
     for i in range(30):
         q.add(make(users[i % 3 if i % 4 else 0], 1 + (i * 7) % 10, at=i * 5.0, label=f"r{i}"))
     for k in range(served_before):
-        q.pop_next(150.0 + 13.0 * k)
-    predicted = labels(q, 400.0)
-    assert drain(q, 400.0) == predicted
+        q.pop_next()
+    predicted = labels(q)
+    assert drain(q) == predicted
     assert len(predicted) == 30 - served_before
 
 
@@ -109,10 +109,10 @@ def test_positions_match_the_order(make: Requests) -> None:
     reqs = [make(u, p, label=f"{u}{p}") for u, p in [("a", 3), ("b", 1), ("a", 1)]]
     for r in reqs:
         q.add(r)
-    order = list(q.order(0.0))
-    assert [q.position(r, 0.0) for r in order] == [0, 1, 2]
+    order = list(q.order())
+    assert [q.position(r) for r in order] == [0, 1, 2]
     q.remove(order[0])
-    assert [q.position(r, 0.0) for r in order[1:]] == [0, 1]
+    assert [q.position(r) for r in order[1:]] == [0, 1]
 
 
 def test_a_request_ranks_with_one_k_levels_more_urgent_arriving_k_intervals_later(
@@ -126,29 +126,19 @@ def test_a_request_ranks_with_one_k_levels_more_urgent_arriving_k_intervals_late
     assert labels(q) == ["high", "early", "low", "late"]
 
 
-def test_the_order_never_changes_with_time_alone(make: Requests) -> None:
-    q: DispatchQueue[Req] = DispatchQueue(30.0)
-    for i in range(12):
-        q.add(make(f"u{i % 4}", 1 + (i * 3) % 10, at=i * 7.0, label=f"r{i}"))
-    before = labels(q, 0.0)
-    version = q.version
-    assert labels(q, 1e6) == before
-    assert q.version == version
-
-
 def test_a_burst_does_not_age_as_a_block(make: Requests) -> None:
     """A burst is spread one interval apart, so a late arrival is not stuck behind it."""
     q: DispatchQueue[Req] = DispatchQueue(30.0)
     for i in range(10):
         q.add(make("alice", 5, at=0.0, label=f"a{i}"))
     t = 0.0
-    served = [q.pop_next(t).label]  # type: ignore[union-attr]
+    served = [q.pop_next().label]  # type: ignore[union-attr]
     for _ in range(3):  # one of alice's requests every 20 s
         t += 20.0
-        served.append(q.pop_next(t).label)  # type: ignore[union-attr]
+        served.append(q.pop_next().label)  # type: ignore[union-attr]
     q.add(make("bob", 5, at=t + 1, label="b0"))
     t += 20.0
-    assert q.pop_next(t).label == "b0"  # type: ignore[union-attr]
+    assert q.pop_next().label == "b0"  # type: ignore[union-attr]
     assert served == ["a0", "a1", "a2", "a3"]
 
 
@@ -166,7 +156,7 @@ def test_a_conversation_keeps_submission_order_whatever_the_priorities(make: Req
     q.add(make("v", 5, label="v"))
     # c-urgent takes u's earliest place but is keyed behind c-first, which it waits for.
     assert labels(q) == ["v", "loose", "c-first", "c-urgent"]
-    assert q.position(next(r for r in q if r.label == "c-urgent"), 0.0) == 3
+    assert q.position(next(r for r in q if r.label == "c-urgent")) == 3
 
 
 def test_pop_next_skips_requests_that_are_not_eligible(make: Requests) -> None:
@@ -174,9 +164,9 @@ def test_pop_next_skips_requests_that_are_not_eligible(make: Requests) -> None:
     blocked = make("u", 1, label="blocked", group="c")
     q.add(blocked)
     q.add(make("v", 5, label="free"))
-    first = q.pop_next(0.0, lambda r: r is not blocked)
+    first = q.pop_next(lambda r: r is not blocked)
     assert first is not None and first.label == "free"
-    assert q.pop_next(0.0, lambda r: r is not blocked) is None
+    assert q.pop_next(lambda r: r is not blocked) is None
     assert labels(q) == ["blocked"]  # it kept its place
 
 
@@ -184,7 +174,7 @@ def test_put_back_requests_go_first_in_the_order_they_came_back(make: Requests) 
     q: DispatchQueue[Req] = DispatchQueue(30.0)
     for label in ("a", "b", "c"):
         q.add(make(label, 1, label=label))
-    first, second = q.pop_next(0.0), q.pop_next(0.0)
+    first, second = q.pop_next(), q.pop_next()
     assert first is not None and second is not None
     q.add_front(second)
     q.add_front(first)
@@ -194,8 +184,8 @@ def test_put_back_requests_go_first_in_the_order_they_came_back(make: Requests) 
 
 def test_the_spacing_is_shared_by_the_queues_of_every_provider(make: Requests) -> None:
     spacing = Spacing(30.0)
-    ollama: DispatchQueue[Req] = DispatchQueue(30.0, spacing)
-    anthropic: DispatchQueue[Req] = DispatchQueue(30.0, spacing)
+    ollama: DispatchQueue[Req] = DispatchQueue(spacing)
+    anthropic: DispatchQueue[Req] = DispatchQueue(spacing)
     ollama.add(make("u", 5, label="first"))
     later = make("u", 5, label="second")
     anthropic.add(later)
@@ -286,7 +276,7 @@ def test_the_kept_order_answers_as_the_rule_replayed_from_scratch(seed: int) -> 
             skip = rng.randrange(4)  # 0: all eligible; else every skip-th seq is not
             eligible = (lambda r: True) if skip == 0 else (lambda r, k=skip: r.seq % k != 0)
             expected = rule.pop(eligible)
-            assert q.pop_next(now, eligible) is expected, step
+            assert q.pop_next(eligible) is expected, step
             if expected is not None:
                 popped.append(expected)
         elif op < 0.78:
@@ -299,9 +289,9 @@ def test_the_kept_order_answers_as_the_rule_replayed_from_scratch(seed: int) -> 
             rule.front.append(r)
         elif op < 0.9:
             r = rng.choice(waiting)
-            assert q.position(r, now) == rule.order().index(r), step
+            assert q.position(r) == rule.order().index(r), step
         else:
             now += rng.choice([0.0, 0.3, 1.0, 7.0, 29.0, 31.0, 95.0])
         if rng.random() < 0.1:
-            assert list(q.order(now)) == rule.order(), step
-    assert list(q.order(now)) == rule.order()
+            assert list(q.order()) == rule.order(), step
+    assert list(q.order()) == rule.order()
