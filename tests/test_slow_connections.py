@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from gateway.http_protocol import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV, JsonErrorHttpToolsProtocol
 from service.config import Settings
 from service.server import server_options
+from tests.ports import free_port
 
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 EMPTY_SETTINGS = bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])  # length 0, type SETTINGS, stream 0
@@ -126,9 +127,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 async def http_port(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[int]:
     monkeypatch.setenv(HEADER_TIMEOUT_ENV, "0.5")
     monkeypatch.setenv(BODY_TIMEOUT_ENV, "0.5")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, http=JsonErrorHttpToolsProtocol, lifespan="off"
     )

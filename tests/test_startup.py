@@ -16,6 +16,7 @@ import pytest
 from service.config import Settings
 from service.server import running_service
 from tests.fakes.ollama import FakeOllama
+from tests.ports import free_port
 
 BIN = Path(sys.executable).parent
 
@@ -30,12 +31,6 @@ def taken_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_a_second_service_on_a_used_port_exits_with_one_line(
     tmp_path: Path, taken_port: int
 ) -> None:
@@ -43,7 +38,7 @@ def test_a_second_service_on_a_used_port_exits_with_one_line(
     env.update(
         AGENT_GRPC__ADDRESS=f"127.0.0.1:{taken_port}",
         AGENT_STORE__DATA_DIR=str(tmp_path / "data"),
-        AGENT_OLLAMA__URL=f"http://127.0.0.1:{closed_port()}",
+        AGENT_OLLAMA__URL=f"http://127.0.0.1:{free_port()}",
     )
     proc = subprocess.run(
         [str(BIN / "agent-service")],
@@ -73,7 +68,7 @@ def _settings(tmp_path: Path, ollama_url: str) -> Settings:
 async def test_an_unreachable_default_provider_is_a_warning_with_the_ways_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     caplog.set_level(logging.INFO, logger="service")
     async with running_service(_settings(tmp_path, url)) as service:
         assert service.probe is not None
@@ -108,7 +103,7 @@ def test_a_service_without_mcp_servers_does_not_load_the_mcp_sdk(tmp_path: Path)
         "asyncio.run(main(*sys.argv[1:]))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'mcp'))\n"
     )
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     proc = subprocess.run(
         [sys.executable, "-c", check, str(tmp_path), url],
         cwd=Path(__file__).resolve().parents[1],

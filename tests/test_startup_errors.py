@@ -16,6 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from tests.ports import free_port
+
 POSTGRES = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
 
 
@@ -29,19 +31,13 @@ def taken_port() -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run(module: str, tmp_path: Path, *args: str, **env: str) -> tuple[int, list[str]]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AGENT_", "ANTHROPIC_"))}
     base.update(
         AGENT_GRPC__ADDRESS="127.0.0.1:0",
         AGENT_METRICS__ADDRESS="",
         AGENT_STORE__DATA_DIR=str(tmp_path / "data"),
-        AGENT_OLLAMA__URL=f"http://127.0.0.1:{_free_port()}",
+        AGENT_OLLAMA__URL=f"http://127.0.0.1:{free_port()}",
     )
     base.update(env)
     proc = subprocess.run(
@@ -123,7 +119,7 @@ def test_a_database_that_nobody_answers_is_one_line_and_exit_2(
 ) -> None:
     # Nothing listens on the port (no PostgreSQL needed): the store, and the shared
     # queue in the same database, cannot be opened at start.
-    url = f"postgresql://postgres@127.0.0.1:{_free_port()}/test"
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/test"
     code, lines = _run(
         "service.main", tmp_path, AGENT_STORE__URL=url, AGENT_SCHEDULER__BACKEND=backend
     )

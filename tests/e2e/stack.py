@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,15 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.fakes.anthropic import FakeAnthropic
 from tests.fakes.ollama import FakeOllama
 from tests.gateway_http import gateway_get
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 _SCRUBBED = ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "IOS_APITOKEN", "AGENT_CONFIG")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ folders that SIGKILLed gateways left there are removed."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import uvicorn
 from gateway import main as gateway_main
 from gateway.http_protocol import BODY_TIMEOUT_ENV, HEADER_TIMEOUT_ENV
 from gateway.main import METRICS_DIR_PREFIX, MULTIPROC_ENV, remove_stale_metrics_dirs
+from tests.ports import free_port
 
 
 def _dead_pid() -> int:
@@ -49,12 +49,6 @@ def test_stale_metrics_folders_are_removed_and_live_ones_kept(tmp_path: Path) ->
     assert {p.name for p in tmp_path.iterdir()} == kept
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _own_environment(monkeypatch: pytest.MonkeyPatch, config: Path) -> None:
     """What main() sets in the environment, set first so that the test's end restores it."""
     monkeypatch.setenv(MULTIPROC_ENV, "")  # empty: main makes its own folder
@@ -69,7 +63,7 @@ def test_main_makes_its_metrics_folder_under_the_data_dir_after_clearing_stale_o
     data_dir = tmp_path / "gateway-data"
     folders = _folders(data_dir)
     config = tmp_path / "config.yaml"
-    config.write_text(f"api_server:\n  port: {_free_port()}\n  data_dir: {data_dir}\n")
+    config.write_text(f"api_server:\n  port: {free_port()}\n  data_dir: {data_dir}\n")
     _own_environment(monkeypatch, config)
     seen: dict[str, Any] = {}
 
@@ -92,7 +86,7 @@ def test_a_data_dir_that_cannot_be_made_is_one_line_and_exit_2(
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     config = tmp_path / "config.yaml"
-    config.write_text(f"api_server:\n  port: {_free_port()}\n  data_dir: {blocker / 'data'}\n")
+    config.write_text(f"api_server:\n  port: {free_port()}\n  data_dir: {blocker / 'data'}\n")
     _own_environment(monkeypatch, config)
     with pytest.raises(SystemExit) as ended:
         gateway_main.main(["--config", str(config)])

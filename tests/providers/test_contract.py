@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 import pytest
@@ -13,6 +12,7 @@ from service.errors import Code, DeadlineExceeded, ProviderError
 from service.providers.accumulate import fold
 from service.providers.base import CompletionRequest, Stop, TextDelta, ToolCall, ToolSpec
 from tests.fakes.script import Reply
+from tests.ports import free_port
 from tests.providers.conftest import FIRST_BYTE_S, IDLE_S, Harness, ask, collect
 
 WEATHER = ToolSpec(
@@ -275,9 +275,7 @@ async def test_closing_the_generator_closes_the_upstream_connection(harness: Har
 
 
 async def test_connection_refused_names_the_url(harness: Harness) -> None:
-    with socket.socket() as sock:  # a port that was free a moment ago has no listener
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nothing listens on
     url = f"http://127.0.0.1:{port}"
     with pytest.raises(ProviderError) as caught:
         await collect(harness.bridge(url=url), ask())
@@ -304,9 +302,7 @@ async def test_probe_reports_a_reachable_provider(harness: Harness) -> None:
 
 
 async def test_probe_of_an_unreachable_provider_does_not_raise(harness: Harness) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     health = await harness.bridge(url=f"http://127.0.0.1:{port}").probe()
     assert not health.reachable
     assert f"127.0.0.1:{port}" in health.detail

@@ -14,7 +14,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.ports import free_port
 
 _BIN_GLOB = "/usr/lib/postgresql/*/bin"
 _SYSTEM_USER = "postgres"
@@ -40,12 +41,6 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivateCluster:
     """initdb'd once; ``start``/``stop`` as often as a test needs, always on the same port."""
 
@@ -53,7 +48,7 @@ class PrivateCluster:
         self.binaries = binaries
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._as_root = os.geteuid() == 0
         self.up = False
 

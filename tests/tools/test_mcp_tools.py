@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from service.tools import ToolRegistry, default_registry
 from service.tools.mcp_registry import McpTools
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.script import Reply
+from tests.ports import free_port
 from tests.tools.mcp_test_server import build_server
 
 SERVER_SCRIPT = str(Path(__file__).with_name("mcp_test_server.py"))
@@ -38,12 +38,6 @@ def stdio_server(name: str = "t", **options: object) -> McpServerSection:
     return McpServerSection(
         name=name, transport="stdio", command=sys.executable, args=[SERVER_SCRIPT], **options
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HttpMcpServer:
