@@ -25,7 +25,7 @@ from service.scheduler.pg_admission import Rules
 from service.scheduler.pg_dispatch import Dispatched, dispatch, forget_replica, lock
 from service.scheduler.pg_estimates import estimate_wait, position
 from service.scheduler.pg_hosts import HostState, seed_hosts, topology
-from service.scheduler.pg_leases import Beacon, Held, Wakeups, renew
+from service.scheduler.pg_leases import Beacon, Heartbeat, Held, Wakeups, beat, renew
 from service.scheduler.pg_rows import row_error, row_info
 from service.scheduler.pg_schema import CHANNEL, create_schema
 from service.scheduler.registry import RequestInfo
@@ -122,7 +122,10 @@ class SchedulerCore:
         self._on_connect = on_connect  # e.g. a query counter (scripts/bench_scheduler.py)
         self._pool: Any = None
         self._wakeups = Wakeups(dsn, self._settings, poll_s)
-        self._heartbeat: asyncio.Task[None] | None = None
+        self._heartbeat = Heartbeat(
+            dsn, self._settings, replica_id, lease_s, self._heartbeat_s, address
+        )
+        self._renewal: asyncio.Task[None] | None = None
         self._poll_s = poll_s
         self._housekept = -math.inf  # event-loop time of the last rescue and prune
         self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
@@ -163,7 +166,7 @@ class SchedulerCore:
                 async with conn.transaction():
                     await lock(conn)
                     await forget_replica(conn, self.replica_id, self._clock())
-                    await renew(conn, self.replica_id, self.lease_s, (), self.address)
+                    await beat(conn, self.replica_id, self.lease_s, self.address)
                     await conn.execute(
                         "UPDATE sched_replicas SET accepting = true WHERE replica_id = $1",
                         self.replica_id,
@@ -173,16 +176,18 @@ class SchedulerCore:
         except BaseException:
             await self._pool.close()
             raise
-        self._heartbeat = asyncio.create_task(self._beat(), name="sched-heartbeat")
+        self._heartbeat.start()
+        self._renewal = asyncio.create_task(self._renew(), name="sched-renewal")
 
     async def close(self) -> None:
         """Stop listening and heartbeating; rows this replica still holds expire and are rescued."""
-        for task in (self._heartbeat, self._scan):
+        for task in (self._renewal, self._scan):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._heartbeat = self._scan = None
+        self._renewal = self._scan = None
+        await self._heartbeat.close()
         await self._wakeups.close()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -272,14 +277,16 @@ class SchedulerCore:
             if not self._rescan:
                 return
 
-    async def _beat(self) -> None:
+    async def _renew(self) -> None:
         while True:
             try:
                 # Under the dispatch lock like every other multi-row write, so two of them
-                # never lock the same rows in different orders.
+                # never lock the same rows in different orders. A wait for the lock cannot
+                # cost this replica its grants: the heartbeat, on its own connection and
+                # without the lock, keeps them from being rescued.
                 async with self._locked() as conn:
                     keys = [(u, r, h.epoch) for (u, r), h in self._held.items()]
-                    lost = await renew(conn, self.replica_id, self.lease_s, keys, self.address)
+                    lost = await renew(conn, self.replica_id, self.lease_s, keys)
                 for user_id, request_id, epoch in lost:
                     held = self._held.get((user_id, request_id))
                     if held is not None and held.epoch == epoch:  # not a newer grant since

@@ -53,6 +53,10 @@ async def lock(conn: Any) -> None:
 async def rescue(conn: Any, now: float) -> int:
     """End the rows of replicas whose leases expired on the database's clock.
 
+    A grant is rescued only when its lease has expired *and* its replica's
+    heartbeat has: a live replica whose renewal waited for the dispatch lock
+    keeps what it holds.
+
     A grant its replica took (``picked_up``, set when ``acquire`` returns it)
     counts as started at the provider, so when rescued it ends failed with a
     retry hint and never runs twice; one its replica never took waits again.
@@ -68,6 +72,7 @@ async def rescue(conn: Any, now: float) -> int:
         " started_at = NULL"
         " WHERE granted AND NOT closed AND NOT picked_up AND state = 'running'"
         " AND payload <> '' AND NOT cancel_requested AND lease_expires_at < now()"
+        " AND NOT sched_beating(owner)"
     )
     lost = await conn.execute(
         "UPDATE sched_requests SET"
@@ -77,7 +82,8 @@ async def rescue(conn: Any, now: float) -> int:
         " retry_after_s = CASE WHEN state = 'running' THEN $3 ELSE retry_after_s END,"
         " state = CASE WHEN state = 'running' THEN 'failed' ELSE state END,"
         " closed = true, slot = NULL, finished_at = COALESCE(finished_at, $1)"
-        " WHERE granted AND NOT closed AND lease_expires_at < now()",
+        " WHERE granted AND NOT closed AND lease_expires_at < now()"
+        " AND NOT sched_beating(owner)",
         now,
         _LOST,
         RESCUE_RETRY_S,

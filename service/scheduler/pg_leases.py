@@ -9,8 +9,10 @@ correctness; the first pulse after LISTEN is set up is the re-check.
 ``Held`` is a grant this replica holds; ``Beacon`` is how its waiters learn
 that something changed without missing a change between a read and a wait.
 
-``renew`` extends the leases of this replica's grants on the database's clock
-and says which of them are gone (fenced): a grant's epoch no longer matches.
+``Heartbeat`` keeps this replica's own row fresh on a connection of its own;
+``renew`` extends the leases of its grants on the database's clock and says
+which of them are gone (fenced): a grant's epoch no longer matches. A grant is
+rescued only when both its lease and its replica's heartbeat have expired.
 """
 
 from __future__ import annotations
@@ -110,18 +112,12 @@ class Wakeups:
             await conn.close()
 
 
-async def renew(
-    conn: Any,
-    replica_id: str,
-    lease_s: float,
-    held: Iterable[tuple[str, str, int]],
-    address: str = "",
-) -> set[tuple[str, str, int]]:
-    """Extend the leases of every open grant of this replica; the held grants that were lost.
+async def beat(conn: Any, replica_id: str, lease_s: float, address: str = "") -> None:
+    """This replica is alive for another ``lease_s`` seconds on the database's clock.
 
-    Grants dispatched but not yet picked up by their waiter are renewed too
-    (they are this live replica's). A held grant whose row no longer has its
-    epoch, or is closed, was taken away: the caller fences it.
+    One row that only this replica writes, so it needs no lock: the heartbeat
+    runs on a connection of its own and is never held up by a busy dispatch lock
+    or pool (its rows' leases are not rescued while it beats: ``sched_beating``).
     """
     await conn.execute(
         "INSERT INTO sched_replicas AS r (replica_id, expires_at, address)"
@@ -132,6 +128,20 @@ async def renew(
         lease_s,
         address,
     )
+
+
+async def renew(
+    conn: Any,
+    replica_id: str,
+    lease_s: float,
+    held: Iterable[tuple[str, str, int]],
+) -> set[tuple[str, str, int]]:
+    """Extend the leases of every open grant of this replica; the held grants that were lost.
+
+    Grants dispatched but not yet picked up by their waiter are renewed too
+    (they are this live replica's). A held grant whose row no longer has its
+    epoch, or is closed, was taken away: the caller fences it.
+    """
     rows = await conn.fetch(
         "UPDATE sched_requests SET lease_expires_at = now() + make_interval(secs => $2)"
         " WHERE owner = $1 AND granted AND NOT closed"
@@ -141,3 +151,60 @@ async def renew(
     )
     alive = {(r["user_id"], r["request_id"], r["lease_epoch"]) for r in rows}
     return {k for k in held if k not in alive}
+
+
+class Heartbeat:
+    """``beat`` every ``every_s`` seconds on a connection outside the pool (replaced if lost)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        server_settings: dict[str, str],
+        replica_id: str,
+        lease_s: float,
+        every_s: float,
+        address: str,
+    ) -> None:
+        self._dsn = dsn
+        self._settings = server_settings
+        self._replica_id = replica_id
+        self._lease_s = lease_s
+        self._every_s = every_s
+        self._address = address
+        self._conn: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sched-heartbeat")
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(self._dsn, server_settings=self._settings)
+                await beat(self._conn, self._replica_id, self._lease_s, self._address)
+                if failing:
+                    log.info("shared queue: heartbeat restored")
+                failing = False
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                if not failing:
+                    log.warning("shared queue: heartbeat failed: %s", exc)
+                failing = True
+                await self._drop()
+            await asyncio.sleep(self._every_s)
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()

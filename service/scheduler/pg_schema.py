@@ -91,6 +91,11 @@ CREATE TABLE IF NOT EXISTS sched_lanes (
     avg_wait_s      double precision NOT NULL DEFAULT 0,
     wait_samples    integer NOT NULL DEFAULT 0
 );
+-- A replica beats while its heartbeat is fresh (draining or not): its grants stay its own.
+CREATE OR REPLACE FUNCTION sched_beating(replica text) RETURNS boolean LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM sched_replicas r
+                   WHERE r.replica_id = replica AND r.expires_at >= now())
+$$;
 -- A replica is live while its heartbeat is fresh and it still accepts work.
 CREATE OR REPLACE FUNCTION sched_live(replica text) RETURNS boolean LANGUAGE sql STABLE AS $$
     SELECT EXISTS (SELECT 1 FROM sched_replicas r

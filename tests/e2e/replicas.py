@@ -32,10 +32,9 @@ from tests.gateway_http import gateway_get
 
 POSTGRES_URL = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
 # scheduler.lease_s of these stacks: short, so a killed or frozen replica is noticed soon,
-# yet long enough for a live one on a loaded machine. A replica renews under the dispatch
-# lock; when a burst of requests (and the other tests of a parallel run) keep that lock
-# and the pool busy, a heartbeat can wait over 2 s, and a 2 s lease then had the other
-# replicas take a live one's waiting requests over (test_forty_turns... got a 503).
+# yet long enough for a live one on a loaded machine, whose event loop (which runs the
+# heartbeat) can be busy for a second or more while the other tests of a parallel run
+# compete for the CPU.
 LEASE_S = 5.0
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import asyncpg
 import pytest
 
 from service.errors import Code, RequestCancelled, ServiceUnavailable
 from service.scheduler.hosts import Host
 from service.scheduler.interface import Admission, Adopted, RequestScheduler, RequestSpec
+from service.scheduler.pg_dispatch import rescue
+from service.scheduler.pg_schema import DISPATCH_LOCK
 from tests.scheduler.contract.conftest import Backend, until
 
 pytestmark = pytest.mark.postgres
@@ -126,6 +129,40 @@ async def test_a_dead_replicas_rows_are_rescued_by_another(pg: Backend) -> None:
     assert info.error is not None and info.error.retry_after_s is not None  # never run twice
     await until(lambda: _is(b, "waiting", "carol", "failed"))
     await until(lambda: _is(b, "survivor", "bob", "running"))
+
+
+async def test_a_live_replica_waiting_for_the_dispatch_lock_keeps_its_grant(pg: Backend) -> None:
+    # Another session holds the dispatch lock past "a"'s lease (a burst of admissions, a
+    # slow disk): a's lease renewal waits for that lock, its heartbeat does not. A rescue
+    # run under the lock then must leave a's grant alone; it did not when the heartbeat
+    # itself waited for the lock (the grant expired with it and was taken away).
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=1.0, heartbeat_s=0.1)
+    admission = await submit(a, "alice", "held")
+    grant = await a.acquire(admission)
+    conn = await asyncpg.connect(pg.url, server_settings={"search_path": pg.schema})
+    try:
+        # A session-level hold of the lock, so that each statement below (its own
+        # transaction) sees the database's clock move on.
+        await conn.execute("SELECT pg_advisory_lock($1)", DISPATCH_LOCK)
+
+        async def lease_expired_while_a_beats() -> bool:
+            row = await conn.fetchrow(
+                "SELECT q.lease_expires_at < now() AS expired, r.expires_at > now() AS beating"
+                " FROM sched_requests q JOIN sched_replicas r ON r.replica_id = q.owner"
+                " WHERE q.request_id = 'held'"
+            )
+            return bool(row["expired"] and row["beating"])
+
+        await until(lease_expired_while_a_beats)
+        async with conn.transaction():
+            assert await rescue(conn, pg.clock()) == 0
+        await conn.execute("SELECT pg_advisory_unlock($1)", DISPATCH_LOCK)
+    finally:
+        await conn.close()
+    assert not grant.signal.is_stopped
+    await a.release(grant)
+    await a.finish("held", "alice", "completed")
+    assert await state(a, "held", "alice") == "completed"
 
 
 async def _none_waiting(sched: RequestScheduler) -> bool:
