@@ -23,6 +23,8 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 _DETAILS_KEY = "grpc-status-details-bin"
+# Retry-After of a 503 when no replica of the agent service could take the call.
+UNREACHABLE_RETRY_S = 1.0
 # ErrorInfo.domain of the agent service's reasons (service/errors.py ERROR_DOMAIN).
 ERROR_DOMAIN = "agent.v1.AgentService"
 
@@ -102,15 +104,18 @@ class GatewayError:
 class _Details:
     retry_after_s: float | None = None
     reason: str | None = None
+    answered: bool = False  # the service's own status: it always carries the details key
 
 
 def _details(metadata: grpc.aio.Metadata | None) -> _Details:
     """RetryInfo and (our domain's) ErrorInfo from the status details, if present."""
     retry_after_s: float | None = None
     reason: str | None = None
+    answered = False
     for key, value in metadata or ():
         if key != _DETAILS_KEY or not isinstance(value, bytes):
             continue
+        answered = True
         status = status_pb2.Status.FromString(value)
         for detail in status.details:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
@@ -123,18 +128,22 @@ def _details(metadata: grpc.aio.Metadata | None) -> _Details:
                 detail.Unpack(info)
                 if info.domain == ERROR_DOMAIN and info.reason:
                     reason = info.reason
-    return _Details(retry_after_s, reason)
+    return _Details(retry_after_s, reason, answered)
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
     """Translate a failed call: by its ErrorInfo reason where one refines it, else by code."""
     code = error.code()
     detail = error.details() or code.name.lower()
-    if code is grpc.StatusCode.UNAVAILABLE and "failed to connect" in detail.lower():
-        detail = f"the agent service is unreachable: {detail}"
     details = _details(error.trailing_metadata())
     status = HTTP_STATUS.get(code, 500)
     retry_after_s = details.retry_after_s
+    if code is grpc.StatusCode.UNAVAILABLE and not details.answered:
+        # Not an answer of the service (its statuses always carry the details key): the
+        # channel had no replica to call, none reachable or all draining (NOT_SERVING), or
+        # the connection broke. Another try may find one.
+        detail = f"the agent service is unreachable: {detail}"
+        retry_after_s = UNREACHABLE_RETRY_S
     rule = REASON_STATUS.get(details.reason or "")
     if rule is not None:
         status = rule.status
