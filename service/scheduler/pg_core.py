@@ -27,7 +27,7 @@ from service.scheduler.pg_estimates import estimate_wait, position
 from service.scheduler.pg_hosts import HostState, seed_hosts, topology
 from service.scheduler.pg_leases import Beacon, Heartbeat, Held, Wakeups, beat, renew
 from service.scheduler.pg_rows import row_error, row_info
-from service.scheduler.pg_schema import CHANNEL, create_schema
+from service.scheduler.pg_schema import create_schema, scope
 from service.scheduler.registry import RequestInfo
 
 log = logging.getLogger(__name__)
@@ -121,7 +121,8 @@ class SchedulerCore:
         self._pool_size = pool_size
         self._on_connect = on_connect  # e.g. a query counter (scripts/bench_scheduler.py)
         self._pool: Any = None
-        self._wakeups = Wakeups(dsn, self._settings, poll_s)
+        self._scope = scope(schema)
+        self._wakeups = Wakeups(dsn, self._settings, poll_s, self._scope.channel)
         self._heartbeat = Heartbeat(
             dsn, self._settings, replica_id, lease_s, self._heartbeat_s, address
         )
@@ -164,14 +165,14 @@ class SchedulerCore:
                     [(p, self._rules.default_service_s) for p in self._pools],
                 )
                 async with conn.transaction():
-                    await lock(conn)
+                    await lock(conn, self._scope.lock_key)
                     await forget_replica(conn, self.replica_id, self._clock())
                     await beat(conn, self.replica_id, self.lease_s, self.address)
                     await conn.execute(
                         "UPDATE sched_replicas SET accepting = true WHERE replica_id = $1",
                         self.replica_id,
                     )
-                    await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+                    await conn.execute("SELECT pg_notify($1, '')", self._scope.channel)
             await self._wakeups.start(self._on_wake)
         except BaseException:
             await self._pool.close()
@@ -206,7 +207,7 @@ class SchedulerCore:
         if self._pool is None:
             raise ServiceUnavailable("the shared queue is not open", retry_after_s=1.0)
         async with self._pool.acquire() as conn, conn.transaction():
-            await lock(conn)
+            await lock(conn, self._scope.lock_key)
             yield conn
 
     async def _dispatch(
@@ -225,7 +226,7 @@ class SchedulerCore:
         )
         self._hosts, self._running = done.hosts, done.running
         if notify or done.changed:
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+            await conn.execute("SELECT pg_notify($1, '')", self._scope.channel)
         return done
 
     async def _on_wake(self) -> None:

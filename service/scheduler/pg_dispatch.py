@@ -19,7 +19,6 @@ from service.scheduler.hosts import Host
 from service.scheduler.interface import NO_SLOT
 from service.scheduler.pg_admission import none_up
 from service.scheduler.pg_hosts import HostState, choose, load_hosts
-from service.scheduler.pg_schema import DISPATCH_LOCK
 
 RESCUE_RETRY_S = 1.0
 # Appended to a restarted replica's id: its predecessor's rows, waiting for adoption.
@@ -45,9 +44,12 @@ class Dispatched:
         return bool(self.granted or self.rescued)
 
 
-async def lock(conn: Any) -> None:
-    """Serialize with every other admission and dispatch (its own statement: see DESIGN §9)."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK)
+async def lock(conn: Any, key: int) -> None:
+    """Serialize with every other admission and dispatch (its own statement: see DESIGN §9).
+
+    ``key`` is the queue's (``pg_schema.scope``).
+    """
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", key)
 
 
 async def rescue(conn: Any, now: float) -> int:

@@ -28,7 +28,6 @@ import asyncpg
 
 from service.scheduler.interface import LeaseSignal
 from service.scheduler.lane import Pulse
-from service.scheduler.pg_schema import CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +69,11 @@ class Held:
 class Wakeups:
     """LISTEN on the queue's channel; ``pulse`` fires on every notification and every poll."""
 
-    def __init__(self, dsn: str, server_settings: dict[str, str], poll_s: float) -> None:
+    def __init__(
+        self, dsn: str, server_settings: dict[str, str], poll_s: float, channel: str
+    ) -> None:
         self._dsn = dsn
+        self._channel = channel
         self._settings = server_settings
         self._poll_s = poll_s
         self.pulse = Pulse()
@@ -84,7 +86,7 @@ class Wakeups:
 
     async def _listen(self) -> None:
         conn = await asyncpg.connect(self._dsn, server_settings=self._settings)
-        await conn.add_listener(CHANNEL, self._notified)
+        await conn.add_listener(self._channel, self._notified)
         self._conn = conn
 
     def _notified(self, *_: object) -> None:

@@ -11,11 +11,38 @@ are partial unique indexes, not code:
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
-# A fixed key for pg_advisory_xact_lock: every dispatch and admission runs under it.
+# The key for pg_advisory_xact_lock every dispatch and admission of the queue in the
+# default schema runs under, and its NOTIFY channel; a queue in a schema of its own
+# (``?schema=`` on store.url) has its own of both (``scope``).
 DISPATCH_LOCK = 0x5C4ED0_0019
 CHANNEL = "sched_wake"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What makes one queue's replicas one: its dispatch lock key and its wake-up channel.
+
+    Advisory locks and NOTIFY channels belong to the database, not to a schema:
+    without a scope of their own, two deployments in two schemas of one database
+    (or the tests of a parallel run) would wait for each other's dispatches and
+    wake each other's replicas.
+    """
+
+    lock_key: int
+    channel: str
+
+
+def scope(schema: str | None) -> Scope:
+    """The lock key and channel of the queue in ``schema`` (None: the default schema)."""
+    if not schema:
+        return Scope(DISPATCH_LOCK, CHANNEL)
+    digest = hashlib.blake2b(f"agent-sched:{schema}".encode(), digest_size=8).digest()
+    return Scope(int.from_bytes(digest, "big", signed=True), f"{CHANNEL}_{digest.hex()}")
+
 
 SCHEMA = """
 CREATE SEQUENCE IF NOT EXISTS sched_epoch;
@@ -110,7 +137,7 @@ async def create_schema(conn: Any, schema: str | None = None) -> None:
     ``schema`` (a checked identifier) is created first when given.
     """
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", DISPATCH_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", scope(schema).lock_key)
         if schema:
             await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(SCHEMA)

@@ -11,7 +11,7 @@ from service.errors import Code, RequestCancelled, ServiceUnavailable
 from service.scheduler.hosts import Host
 from service.scheduler.interface import Admission, Adopted, RequestScheduler, RequestSpec
 from service.scheduler.pg_dispatch import rescue
-from service.scheduler.pg_schema import DISPATCH_LOCK
+from service.scheduler.pg_schema import scope
 from tests.scheduler.contract.conftest import Backend, until
 
 pytestmark = pytest.mark.postgres
@@ -143,7 +143,7 @@ async def test_a_live_replica_waiting_for_the_dispatch_lock_keeps_its_grant(pg: 
     try:
         # A session-level hold of the lock, so that each statement below (its own
         # transaction) sees the database's clock move on.
-        await conn.execute("SELECT pg_advisory_lock($1)", DISPATCH_LOCK)
+        await conn.execute("SELECT pg_advisory_lock($1)", scope(pg.schema).lock_key)
 
         async def lease_expired_while_a_beats() -> bool:
             row = await conn.fetchrow(
@@ -156,13 +156,32 @@ async def test_a_live_replica_waiting_for_the_dispatch_lock_keeps_its_grant(pg: 
         await until(lease_expired_while_a_beats)
         async with conn.transaction():
             assert await rescue(conn, pg.clock()) == 0
-        await conn.execute("SELECT pg_advisory_unlock($1)", DISPATCH_LOCK)
+        await conn.execute("SELECT pg_advisory_unlock($1)", scope(pg.schema).lock_key)
     finally:
         await conn.close()
     assert not grant.signal.is_stopped
     await a.release(grant)
     await a.finish("held", "alice", "completed")
     assert await state(a, "held", "alice") == "completed"
+
+
+async def test_queues_in_two_schemas_do_not_wait_for_each_others_lock(pg: Backend) -> None:
+    # Advisory locks belong to the database: a queue in another schema of it (another
+    # deployment, a parallel test) holding its dispatch lock must not stall this one.
+    a = await pg.replica("a", slots={"ollama": 1})
+    other = scope(f"{pg.schema}_other")
+    assert other.lock_key != scope(pg.schema).lock_key and other.channel != scope(pg.schema).channel
+    conn = await asyncpg.connect(pg.url)
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", other.lock_key)
+        async with asyncio.timeout(10):
+            admission = await submit(a, "alice", "free")
+            grant = await a.acquire(admission)
+        await conn.execute("SELECT pg_advisory_unlock($1)", other.lock_key)
+    finally:
+        await conn.close()
+    await a.release(grant)
+    await a.finish("free", "alice", "completed")
 
 
 async def _none_waiting(sched: RequestScheduler) -> bool:
