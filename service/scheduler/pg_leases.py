@@ -66,7 +66,24 @@ class Held:
     signal: LeaseSignal
 
 
-class Wakeups:
+class _OwnConnection:
+    """A loop (``_task``) on a connection of its own (``_conn``), outside any pool."""
+
+    _conn: Any = None
+    _task: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            await conn.close()
+
+
+class Wakeups(_OwnConnection):
     """LISTEN on the queue's channel; ``pulse`` fires on every notification and every poll."""
 
     def __init__(
@@ -77,8 +94,6 @@ class Wakeups:
         self._settings = server_settings
         self._poll_s = poll_s
         self.pulse = Pulse()
-        self._conn: Any = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, on_wake: Callable[[], Awaitable[None]]) -> None:
         await self._listen()
@@ -102,16 +117,6 @@ class Wakeups:
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("shared queue: %s; retrying", exc)
             await self.pulse.wait(self._poll_s)
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            await conn.close()
 
 
 async def beat(conn: Any, replica_id: str, lease_s: float, address: str = "") -> None:
@@ -155,7 +160,7 @@ async def renew(
     return {k for k in held if k not in alive}
 
 
-class Heartbeat:
+class Heartbeat(_OwnConnection):
     """``beat`` every ``every_s`` seconds on a connection outside the pool (replaced if lost)."""
 
     def __init__(
@@ -173,8 +178,6 @@ class Heartbeat:
         self._lease_s = lease_s
         self._every_s = every_s
         self._address = address
-        self._conn: Any = None
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sched-heartbeat")
@@ -184,12 +187,19 @@ class Heartbeat:
         while True:
             try:
                 if self._conn is None or self._conn.is_closed():
-                    self._conn = await asyncpg.connect(self._dsn, server_settings=self._settings)
+                    self._conn = await asyncpg.connect(
+                        self._dsn, server_settings=self._settings, timeout=self._lease_s
+                    )
                 await beat(self._conn, self._replica_id, self._lease_s, self._address)
                 if failing:
                     log.info("shared queue: heartbeat restored")
                 failing = False
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            ) as exc:
                 if not failing:
                     log.warning("shared queue: heartbeat failed: %s", exc)
                 failing = True
@@ -200,13 +210,3 @@ class Heartbeat:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.is_closed():
             conn.terminate()
-
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        conn, self._conn = self._conn, None
-        if conn is not None and not conn.is_closed():
-            await conn.close()
