@@ -13,6 +13,10 @@ one run:
 - service CPU per dispatched turn.
 
     python scripts/bench_waiting.py --streams 2000      # about a minute here
+
+With ``--scheduler postgres`` the queue is the shared one (PostgreSQL at
+AGENT_TEST_POSTGRES_URL, a schema of its own, dropped afterwards), and the run
+also prints the rows of the queue's tables the database read per turn.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import asyncpg  # noqa: E402
 from bench import start_floor  # noqa: E402
 from bench_tools import RawHttp, chat_body, cpu_s, rss_kib, start_backend  # noqa: E402
 
@@ -162,7 +167,13 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=64)
     parser.add_argument("--open-s", type=float, default=5.0, help="open all streams within this")
     parser.add_argument("--log-level", default="warning", help="the stack's log level")
+    parser.add_argument("--scheduler", choices=("memory", "postgres"), default="memory")
     args = parser.parse_args()
+    database = os.environ.get("AGENT_TEST_POSTGRES_URL", "")
+    if args.scheduler == "postgres" and not database:
+        print("--scheduler postgres needs AGENT_TEST_POSTGRES_URL", file=sys.stderr)
+        return 2
+    schema = f"bench_waiting_{os.getpid()}"
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * args.streams + 1024), hard))
     with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
@@ -188,6 +199,10 @@ def main() -> int:
                 },
                 "api_server": {"log_level": args.log_level},
             }
+            if args.scheduler == "postgres":
+                joiner = "&" if "?" in database else "?"
+                config["store"] = {"url": f"{database}{joiner}schema={schema}"}
+                config["scheduler"] = {"backend": "postgres"}
             stack = launch(Path(os.environ.get("BENCH_WAITING_DIR") or tmp), config)
             try:
                 assert stack.service is not None and stack.gateway is not None
@@ -196,11 +211,16 @@ def main() -> int:
                 figures = asyncio.run(run(stack.url, args.streams, args.open_s, pids))
             finally:
                 stack.stop()
+            if args.scheduler == "postgres":
+                figures["queue_rows_read"] = asyncio.run(queue_rows_read(database, schema))
     finally:
         backend.terminate()
         backend.wait(10)
     ideal = args.streams / args.slots * TURN_S
-    print(f"\nwaiting: {args.streams} streams opened within {args.open_s:g} s, {args.slots} slots")
+    print(
+        f"\nwaiting: {args.streams} streams opened within {args.open_s:g} s, {args.slots} slots,"
+        f" {args.scheduler} queue"
+    )
     print(
         f"  exactly one done: {figures['exactly_one_done']} of {args.streams}"
         f"  other endings: {figures['other_endings'] or 'none'}"
@@ -230,7 +250,30 @@ def main() -> int:
         f" {figures['client_cpu_ms_per_turn']:.2f} ms);"
         f" queued events per stream: {figures['queued_events_per_stream']:.1f}"
     )
+    if "queue_rows_read" in figures:
+        print(
+            "  the database read"
+            f" {figures['queue_rows_read'] / args.streams:,.0f} rows of the queue's tables per turn"
+            " (pg_stat_user_tables: sequential + index tuples)"
+        )
     return 0
+
+
+async def queue_rows_read(database: str, schema: str) -> float:
+    """Rows of the sched_* tables the database read in the run; then the schema is dropped."""
+    conn = await asyncpg.connect(database)
+    try:
+        await asyncio.sleep(2.0)  # the service's backends exit and flush their counts
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        read = await conn.fetchval(
+            "SELECT sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))"
+            " FROM pg_stat_user_tables WHERE schemaname = $1 AND relname LIKE 'sched%'",
+            schema,
+        )
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    return float(read or 0)
 
 
 if __name__ == "__main__":

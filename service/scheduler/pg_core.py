@@ -22,8 +22,9 @@ from service.errors import AgentError, NotFound, RequestCancelled, ServiceUnavai
 from service.scheduler.hosts import Host
 from service.scheduler.interface import LeaseSignal
 from service.scheduler.pg_admission import Rules
+from service.scheduler.pg_board import Board, Figures, Key
 from service.scheduler.pg_dispatch import Dispatched, dispatch, forget_replica, lock
-from service.scheduler.pg_estimates import estimate_wait, position
+from service.scheduler.pg_estimates import board, estimate_wait, position
 from service.scheduler.pg_hosts import HostState, seed_hosts, topology
 from service.scheduler.pg_leases import Beacon, Heartbeat, Held, Wakeups, beat, renew
 from service.scheduler.pg_rows import row_error, row_info
@@ -130,6 +131,7 @@ class SchedulerCore:
         self._poll_s = poll_s
         self._housekept = -math.inf  # event-loop time of the last rescue and prune
         self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
+        self._board = Board(self._read_board, lambda: self._changed.generation, poll_s)
         # Each local acquire's key and the event set when its row leaves the queue; one
         # query looks for all of them after a change (not one query per waiter).
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
@@ -367,6 +369,12 @@ class SchedulerCore:
         if row is None:
             raise NotFound(f"no request with id {request_id!r}")
         return row
+
+    async def _read_board(self, keys: Sequence[Key]) -> dict[Key, Figures]:
+        async with self._pool.acquire() as conn:
+            return await board(
+                conn, keys, self._hosts, self._clock(), self._rules.default_service_s
+            )
 
     async def _info(self, conn: Any, row: Mapping[str, Any]) -> RequestInfo:
         if row["state"] != "queued":

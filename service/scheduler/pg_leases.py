@@ -41,6 +41,7 @@ class Beacon:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
+        self.generation = 0  # how many times it fired
 
     def current(self) -> asyncio.Event:
         return self._event
@@ -48,6 +49,7 @@ class Beacon:
     def fire(self) -> None:
         self._event.set()
         self._event = asyncio.Event()
+        self.generation += 1
 
 
 async def wait_for(event: asyncio.Event, max_wait_s: float | None) -> None:

@@ -25,6 +25,7 @@ from service.scheduler.admission import retry_hint
 from service.scheduler.estimates import position_gap
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
+from service.scheduler.pg_board import MISSING
 from service.scheduler.pg_core import CONNECTION_LOST, UNREACHABLE, SchedulerCore
 from service.scheduler.pg_dispatch import record_samples
 from service.scheduler.pg_leases import Held, wait_for
@@ -170,31 +171,43 @@ class Requests(SchedulerCore):
     async def positions(
         self, admission: Admission, min_interval_s: float = 0.2
     ) -> AsyncIterator[Position]:
+        key = (admission.user_id, admission.request_id)
         loop = asyncio.get_running_loop()
         last: int | None = None
         last_sent = -math.inf
-        while True:
-            event = self._changed.current()
-            try:
-                row = await self._find_row(admission.request_id, admission.user_id)
-                if row is None or row["state"] != "queued":
-                    return
-                async with self._pool.acquire() as conn:
-                    info = await self._info(conn, row)
-            except CONNECTION_LOST:
-                # A database restart must not end a waiting request through its position
-                # reports: its acquire rides the outage out (and decides); look again.
-                await wait_for(event, self._poll_s)
-                continue
-            if info.position != last:
-                pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
-                if pause > 0:
-                    await wait_for(event, pause)  # then look again: send the latest
+        with self._board.watching(key):
+            while True:
+                generation = self._changed.generation
+                event = self._changed.current()
+                try:
+                    figures = await self._board.look(key, generation)
+                    if figures is MISSING:  # watched since the last shared read: read alone
+                        figures = await self._own_figures(key)
+                except CONNECTION_LOST:
+                    # A database restart must not end a waiting request through its position
+                    # reports: its acquire rides the outage out (and decides); look again.
+                    await wait_for(event, self._poll_s)
                     continue
-                last, last_sent = info.position, loop.time()
-                yield Position(info.position, info.estimated_wait_s)
-                continue
-            await wait_for(event, self._poll_s)
+                if not isinstance(figures, tuple):
+                    return  # no longer waiting
+                at, wait = figures
+                if at != last:
+                    pause = last_sent + position_gap(min_interval_s, last or 0) - loop.time()
+                    if pause > 0:
+                        await wait_for(event, pause)  # then look again: send the latest
+                        continue
+                    last, last_sent = at, loop.time()
+                    yield Position(at, wait)
+                    continue
+                await wait_for(event, self._poll_s)
+
+    async def _own_figures(self, key: tuple[str, str]) -> tuple[int, float] | None:
+        row = await self._find_row(key[1], key[0])
+        if row is None or row["state"] != "queued":
+            return None
+        async with self._pool.acquire() as conn:
+            info = await self._info(conn, row)
+        return info.position, info.estimated_wait_s
 
     async def release(self, grant: Grant) -> None:
         key = (grant.user_id, grant.request_id)

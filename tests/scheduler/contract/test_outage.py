@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -60,18 +61,22 @@ async def test_position_reports_ride_out_a_connection_left_mid_operation(pg: Bac
     waiting = await submit(sched, "alice", "waiting")
     watch = sched.positions(waiting, min_interval_s=0.0)
     assert (await anext(watch)).ahead == 0
-    info = sched._info
     broken = {"left": 2}
 
-    async def mid_operation(*args: Any, **kwargs: Any) -> Any:
-        if broken["left"]:
-            broken["left"] -= 1
-            raise asyncpg.exceptions.InternalClientError(
-                "cannot switch to state 12; another operation (2) is in progress"
-            )
-        return await info(*args, **kwargs)
+    def mid_operation(read: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def broken_read(*args: Any, **kwargs: Any) -> Any:
+            if broken["left"]:
+                broken["left"] -= 1
+                raise asyncpg.exceptions.InternalClientError(
+                    "cannot switch to state 12; another operation (2) is in progress"
+                )
+            return await read(*args, **kwargs)
 
-    sched._info = mid_operation  # type: ignore[method-assign]
+        return broken_read
+
+    # Both reads of a position: the board's shared one and a request's own.
+    sched._info = mid_operation(sched._info)  # type: ignore[method-assign]
+    sched._board._read = mid_operation(sched._board._read)
     reports = asyncio.ensure_future(anext(watch))
     await until(lambda: reports.done() or broken["left"] == 0)
     assert not reports.done() or reports.exception() is None, reports.exception()
