@@ -53,11 +53,23 @@ def start_delay(
     on that slot. Because each remaining time is at most one average, this is
     exactly the time a slot-by-slot replay of the queue would give.
     """
-    remaining = sorted(max(mean_service_s - e, 0.0) for e in running_elapsed)
-    # The idle slots come first (free now); not materialized, a lane may have 2**30 slots.
-    idle = max(slots - len(remaining), 0)
-    rounds, lane = divmod(position, slots)
-    return (0.0 if lane < idle else remaining[lane - idle]) + rounds * mean_service_s
+    return FreeSlots(slots, running_elapsed, mean_service_s).delay(position)
+
+
+class FreeSlots:
+    """When each slot of a lane frees up (``start_delay`` for many positions at once)."""
+
+    def __init__(self, slots: int, running_elapsed: Iterable[float], mean_service_s: float) -> None:
+        self._slots = slots
+        self._mean = mean_service_s
+        self._remaining = sorted(max(mean_service_s - e, 0.0) for e in running_elapsed)
+        # The idle slots come first (free now); not materialized, a lane may have 2**30 slots.
+        self._idle = max(slots - len(self._remaining), 0)
+
+    def delay(self, position: int) -> float:
+        rounds, lane = divmod(position, self._slots)
+        free = 0.0 if lane < self._idle else self._remaining[lane - self._idle]
+        return free + rounds * self._mean
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,11 @@ reads the positions and estimates of every watched request at once
 A read is good for a watcher when it started at or after the change the watcher
 woke for (the beacon's generation) and is younger than the safety poll, so no
 change is missed that the watcher's own read would have seen. Concurrent
-lookers share one read in flight. A request that was not watched when the read
-started is ``MISSING`` from it: its watcher reads its own figures once.
+lookers share one read in flight; reads run one at a time and at most one per
+``min_gap_s``, so a queue that changes hundreds of times a second costs a few
+reads a second, each a report late by at most ``min_gap_s``. A request that
+was not watched when the read started is ``MISSING`` from it: its watcher
+reads its own figures once.
 """
 
 from __future__ import annotations
@@ -45,14 +48,22 @@ class _Snapshot:
 class Board:
     """Shared position reads; ``watching(key)`` while a watcher of ``key`` runs."""
 
-    def __init__(self, read: Read, generation: Callable[[], int], max_age_s: float) -> None:
+    def __init__(
+        self,
+        read: Read,
+        generation: Callable[[], int],
+        max_age_s: float,
+        min_gap_s: float = 0.0,
+    ) -> None:
         self._read = read
         self._generation = generation
         self._max_age_s = max_age_s
+        self._min_gap_s = min_gap_s
         self._watched: dict[Key, int] = {}
         self._snapshot: _Snapshot | None = None
         self._pending: asyncio.Task[_Snapshot] | None = None
-        self._pending_generation = -1
+        self._pending_generation = -1  # the generation the pending read started at
+        self._reading = False  # the pending read has started (it will not see later changes)
 
     @contextlib.contextmanager
     def watching(self, key: Key) -> Iterator[None]:
@@ -82,15 +93,27 @@ class Board:
 
     async def _refresh(self, generation: int) -> _Snapshot:
         task = self._pending
-        if task is None or task.done() or self._pending_generation < generation:
-            task = asyncio.create_task(self._take(), name="sched-positions")
+        # A read still waiting for its turn will see this change too: join it.
+        stale = self._reading and self._pending_generation < generation
+        if task is None or task.done() or stale:
+            task = asyncio.create_task(self._take(task), name="sched-positions")
             task.add_done_callback(_retrieve)
-            self._pending, self._pending_generation = task, self._generation()
+            self._pending, self._reading = task, False
         # One looker giving up (its client went away) must not cancel the others' read.
         return await asyncio.shield(task)
 
-    async def _take(self) -> _Snapshot:
-        generation = self._generation()
+    async def _take(self, previous: asyncio.Task[_Snapshot] | None) -> _Snapshot:
+        # One read at a time, at most one per min_gap_s: while the queue changes hundreds
+        # of times a second, a read per change would cost more than the reads it saves.
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
+        latest = self._snapshot
+        if latest is not None:
+            pause = latest.taken_at + self._min_gap_s - asyncio.get_running_loop().time()
+            if pause > 0:
+                await asyncio.sleep(pause)
+        generation = self._pending_generation = self._generation()
+        self._reading = True
         taken_at = asyncio.get_running_loop().time()
         keys = list(self._watched)
         found = await self._read(keys)

@@ -33,6 +33,8 @@ from service.scheduler.registry import RequestInfo
 
 log = logging.getLogger(__name__)
 
+# At most one shared read of the waiting requests' positions per this many seconds.
+BOARD_GAP_S = 0.1
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # asyncpg's InternalClientError ("cannot switch to state ...; another operation is in
 # progress") is a connection left mid-operation when the server went away under it.
@@ -131,7 +133,9 @@ class SchedulerCore:
         self._poll_s = poll_s
         self._housekept = -math.inf  # event-loop time of the last rescue and prune
         self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
-        self._board = Board(self._read_board, lambda: self._changed.generation, poll_s)
+        self._board = Board(
+            self._read_board, lambda: self._changed.generation, poll_s, min(BOARD_GAP_S, poll_s)
+        )
         # Each local acquire's key and the event set when its row leaves the queue; one
         # query looks for all of them after a change (not one query per waiter).
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}

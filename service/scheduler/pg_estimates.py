@@ -8,10 +8,10 @@ serve different models.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from service.scheduler.estimates import start_delay
+from service.scheduler.estimates import FreeSlots
 from service.scheduler.pg_hosts import HostState
 
 
@@ -67,14 +67,21 @@ def wait_on(
     now: float,
 ) -> float:
     """``estimate_wait`` from what it read: the serving hosts and the running rows (any)."""
+    return _lane(serving, mean, started, now)(at)
+
+
+def _lane(
+    serving: Sequence[HostState], mean: float, started: Sequence[Mapping[str, Any]], now: float
+) -> Callable[[int], float]:
+    """Position -> estimated wait on the ``serving`` hosts."""
     slots = sum(h.slots for h in serving)
     if slots == 0:
-        return (at + 1) * mean
+        return lambda at: (at + 1) * mean
     names = {h.name for h in serving}
     elapsed = [
         now - r["started_at"] for r in started if r["started_at"] is not None and r["host"] in names
     ]
-    return start_delay(at, slots, elapsed, mean)
+    return FreeSlots(slots, elapsed, mean).delay
 
 
 async def user_turnover(
@@ -156,12 +163,16 @@ async def board(
     ):
         started.setdefault(r["provider"], []).append(r)
     found: dict[tuple[str, str], tuple[int, float]] = {}
+    lanes: dict[tuple[str, str], Callable[[int], float]] = {}
     for row in rows:
-        pool = hosts.get(row["provider"], ())
+        provider, model = row["provider"], row["model"]
+        pool = hosts.get(provider, ())
         # Hosts serving different models rank among the rows they could also run.
         at = int(row["rank"]) if _uniform(pool) else await position(conn, row, pool)
-        serving = [h for h in pool if h.up and h.serves(row["model"])]
-        mean = means.get(row["provider"], default_service_s)
-        wait = wait_on(serving, at, mean, started.get(row["provider"], ()), now)
-        found[(row["user_id"], row["request_id"])] = (at, wait)
+        lane = lanes.get((provider, model))
+        if lane is None:
+            serving = [h for h in pool if h.up and h.serves(model)]
+            mean = means.get(provider, default_service_s)
+            lane = lanes[(provider, model)] = _lane(serving, mean, started.get(provider, ()), now)
+        found[(row["user_id"], row["request_id"])] = (at, lane(at))
     return found

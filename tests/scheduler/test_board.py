@@ -75,7 +75,8 @@ async def test_a_read_in_flight_from_before_the_change_is_not_reused(reads: Read
     reads.gate.clear()
     with shared.watching(A):
         early = asyncio.create_task(shared.look(A, 0))
-        await asyncio.sleep(0)
+        while not reads.calls:  # the read has started
+            await asyncio.sleep(0)
         generation[0] = 1  # the queue changed while that read ran
         late = asyncio.create_task(shared.look(A, 1))
         await asyncio.sleep(0)
@@ -134,3 +135,26 @@ async def test_a_failed_read_reaches_every_looker_and_the_next_look_reads_again(
         reads.figures = {A: (0, 0.0)}
         assert await shared.look(A, 0) == (0, 0.0)
     assert len(reads.calls) == 3
+
+
+async def test_reads_are_spaced_by_the_minimum_gap_and_changes_in_between_share_one(
+    reads: Reads,
+) -> None:
+    clock = asyncio.get_running_loop()
+    generation = [0]
+    shared = Board(reads, lambda: generation[0], 3600, min_gap_s=0.2)
+    reads.figures = {A: (5, 5.0)}
+    with shared.watching(A):
+        await shared.look(A, 0)
+        first = clock.time()
+        # Three changes in quick succession: one read, after the gap, for all of them.
+        looks = []
+        for g in (1, 2, 3):
+            generation[0] = g
+            looks.append(asyncio.create_task(shared.look(A, g)))
+            await asyncio.sleep(0)
+        reads.figures = {A: (2, 2.0)}
+        assert await asyncio.gather(*looks) == [(2, 2.0)] * 3
+        assert len(reads.calls) <= 3  # never one per change and looker
+        assert shared._snapshot is not None and shared._snapshot.generation == 3
+        assert shared._snapshot.taken_at - first >= 0.2
