@@ -21,7 +21,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,19 +31,7 @@ from service.scheduler import Scheduler  # noqa: E402
 from service.scheduler.interface import RequestScheduler, RequestSpec  # noqa: E402
 from service.scheduler.memory import MemoryScheduler  # noqa: E402
 from service.scheduler.postgres import PostgresScheduler  # noqa: E402
-
-
-class QueryCounter:
-    """Counts the statements every pooled connection sends."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def attach(self, conn: Any) -> None:
-        conn.add_query_logger(self._seen)
-
-    def _seen(self, _record: Any) -> None:
-        self.count += 1
+from tests.query_counter import QueryCounter  # noqa: E402
 
 
 async def drive(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from service.scheduler.interface import Position
+from tests.query_counter import QueryCounter
 from tests.scheduler.contract.conftest import Backend, submit, until
 
 pytestmark = pytest.mark.postgres
@@ -15,21 +15,8 @@ pytestmark = pytest.mark.postgres
 WATCHERS = 30
 
 
-class Statements:
-    """Counts the statements sent on the replica's pooled connections."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    async def attach(self, conn: Any) -> None:
-        conn.add_query_logger(self._seen)
-
-    def _seen(self, _record: Any) -> None:
-        self.count += 1
-
-
 async def test_a_change_costs_a_few_statements_not_some_per_watcher(pg: Backend) -> None:
-    statements = Statements()
+    statements = QueryCounter()
     # No safety poll in the way: only the change below makes the watchers look again.
     sched = await pg.replica(
         slots={"ollama": 1},
