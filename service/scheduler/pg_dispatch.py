@@ -183,23 +183,41 @@ async def dispatch(
     ):
         taken.setdefault((r["provider"], r["host"]), set()).add(r["slot"])
     done.running = {key: len(slots) for key, slots in taken.items()}
-    # Per open conversation: its earliest open turn, and whether a turn holds it now.
-    first_turn: dict[str, int] = {}
-    held: set[str] = set()
-    for r in await conn.fetch(
-        "SELECT conversation_id, min(seq) AS first, bool_or(granted) AS held"
-        " FROM sched_requests WHERE NOT closed AND conversation_id IS NOT NULL"
-        " GROUP BY conversation_id"
-    ):
-        first_turn[r["conversation_id"]] = r["first"]
-        if r["held"]:
-            held.add(r["conversation_id"])
+    # Only the lanes that can start a request now need their queue read, and those with
+    # a host down (their waiting requests may have no host left); the commands' lane
+    # always. A full pool's thousand waiting requests cost nothing to each dispatch.
+    lanes = [NO_SLOT] + [
+        provider
+        for provider, states in done.hosts.items()
+        if any(not h.up or len(taken.get((provider, h.name), ())) < h.slots for h in states)
+    ]
     # A row whose replica went away waits for adoption: a grant would go to no one.
     queued = await conn.fetch(
         "SELECT user_id, request_id, provider, model, conversation_id, seq, tried, enqueued_at"
-        " FROM sched_requests WHERE state = 'queued' AND sched_live(owner)"
-        " ORDER BY provider, front DESC, order_key, seq"
+        " FROM sched_requests WHERE state = 'queued' AND provider = ANY($1::text[])"
+        " AND sched_live(owner) ORDER BY provider, front DESC, order_key, seq",
+        lanes,
     )
+    if not queued:
+        return done
+    # Per open conversation: its earliest open turn, and whether a turn holds it now.
+    first_turn: dict[str, int] = {}
+    held: set[str] = set()
+    conversations = list({r["conversation_id"] for r in queued} - {None})
+    turns = (
+        await conn.fetch(
+            "SELECT conversation_id, min(seq) AS first, bool_or(granted) AS held"
+            " FROM sched_requests WHERE NOT closed AND conversation_id = ANY($1::text[])"
+            " GROUP BY conversation_id",
+            conversations,
+        )
+        if conversations
+        else []
+    )
+    for r in turns:
+        first_turn[r["conversation_id"]] = r["first"]
+        if r["held"]:
+            held.add(r["conversation_id"])
     grants: list[tuple[str, str, str, int | None]] = []
     unserved: list[tuple[str, str, str]] = []
     waits: dict[str, list[float]] = {}

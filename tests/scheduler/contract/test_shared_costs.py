@@ -1,8 +1,9 @@
-"""Position reports of the shared queue: one read per change for all of a replica's watchers."""
+"""What the shared queue's work does not grow with: watchers of positions, a full queue."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -54,3 +55,41 @@ async def test_a_change_costs_a_few_statements_not_some_per_watcher(pg: Backend)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class RowsSeen:
+    """A connection whose ``fetch`` results are counted (what a dispatch read)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.largest = 0
+
+    async def fetch(self, *args: Any) -> Any:
+        rows = await self._conn.fetch(*args)
+        self.largest = max(self.largest, len(rows))
+        return rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+async def test_a_dispatch_with_every_slot_taken_reads_none_of_the_waiting_rows(
+    pg: Backend,
+) -> None:
+    # Every submit, release and finish dispatches: with thousands waiting and the pool
+    # full, a dispatch that read and walked every waiting row cost the whole queue
+    # each time (O(waiting) per change, O(waiting^2) to fill the queue).
+    sched = await pg.replica(slots={"ollama": 1}, max_pending=100, max_pending_per_user=100)
+    grant = await sched.acquire(await submit(sched, "x", "running"))
+    for n in range(40):
+        await submit(sched, f"u{n}", f"w{n}", conversation_id=f"c{n}")
+    seen: RowsSeen | None = None
+    async with sched._locked() as conn:
+        seen = RowsSeen(conn)
+        done = await sched._dispatch(seen, notify=False)
+    assert done.granted == 0
+    assert seen.largest <= 1, seen.largest  # the running request's slot, no waiting row
+    # A free slot: the dispatch reads the queue and grants the first in line.
+    await sched.release(grant)
+    await sched.finish("running", "x", "completed")
+    assert (await sched.status("w0", "u0")).state == "running"
