@@ -357,6 +357,15 @@ def shared_queue(*, quick: bool) -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_replicas.py"), *seconds], check=False
     )
+    if not quick:  # the waiting scenario on the shared queue (about 90 s)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "bench_waiting.py"),
+                *("--streams", "1000", "--scheduler", "postgres"),
+            ],
+            check=False,
+        )
 
 
 if __name__ == "__main__":
