@@ -25,6 +25,15 @@ from google.rpc import error_details_pb2, status_pb2
 _DETAILS_KEY = "grpc-status-details-bin"
 # Retry-After of a 503 when no replica of the agent service could take the call.
 UNREACHABLE_RETRY_S = 1.0
+# What gRPC's own statuses say when a call found no replica to go to (as opposed to a
+# connection that broke during the call).
+_NO_REPLICA = (
+    "failed to connect",
+    "connections to all backends failing",
+    "dns resolution failed",
+    "name resolution",
+    "no children",
+)
 # ErrorInfo.domain of the agent service's reasons (service/errors.py ERROR_DOMAIN).
 ERROR_DOMAIN = "agent.v1.AgentService"
 
@@ -139,11 +148,15 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> GatewayError:
     status = HTTP_STATUS.get(code, 500)
     retry_after_s = details.retry_after_s
     if code is grpc.StatusCode.UNAVAILABLE and not details.answered:
-        # Not an answer of the service (its statuses always carry the details key): the
-        # channel had no replica to call, none reachable or all draining (NOT_SERVING), or
-        # the connection broke. Another try may find one.
-        detail = f"the agent service is unreachable: {detail}"
-        retry_after_s = UNREACHABLE_RETRY_S
+        # Not an answer of the service (its statuses always carry the details key).
+        if any(sign in detail.lower() for sign in _NO_REPLICA):
+            # The call never reached a replica (none reachable, or all draining): another
+            # try may find one.
+            detail = f"the agent service is unreachable: {detail}"
+            retry_after_s = UNREACHABLE_RETRY_S
+        else:
+            # The connection broke during the call: the service may have done the work.
+            detail = f"the connection to the agent service was lost: {detail}"
     rule = REASON_STATUS.get(details.reason or "")
     if rule is not None:
         status = rule.status

@@ -136,3 +136,38 @@ def test_a_reason_of_another_domain_is_not_ours() -> None:
     )
     mapped = from_rpc_error(error)
     assert mapped.status == 503 and mapped.reason is None
+
+
+def transport_error(details: str) -> grpc.aio.AioRpcError:
+    """An UNAVAILABLE made by gRPC itself, not by the service: no details key."""
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details=details
+    )
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: refused",
+        "connections to all backends failing; last error: ipv4:127.0.0.1:5: backend unhealthy",
+    ],
+)
+def test_no_replica_to_call_is_unreachable_with_a_retry_hint(details: str) -> None:
+    error = from_rpc_error(transport_error(details))
+    assert error.status == 503
+    assert error.detail.startswith("the agent service is unreachable: ")
+    assert error.headers()["Retry-After"] == "1"
+
+
+def test_a_connection_cut_during_the_call_is_lost_without_a_retry_hint() -> None:
+    # The service may have done the work (stored the turn): no invitation to send it again.
+    error = from_rpc_error(transport_error("Socket closed"))
+    assert error.status == 503
+    assert error.detail == "the connection to the agent service was lost: Socket closed"
+    assert "Retry-After" not in error.headers()
+
+
+def test_the_services_own_unavailable_is_passed_on_as_it_is() -> None:
+    error = from_rpc_error(as_rpc_error(AgentError("shutting down", code=Code.UNAVAILABLE)))
+    assert error.status == 503 and error.detail == "shutting down"
+    assert "Retry-After" not in error.headers()

@@ -33,6 +33,9 @@ from service.scheduler.registry import RequestInfo
 
 log = logging.getLogger(__name__)
 
+# Lease renewal may wait this many leases (a busy dispatch lock, a database restart)
+# before the heartbeat lapses and the replica's grants go to others.
+RENEWAL_GRACE = 3
 # At most one shared read of the waiting requests' positions per this many seconds.
 BOARD_GAP_S = 0.1
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -127,9 +130,16 @@ class SchedulerCore:
         self._scope = scope(schema)
         self._wakeups = Wakeups(dsn, self._settings, poll_s, self._scope.channel)
         self._heartbeat = Heartbeat(
-            dsn, self._settings, replica_id, lease_s, self._heartbeat_s, address
+            dsn,
+            self._settings,
+            replica_id,
+            lease_s,
+            self._heartbeat_s,
+            lambda: self.address,
+            self._renewing,
         )
         self._renewal: asyncio.Task[None] | None = None
+        self._renewed_at = -math.inf  # event-loop time of the last successful lease renewal
         self._poll_s = poll_s
         self._housekept = -math.inf  # event-loop time of the last rescue and prune
         self._changed = Beacon()  # fires after every dispatch this replica ran or heard of
@@ -183,18 +193,20 @@ class SchedulerCore:
         except BaseException:
             await self._pool.close()
             raise
+        self._renewed_at = asyncio.get_running_loop().time()
         self._heartbeat.start()
         self._renewal = asyncio.create_task(self._renew(), name="sched-renewal")
+        self._renewal.add_done_callback(_report_death)
 
     async def close(self) -> None:
         """Stop listening and heartbeating; rows this replica still holds expire and are rescued."""
+        await self._heartbeat.close()  # first: it would take the stopped renewal for stuck
         for task in (self._renewal, self._scan):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._renewal = self._scan = None
-        await self._heartbeat.close()
         await self._wakeups.close()
         pool, self._pool = self._pool, None
         if pool is not None:
@@ -217,7 +229,12 @@ class SchedulerCore:
             yield conn
 
     async def _dispatch(
-        self, conn: Any, *, notify: bool = True, housekeeping: bool = False
+        self,
+        conn: Any,
+        *,
+        notify: bool = True,
+        housekeeping: bool = False,
+        every_lane: bool = False,
     ) -> Dispatched:
         """Dispatch inside the caller's locked transaction; wake the other replicas."""
         done = await dispatch(
@@ -229,6 +246,7 @@ class SchedulerCore:
             down_retry_s=self._rules.down_retry_s,
             aging_interval_s=self._rules.aging_interval_s,
             housekeeping=housekeeping,
+            every_lane=every_lane,
         )
         self._hosts, self._running = done.hosts, done.running
         if notify or done.changed:
@@ -294,6 +312,7 @@ class SchedulerCore:
                 async with self._locked() as conn:
                     keys = [(u, r, h.epoch) for (u, r), h in self._held.items()]
                     lost = await renew(conn, self.replica_id, self.lease_s, keys)
+                self._renewed_at = asyncio.get_running_loop().time()
                 for user_id, request_id, epoch in lost:
                     held = self._held.get((user_id, request_id))
                     if held is not None and held.epoch == epoch:  # not a newer grant since
@@ -301,6 +320,14 @@ class SchedulerCore:
             except UNREACHABLE as exc:
                 log.warning("shared queue: lease renewal failed: %s", exc)
             await asyncio.sleep(self._heartbeat_s)
+
+    def _renewing(self) -> bool:
+        """Whether lease renewal still works: its task runs and succeeded lately."""
+        task = self._renewal
+        if task is None or task.done():
+            return False
+        stuck_s = asyncio.get_running_loop().time() - self._renewed_at
+        return stuck_s < RENEWAL_GRACE * self.lease_s
 
     def _fence(self, key: tuple[str, str], held: Held | None = None) -> None:
         """Tell the local holder its grant was taken away: stop the upstream call at once."""
@@ -395,3 +422,9 @@ class SchedulerCore:
             self._rules.default_service_s,
         )
         return row_info(row, at, wait)
+
+
+def _report_death(task: asyncio.Task[None]) -> None:
+    """The lease renewal loop ended other than by cancellation: say so (its heartbeat lapses)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("shared queue: lease renewal stopped", exc_info=task.exception())

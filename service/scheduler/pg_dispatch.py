@@ -162,11 +162,15 @@ async def dispatch(
     down_retry_s: float,
     aging_interval_s: float,
     housekeeping: bool = True,
+    every_lane: bool = False,
 ) -> Dispatched:
     """Grant free slots in order; first, with ``housekeeping``, rescue and prune.
 
     Call inside a transaction after ``lock``. Housekeeping is a few statements
     that only the periodic rounds need (leases expire on their own schedule).
+    Only lanes with a free slot or a host down are read, unless ``every_lane``
+    (housekeeping rounds, a change of a host): then the waiting requests that
+    no host serves any more are failed in full lanes too.
     """
     done = Dispatched()
     if housekeeping:
@@ -189,7 +193,9 @@ async def dispatch(
     lanes = [NO_SLOT] + [
         provider
         for provider, states in done.hosts.items()
-        if any(not h.up or len(taken.get((provider, h.name), ())) < h.slots for h in states)
+        if every_lane
+        or housekeeping
+        or any(not h.up or len(taken.get((provider, h.name), ())) < h.slots for h in states)
     ]
     # A row whose replica went away waits for adoption: a grant would go to no one.
     queued = await conn.fetch(

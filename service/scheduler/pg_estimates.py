@@ -16,7 +16,8 @@ from service.scheduler.pg_hosts import HostState
 
 
 def _uniform(hosts: Sequence[HostState]) -> bool:
-    return len(hosts) <= 1 or all(h.models is None for h in hosts)
+    """Every host serves the same models: every waiting request competes with every other."""
+    return len(hosts) <= 1 or len({h.models for h in hosts}) == 1
 
 
 async def position(conn: Any, row: Mapping[str, Any], hosts: Sequence[HostState]) -> int:
@@ -164,15 +165,49 @@ async def board(
         started.setdefault(r["provider"], []).append(r)
     found: dict[tuple[str, str], tuple[int, float]] = {}
     lanes: dict[tuple[str, str], Callable[[int], float]] = {}
+    # Hosts serving different models: a request ranks among the rows they could also run.
+    shared: dict[tuple[str, str], int] = {}
+    for provider in {r["provider"] for r in rows}:
+        pool = hosts.get(provider, ())
+        if not _uniform(pool):
+            wanted = {(r["user_id"], r["request_id"]) for r in rows if r["provider"] == provider}
+            shared.update(await _ranks_on_shared_hosts(conn, provider, pool, wanted))
     for row in rows:
         provider, model = row["provider"], row["model"]
         pool = hosts.get(provider, ())
-        # Hosts serving different models rank among the rows they could also run.
-        at = int(row["rank"]) if _uniform(pool) else await position(conn, row, pool)
+        key = (row["user_id"], row["request_id"])
+        at = shared[key] if key in shared else int(row["rank"])
         lane = lanes.get((provider, model))
         if lane is None:
             serving = [h for h in pool if h.up and h.serves(model)]
             mean = means.get(provider, default_service_s)
             lane = lanes[(provider, model)] = _lane(serving, mean, started.get(provider, ()), now)
-        found[(row["user_id"], row["request_id"])] = (at, lane(at))
+        found[key] = (at, lane(at))
     return found
+
+
+async def _ranks_on_shared_hosts(
+    conn: Any, provider: str, pool: Sequence[HostState], wanted: set[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """``position`` of each wanted row, from one pass over the provider's waiting rows.
+
+    The rows ahead are counted by the set of hosts that serve them: a row ahead
+    counts when one of those hosts also serves the wanted row's model.
+    """
+    rows = await conn.fetch(
+        "SELECT user_id, request_id, model FROM sched_requests"
+        " WHERE state = 'queued' AND provider = $1 ORDER BY front DESC, order_key, seq",
+        provider,
+    )
+    serving: dict[str, frozenset[str]] = {}
+    ahead: dict[frozenset[str], int] = {}
+    out: dict[tuple[str, str], int] = {}
+    for r in rows:
+        mine = serving.get(r["model"])
+        if mine is None:
+            mine = serving[r["model"]] = frozenset(h.name for h in pool if h.serves(r["model"]))
+        key = (r["user_id"], r["request_id"])
+        if key in wanted:
+            out[key] = sum(n for hosts, n in ahead.items() if hosts & mine)
+        ahead[mine] = ahead.get(mine, 0) + 1
+    return out

@@ -121,7 +121,9 @@ class Wakeups(_OwnConnection):
             await self.pulse.wait(self._poll_s)
 
 
-async def beat(conn: Any, replica_id: str, lease_s: float, address: str = "") -> None:
+async def beat(
+    conn: Any, replica_id: str, lease_s: float, address: str = "", limit_s: float | None = None
+) -> None:
     """This replica is alive for another ``lease_s`` seconds on the database's clock.
 
     One row that only this replica writes, so it needs no lock: the heartbeat
@@ -136,6 +138,7 @@ async def beat(conn: Any, replica_id: str, lease_s: float, address: str = "") ->
         replica_id,
         lease_s,
         address,
+        timeout=limit_s,  # seconds the statement may take (None: no limit)
     )
 
 
@@ -163,7 +166,14 @@ async def renew(
 
 
 class Heartbeat(_OwnConnection):
-    """``beat`` every ``every_s`` seconds on a connection outside the pool (replaced if lost)."""
+    """``beat`` every ``every_s`` seconds on a connection outside the pool (replaced if lost).
+
+    ``address`` gives the replica's published gRPC address at each beat (it is
+    published after the port is bound). ``healthy`` says whether the replica's
+    own work still gets done: while it says no (its lease renewal has not
+    succeeded for a long while, or died), the heartbeat lapses, so a wedged
+    replica's grants are rescued instead of being held for good.
+    """
 
     def __init__(
         self,
@@ -172,7 +182,8 @@ class Heartbeat(_OwnConnection):
         replica_id: str,
         lease_s: float,
         every_s: float,
-        address: str,
+        address: Callable[[], str],
+        healthy: Callable[[], bool],
     ) -> None:
         self._dsn = dsn
         self._settings = server_settings
@@ -180,19 +191,37 @@ class Heartbeat(_OwnConnection):
         self._lease_s = lease_s
         self._every_s = every_s
         self._address = address
+        self._healthy = healthy
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sched-heartbeat")
 
     async def _run(self) -> None:
-        failing = False
+        failing = lapsed = False
         while True:
+            if not self._healthy():
+                if not lapsed:
+                    log.error(
+                        "shared queue: this replica's lease renewal is stuck; its heartbeat "
+                        "lapses so that other replicas take its requests over"
+                    )
+                lapsed = True
+                await asyncio.sleep(self._every_s)
+                continue
+            lapsed = False
             try:
                 if self._conn is None or self._conn.is_closed():
                     self._conn = await asyncpg.connect(
                         self._dsn, server_settings=self._settings, timeout=self._lease_s
                     )
-                await beat(self._conn, self._replica_id, self._lease_s, self._address)
+                # A half-open connection must not hang the beat for the kernel's minutes.
+                await beat(
+                    self._conn,
+                    self._replica_id,
+                    self._lease_s,
+                    self._address(),
+                    limit_s=self._every_s,
+                )
                 if failing:
                     log.info("shared queue: heartbeat restored")
                 failing = False

@@ -77,8 +77,8 @@ class PostgresScheduler(Requests, Directory):
                 models=models,
                 now=self._clock(),
             )
-            if changed:
-                await self._dispatch(conn)
+            if changed:  # its models may have changed: look at every lane
+                await self._dispatch(conn, every_lane=True)
             else:
                 self._hosts = await load_hosts(conn, self._pools)
         if changed and not up:

@@ -353,3 +353,51 @@ async def test_a_grant_a_dead_replica_never_took_upstream_is_run_by_another(
     assert info.owner == "b" and info.error is None  # not failed: it never reached the provider
     grant = await b.acquire(adopted[0].admission)
     assert grant.request_id == "granted"
+
+
+async def test_the_published_address_outlives_the_heartbeat(pg: Backend) -> None:
+    # The service publishes its address once its port is bound, after the scheduler
+    # started; a heartbeat that wrote the address it was built with put "" back.
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=0.6)
+    b = await pg.replica("b", slots={"ollama": 1}, lease_s=0.6)
+    await a.publish_address("10.0.0.5:50051")
+    first = (await pg.sql("SELECT expires_at FROM sched_replicas WHERE replica_id = 'a'"))[0]
+
+    async def beaten_since() -> bool:
+        rows = await pg.sql("SELECT expires_at FROM sched_replicas WHERE replica_id = 'a'")
+        return bool(rows[0]["expires_at"] > first["expires_at"])
+
+    await until(beaten_since)
+    assert await b.replica_address("a") == "10.0.0.5:50051"
+
+
+async def test_a_replica_whose_renewal_is_stuck_lets_its_grants_go(pg: Backend) -> None:
+    # Its event loop and heartbeat connection are fine, but its lease renewal no longer
+    # runs (a wedged pool, a bug): its heartbeat lapses after a few leases, so its slot
+    # goes to another replica's request instead of being held for good.
+    a = await pg.replica("a", slots={"ollama": 1}, lease_s=0.5)
+    b = await pg.replica("b", slots={"ollama": 1}, lease_s=0.5)
+    grant = await a.acquire(await submit(a, "u", "stuck"))
+    assert a._renewal is not None
+    a._renewal.cancel()
+    await submit(b, "v", "next")
+    await until(lambda: _is(b, "next", "v", "running"))
+    assert await state(b, "stuck", "u") == "failed"  # never run twice
+    assert await asyncio.wait_for(grant.signal.stopped(), 10) == "fenced"
+
+
+async def test_a_request_no_host_serves_any_more_fails_while_its_lane_is_full(
+    pg: Backend,
+) -> None:
+    hosts = {"ollama": [Host("h1", 1), Host("h2", 1)]}
+    a = await pg.replica("a", slots={}, hosts=hosts)
+    await a.report_host("ollama", "h1", up=True, models=["m1"])
+    await a.report_host("ollama", "h2", up=True, models=["m1", "m2"])
+    for rid, model in (("r1", "m1"), ("r2", "m2")):
+        assert (await a.submit(RequestSpec(rid, "u", "ollama", model=model))).granted
+    assert not (await a.submit(RequestSpec("w", "u", "ollama", model="m2"))).granted
+    # h2 stops serving m2, both hosts up and busy: nothing will ever run "w".
+    await a.report_host("ollama", "h2", up=True, models=["m1"])
+    await until(lambda: _is(a, "w", "u", "failed"))
+    info = await a.status("w", "u")
+    assert info.error is not None and "m2" in info.error.message

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from service.scheduler.interface import Position
+from service.scheduler.hosts import Host
+from service.scheduler.interface import Position, RequestSpec
+from service.scheduler.pg_estimates import board
 from tests.query_counter import QueryCounter
 from tests.scheduler.contract.conftest import Backend, submit, until
 
@@ -93,3 +95,52 @@ async def test_a_dispatch_with_every_slot_taken_reads_none_of_the_waiting_rows(
     await sched.release(grant)
     await sched.finish("running", "x", "completed")
     assert (await sched.status("w0", "u0")).state == "running"
+
+
+class Reads:
+    """Counts the statements a board read sends."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self.count = 0
+
+    async def fetch(self, *args: Any) -> Any:
+        self.count += 1
+        return await self._conn.fetch(*args)
+
+    async def fetchval(self, *args: Any) -> Any:
+        self.count += 1
+        return await self._conn.fetchval(*args)
+
+
+@pytest.mark.parametrize(
+    ("inventories", "statements"),
+    [
+        # Health checks learned the same models on both hosts: one ranked read.
+        ({"h1": ["m1", "m2"], "h2": ["m1", "m2"]}, 3),
+        # Different models: one more pass over the provider's waiting rows, not one
+        # count per watched request.
+        ({"h1": ["m1"], "h2": ["m1", "m2"]}, 4),
+    ],
+)
+async def test_a_board_read_costs_the_same_few_statements_for_any_number_watched(
+    pg: Backend, inventories: dict[str, list[str]], statements: int
+) -> None:
+    hosts = {"ollama": [Host("h1", 1), Host("h2", 1)]}
+    sched = await pg.replica("a", slots={}, hosts=hosts, max_pending=100, max_pending_per_user=100)
+    for name, models in inventories.items():
+        await sched.report_host("ollama", name, up=True, models=models)
+    for n in range(40):
+        model = "m2" if n % 3 == 0 else "m1"
+        await sched.submit(RequestSpec(f"r{n}", f"u{n % 7}", "ollama", model=model))
+    keys = [(f"u{n % 7}", f"r{n}") for n in range(40)]
+    async with sched._pool.acquire() as conn:
+        reads = Reads(conn)
+        found = await board(reads, keys, sched._hosts, sched._clock(), 10.0)
+    assert reads.count == statements
+    # The same figures as each request's status, which counts row by row.
+    waiting = [k for k in keys if (await sched.status(k[1], k[0])).state == "queued"]
+    assert sorted(found) == sorted(waiting)
+    for user, rid in waiting:
+        info = await sched.status(rid, user)
+        assert found[(user, rid)] == (info.position, pytest.approx(info.estimated_wait_s)), rid
