@@ -197,67 +197,29 @@ async def dispatch(
         or housekeeping
         or any(not h.up or len(taken.get((provider, h.name), ())) < h.slots for h in states)
     ]
-    # A row whose replica went away waits for adoption: a grant would go to no one.
-    queued = await conn.fetch(
-        "SELECT user_id, request_id, provider, model, conversation_id, seq, tried, enqueued_at"
-        " FROM sched_requests WHERE state = 'queued' AND provider = ANY($1::text[])"
-        " AND sched_live(owner) ORDER BY provider, front DESC, order_key, seq",
-        lanes,
+    # A lane with a free slot reads its first waiting rows, enough for its free slots when
+    # few are skipped (a conversation's later turn, a model its free hosts do not serve);
+    # only when those run out before the slots do is the whole queue read.
+    free = sum(
+        max(h.slots - len(taken.get((provider, h.name), ())), 0)
+        for provider, states in done.hosts.items()
+        for h in states
+        if h.up
     )
+    limit = None if every_lane or housekeeping else _PAGE + 4 * free
+    queued = await _waiting(conn, lanes, limit)
     if not queued:
         return done
-    # Per open conversation: its earliest open turn, and whether a turn holds it now.
-    first_turn: dict[str, int] = {}
-    held: set[str] = set()
-    conversations = list({r["conversation_id"] for r in queued} - {None})
-    turns = (
-        await conn.fetch(
-            "SELECT conversation_id, min(seq) AS first, bool_or(granted) AS held"
-            " FROM sched_requests WHERE NOT closed AND conversation_id = ANY($1::text[])"
-            " GROUP BY conversation_id",
-            conversations,
-        )
-        if conversations
-        else []
-    )
-    for r in turns:
-        first_turn[r["conversation_id"]] = r["first"]
-        if r["held"]:
-            held.add(r["conversation_id"])
-    grants: list[tuple[str, str, str, int | None]] = []
-    unserved: list[tuple[str, str, str]] = []
-    waits: dict[str, list[float]] = {}
-    for r in queued:
-        conversation = r["conversation_id"]
-        if conversation is not None and (
-            conversation in held or first_turn.get(conversation) != r["seq"]
-        ):
-            continue
-        provider = r["provider"]
-        host_name, slot = "", None
-        pool = done.hosts.get(provider, ())
-        if provider != NO_SLOT and not any(h.up and h.serves(r["model"]) for h in pool):
-            # Its hosts went down after it was admitted: it would wait for nothing.
-            serving = [h for h in pool if h.serves(r["model"])]
-            unserved.append((r["user_id"], r["request_id"], none_up(provider, serving, r["model"])))
-            continue
-        if provider != NO_SLOT:
-            free = [
-                (h, len(taken.get((provider, h.name), ())))
-                for h in done.hosts.get(provider, ())
-                if h.up and len(taken.get((provider, h.name), ())) < h.slots
-            ]
-            host = choose(free, r["model"], r["tried"])
-            if host is None:
-                continue
-            used = taken.setdefault((provider, host.name), set())
-            slot = min(set(range(host.slots)) - used)
-            used.add(slot)
-            host_name = host.name
-            waits.setdefault(provider, []).append(now - r["enqueued_at"])
-        if conversation is not None:
-            held.add(conversation)
-        grants.append((r["user_id"], r["request_id"], host_name, slot))
+    plan = await _plan(conn, queued, done.hosts, taken, now)
+    slotted = sum(1 for g in plan.grants if g[3] is not None)
+    if (
+        limit is not None
+        and len(queued) == limit
+        and (slotted < free or queued[-1]["provider"] == NO_SLOT)
+    ):
+        queued = await _waiting(conn, lanes, None)
+        plan = await _plan(conn, queued, done.hosts, taken, now)
+    grants, unserved, waits, taken = plan.grants, plan.unserved, plan.waits, plan.taken
     if grants:
         await conn.execute(
             "UPDATE sched_requests r SET state = 'running', granted = true, front = false,"
@@ -288,6 +250,98 @@ async def dispatch(
         done.rescued += len(unserved)
     done.granted = len(grants)
     return done
+
+
+_PAGE = 32  # waiting rows a dispatch reads beyond four per free slot
+
+
+async def _waiting(conn: Any, lanes: Sequence[str], limit: int | None) -> Sequence[Any]:
+    """The waiting rows of ``lanes`` in order (the first ``limit``; None: all).
+
+    A row whose replica went away waits for adoption: a grant would go to no one.
+    """
+    return list(
+        await conn.fetch(
+            "SELECT user_id, request_id, provider, model, conversation_id, seq, tried,"
+            " enqueued_at FROM sched_requests WHERE state = 'queued'"
+            " AND provider = ANY($1::text[]) AND sched_live(owner)"
+            " ORDER BY provider, front DESC, order_key, seq LIMIT $2",
+            list(lanes),
+            limit,
+        )
+    )
+
+
+@dataclass
+class _Plan:
+    grants: list[tuple[str, str, str, int | None]]
+    unserved: list[tuple[str, str, str]]
+    waits: dict[str, list[float]]
+    taken: dict[tuple[str, str], set[int]]  # the slots in use after the grants
+
+
+async def _plan(
+    conn: Any,
+    queued: Sequence[Any],
+    hosts: Mapping[str, Sequence[HostState]],
+    taken_before: Mapping[tuple[str, str], set[int]],
+    now: float,
+) -> _Plan:
+    """Which of ``queued`` (in order) get which free slots, and which no host serves."""
+    taken = {key: set(slots) for key, slots in taken_before.items()}
+    # Per open conversation: its earliest open turn, and whether a turn holds it now.
+    first_turn: dict[str, int] = {}
+    held: set[str] = set()
+    conversations = list({r["conversation_id"] for r in queued} - {None})
+    turns = (
+        await conn.fetch(
+            "SELECT conversation_id, min(seq) AS first, bool_or(granted) AS held"
+            " FROM sched_requests WHERE NOT closed AND conversation_id = ANY($1::text[])"
+            " GROUP BY conversation_id",
+            conversations,
+        )
+        if conversations
+        else []
+    )
+    for r in turns:
+        first_turn[r["conversation_id"]] = r["first"]
+        if r["held"]:
+            held.add(r["conversation_id"])
+    plan = _Plan([], [], {}, taken)
+    for r in queued:
+        conversation = r["conversation_id"]
+        if conversation is not None and (
+            conversation in held or first_turn.get(conversation) != r["seq"]
+        ):
+            continue
+        provider = r["provider"]
+        host_name, slot = "", None
+        pool = hosts.get(provider, ())
+        if provider != NO_SLOT and not any(h.up and h.serves(r["model"]) for h in pool):
+            # Its hosts went down after it was admitted: it would wait for nothing.
+            serving = [h for h in pool if h.serves(r["model"])]
+            plan.unserved.append(
+                (r["user_id"], r["request_id"], none_up(provider, serving, r["model"]))
+            )
+            continue
+        if provider != NO_SLOT:
+            free = [
+                (h, len(taken.get((provider, h.name), ())))
+                for h in pool
+                if h.up and len(taken.get((provider, h.name), ())) < h.slots
+            ]
+            host = choose(free, r["model"], r["tried"])
+            if host is None:
+                continue
+            used = taken.setdefault((provider, host.name), set())
+            slot = min(set(range(host.slots)) - used)
+            used.add(slot)
+            host_name = host.name
+            plan.waits.setdefault(provider, []).append(now - r["enqueued_at"])
+        if conversation is not None:
+            held.add(conversation)
+        plan.grants.append((r["user_id"], r["request_id"], host_name, slot))
+    return plan
 
 
 async def record_samples(conn: Any, provider: str, kind: str, samples: Sequence[float]) -> None:

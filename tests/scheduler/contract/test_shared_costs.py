@@ -144,3 +144,18 @@ async def test_a_board_read_costs_the_same_few_statements_for_any_number_watched
     for user, rid in waiting:
         info = await sched.status(rid, user)
         assert found[(user, rid)] == (info.position, pytest.approx(info.estimated_wait_s)), rid
+
+
+async def test_a_dispatch_finds_the_one_runnable_request_far_down_the_queue(pg: Backend) -> None:
+    # A dispatch reads the first few waiting rows of a lane with a free slot; when none of
+    # them can use it (here: the free host does not serve their model), it must read on.
+    hosts = {"ollama": [Host("h1", 1), Host("h2", 1)]}
+    sched = await pg.replica("a", slots={}, hosts=hosts, max_pending=100, max_pending_per_user=100)
+    await sched.report_host("ollama", "h1", up=True, models=["m1"])
+    await sched.report_host("ollama", "h2", up=True, models=["m2"])
+    assert (await sched.submit(RequestSpec("busy", "x", "ollama", model="m2"))).granted
+    for n in range(60):  # more than a first read takes, none of them runnable on h1
+        await sched.submit(RequestSpec(f"m2-{n}", f"u{n}", "ollama", model="m2"))
+    late = await sched.submit(RequestSpec("m1-late", "late", "ollama", model="m1"))
+    assert late.granted or (await sched.status("m1-late", "late")).state == "running"
+    assert (await sched.status("m2-0", "u0")).state == "queued"
