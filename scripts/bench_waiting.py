@@ -251,29 +251,32 @@ def main() -> int:
         f" queued events per stream: {figures['queued_events_per_stream']:.1f}"
     )
     if "queue_rows_read" in figures:
+        tables = figures["queue_rows_read"]
+        top = ", ".join(f"{name} {read / args.streams:,.0f}" for name, read in tables.items())
         print(
             "  the database read"
-            f" {figures['queue_rows_read'] / args.streams:,.0f} rows of the queue's tables per turn"
-            " (pg_stat_user_tables: sequential + index tuples)"
+            f" {sum(tables.values()) / args.streams:,.0f} rows of the queue's tables per turn"
+            f" ({top}; pg_stat_user_tables: sequential + index tuples)"
         )
     return 0
 
 
-async def queue_rows_read(database: str, schema: str) -> float:
+async def queue_rows_read(database: str, schema: str) -> dict[str, float]:
     """Rows of the sched_* tables the database read in the run; then the schema is dropped."""
     conn = await asyncpg.connect(database)
     try:
         await asyncio.sleep(2.0)  # the service's backends exit and flush their counts
         await conn.execute("SELECT pg_stat_clear_snapshot()")
-        read = await conn.fetchval(
-            "SELECT sum(coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0))"
-            " FROM pg_stat_user_tables WHERE schemaname = $1 AND relname LIKE 'sched%'",
+        rows = await conn.fetch(
+            "SELECT relname, coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS read"
+            " FROM pg_stat_user_tables WHERE schemaname = $1 AND relname LIKE 'sched%'"
+            " ORDER BY 2 DESC",
             schema,
         )
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
-    return float(read or 0)
+    return {r["relname"]: float(r["read"]) for r in rows}
 
 
 if __name__ == "__main__":
