@@ -207,17 +207,14 @@ async def dispatch(
         if h.up
     )
     limit = None if every_lane or housekeeping else _PAGE + 4 * free
-    queued = await _waiting(conn, lanes, limit)
+    queued, cut = await _waiting(conn, lanes, limit)
     if not queued:
         return done
     plan = await _plan(conn, queued, done.hosts, taken, now)
     slotted = sum(1 for g in plan.grants if g[3] is not None)
-    if (
-        limit is not None
-        and len(queued) == limit
-        and (slotted < free or queued[-1]["provider"] == NO_SLOT)
-    ):
-        queued = await _waiting(conn, lanes, None)
+    commands = sum(1 for r in queued if r["provider"] == NO_SLOT)
+    if cut and (slotted < free or commands == limit):
+        queued, _ = await _waiting(conn, lanes, None)
         plan = await _plan(conn, queued, done.hosts, taken, now)
     grants, unserved, waits, taken = plan.grants, plan.unserved, plan.waits, plan.taken
     if grants:
@@ -255,21 +252,28 @@ async def dispatch(
 _PAGE = 32  # waiting rows a dispatch reads beyond four per free slot
 
 
-async def _waiting(conn: Any, lanes: Sequence[str], limit: int | None) -> Sequence[Any]:
-    """The waiting rows of ``lanes`` in order (the first ``limit``; None: all).
+async def _waiting(conn: Any, lanes: Sequence[str], limit: int | None) -> tuple[list[Any], bool]:
+    """The waiting rows of ``lanes`` in order (the first ``limit`` of each; None: all).
 
-    A row whose replica went away waits for adoption: a grant would go to no one.
+    One query per lane, so that each reads its rows in the order of the
+    ``sched_waiting`` index and stops at ``limit`` (``provider = ANY(...)``
+    made PostgreSQL read and sort every waiting row first). Also says whether
+    some lane had more rows than it read. A row whose replica went away waits
+    for adoption: a grant would go to no one.
     """
-    return list(
-        await conn.fetch(
+    rows: list[Any] = []
+    cut = False
+    for lane in sorted(set(lanes)):
+        found = await conn.fetch(
             "SELECT user_id, request_id, provider, model, conversation_id, seq, tried,"
-            " enqueued_at FROM sched_requests WHERE state = 'queued'"
-            " AND provider = ANY($1::text[]) AND sched_live(owner)"
-            " ORDER BY provider, front DESC, order_key, seq LIMIT $2",
-            list(lanes),
+            " enqueued_at FROM sched_requests WHERE state = 'queued' AND provider = $1"
+            " AND sched_live(owner) ORDER BY front DESC, order_key, seq LIMIT $2",
+            lane,
             limit,
         )
-    )
+        cut = cut or (limit is not None and len(found) == limit)
+        rows.extend(found)
+    return rows, cut
 
 
 @dataclass

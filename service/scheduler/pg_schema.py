@@ -90,6 +90,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS sched_one_turn
 CREATE INDEX IF NOT EXISTS sched_waiting
     ON sched_requests (provider, front DESC, order_key, seq) WHERE state = 'queued';
 CREATE INDEX IF NOT EXISTS sched_open ON sched_requests (user_id) WHERE NOT closed;
+-- The slots in use (every dispatch, admission and estimate reads them) and a
+-- conversation's open turns, without a scan of the ended rows kept for status.
+CREATE INDEX IF NOT EXISTS sched_slots ON sched_requests (provider, host) WHERE slot IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sched_open_turns ON sched_requests (conversation_id)
+    WHERE NOT closed AND conversation_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sched_ended ON sched_requests (finished_at) WHERE closed;
 CREATE TABLE IF NOT EXISTS sched_users (
     user_id text PRIMARY KEY,
