@@ -33,6 +33,9 @@ from service.scheduler.registry import RequestInfo
 
 log = logging.getLogger(__name__)
 
+# A waiting request looks at its own row every this many safety polls; in between the
+# replica's one scan of all its waiters (after each change and each poll) wakes it.
+WAITER_POLLS = 10
 # Lease renewal may wait this many leases (a busy dispatch lock, a database restart)
 # before the heartbeat lapses and the replica's grants go to others.
 RENEWAL_GRACE = 3
@@ -282,16 +285,24 @@ class SchedulerCore:
         self._scan = asyncio.create_task(self._scan_waiters(), name="sched-waiters")
 
     async def _scan_waiters(self) -> None:
+        """Wake the local waiters whose rows left the queue (after a change, and every poll).
+
+        One query for all of them: a waiter's own look at its row is only a slow
+        safety net (``WAITER_POLLS`` polls), so W waiters do not cost W reads a poll.
+        """
         while self._waiters:
             self._rescan = False
             keys = list(self._waiters)
             try:
+                # Out of the queue, or handed over to another replica (adopted).
                 rows = await self._pool.fetch(
                     "SELECT r.user_id, r.request_id FROM sched_requests r"
                     " JOIN unnest($1::text[], $2::text[]) AS k(u, q)"
-                    " ON r.user_id = k.u AND r.request_id = k.q WHERE r.state <> 'queued'",
+                    " ON r.user_id = k.u AND r.request_id = k.q"
+                    " WHERE r.state <> 'queued' OR r.owner <> $3",
                     [k[0] for k in keys],
                     [k[1] for k in keys],
+                    self.replica_id,
                 )
             except UNREACHABLE:
                 return  # each waiter looks again itself at its safety poll

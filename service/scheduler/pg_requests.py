@@ -26,7 +26,7 @@ from service.scheduler.estimates import position_gap
 from service.scheduler.interface import Admission, Grant, LeaseSignal, Position
 from service.scheduler.pg_admission import none_up
 from service.scheduler.pg_board import MISSING
-from service.scheduler.pg_core import CONNECTION_LOST, UNREACHABLE, SchedulerCore
+from service.scheduler.pg_core import CONNECTION_LOST, UNREACHABLE, WAITER_POLLS, SchedulerCore
 from service.scheduler.pg_dispatch import record_samples
 from service.scheduler.pg_leases import Held, wait_for
 from service.scheduler.pg_rows import error_columns
@@ -103,8 +103,8 @@ class Requests(SchedulerCore):
                 if remaining is not None and remaining <= 0:
                     await self._expire(key)
                     continue  # a grant that came with the deadline wins; else the error
-                pause = self._poll_s if remaining is None else min(remaining, self._poll_s)
-                await wait_for(event, pause)
+                pause = self._poll_s * WAITER_POLLS
+                await wait_for(event, pause if remaining is None else min(remaining, pause))
         except asyncio.CancelledError:
             await asyncio.shield(self._abandon(key))
             raise
