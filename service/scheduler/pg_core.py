@@ -33,6 +33,9 @@ from service.scheduler.registry import RequestInfo
 
 log = logging.getLogger(__name__)
 
+# How far another replica's clock may be behind this one's for a row it ended to be
+# found by the scan after a change (the scan of every waiter each poll finds the rest).
+SKEW_S = 5.0
 # A waiting request looks at its own row every this many safety polls; in between the
 # replica's one scan of all its waiters (after each change and each poll) wakes it.
 WAITER_POLLS = 10
@@ -154,6 +157,8 @@ class SchedulerCore:
         self._waiters: dict[tuple[str, str], asyncio.Event] = {}
         self._scan: asyncio.Task[None] | None = None
         self._rescan = False
+        self._rescan_all = False  # the next scan reads every waiter's row
+        self._scanned_at = -math.inf  # clock() when the last scan started
         self._held: dict[tuple[str, str], Held] = {}
         self._signals: dict[tuple[str, str], LeaseSignal] = {}
         self._hosts: dict[str, list[HostState]] = {}
@@ -272,13 +277,19 @@ class SchedulerCore:
             if housekeeping:
                 self._housekept = now
         await self._check_held()
-        self._announce()
+        self._announce(every_waiter=housekeeping)
 
-    def _announce(self) -> None:
-        """Something changed: wake the position watchers and look for the waiters' grants."""
+    def _announce(self, every_waiter: bool = False) -> None:
+        """Something changed: wake the position watchers and look for the waiters' grants.
+
+        ``every_waiter`` (once a poll) looks at every local waiter's row, which
+        also finds one handed to another replica; otherwise only the rows that
+        just left the queue are read.
+        """
         self._changed.fire()
         if not self._waiters:
             return
+        self._rescan_all = self._rescan_all or every_waiter
         if self._scan is not None and not self._scan.done():
             self._rescan = True  # the running scan looks once more when it is done
             return
@@ -289,23 +300,41 @@ class SchedulerCore:
 
         One query for all of them: a waiter's own look at its row is only a slow
         safety net (``WAITER_POLLS`` polls), so W waiters do not cost W reads a poll.
+        After a change only the rows that can have just left the queue are read
+        (granted and not yet taken, or ended before they were taken): not every
+        waiter's key.
         """
         while self._waiters:
             self._rescan = False
-            keys = list(self._waiters)
+            every, self._rescan_all = self._rescan_all, False
+            started = self._clock()
             try:
-                # Out of the queue, or handed over to another replica (adopted).
-                rows = await self._pool.fetch(
-                    "SELECT r.user_id, r.request_id FROM sched_requests r"
-                    " JOIN unnest($1::text[], $2::text[]) AS k(u, q)"
-                    " ON r.user_id = k.u AND r.request_id = k.q"
-                    " WHERE r.state <> 'queued' OR r.owner <> $3",
-                    [k[0] for k in keys],
-                    [k[1] for k in keys],
-                    self.replica_id,
-                )
+                if every:
+                    keys = list(self._waiters)
+                    # Out of the queue, or handed over to another replica (adopted).
+                    rows = await self._pool.fetch(
+                        "SELECT r.user_id, r.request_id FROM sched_requests r"
+                        " JOIN unnest($1::text[], $2::text[]) AS k(u, q)"
+                        " ON r.user_id = k.u AND r.request_id = k.q"
+                        " WHERE r.state <> 'queued' OR r.owner <> $3",
+                        [k[0] for k in keys],
+                        [k[1] for k in keys],
+                        self.replica_id,
+                    )
+                else:
+                    # Rows ended by another replica carry its clock: a margin for skew
+                    # (beyond it, the every-waiter scan of the next poll finds them).
+                    rows = await self._pool.fetch(
+                        "SELECT user_id, request_id FROM sched_requests"
+                        " WHERE owner = $1 AND granted AND NOT picked_up AND NOT closed"
+                        " UNION ALL SELECT user_id, request_id FROM sched_requests"
+                        " WHERE owner = $1 AND closed AND NOT picked_up AND finished_at >= $2",
+                        self.replica_id,
+                        min(started, self._scanned_at) - SKEW_S,
+                    )
             except UNREACHABLE:
                 return  # each waiter looks again itself at its safety poll
+            self._scanned_at = started
             for row in rows:
                 event = self._waiters.get((row["user_id"], row["request_id"]))
                 if event is not None:

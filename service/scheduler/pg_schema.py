@@ -95,6 +95,11 @@ CREATE INDEX IF NOT EXISTS sched_open ON sched_requests (user_id) WHERE NOT clos
 CREATE INDEX IF NOT EXISTS sched_slots ON sched_requests (provider, host) WHERE slot IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sched_open_turns ON sched_requests (conversation_id)
     WHERE NOT closed AND conversation_id IS NOT NULL;
+-- What a replica's waiters wait for: a grant not taken yet, or an end before one.
+CREATE INDEX IF NOT EXISTS sched_untaken ON sched_requests (owner)
+    WHERE granted AND NOT picked_up AND NOT closed;
+CREATE INDEX IF NOT EXISTS sched_dropped ON sched_requests (owner, finished_at)
+    WHERE closed AND NOT picked_up;
 CREATE INDEX IF NOT EXISTS sched_ended ON sched_requests (finished_at) WHERE closed;
 CREATE TABLE IF NOT EXISTS sched_users (
     user_id text PRIMARY KEY,
