@@ -240,9 +240,11 @@ async def _check_caps(
     rules: Rules,
     now: float,
 ) -> None:
+    # The total from the triggers' counter; the user's own from the index of open rows.
     row = await conn.fetchrow(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE user_id = $1) AS mine"
-        " FROM sched_requests WHERE state = 'queued'",
+        "SELECT (SELECT waiting FROM sched_counts) AS total,"
+        " (SELECT count(*) FROM sched_requests WHERE user_id = $1 AND NOT closed"
+        "  AND state = 'queued') AS mine",
         user_id,
     )
     mine, total = row["mine"], row["total"]

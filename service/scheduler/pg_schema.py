@@ -138,6 +138,48 @@ CREATE OR REPLACE FUNCTION sched_live(replica text) RETURNS boolean LANGUAGE sql
     SELECT EXISTS (SELECT 1 FROM sched_replicas r
                    WHERE r.replica_id = replica AND r.expires_at >= now() AND r.accepting)
 $$;
+-- How many requests wait, kept by triggers on every statement that moves rows into or
+-- out of the queue: the queue cap is checked at each admission without a count over
+-- thousands of waiting rows. Created with the triggers, in one transaction.
+CREATE TABLE IF NOT EXISTS sched_counts (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    waiting bigint  NOT NULL
+);
+CREATE OR REPLACE FUNCTION sched_count_waiting() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    delta bigint := 0;
+BEGIN
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        delta := delta + (SELECT count(*) FROM new_rows WHERE state = 'queued');
+    END IF;
+    IF TG_OP IN ('UPDATE', 'DELETE') THEN
+        delta := delta - (SELECT count(*) FROM old_rows WHERE state = 'queued');
+    END IF;
+    IF delta <> 0 THEN
+        UPDATE sched_counts SET waiting = waiting + delta;
+    END IF;
+    RETURN NULL;
+END
+$$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                   WHERE tgrelid = 'sched_requests'::regclass AND tgname = 'sched_count_in') THEN
+        CREATE TRIGGER sched_count_in AFTER INSERT ON sched_requests
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION sched_count_waiting();
+        CREATE TRIGGER sched_count_moved AFTER UPDATE ON sched_requests
+            REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION sched_count_waiting();
+        CREATE TRIGGER sched_count_out AFTER DELETE ON sched_requests
+            REFERENCING OLD TABLE AS old_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION sched_count_waiting();
+        DELETE FROM sched_counts;
+    END IF;
+END
+$$;
+INSERT INTO sched_counts (waiting) SELECT count(*) FROM sched_requests WHERE state = 'queued'
+    ON CONFLICT (one) DO NOTHING;
 """
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from service.errors import DeadlineExceeded
 from service.scheduler.hosts import Host
 from service.scheduler.interface import Position, RequestSpec
 from service.scheduler.pg_estimates import board
@@ -159,3 +160,34 @@ async def test_a_dispatch_finds_the_one_runnable_request_far_down_the_queue(pg: 
     late = await sched.submit(RequestSpec("m1-late", "late", "ollama", model="m1"))
     assert late.granted or (await sched.status("m1-late", "late")).state == "running"
     assert (await sched.status("m2-0", "u0")).state == "queued"
+
+
+async def test_the_waiting_counter_of_the_queue_cap_matches_the_rows(pg: Backend) -> None:
+    # The queue cap reads a counter kept by triggers instead of counting the waiting
+    # rows at each admission; every way into and out of the queue must keep it exact.
+    sched = await pg.replica(slots={"ollama": 2}, max_pending=100, max_pending_per_user=100)
+
+    async def agree() -> None:
+        rows = await pg.sql(
+            "SELECT (SELECT waiting FROM sched_counts) AS kept,"
+            " (SELECT count(*) FROM sched_requests WHERE state = 'queued') AS real"
+        )
+        assert rows[0]["kept"] == rows[0]["real"], dict(rows[0])
+
+    admissions = [await submit(sched, f"u{n % 4}", f"r{n}") for n in range(12)]
+    await agree()
+    first = await sched.acquire(admissions[0])  # granted at once: two slots
+    second = await sched.acquire(admissions[1])
+    await sched.cancel("r5", "u1")  # a waiting one cancelled
+    await agree()
+    await sched.put_back(first)  # back to the front of the queue
+    await agree()
+    with pytest.raises(DeadlineExceeded):  # a queue-wait deadline ends a waiting one
+        await sched.acquire(admissions[9], timeout=0.01)
+    await agree()
+    await sched.release(second)
+    await sched.finish("r1", "u1", "completed")  # its slot goes to the next in line
+    await agree()
+    assert (await sched.stats()).total_waiting == (
+        await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE state = 'queued'")
+    )[0]["n"]
