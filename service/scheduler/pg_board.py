@@ -11,10 +11,9 @@ woke for (the beacon's generation) and is younger than the safety poll, so no
 change is missed that the watcher's own read would have seen. Concurrent
 lookers share one read in flight; reads run one at a time and at most one per
 ``min_gap_s``, so a queue that changes hundreds of times a second costs a few
-reads a second, each a report late by at most ``min_gap_s``. A new watcher
-waits for the next read (which includes it) rather than reading alone: a
-thousand arrivals a second cost ten reads, not a thousand counts over the
-queue. ``MISSING`` is left for a key no read included (it should not happen).
+reads a second, each a report late by at most ``min_gap_s``. A request that
+was not watched when the read started is ``MISSING`` from it: its watcher
+reads its own figures once.
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ class Board:
         self._pending: asyncio.Task[_Snapshot] | None = None
         self._pending_generation = -1  # the generation the pending read started at
         self._reading = False  # the pending read has started (it will not see later changes)
-        self._pending_keys: frozenset[Key] = frozenset()  # the keys the pending read reads
 
     @contextlib.contextmanager
     def watching(self, key: Key) -> Iterator[None]:
@@ -87,23 +85,16 @@ class Board:
             snapshot is None
             or snapshot.generation < generation
             or now - snapshot.taken_at >= self._max_age_s
-            or key not in snapshot.keys
         ):
-            snapshot = await self._refresh(generation, key)
-        if key not in snapshot.keys:  # the read had started before it was watched
-            snapshot = await self._refresh(generation, key)
+            snapshot = await self._refresh(generation)
         if key not in snapshot.keys:
             return MISSING
         return snapshot.found.get(key)
 
-    async def _refresh(self, generation: int, key: Key) -> _Snapshot:
+    async def _refresh(self, generation: int) -> _Snapshot:
         task = self._pending
-        # A read still waiting for its turn will see this change and this key too: join it.
-        # New watchers (a burst of arrivals) share the next read instead of each reading
-        # its own position, a count over the queue apiece.
-        stale = self._reading and (
-            self._pending_generation < generation or key not in self._pending_keys
-        )
+        # A read still waiting for its turn will see this change too: join it.
+        stale = self._reading and self._pending_generation < generation
         if task is None or task.done() or stale:
             task = asyncio.create_task(self._take(task), name="sched-positions")
             task.add_done_callback(_retrieve)
@@ -125,7 +116,6 @@ class Board:
         self._reading = True
         taken_at = asyncio.get_running_loop().time()
         keys = list(self._watched)
-        self._pending_keys = frozenset(keys)
         found = await self._read(keys)
         snapshot = _Snapshot(generation, taken_at, frozenset(keys), found)
         latest = self._snapshot

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from service.scheduler.pg_board import Board, Figures, Key
+from service.scheduler.pg_board import MISSING, Board, Figures, Key
 
 
 class Reads:
@@ -94,43 +94,16 @@ async def test_an_old_read_is_not_trusted_past_the_safety_poll(reads: Reads) -> 
     assert len(reads.calls) == 2
 
 
-async def test_a_request_no_longer_waiting_is_none(reads: Reads) -> None:
+async def test_a_request_no_longer_waiting_is_none_and_an_unread_one_missing(
+    reads: Reads,
+) -> None:
     shared = board(reads, [0])
     reads.figures = {A: (0, 0.0)}  # B was watched but is no longer waiting
     with shared.watching(A), shared.watching(B):
         assert await shared.look(B, 0) is None
+        with shared.watching(C):  # came after the read: it reads its own figures
+            assert await shared.look(C, 0) is MISSING
     assert not shared._watched  # every watch ended
-
-
-async def test_new_watchers_share_the_next_read_instead_of_reading_alone(reads: Reads) -> None:
-    shared = board(reads, [0])
-    reads.figures = {A: (0, 0.0), B: (1, 1.0), C: (2, 2.0)}
-    with shared.watching(A):
-        await shared.look(A, 0)
-        reads.gate.clear()
-        with shared.watching(B), shared.watching(C):  # two arrivals after that read
-            looks = [asyncio.create_task(shared.look(k, 0)) for k in (B, C)]
-            await asyncio.sleep(0)
-            reads.gate.set()
-            assert await asyncio.gather(*looks) == [(1, 1.0), (2, 2.0)]
-    assert len(reads.calls) == 2 and sorted(reads.calls[1]) == [A, B, C]
-
-
-async def test_a_watcher_added_while_a_read_runs_gets_the_next_one(reads: Reads) -> None:
-    shared = board(reads, [0])
-    reads.figures = {A: (0, 0.0), C: (2, 2.0)}
-    reads.gate.clear()
-    with shared.watching(A):
-        first = asyncio.create_task(shared.look(A, 0))
-        while not reads.calls:  # that read has started, without C
-            await asyncio.sleep(0)
-        with shared.watching(C):
-            late = asyncio.create_task(shared.look(C, 0))
-            await asyncio.sleep(0)
-            reads.gate.set()
-            assert await late == (2, 2.0)
-        await first
-    assert [sorted(c) for c in reads.calls] == [[A], [A, C]]
 
 
 async def test_one_looker_giving_up_does_not_cancel_the_others_read(reads: Reads) -> None:
