@@ -53,13 +53,18 @@ UNREACHABLE = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
 )
-# The database is down or the connection died (not a statement that failed on its merits).
+# The database is down, the connection died, or the server cannot take the work now (not
+# a statement that failed on its merits): callers answer UNAVAILABLE, or wait and retry.
 CONNECTION_LOST = (
     OSError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    # 53xxx: too many connections (max_connections reached), out of memory or disk.
+    asyncpg.exceptions.InsufficientResourcesError,
+    # 40xxx: a deadlock or serialization failure rolled the transaction back.
+    asyncpg.exceptions.TransactionRollbackError,
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from service.errors import ServiceUnavailable
 from service.scheduler.interface import Admission, RequestScheduler, RequestSpec
 from tests.scheduler.contract.conftest import Backend, until
 
@@ -83,3 +84,46 @@ async def test_position_reports_ride_out_a_connection_left_mid_operation(pg: Bac
     await sched.finish("blocker", "x", "completed")
     with pytest.raises(StopAsyncIteration):
         await reports
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+    ],
+    ids=["max_connections", "deadlock"],
+)
+async def test_a_database_that_cannot_take_the_work_now_is_unavailable_not_internal(
+    pg: Backend, error: Exception
+) -> None:
+    # A PostgreSQL at max_connections refuses new sessions with 53300; a deadlock rolls a
+    # transaction back with 40P01. Both pass: the caller must hear "retry shortly" (503),
+    # not an internal error (500).
+    sched = await pg.replica(slots={"ollama": 1})
+    await sched.submit(RequestSpec("held", "u", "ollama"))
+    real = sched._pool
+
+    class Refusing:
+        def acquire(self) -> Any:
+            raise error
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+    sched._pool = Refusing()
+    try:
+        calls = (
+            lambda: sched.submit(RequestSpec("r", "u", "ollama")),
+            lambda: sched.status("held", "u"),
+            lambda: sched.cancel("held", "u"),
+            lambda: sched.requests(None),
+        )
+        for call in calls:
+            with pytest.raises(ServiceUnavailable) as caught:
+                await call()
+            assert caught.value.retry_after_s
+    finally:
+        sched._pool = real
+    await sched.submit(RequestSpec("r", "u", "ollama"))  # and it works again after
+    assert (await sched.status("r", "u")).state == "queued"  # behind "held"
