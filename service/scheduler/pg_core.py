@@ -248,6 +248,7 @@ class SchedulerCore:
         notify: bool = True,
         housekeeping: bool = False,
         every_lane: bool = False,
+        hosts: dict[str, list[HostState]] | None = None,
     ) -> Dispatched:
         """Dispatch inside the caller's locked transaction; wake the other replicas."""
         done = await dispatch(
@@ -260,6 +261,7 @@ class SchedulerCore:
             aging_interval_s=self._rules.aging_interval_s,
             housekeeping=housekeeping,
             every_lane=every_lane,
+            hosts=hosts,
         )
         self._hosts, self._running = done.hosts, done.running
         if notify or done.changed:

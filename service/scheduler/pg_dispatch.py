@@ -38,6 +38,8 @@ class Dispatched:
     rescued: int = 0
     hosts: dict[str, list[HostState]] = field(default_factory=dict)
     running: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, host) → slots
+    started: set[tuple[str, str]] = field(default_factory=set)  # (user, request) granted now
+    ended: set[tuple[str, str]] = field(default_factory=set)  # failed now: no host serves them
 
     @property
     def changed(self) -> bool:
@@ -163,6 +165,7 @@ async def dispatch(
     aging_interval_s: float,
     housekeeping: bool = True,
     every_lane: bool = False,
+    hosts: dict[str, list[HostState]] | None = None,
 ) -> Dispatched:
     """Grant free slots in order; first, with ``housekeeping``, rescue and prune.
 
@@ -180,7 +183,8 @@ async def dispatch(
         )
         # A user's virtual start an interval old no longer moves their next one (max(now, ...)).
         await conn.execute("DELETE FROM sched_users WHERE vstart <= $1", now - aging_interval_s)
-    done.hosts = await load_hosts(conn, pools)
+    # ``hosts``: read already in this transaction (an admission's), under the same lock.
+    done.hosts = hosts if hosts is not None else await load_hosts(conn, pools)
     taken: dict[tuple[str, str], set[int]] = {}
     for r in await conn.fetch(
         "SELECT provider, host, slot FROM sched_requests WHERE slot IS NOT NULL"
@@ -217,6 +221,8 @@ async def dispatch(
         queued, _ = await _waiting(conn, lanes, None)
         plan = await _plan(conn, queued, done.hosts, taken, now)
     grants, unserved, waits, taken = plan.grants, plan.unserved, plan.waits, plan.taken
+    done.started = {(g[0], g[1]) for g in grants}
+    done.ended = {(u, r) for u, r, _ in unserved}
     if grants:
         await conn.execute(
             "UPDATE sched_requests r SET state = 'running', granted = true, front = false,"

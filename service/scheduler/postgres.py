@@ -103,7 +103,7 @@ class PostgresScheduler(Requests, Directory):
             raise ServiceUnavailable(self._closing)
         try:
             async with self._locked() as conn:
-                row = await admit(
+                row, hosts = await admit(
                     conn,
                     spec,
                     pools=self._pools,
@@ -111,12 +111,9 @@ class PostgresScheduler(Requests, Directory):
                     owner=self.replica_id,
                     now=self._clock(),
                 )
-                await self._dispatch(conn)
-                state = await conn.fetchval(
-                    "SELECT state FROM sched_requests WHERE user_id = $1 AND request_id = $2",
-                    spec.user_id,
-                    spec.request_id,
-                )
+                done = await self._dispatch(conn, hosts=hosts)
+                key = (spec.user_id, spec.request_id)
+                state = "running" if key in done.started else "failed" if key in done.ended else ""
         except UNREACHABLE as exc:
             raise ServiceUnavailable(
                 f"the shared queue's database cannot be reached ({type(exc).__name__}); "
