@@ -204,22 +204,33 @@ async def dispatch(
     # A lane with a free slot reads its first waiting rows, enough for its free slots when
     # few are skipped (a conversation's later turn, a model its free hosts do not serve);
     # only when those run out before the slots do is the whole queue read.
-    free = sum(
-        max(h.slots - len(taken.get((provider, h.name), ())), 0)
+    free = {
+        provider: sum(
+            max(h.slots - len(taken.get((provider, h.name), ())), 0) for h in states if h.up
+        )
         for provider, states in done.hosts.items()
-        for h in states
-        if h.up
-    )
-    limit = None if every_lane or housekeeping else _PAGE + 4 * free
-    queued, cut = await _waiting(conn, lanes, limit)
-    if not queued:
+    }
+    limit = None if every_lane or housekeeping else _PAGE + 4 * sum(free.values())
+    rows = {lane: await _waiting(conn, lane, limit) for lane in sorted(set(lanes))}
+    plan = await _plan(conn, _in_order(rows), done.hosts, taken, now)
+    # A lane read in part whose free slots its rows could not fill is read in full (the
+    # commands' lane when it was cut at all); then the plan is made again.
+    slotted = {lane: 0 for lane in rows}
+    for grant in plan.grants:
+        slotted[grant[4]] += 1
+    short = [
+        lane
+        for lane, found in rows.items()
+        if limit is not None
+        and len(found) == limit
+        and (lane == NO_SLOT or slotted[lane] < free.get(lane, 0))
+    ]
+    if short:
+        for lane in short:
+            rows[lane] = await _waiting(conn, lane, None)
+        plan = await _plan(conn, _in_order(rows), done.hosts, taken, now)
+    if not any(rows.values()):
         return done
-    plan = await _plan(conn, queued, done.hosts, taken, now)
-    slotted = sum(1 for g in plan.grants if g[3] is not None)
-    commands = sum(1 for r in queued if r["provider"] == NO_SLOT)
-    if cut and (slotted < free or commands == limit):
-        queued, _ = await _waiting(conn, lanes, None)
-        plan = await _plan(conn, queued, done.hosts, taken, now)
     grants, unserved, waits, taken = plan.grants, plan.unserved, plan.waits, plan.taken
     done.started = {(g[0], g[1]) for g in grants}
     done.ended = {(u, r) for u, r, _ in unserved}
@@ -258,33 +269,33 @@ async def dispatch(
 _PAGE = 32  # waiting rows a dispatch reads beyond four per free slot
 
 
-async def _waiting(conn: Any, lanes: Sequence[str], limit: int | None) -> tuple[list[Any], bool]:
-    """The waiting rows of ``lanes`` in order (the first ``limit`` of each; None: all).
+async def _waiting(conn: Any, lane: str, limit: int | None) -> list[Any]:
+    """The first ``limit`` waiting rows of ``lane`` in order (None: all of them).
 
-    One query per lane, so that each reads its rows in the order of the
-    ``sched_waiting`` index and stops at ``limit`` (``provider = ANY(...)``
-    made PostgreSQL read and sort every waiting row first). Also says whether
-    some lane had more rows than it read. A row whose replica went away waits
-    for adoption: a grant would go to no one.
+    One lane a query, so that PostgreSQL reads the rows in the order of the
+    ``sched_waiting`` index and stops at ``limit`` (``provider = ANY(...)`` made
+    it read and sort every waiting row first). A row whose replica went away
+    waits for adoption: a grant would go to no one.
     """
-    rows: list[Any] = []
-    cut = False
-    for lane in sorted(set(lanes)):
-        found = await conn.fetch(
+    return list(
+        await conn.fetch(
             "SELECT user_id, request_id, provider, model, conversation_id, seq, tried,"
             " enqueued_at FROM sched_requests WHERE state = 'queued' AND provider = $1"
             " AND sched_live(owner) ORDER BY front DESC, order_key, seq LIMIT $2",
             lane,
             limit,
         )
-        cut = cut or (limit is not None and len(found) == limit)
-        rows.extend(found)
-    return rows, cut
+    )
+
+
+def _in_order(rows: Mapping[str, Sequence[Any]]) -> list[Any]:
+    """Every lane's rows, lane by lane (as one ``ORDER BY provider, …`` gave them)."""
+    return [row for lane in sorted(rows) for row in rows[lane]]
 
 
 @dataclass
 class _Plan:
-    grants: list[tuple[str, str, str, int | None]]
+    grants: list[tuple[str, str, str, int | None, str]]  # user, request, host, slot, lane
     unserved: list[tuple[str, str, str]]
     waits: dict[str, list[float]]
     taken: dict[tuple[str, str], set[int]]  # the slots in use after the grants
@@ -350,7 +361,7 @@ async def _plan(
             plan.waits.setdefault(provider, []).append(now - r["enqueued_at"])
         if conversation is not None:
             held.add(conversation)
-        plan.grants.append((r["user_id"], r["request_id"], host_name, slot))
+        plan.grants.append((r["user_id"], r["request_id"], host_name, slot, provider))
     return plan
 
 

@@ -116,7 +116,13 @@ class Wakeups(_OwnConnection):
                 if self._conn is None or self._conn.is_closed():
                     await self._listen()  # a lost listener is replaced; the poll covers the gap
                 await on_wake()
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                asyncpg.exceptions.InternalClientError,
+            ) as exc:
+                # A connection that died mid-operation must not end the wake-ups for good.
                 log.warning("shared queue: %s; retrying", exc)
             await self.pulse.wait(self._poll_s)
 

@@ -267,7 +267,8 @@ class Requests(SchedulerCore):
                 await conn.execute(
                     "UPDATE sched_requests SET state = 'queued', granted = false, slot = NULL,"
                     " front = true, order_key = $3, tried = tried || host, host = NULL,"
-                    " lease_epoch = NULL, lease_expires_at = NULL, started_at = NULL"
+                    " lease_epoch = NULL, lease_expires_at = NULL, started_at = NULL,"
+                    " picked_up = false"  # waiting again: the waiter scan must see it end
                     " WHERE user_id = $1 AND request_id = $2",
                     *key,
                     now,

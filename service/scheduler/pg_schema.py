@@ -145,10 +145,17 @@ CREATE TABLE IF NOT EXISTS sched_counts (
     one     boolean PRIMARY KEY DEFAULT true CHECK (one),
     waiting bigint  NOT NULL
 );
-CREATE OR REPLACE FUNCTION sched_count_waiting() RETURNS trigger LANGUAGE plpgsql AS $$
+-- SET search_path FROM CURRENT: the counter of this queue's schema, whatever the search
+-- path of the session that writes (a schema-qualified write from elsewhere).
+CREATE OR REPLACE FUNCTION sched_count_waiting() RETURNS trigger LANGUAGE plpgsql
+SET search_path FROM CURRENT AS $$
 DECLARE
     delta bigint := 0;
 BEGIN
+    IF TG_OP = 'TRUNCATE' THEN
+        UPDATE sched_counts SET waiting = 0;
+        RETURN NULL;
+    END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         delta := delta + (SELECT count(*) FROM new_rows WHERE state = 'queued');
     END IF;
@@ -174,12 +181,18 @@ BEGIN
         CREATE TRIGGER sched_count_out AFTER DELETE ON sched_requests
             REFERENCING OLD TABLE AS old_rows
             FOR EACH STATEMENT EXECUTE FUNCTION sched_count_waiting();
-        DELETE FROM sched_counts;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'sched_requests'::regclass
+                   AND tgname = 'sched_count_emptied') THEN
+        CREATE TRIGGER sched_count_emptied AFTER TRUNCATE ON sched_requests
+            FOR EACH STATEMENT EXECUTE FUNCTION sched_count_waiting();
     END IF;
 END
 $$;
+-- Counted again at each start (under the lock every move into or out of the queue takes):
+-- whatever happened to the table meanwhile, the counter starts exact.
 INSERT INTO sched_counts (waiting) SELECT count(*) FROM sched_requests WHERE state = 'queued'
-    ON CONFLICT (one) DO NOTHING;
+    ON CONFLICT (one) DO UPDATE SET waiting = EXCLUDED.waiting;
 """
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 
-from service.errors import DeadlineExceeded
+from service.errors import DeadlineExceeded, RequestCancelled
+from service.scheduler import pg_dispatch
 from service.scheduler.hosts import Host
 from service.scheduler.interface import Position, RequestSpec
 from service.scheduler.pg_estimates import board
@@ -191,3 +193,69 @@ async def test_the_waiting_counter_of_the_queue_cap_matches_the_rows(pg: Backend
     assert (await sched.stats()).total_waiting == (
         await pg.sql("SELECT count(*) AS n FROM sched_requests WHERE state = 'queued'")
     )[0]["n"]
+
+
+async def test_the_waiting_counter_survives_a_truncate_and_another_search_path(
+    pg: Backend,
+) -> None:
+    sched = await pg.replica(slots={"ollama": 1}, max_pending=3, max_pending_per_user=10)
+    for n in range(4):
+        await submit(sched, f"u{n}", f"r{n}")  # one runs, three wait: the cap
+    # A schema-qualified write from a session whose search path is elsewhere.
+    conn = await asyncpg.connect(pg.url)
+    try:
+        await conn.execute(f'DELETE FROM "{pg.schema}".sched_requests WHERE request_id = $1', "r3")
+    finally:
+        await conn.close()
+    counted = "SELECT (SELECT waiting FROM sched_counts) AS kept," + (
+        " (SELECT count(*) FROM sched_requests WHERE state = 'queued') AS real"
+    )
+    rows = await pg.sql(counted)
+    assert rows[0]["kept"] == rows[0]["real"] == 2, dict(rows[0])
+    await pg.sql("TRUNCATE sched_requests")  # an operator empties the queue
+    rows = await pg.sql(counted)
+    assert rows[0]["kept"] == rows[0]["real"] == 0, dict(rows[0])
+    await submit(sched, "x", "x0")  # takes the free slot
+    for n in range(3):  # and three may wait again: the cap is not stuck at "full"
+        await submit(sched, f"y{n}", f"y{n}")
+
+
+async def test_a_request_put_back_and_then_cancelled_elsewhere_wakes_its_waiter_at_once(
+    pg: Backend,
+) -> None:
+    # The waiter's replica polls rarely: only the scan after a change can wake it in time.
+    hosts = {"ollama": [Host("h1", 1), Host("h2", 1)]}
+    a = await pg.replica("a", slots={}, hosts=hosts, poll_s=3600)
+    b = await pg.replica("b", slots={}, hosts=hosts)
+    first = await submit(a, "u1", "r1")
+    grant = await a.acquire(first)
+    await a.acquire(await submit(a, "u2", "r2"))
+    await a.report_host("ollama", grant.backend, up=False)
+    await a.put_back(grant)  # the other host is busy: r1 waits again
+    waiter = asyncio.create_task(a.acquire(first))
+    await until(lambda: ("u1", "r1") in a._waiters)
+    await b.cancel("r1", "u1")
+    with pytest.raises(RequestCancelled):
+        await asyncio.wait_for(waiter, 10)
+
+
+async def test_a_free_slot_in_one_lane_does_not_make_another_lanes_dispatch_read_all(
+    pg: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sched = await pg.replica(
+        slots={"ollama": 1, "other": 2}, max_pending=500, max_pending_per_user=500
+    )
+    grant = await sched.acquire(await submit(sched, "u", "r0"))
+    for n in range(1, 120):
+        await submit(sched, "u", f"r{n}")
+    limits: list[int | None] = []
+    real = pg_dispatch._waiting
+
+    async def spy(conn: Any, lane: str, limit: int | None) -> list[Any]:
+        limits.append(limit)
+        return await real(conn, lane, limit)
+
+    monkeypatch.setattr(pg_dispatch, "_waiting", spy)
+    await sched.release(grant)  # one slot frees in the long lane; "other" sits idle
+    assert limits and None not in limits, limits
+    assert (await sched.status("r1", "u")).state == "running"
