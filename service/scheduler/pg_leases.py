@@ -31,6 +31,15 @@ from service.scheduler.lane import Pulse
 
 log = logging.getLogger(__name__)
 
+# What a loop on a connection of its own survives (and retries): the server gone, a
+# statement refused, a connection that died mid-operation.
+_FAILED = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+)
+
 
 class Beacon:
     """An event that is replaced when it fires: take ``current()`` before reading, then wait.
@@ -116,13 +125,7 @@ class Wakeups(_OwnConnection):
                 if self._conn is None or self._conn.is_closed():
                     await self._listen()  # a lost listener is replaced; the poll covers the gap
                 await on_wake()
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.exceptions.InternalClientError,
-            ) as exc:
-                # A connection that died mid-operation must not end the wake-ups for good.
+            except _FAILED as exc:  # never the end of the wake-ups
                 log.warning("shared queue: %s; retrying", exc)
             await self.pulse.wait(self._poll_s)
 
@@ -231,12 +234,7 @@ class Heartbeat(_OwnConnection):
                 if failing:
                     log.info("shared queue: heartbeat restored")
                 failing = False
-            except (
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                asyncpg.exceptions.InternalClientError,
-            ) as exc:
+            except _FAILED as exc:
                 if not failing:
                     log.warning("shared queue: heartbeat failed: %s", exc)
                 failing = True
