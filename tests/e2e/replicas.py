@@ -9,17 +9,21 @@ of their own in the test database, dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import httpx
 import yaml
@@ -213,6 +217,27 @@ class Replicas:
                 proc.signal(signal.SIGTERM)
         for proc in procs:
             proc.reap()
+        self._drop_schema()
+
+    def _drop_schema(self) -> None:
+        """Drop the stack's schema from the shared test database (best effort: a private
+        cluster a test stopped is gone with its schema anyway)."""
+
+        async def drop() -> None:
+            conn = await asyncpg.connect(self.database_url, timeout=10)
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+            finally:
+                await conn.close()
+
+        def run() -> None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError, TimeoutError):
+                asyncio.run(drop())
+
+        # Its own thread: stop() may be called from a test that runs an event loop.
+        worker = threading.Thread(target=run, name="drop-schema")
+        worker.start()
+        worker.join(30)
 
     def logs(self) -> str:
         return "\n".join(
