@@ -105,15 +105,15 @@ async def admit(
     hosts = await load_hosts(conn, pools)
     check_model(spec.provider, hosts.get(spec.provider, ()), spec.model, rules.down_retry_s)
     # One round trip: an ended request past its retention frees its id even before the
-    # periodic prune (the other reads do not see that delete: they leave such a row out
-    # themselves), then whether the id is taken, and the user's open requests.
+    # periodic prune (a data-modifying WITH runs whether or not it is read; the reads do
+    # not see its delete, so they leave such a row out themselves), then whether the id
+    # is taken, and the user's open requests.
     found = await conn.fetchrow(
         "WITH expired AS (DELETE FROM sched_requests WHERE user_id = $1 AND request_id = $2"
-        " AND closed AND finished_at <= $3 RETURNING 1)"
+        " AND closed AND finished_at <= $3)"
         " SELECT EXISTS (SELECT 1 FROM sched_requests WHERE user_id = $1 AND request_id = $2"
         "  AND NOT (closed AND finished_at <= $3)) AS taken,"
-        " (SELECT count(*) FROM sched_requests WHERE user_id = $1 AND NOT closed) AS active,"
-        " (SELECT count(*) FROM expired) AS expired",
+        " (SELECT count(*) FROM sched_requests WHERE user_id = $1 AND NOT closed) AS active",
         spec.user_id,
         spec.request_id,
         now - rules.retention_s,

@@ -39,7 +39,6 @@ class Dispatched:
     hosts: dict[str, list[HostState]] = field(default_factory=dict)
     running: dict[tuple[str, str], int] = field(default_factory=dict)  # (provider, host) → slots
     started: set[tuple[str, str]] = field(default_factory=set)  # (user, request) granted now
-    ended: set[tuple[str, str]] = field(default_factory=set)  # failed now: no host serves them
 
     @property
     def changed(self) -> bool:
@@ -233,7 +232,6 @@ async def dispatch(
         return done
     grants, unserved, waits, taken = plan.grants, plan.unserved, plan.waits, plan.taken
     done.started = {(g[0], g[1]) for g in grants}
-    done.ended = {(u, r) for u, r, _ in unserved}
     if grants:
         await conn.execute(
             "UPDATE sched_requests r SET state = 'running', granted = true, front = false,"

@@ -57,17 +57,6 @@ async def estimate_wait(
         provider,
         [h.name for h in serving],
     )
-    return wait_on(serving, at, mean, started, now)
-
-
-def wait_on(
-    serving: Sequence[HostState],
-    at: int,
-    mean: float,
-    started: Sequence[Mapping[str, Any]],
-    now: float,
-) -> float:
-    """``estimate_wait`` from what it read: the serving hosts and the running rows (any)."""
     return _lane(serving, mean, started, now)(at)
 
 
@@ -143,7 +132,8 @@ async def board(
     now: float,
     default_service_s: float,
 ) -> dict[tuple[str, str], tuple[int, float]]:
-    """Position and estimated wait of each of ``keys`` that is waiting, in three queries.
+    """Position and estimated wait of each of ``keys`` that is waiting, in three queries
+    (and one more per provider whose hosts serve different models).
 
     The same figures as ``position`` + ``estimate_wait`` row by row, which cost
     a count over the queue per waiting request: with W requests waiting, one

@@ -112,8 +112,7 @@ class PostgresScheduler(Requests, Directory):
                     now=self._clock(),
                 )
                 done = await self._dispatch(conn, hosts=hosts)
-                key = (spec.user_id, spec.request_id)
-                state = "running" if key in done.started else "failed" if key in done.ended else ""
+                granted = (spec.user_id, spec.request_id) in done.started
         except UNREACHABLE as exc:
             raise ServiceUnavailable(
                 f"the shared queue's database cannot be reached ({type(exc).__name__}); "
@@ -129,7 +128,7 @@ class PostgresScheduler(Requests, Directory):
             priority=row["priority"],
             conversation_id=row["conversation_id"],
             enqueued_at=row["enqueued_at"],
-            granted=state == "running",
+            granted=granted,
         )
 
     # -- replicas ---------------------------------------------------------------------------
